@@ -1,0 +1,161 @@
+"""Prometheus collectors for the whole runtime.
+
+One :class:`Metrics` object per supervisor, bound to a ``CollectorRegistry``
+(tests pass a private one). Names follow Prometheus practice: ``orchestrator_``
+prefix, base units, ``_total`` counters. Labels are bounded: agent ids and tool
+names come from agent classes; anything from the network that is not known is
+counted under the fixed label :data:`UNKNOWN`. Never a conversation id, customer
+id, URL or token as a label.
+"""
+
+from __future__ import annotations
+
+from prometheus_client import (
+    REGISTRY,
+    CollectorRegistry,
+    Counter,
+    Gauge,
+    Histogram,
+    PlatformCollector,
+    ProcessCollector,
+)
+
+UNKNOWN = "unknown"
+
+#: Seconds; tool calls range from microseconds (cached) to the max timeout.
+DURATION_BUCKETS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60)
+#: Seconds; a healthy loop lags well under a millisecond.
+LAG_BUCKETS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5)
+#: Events waiting in a mailbox, observed at every enqueue.
+DEPTH_BUCKETS = (0, 1, 2, 4, 8, 16, 32, 64, 128, 256, 512, 1024)
+
+CONVERSATION_STATES = ("starting", "running", "restarting", "stopping")
+
+
+class Metrics:
+    """Every collector the runtime updates, registered on one registry."""
+
+    def __init__(self, registry: CollectorRegistry | None = None, *, process: bool = False) -> None:
+        reg = REGISTRY if registry is None else registry
+        self.registry = reg
+        if process and reg is not REGISTRY:
+            ProcessCollector(registry=reg)
+            PlatformCollector(registry=reg)
+        self.conversations = Gauge(
+            "orchestrator_conversations",
+            "Conversations hosted now, by state and agent.",
+            ["state", "agent"],
+            registry=reg,
+        )
+        self.conversations_started = Counter(
+            "orchestrator_conversations_started_total",
+            "Conversations admitted and started, by agent.",
+            ["agent"],
+            registry=reg,
+        )
+        self.conversations_ended = Counter(
+            "orchestrator_conversations_ended_total",
+            "Conversations ended, by agent and outcome (completed, failed, cancelled, idle).",
+            ["agent", "outcome"],
+            registry=reg,
+        )
+        self.restarts = Counter(
+            "orchestrator_actor_restarts_total",
+            "Actor restarts, by agent and reason (crash, link, manual).",
+            ["agent", "reason"],
+            registry=reg,
+        )
+        self.admissions_rejected = Counter(
+            "orchestrator_admissions_rejected_total",
+            "Conversations refused admission, by reason.",
+            ["reason"],
+            registry=reg,
+        )
+        self.mailbox_depth = Histogram(
+            "orchestrator_mailbox_depth",
+            "Events already waiting in a mailbox when one more is enqueued.",
+            buckets=DEPTH_BUCKETS,
+            registry=reg,
+        )
+        self.mailbox_overflows = Counter(
+            "orchestrator_mailbox_overflows_total",
+            "Events dropped or refused by a full mailbox, by policy.",
+            ["policy"],
+            registry=reg,
+        )
+        self.messages_in = Counter(
+            "orchestrator_messages_received_total",
+            "Platform messages received, by event type.",
+            ["event"],
+            registry=reg,
+        )
+        self.messages_out = Counter(
+            "orchestrator_messages_sent_total",
+            "Messages sent to the platform, by event type.",
+            ["event"],
+            registry=reg,
+        )
+        self.tool_calls = Counter(
+            "orchestrator_tool_calls_total",
+            "Tool calls, by tool and outcome (ok, error, timeout, invalid_arguments,"
+            " unknown_tool, cached).",
+            ["tool", "outcome"],
+            registry=reg,
+        )
+        self.tool_duration = Histogram(
+            "orchestrator_tool_duration_seconds",
+            "Time from a tool call's start to its result, by tool.",
+            ["tool"],
+            buckets=DURATION_BUCKETS,
+            registry=reg,
+        )
+        self.reconnects = Counter(
+            "orchestrator_reconnects_total",
+            "Reconnection attempts after a dropped link, by reason.",
+            ["reason"],
+            registry=reg,
+        )
+        self.handshake_failures = Counter(
+            "orchestrator_handshake_failures_total",
+            "Failed WebSocket or join handshakes, by reason.",
+            ["reason"],
+            registry=reg,
+        )
+        self.protocol_errors = Counter(
+            "orchestrator_protocol_errors_total",
+            "Frames or events rejected as protocol errors, by reason.",
+            ["reason"],
+            registry=reg,
+        )
+        self.events_ignored = Counter(
+            "orchestrator_events_ignored_total",
+            "Platform events not acted on (unknown agent, duplicate, foreign conversation).",
+            ["reason"],
+            registry=reg,
+        )
+        self.breaker_open = Gauge(
+            "orchestrator_breaker_open",
+            "1 while the process-wide restart breaker is open and admission is stopped.",
+            registry=reg,
+        )
+        self.draining = Gauge(
+            "orchestrator_draining",
+            "1 while the process is draining after a shutdown signal.",
+            registry=reg,
+        )
+        self.loop_lag = Histogram(
+            "orchestrator_event_loop_lag_seconds",
+            "How late the event loop ran a periodic tick: time the loop was blocked.",
+            buckets=LAG_BUCKETS,
+            registry=reg,
+        )
+        self.blocking_tools = Counter(
+            "orchestrator_blocking_tool_detections_total",
+            "Async tools caught blocking the event loop, by tool.",
+            ["tool"],
+            registry=reg,
+        )
+
+    def tool_label(self, name: str, known: bool) -> str:
+        """The label for a tool name: the name if an agent defines it, else :data:`UNKNOWN`."""
+        return name if known else UNKNOWN
