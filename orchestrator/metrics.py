@@ -23,7 +23,24 @@ from prometheus_client import (
 UNKNOWN = "unknown"
 
 #: Seconds; tool calls range from microseconds (cached) to the max timeout.
-DURATION_BUCKETS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60)
+DURATION_BUCKETS = (
+    0.0005,
+    0.001,
+    0.0025,
+    0.005,
+    0.01,
+    0.025,
+    0.05,
+    0.1,
+    0.25,
+    0.5,
+    1,
+    2.5,
+    5,
+    10,
+    30,
+    60,
+)
 #: Seconds; a healthy loop lags well under a millisecond.
 LAG_BUCKETS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5)
 #: Events waiting in a mailbox, observed at every enqueue.
@@ -97,8 +114,7 @@ class Metrics:
         )
         self.tool_calls = Counter(
             "orchestrator_tool_calls_total",
-            "Tool calls, by tool and outcome (ok, error, timeout, invalid_arguments,"
-            " unknown_tool, cached).",
+            "Tool calls, by tool and outcome (ok, error, timeout, invalid_arguments, unknown_tool, cached).",
             ["tool", "outcome"],
             registry=reg,
         )
@@ -147,6 +163,17 @@ class Metrics:
             "orchestrator_event_loop_lag_seconds",
             "How late the event loop ran a periodic tick: time the loop was blocked.",
             buckets=LAG_BUCKETS,
+            registry=reg,
+        )
+        self.ready = Gauge(
+            "orchestrator_ready",
+            "1 while /readyz answers 200; refreshed by the HTTP app on every scrape and probe.",
+            registry=reg,
+        )
+        self.build_info = Gauge(
+            "orchestrator_build_info",
+            "Always 1; the version label says which orchestrator release is running.",
+            ["version"],
             registry=reg,
         )
         self.blocking_tools = Counter(

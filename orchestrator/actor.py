@@ -1,0 +1,257 @@
+"""One conversation: its Connection, Mailbox, ToolExecutor and Agent instance.
+
+The actor runs in its own nursery. The connection pumps inbound events into the
+mailbox (waiting when it is full, so a fast peer meets backpressure); the actor
+takes them one at a time, runs tool calls concurrently up to a per-actor limit
+and sends each reply back through the connection. A tool failure is a reply; an
+exception in a lifecycle hook or a broken link ends the actor, and the
+supervisor decides what happens next.
+"""
+
+from __future__ import annotations
+
+import enum
+import logging
+from collections.abc import Mapping
+from typing import Any
+
+import attrs
+import trio
+
+from . import events as ev
+from .agent import Agent, call_hook, overrides
+from .connection import Connection
+from .errors import ConversationFailedError, LinkError
+from .mailbox import Mailbox, OverflowPolicy
+from .metrics import Metrics
+from .replies import answer_message
+from .store import ConversationRecord
+from .tools import ToolExecutor, ToolSettings
+
+log = logging.getLogger("orchestrator.actor")
+
+
+class ActorExit(enum.Enum):
+    """How an actor's run ended without an exception."""
+
+    COMPLETED = "completed"  #: the platform ended the conversation
+    IDLE = "idle"  #: nothing happened for ``idle_timeout`` seconds
+
+
+@attrs.frozen
+class ActorSettings:
+    """Per-actor limits."""
+
+    mailbox_capacity: int = 64
+    mailbox_policy: OverflowPolicy = attrs.field(default=OverflowPolicy.BLOCK, converter=OverflowPolicy)
+    idle_timeout: float | None = None
+    shutdown_timeout: float = 5.0
+    tools: ToolSettings = attrs.field(factory=ToolSettings)
+
+
+_EVENT_NAMES: dict[type[Any], str] = {
+    ev.LinkUp: "link_up",
+    ev.LinkDown: "link_down",
+    ev.ConversationStarted: "conversation_started",
+    ev.ConversationEnded: "conversation_ended",
+    ev.ToolCallRequest: "tool_call_request",
+    ev.CustomerMessage: "customer_message",
+    ev.ConfigUpdate: "config_update",
+    ev.PlatformNotice: "platform_notice",
+    ev.PlatformError: "platform_error",
+    ev.UnknownEvent: "unknown",
+    ev.ProtocolViolation: "protocol_violation",
+    ev.RegisterTools: "register_tools",
+    ev.ToolResult: "tool_result",
+    ev.ToolFailure: "tool_failure",
+    ev.ReplyChunk: "reply_chunk",
+    ev.ReplyComplete: "reply_complete",
+    ev.ReplyFailure: "reply_failure",
+}
+
+
+@attrs.define(eq=False, slots=True)
+class ConversationActor:
+    """Hosts one conversation until it ends, crashes or is cancelled."""
+
+    record: ConversationRecord
+    agent_cls: type[Agent]
+    connection: Connection
+    thread_limiter: trio.CapacityLimiter
+    settings: ActorSettings = attrs.field(factory=ActorSettings)
+    metrics: Metrics | None = None
+    mailbox: Mailbox[ev.InboundEvent] = attrs.field(init=False)
+    executor: ToolExecutor | None = attrs.field(init=False, default=None)
+    _slots: trio.Semaphore | None = attrs.field(init=False, default=None)
+    _last_activity: float = attrs.field(init=False, default=0.0)
+
+    def __attrs_post_init__(self) -> None:
+        self.mailbox = Mailbox(self.settings.mailbox_capacity, self.settings.mailbox_policy)
+
+    async def run(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> ActorExit:
+        """Connect, then serve events until the conversation ends.
+
+        ``task_status.started()`` fires once the link is up. Returns how it ended;
+        raises ConversationFailedError when the link failed for good (after calling
+        the agent's ``on_error`` once), or whatever a lifecycle hook raised. On
+        cancellation the agent's ``on_conversation_ended`` still runs, shielded,
+        within ``shutdown_timeout``.
+        """
+        agent = self.agent_cls()
+        self.executor = ToolExecutor(
+            agent, self.record, self.thread_limiter, self.settings.tools, self.metrics
+        )
+        try:
+            async with trio.open_nursery() as link:
+                await link.start(self.connection.run, self._deliver)
+                task_status.started()
+                try:
+                    exit_ = await self._serve(agent)
+                finally:
+                    link.cancel_scope.cancel()
+            return exit_
+        except BaseExceptionGroup as group:
+            failure = _terminal_link_error(group)
+            if failure is None:
+                raise
+            log.warning("conversation link failed for good: %s", failure)
+            with trio.move_on_after(self.settings.shutdown_timeout, shield=True):
+                await call_hook(
+                    agent, "on_error", "connection", str(failure), {"reason": type(failure).__name__}
+                )
+            raise ConversationFailedError(f"link failed: {failure}") from failure
+
+    async def _deliver(self, event: ev.InboundEvent) -> None:
+        if self.metrics is not None:
+            self.metrics.messages_in.labels(_EVENT_NAMES.get(type(event), "unknown")).inc()
+            self.metrics.mailbox_depth.observe(len(self.mailbox))
+        await self.mailbox.put(event)
+
+    async def _serve(self, agent: Agent) -> ActorExit:
+        try:
+            await call_hook(agent, "on_conversation_started", self.record)
+            async with trio.open_nursery() as calls:
+                exit_ = await self._loop(agent, calls)
+        except trio.Cancelled:
+            with trio.move_on_after(self.settings.shutdown_timeout, shield=True):
+                await call_hook(agent, "on_conversation_ended", self.record)
+            raise
+        await call_hook(agent, "on_conversation_ended", self.record)
+        return exit_
+
+    async def _loop(self, agent: Agent, calls: trio.Nursery) -> ActorExit:
+        self._last_activity = trio.current_time()
+        while True:
+            event = await self._next_event()
+            if event is None:
+                if self.executor is not None and self.executor.inflight:
+                    continue  # a call still running is activity
+                return ActorExit.IDLE
+            if isinstance(event, ev.ToolCallRequest):
+                await self._start_call(event, calls)
+            elif isinstance(event, ev.ConversationEnded):
+                self.record.record(trio.current_time(), "ended", {"reason": event.reason})
+                return ActorExit.COMPLETED
+            else:
+                await self._handle(agent, event)
+
+    async def _next_event(self) -> ev.InboundEvent | None:
+        """The next event, or None after ``idle_timeout`` seconds without activity.
+
+        Activity is an inbound event or a tool call finishing; a call still
+        running keeps the conversation alive.
+        """
+        idle = self.settings.idle_timeout
+        if idle is None:
+            return await self.mailbox.get()
+        while True:
+            with trio.move_on_at(self._last_activity + idle):
+                event = await self.mailbox.get()
+                self._last_activity = trio.current_time()
+                return event
+            inflight = self.executor is not None and self.executor.inflight
+            if not inflight and trio.current_time() >= self._last_activity + idle:
+                return None
+            if inflight:
+                self._last_activity = trio.current_time()
+
+    async def _start_call(self, request: ev.ToolCallRequest, calls: trio.Nursery) -> None:
+        if self._slots is None:
+            self._slots = trio.Semaphore(self.settings.tools.max_concurrent_calls)
+        await self._slots.acquire()
+        self.record.record(
+            trio.current_time(), "tool_call", {"call_id": request.call_id, "tool": request.tool_name}
+        )
+        calls.start_soon(self._call, request, self._slots)
+
+    async def _call(self, request: ev.ToolCallRequest, slots: trio.Semaphore) -> None:
+        try:
+            assert self.executor is not None
+            reply = await self.executor.execute(request)
+            if reply is not None:
+                self.record.record(
+                    trio.current_time(),
+                    "tool_reply",
+                    {"call_id": reply.call_id, "ok": isinstance(reply, ev.ToolResult)},
+                )
+                await self.send(reply)
+        finally:
+            self._last_activity = trio.current_time()
+            slots.release()
+
+    async def send(self, event: ev.OutboundEvent) -> None:
+        """Send one command to the platform (waits through a reconnect)."""
+        await self.connection.send(event)
+        if self.metrics is not None:
+            self.metrics.messages_out.labels(_EVENT_NAMES[type(event)]).inc()
+
+    async def _handle(self, agent: Agent, event: ev.InboundEvent) -> None:
+        if isinstance(event, ev.LinkUp):
+            tools = tuple(d.schema() for d in self.agent_cls.__tools__.values())
+            if tools:
+                await self.send(ev.RegisterTools(tools))
+        elif isinstance(event, ev.CustomerMessage):
+            self.record.record(trio.current_time(), "message", {"task_id": event.task_id})
+            await answer_message(agent, event, self.send)
+        elif isinstance(event, ev.ConfigUpdate):
+            if overrides(agent, "on_config_update"):
+                await call_hook(agent, "on_config_update", event.config)
+        elif isinstance(event, ev.PlatformError):
+            log.warning("platform error %s: %s", event.error_type, event.message)
+            if overrides(agent, "on_error"):
+                await call_hook(agent, "on_error", event.error_type, event.message, event.details)
+        elif isinstance(event, ev.ProtocolViolation):
+            log.warning("protocol error (%s): %s", event.reason, event.message)
+            if self.metrics is not None:
+                self.metrics.protocol_errors.labels(event.reason).inc()
+        elif isinstance(event, ev.UnknownEvent):
+            log.info("ignoring unknown platform event %r", event.event[:64])
+            if self.metrics is not None:
+                self.metrics.events_ignored.labels("unknown_event").inc()
+        elif isinstance(event, ev.LinkDown):
+            log.info("link down (%s); reconnecting", event.reason)
+        else:
+            log.debug("event %s", type(event).__name__)
+        await trio.lowlevel.checkpoint()
+
+
+def _terminal_link_error(group: BaseExceptionGroup[Any]) -> LinkError | None:
+    """The LinkError inside ``group`` if that is all it holds (no cancellation)."""
+    links, rest = group.split(LinkError)
+    if links is None or rest is not None:
+        return None
+    leaf: BaseException = links
+    while isinstance(leaf, BaseExceptionGroup):
+        leaf = leaf.exceptions[0]
+    return leaf if isinstance(leaf, LinkError) else None
+
+
+def summarize(actor: ConversationActor) -> Mapping[str, Any]:
+    """A JSON-ready view of an actor for the inspection API."""
+    stats = actor.mailbox.statistics()
+    return {
+        "mailbox_depth": stats.depth,
+        "mailbox_capacity": stats.capacity,
+        "mailbox_dropped": stats.dropped,
+        "inflight_calls": 0 if actor.executor is None else actor.executor.inflight,
+    }

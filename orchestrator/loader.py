@@ -1,0 +1,82 @@
+"""Loading Agent classes from ``AGENT`` specs on the command line.
+
+A spec is ``package.module:Class`` or ``path/to/file.py:Class``. Every failure is
+an :class:`~orchestrator.errors.AgentSpecError` with a one-line message.
+"""
+
+from __future__ import annotations
+
+import importlib
+import importlib.util
+import sys
+from pathlib import Path
+
+from .agent import Agent
+from .errors import AgentDefinitionError, AgentSpecError
+
+
+def load_agent(spec: str) -> type[Agent]:
+    """The Agent subclass named by ``spec``."""
+    target, sep, attr = spec.rpartition(":")
+    if not sep or not target or not attr:
+        raise AgentSpecError(
+            f"bad agent spec {spec!r}: expected package.module:Class or path/to/file.py:Class"
+        )
+    module = _load_module(spec, target)
+    try:
+        obj = getattr(module, attr)
+    except AttributeError:
+        raise AgentSpecError(f"bad agent spec {spec!r}: {target} has no attribute {attr!r}") from None
+    if not (isinstance(obj, type) and issubclass(obj, Agent)):
+        raise AgentSpecError(f"bad agent spec {spec!r}: {attr} is not an orchestrator.Agent subclass")
+    return obj
+
+
+def load_agents(specs: list[str] | tuple[str, ...]) -> list[type[Agent]]:
+    """Load several specs; agent ids must be unique."""
+    agents = [load_agent(spec) for spec in specs]
+    seen: dict[str, str] = {}
+    for spec, agent in zip(specs, agents, strict=True):
+        if agent.agent_id in seen:
+            raise AgentSpecError(
+                f"agents {seen[agent.agent_id]!r} and {spec!r} share agent_id {agent.agent_id!r}"
+            )
+        seen[agent.agent_id] = spec
+    return agents
+
+
+def _load_module(spec: str, target: str) -> object:
+    try:
+        if target.endswith(".py") or "/" in target or "\\" in target:
+            return _load_file(spec, Path(target))
+        return importlib.import_module(target)
+    except AgentSpecError:
+        raise
+    except AgentDefinitionError as exc:
+        raise AgentSpecError(f"agent in {spec!r} is invalid: {exc}") from exc
+    except ModuleNotFoundError as exc:
+        raise AgentSpecError(f"bad agent spec {spec!r}: no module named {exc.name!r}") from exc
+    except Exception as exc:  # user code failed while importing: report it in one line
+        raise AgentSpecError(f"importing {target!r} failed: {type(exc).__name__}: {exc}") from exc
+
+
+def _load_file(spec: str, path: Path) -> object:
+    if not path.is_file():
+        raise AgentSpecError(f"bad agent spec {spec!r}: file not found: {path}")
+    name = f"_orchestrator_agent_{path.stem}_{abs(hash(path.resolve())) % 10**8}"
+    if name in sys.modules:
+        return sys.modules[name]
+    module_spec = importlib.util.spec_from_file_location(name, path)
+    if module_spec is None or module_spec.loader is None:
+        raise AgentSpecError(f"bad agent spec {spec!r}: cannot import {path}")
+    module = importlib.util.module_from_spec(module_spec)
+    sys.modules[name] = module
+    sys.path.insert(0, str(path.resolve().parent))
+    try:
+        module_spec.loader.exec_module(module)
+    except BaseException:
+        sys.modules.pop(name, None)
+        raise
+    finally:
+        sys.path.remove(str(path.resolve().parent))
+    return module

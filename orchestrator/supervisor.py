@@ -1,0 +1,537 @@
+"""Spawns, watches, restarts and drains conversation actors.
+
+The contract (each line has a test):
+
+* A crash in one conversation never disturbs another.
+* Restart types: ``transient`` restarts on a crash; ``permanent`` also after an
+  idle timeout; ``temporary`` never. A platform-ended conversation and an
+  operator's stop are never restarted.
+* Restart budget per conversation: more than ``restart_budget`` crashes within
+  ``restart_window`` seconds ends that conversation alone as failed. The window
+  counts time the conversation spent running, not time waiting in backoff, so a
+  growing backoff cannot hide a crash loop. Restarts wait a full-jitter backoff
+  (min 0.5 s, max 30 s), reset after ``healthy_after`` seconds of healthy running.
+* A restart storm across conversations opens the process-wide breaker: admission
+  stops and readiness fails; running conversations are untouched.
+* The admission cap counts starting, running and restarting actors and is
+  checked and taken synchronously, so no burst can overshoot it. A memory
+  ceiling also stops admission.
+* Drain: no new admissions, conversations run on until ``drain_timeout``, then
+  each is cancelled with ``shutdown_timeout`` to clean up.
+* Across a restart a conversation keeps its record (id, history, results).
+"""
+
+from __future__ import annotations
+
+import logging
+import random
+from collections import deque
+from collections.abc import Callable, Iterable, Mapping
+from typing import Any
+
+import attrs
+import trio
+
+from .actor import ActorExit, ActorSettings, ConversationActor, summarize
+from .agent import Agent
+from .backoff import Backoff, BackoffPolicy
+from .connection import Connection
+from .errors import AdmissionError, ConversationFailedError, ConversationNotFoundError
+from .metrics import Metrics
+from .store import ConversationRecord, ConversationStore, MemoryStore
+
+log = logging.getLogger("orchestrator.supervisor")
+
+ConnectionFactory = Callable[[ConversationRecord], Connection]
+MemoryProbe = Callable[[], int]
+
+STATES = ("starting", "running", "restarting", "stopping")
+OUTCOMES = ("completed", "idle", "stopped", "failed", "cancelled")
+
+
+@attrs.frozen
+class SupervisorSettings:
+    """Admission, restart and drain policy. Times in seconds."""
+
+    max_conversations: int = 10_000
+    restart_budget: int = 3
+    restart_window: float = 5.0
+    backoff_min: float = 0.5
+    backoff_max: float = 30.0
+    healthy_after: float = 60.0
+    breaker_threshold: int = 50
+    breaker_window: float = 10.0
+    breaker_cooldown: float = 30.0
+    memory_limit_bytes: int | None = None
+    drain_timeout: float = 30.0
+    actor: ActorSettings = attrs.field(factory=ActorSettings)
+
+    def __attrs_post_init__(self) -> None:
+        if self.max_conversations < 1:
+            raise ValueError("max_conversations must be at least 1")
+        if self.restart_budget < 0 or self.restart_window <= 0:
+            raise ValueError("restart_budget must be >= 0 and restart_window > 0")
+        if self.breaker_threshold < 1 or self.breaker_window <= 0:
+            raise ValueError("breaker_threshold must be >= 1 and breaker_window > 0")
+
+
+@attrs.frozen
+class ConversationInfo:
+    """What the inspection API says about one conversation."""
+
+    conversation_id: str
+    agent_id: str
+    state: str
+    restarts: int
+    started_at: float
+    details: Mapping[str, Any]
+
+
+@attrs.frozen
+class SupervisorStatistics:
+    """A snapshot of the supervisor."""
+
+    by_state: Mapping[str, int]
+    by_agent: Mapping[str, int]
+    active: int
+    capacity: int
+    started_total: int
+    ended_total: Mapping[str, int]
+    restarts_total: int
+    rejected_total: Mapping[str, int]
+    breaker_open: bool
+    draining: bool
+
+
+@attrs.define(eq=False, slots=True)
+class _Slot:
+    """One admitted conversation and its supervision state."""
+
+    record: ConversationRecord
+    agent_cls: type[Agent]
+    state: str = "starting"
+    started_at: float = 0.0
+    scope: trio.CancelScope = attrs.field(factory=trio.CancelScope)
+    actor: ConversationActor | None = None
+    stop_requested: bool = False
+    restart_requested: bool = False
+    running: trio.Event = attrs.field(factory=trio.Event)
+    ended: trio.Event = attrs.field(factory=trio.Event)
+    outcome: str | None = None
+
+    def new_scope(self) -> trio.CancelScope:
+        """A fresh cancel scope for the next phase, already cancelled if a stop is pending."""
+        self.scope = trio.CancelScope()
+        if self.stop_requested:
+            self.scope.cancel()
+        return self.scope
+
+
+class Supervisor:
+    """Hosts conversation actors in one nursery. Start with ``await nursery.start(sup.run)``."""
+
+    def __init__(
+        self,
+        agents: Iterable[type[Agent]],
+        connect: ConnectionFactory,
+        *,
+        settings: SupervisorSettings | None = None,
+        metrics: Metrics | None = None,
+        store: ConversationStore | None = None,
+        thread_limiter: trio.CapacityLimiter | None = None,
+        memory_probe: MemoryProbe | None = None,
+        rng: random.Random | None = None,
+    ) -> None:
+        self.settings = settings or SupervisorSettings()
+        self.agents: dict[str, type[Agent]] = {}
+        for agent_cls in agents:
+            if agent_cls.agent_id in self.agents:
+                raise ValueError(f"two agent classes share agent_id {agent_cls.agent_id!r}")
+            self.agents[agent_cls.agent_id] = agent_cls
+        self._connect = connect
+        self.metrics = metrics
+        self.store: ConversationStore = store if store is not None else MemoryStore()
+        self.thread_limiter = thread_limiter or trio.to_thread.current_default_thread_limiter()
+        self._memory_probe = memory_probe
+        self._rng = rng or random.Random()
+        self._slots: dict[str, _Slot] = {}
+        self._nursery: trio.Nursery | None = None
+        self._draining = False
+        self._breaker_open_until: float | None = None
+        self._storm: deque[float] = deque()
+        self._idle = trio.Event()
+        self._idle.set()
+        self._started_total = 0
+        self._restarts_total = 0
+        self._ended: dict[str, int] = dict.fromkeys(OUTCOMES, 0)
+        self._rejected: dict[str, int] = {}
+        self._by_state: dict[str, int] = dict.fromkeys(STATES, 0)
+
+    # ------------------------------------------------------------ lifecycle
+
+    async def run(self, *, task_status: trio.TaskStatus[Supervisor] = trio.TASK_STATUS_IGNORED) -> None:
+        """Host actors until cancelled. Cancellation cancels every actor."""
+        async with trio.open_nursery() as nursery:
+            self._nursery = nursery
+            task_status.started(self)
+            await trio.sleep_forever()
+
+    async def drain(self, timeout: float | None = None) -> bool:  # noqa: ASYNC109 - a drain deadline, then cancel
+        """Stop admitting, let conversations end until the deadline, then cancel the rest.
+
+        Returns True if every conversation ended on its own before the deadline.
+        Each cancelled actor gets its ``shutdown_timeout`` to clean up, so this
+        returns within ``timeout + shutdown_timeout`` (plus scheduling).
+        """
+        self._draining = True
+        if self.metrics is not None:
+            self.metrics.draining.set(1)
+        deadline = self.settings.drain_timeout if timeout is None else timeout
+        log.info("draining %d conversations (deadline %.1f s)", len(self._slots), deadline)
+        with trio.move_on_after(deadline):
+            await self._idle.wait()
+            return True
+        for slot in list(self._slots.values()):
+            slot.stop_requested = True
+            slot.scope.cancel()
+        with trio.move_on_after(self.settings.actor.shutdown_timeout + 1.0):
+            await self._idle.wait()
+        return False
+
+    @property
+    def draining(self) -> bool:
+        return self._draining
+
+    # ------------------------------------------------------------ admission
+
+    def start_conversation_nowait(
+        self, conversation_id: str, agent_id: str, metadata: Mapping[str, Any] | None = None
+    ) -> None:
+        """Admit and spawn a conversation, or raise AdmissionError. Never waits.
+
+        The check and the reservation happen with no checkpoint in between, so
+        concurrent callers can never overshoot ``max_conversations``.
+        """
+        if self._nursery is None:
+            raise RuntimeError("supervisor is not running; start it with nursery.start(sup.run)")
+        agent_cls = self.agents.get(agent_id)
+        reason = self._refusal(conversation_id, agent_cls)
+        if reason is not None:
+            self._rejected[reason[0]] = self._rejected.get(reason[0], 0) + 1
+            if self.metrics is not None:
+                self.metrics.admissions_rejected.labels(reason[0]).inc()
+            raise AdmissionError(*reason)
+        assert agent_cls is not None
+        record = self.store.get(conversation_id) or ConversationRecord(
+            conversation_id, agent_id, dict(metadata or {})
+        )
+        self.store.add(record)
+        slot = _Slot(record, agent_cls, started_at=trio.current_time())
+        self._slots[conversation_id] = slot
+        self._idle = trio.Event() if self._idle.is_set() else self._idle
+        self._set_state(slot, "starting", new=True)
+        self._started_total += 1
+        if self.metrics is not None:
+            self.metrics.conversations_started.labels(agent_id).inc()
+        self._nursery.start_soon(self._supervise, slot)
+
+    async def start_conversation(
+        self, conversation_id: str, agent_id: str, metadata: Mapping[str, Any] | None = None
+    ) -> None:
+        """Admit and spawn, then wait until the actor is running (or already ended)."""
+        self.start_conversation_nowait(conversation_id, agent_id, metadata)
+        await self.wait_running(conversation_id)
+
+    def _refusal(self, conversation_id: str, agent_cls: type[Agent] | None) -> tuple[str, str] | None:
+        if self._draining:
+            return ("draining", "draining: not admitting new conversations")
+        if agent_cls is None:
+            return ("unknown_agent", "no agent class has that agent_id")
+        if conversation_id in self._slots:
+            return ("duplicate", "conversation is already hosted")
+        if self.breaker_open:
+            return ("breaker", "restart storm: the breaker is open")
+        if len(self._slots) >= self.settings.max_conversations:
+            return ("capacity", f"at capacity ({self.settings.max_conversations} conversations)")
+        limit = self.settings.memory_limit_bytes
+        if limit is not None and self._memory_probe is not None and self._memory_probe() >= limit:
+            return ("memory", "memory ceiling reached")
+        return None
+
+    # ------------------------------------------------------------ supervision
+
+    async def _supervise(self, slot: _Slot) -> None:
+        settings = self.settings
+        backoff = Backoff(
+            BackoffPolicy(
+                base=settings.backoff_min * 2, cap=settings.backoff_max, floor=settings.backoff_min
+            ),
+            self._rng,
+        )
+        crashes: deque[float] = deque()
+        run_clock = 0.0  # seconds this conversation spent running, excluding backoff
+        outcome = "failed"
+        try:
+            while True:
+                actor = ConversationActor(
+                    slot.record,
+                    slot.agent_cls,
+                    self._connect(slot.record),
+                    self.thread_limiter,
+                    settings.actor,
+                    self.metrics,
+                )
+                slot.actor = actor
+                began = trio.current_time()
+                reason: str | None = None
+                exit_: ActorExit | None = None
+                with slot.new_scope():
+                    try:
+                        exit_ = await actor.run(task_status=_Started(self, slot))
+                    except ConversationFailedError as exc:
+                        log.warning("conversation failed: %s", exc)
+                        outcome = "failed"
+                        return
+                    except Exception as exc:  # the supervisor decides on a restart here
+                        reason = "crash"
+                        log.warning("actor crashed: %s", _describe(exc), exc_info=exc)
+                ran = trio.current_time() - began
+                run_clock += ran
+                if slot.scope.cancelled_caught or slot.stop_requested:
+                    if slot.restart_requested and not self._draining:
+                        slot.restart_requested = slot.stop_requested = False
+                        self._count_restart(slot, "manual")
+                        self._set_state(slot, "restarting")
+                        continue
+                    outcome = "stopped" if not self._draining else "cancelled"
+                    return
+                if exit_ is ActorExit.COMPLETED:
+                    outcome = "completed"
+                    return
+                if exit_ is ActorExit.IDLE:
+                    if slot.agent_cls.restart != "permanent":
+                        outcome = "idle"
+                        return
+                    reason = "idle"
+                # A crash (or a permanent agent's idle end): restart or give up.
+                if slot.agent_cls.restart == "temporary":
+                    outcome = "failed"
+                    return
+                if ran >= settings.healthy_after:
+                    backoff.reset()
+                    crashes.clear()
+                crashes.append(run_clock)
+                while crashes and crashes[0] < run_clock - settings.restart_window:
+                    crashes.popleft()
+                if len(crashes) > settings.restart_budget:
+                    log.error(
+                        "conversation over its restart budget (%d in %.1f s): failed",
+                        settings.restart_budget,
+                        settings.restart_window,
+                    )
+                    outcome = "failed"
+                    return
+                self._count_restart(slot, reason or "crash")
+                self._note_storm()
+                self._set_state(slot, "restarting")
+                with slot.new_scope():
+                    await trio.sleep(backoff.next_delay())
+                if slot.scope.cancelled_caught:
+                    outcome = "stopped" if not self._draining else "cancelled"
+                    return
+        finally:
+            self._finish(slot, outcome)
+
+    def _count_restart(self, slot: _Slot, reason: str) -> None:
+        slot.record.restarts += 1
+        self._restarts_total += 1
+        if self.metrics is not None:
+            self.metrics.restarts.labels(slot.record.agent_id, reason).inc()
+
+    def _finish(self, slot: _Slot, outcome: str) -> None:
+        self._set_state(slot, None)
+        slot.outcome = outcome
+        slot.running.set()
+        self._slots.pop(slot.record.conversation_id, None)
+        self.store.remove(slot.record.conversation_id)
+        self._ended[outcome] = self._ended.get(outcome, 0) + 1
+        if self.metrics is not None:
+            self.metrics.conversations_ended.labels(slot.record.agent_id, outcome).inc()
+        slot.ended.set()
+        if not self._slots:
+            self._idle.set()
+
+    def _set_state(self, slot: _Slot, state: str | None, *, new: bool = False) -> None:
+        agent = slot.record.agent_id
+        if not new:
+            self._by_state[slot.state] -= 1
+            if self.metrics is not None:
+                self.metrics.conversations.labels(slot.state, agent).dec()
+        if state is not None:
+            slot.state = state
+            self._by_state[state] += 1
+            if self.metrics is not None:
+                self.metrics.conversations.labels(state, agent).inc()
+
+    # ------------------------------------------------------------ breaker
+
+    def _note_storm(self) -> None:
+        now = trio.current_time()
+        window = self.settings.breaker_window
+        self._storm.append(now)
+        while self._storm and self._storm[0] < now - window:
+            self._storm.popleft()
+        if len(self._storm) >= self.settings.breaker_threshold:
+            if not self.breaker_open:
+                log.error(
+                    "restart storm (%d restarts in %.0f s): breaker open, admission stopped",
+                    len(self._storm),
+                    window,
+                )
+            self._breaker_open_until = now + self.settings.breaker_cooldown
+            if self.metrics is not None:
+                self.metrics.breaker_open.set(1)
+
+    @property
+    def breaker_open(self) -> bool:
+        """True while a restart storm keeps admission stopped (cooldown after the last restart)."""
+        until = self._breaker_open_until
+        if until is None:
+            return False
+        if trio.current_time() < until:
+            return True
+        self._breaker_open_until = None
+        log.info("breaker closed: restart storm over")
+        if self.metrics is not None:
+            self.metrics.breaker_open.set(0)
+        return False
+
+    # ------------------------------------------------------------ inspection
+
+    def __contains__(self, conversation_id: object) -> bool:
+        return conversation_id in self._slots
+
+    def __len__(self) -> int:
+        return len(self._slots)
+
+    def list_conversations(self) -> list[ConversationInfo]:
+        """Every hosted conversation, in admission order."""
+        return [self._info(slot) for slot in self._slots.values()]
+
+    def inspect(self, conversation_id: str) -> ConversationInfo:
+        """One conversation's state; raises ConversationNotFoundError."""
+        return self._info(self._slot(conversation_id))
+
+    def stop(self, conversation_id: str) -> None:
+        """Cancel one conversation; it ends as ``stopped`` and is not restarted."""
+        slot = self._slot(conversation_id)
+        slot.stop_requested = True
+        slot.scope.cancel()
+
+    def restart(self, conversation_id: str) -> None:
+        """Cancel one conversation's actor and start a fresh one (not counted against the budget)."""
+        slot = self._slot(conversation_id)
+        slot.stop_requested = slot.restart_requested = True
+        slot.scope.cancel()
+
+    async def wait_running(self, conversation_id: str) -> None:
+        """Wait until the conversation's actor is running or the conversation ended."""
+        slot = self._slots.get(conversation_id)
+        if slot is None:
+            await trio.lowlevel.checkpoint()
+            return
+        await slot.running.wait()
+
+    async def wait_ended(self, conversation_id: str) -> str:
+        """Wait until the conversation ends; returns its outcome."""
+        slot = self._slot(conversation_id)
+        await slot.ended.wait()
+        assert slot.outcome is not None
+        return slot.outcome
+
+    def _slot(self, conversation_id: str) -> _Slot:
+        try:
+            return self._slots[conversation_id]
+        except KeyError:
+            raise ConversationNotFoundError(f"no conversation {conversation_id!r}") from None
+
+    def _info(self, slot: _Slot) -> ConversationInfo:
+        details = summarize(slot.actor) if slot.actor is not None else {}
+        return ConversationInfo(
+            slot.record.conversation_id,
+            slot.record.agent_id,
+            slot.state,
+            slot.record.restarts,
+            slot.started_at,
+            details,
+        )
+
+    def statistics(self) -> SupervisorStatistics:
+        """The live state of the supervisor as a frozen value."""
+        by_agent: dict[str, int] = {}
+        for slot in self._slots.values():
+            by_agent[slot.record.agent_id] = by_agent.get(slot.record.agent_id, 0) + 1
+        return SupervisorStatistics(
+            by_state=dict(self._by_state),
+            by_agent=by_agent,
+            active=len(self._slots),
+            capacity=self.settings.max_conversations,
+            started_total=self._started_total,
+            ended_total=dict(self._ended),
+            restarts_total=self._restarts_total,
+            rejected_total=dict(self._rejected),
+            breaker_open=self.breaker_open,
+            draining=self._draining,
+        )
+
+    # ------------------------------------------------------------ http StatusProvider
+
+    def readiness(self) -> tuple[bool, str]:
+        """(ready, reason) for ``/readyz``."""
+        if self._draining:
+            return False, "draining"
+        if self.breaker_open:
+            return False, "breaker_open"
+        if self._nursery is None:
+            return False, "admission_stopped"
+        limit = self.settings.memory_limit_bytes
+        if limit is not None and self._memory_probe is not None and self._memory_probe() >= limit:
+            return False, "admission_stopped"
+        return True, "ok"
+
+    def status(self) -> Mapping[str, Any]:
+        """A JSON-ready summary for ``/status`` (no ids, no secrets)."""
+        stats = self.statistics()
+        return {
+            "conversations": {
+                "active": stats.active,
+                "capacity": stats.capacity,
+                "by_state": stats.by_state,
+                "by_agent": stats.by_agent,
+            },
+            "started_total": stats.started_total,
+            "ended_total": stats.ended_total,
+            "restarts_total": stats.restarts_total,
+            "rejected_total": stats.rejected_total,
+            "breaker_open": stats.breaker_open,
+            "draining": stats.draining,
+            "agents": sorted(self.agents),
+        }
+
+
+@attrs.define(eq=False, slots=True)
+class _Started:
+    """A task_status that moves a slot to ``running`` when its actor is up."""
+
+    supervisor: Supervisor
+    slot: _Slot
+
+    def started(self, value: None = None) -> None:
+        self.supervisor._set_state(self.slot, "running")
+        self.slot.running.set()
+
+
+def _describe(exc: BaseException) -> str:
+    while isinstance(exc, BaseExceptionGroup) and len(exc.exceptions) == 1:
+        exc = exc.exceptions[0]
+    return f"{type(exc).__name__}: {exc}"

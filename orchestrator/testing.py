@@ -1,0 +1,201 @@
+"""Public fakes for testing agents and the runtime without a network.
+
+:class:`MemoryPlatform` is a :data:`~orchestrator.supervisor.ConnectionFactory`
+whose connections run over trio memory channels. A test drives each
+conversation through its :class:`MemoryPeer`: request tool calls, read replies,
+end the conversation, drop and restore the link, or fail it for good::
+
+    platform = MemoryPlatform()
+    sup = await nursery.start(Supervisor([MyAgent], platform.connect).run)
+    sup.start_conversation_nowait("c1", "my-agent")
+    peer = platform.peer("c1")
+    reply = await peer.call_tool("call-1", "lookup", {"customer_id": "42"})
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping
+from typing import Any
+
+import attrs
+import trio
+
+from . import events as ev
+from .connection import Deliver
+from .errors import LinkClosedError, LinkError
+from .store import ConversationRecord
+
+
+@attrs.define(eq=False)
+class MemoryPeer:
+    """The platform's side of one conversation. Survives actor restarts."""
+
+    conversation_id: str
+    buffer: int = 16
+    connects: int = 0
+    link_up: bool = False
+    fail_next_connect: LinkError | None = None
+    sent: list[ev.OutboundEvent] = attrs.field(factory=list)
+    _to_actor: trio.MemorySendChannel[ev.InboundEvent | LinkError] = attrs.field(init=False)
+    _from_platform: trio.MemoryReceiveChannel[ev.InboundEvent | LinkError] = attrs.field(init=False)
+    _to_test: trio.MemorySendChannel[ev.OutboundEvent] = attrs.field(init=False)
+    _from_actor: trio.MemoryReceiveChannel[ev.OutboundEvent] = attrs.field(init=False)
+    _up: trio.Event = attrs.field(init=False, factory=trio.Event)
+    _connected: trio.Event = attrs.field(init=False, factory=trio.Event)
+
+    def __attrs_post_init__(self) -> None:
+        self._to_actor, self._from_platform = trio.open_memory_channel(self.buffer)
+        self._to_test, self._from_actor = trio.open_memory_channel(math.inf)
+
+    # -------------------------------------------------- driving the actor
+
+    async def send(self, event: ev.InboundEvent) -> None:
+        """Deliver an inbound event; waits while the actor's buffer is full."""
+        await self._to_actor.send(event)
+
+    def send_nowait(self, event: ev.InboundEvent) -> None:
+        """Deliver without waiting; raises trio.WouldBlock when the buffer is full."""
+        self._to_actor.send_nowait(event)
+
+    async def request_tool(
+        self,
+        call_id: str,
+        tool_name: str,
+        arguments: Mapping[str, Any] | None = None,
+        timeout_seconds: float | None = None,
+    ) -> None:
+        """Ask for a tool call (does not wait for the reply)."""
+        await self.send(ev.ToolCallRequest(call_id, tool_name, dict(arguments or {}), timeout_seconds))
+
+    async def call_tool(
+        self,
+        call_id: str,
+        tool_name: str,
+        arguments: Mapping[str, Any] | None = None,
+        timeout_seconds: float | None = None,
+    ) -> ev.ToolResult | ev.ToolFailure:
+        """Ask for a tool call and return its reply (skipping other outbound events)."""
+        await self.request_tool(call_id, tool_name, arguments, timeout_seconds)
+        while True:
+            out = await self.receive()
+            if isinstance(out, ev.ToolResult | ev.ToolFailure) and out.call_id == call_id:
+                return out
+
+    async def receive(self) -> ev.OutboundEvent:
+        """The next event the actor sent."""
+        return await self._from_actor.receive()
+
+    def receive_nowait(self) -> ev.OutboundEvent:
+        """The next event the actor sent; raises trio.WouldBlock if none."""
+        return self._from_actor.receive_nowait()
+
+    async def end(self, reason: str = "ended") -> None:
+        """End the conversation as the platform does."""
+        await self.send(ev.ConversationEnded(reason))
+
+    # -------------------------------------------------- link faults
+
+    def drop_link(self) -> None:
+        """Take the link down: the actor's sends wait until :meth:`restore_link`."""
+        self.link_up = False
+        self._up = trio.Event()
+
+    async def restore_link(self) -> None:
+        """Bring the link back; the actor sees LinkUp(reconnect=True)."""
+        await self._to_actor.send(ev.LinkUp(reconnect=True))
+        self.link_up = True
+        self._up.set()
+
+    async def fail_link(self, error: LinkError) -> None:
+        """Make the running connection raise ``error`` (a permanent failure)."""
+        await self._to_actor.send(error)
+
+    async def wait_connected(self) -> None:
+        """Wait until an actor has connected at least once."""
+        await self._connected.wait()
+
+    # -------------------------------------------------- used by MemoryConnection
+
+    async def _serve(self, deliver: Deliver, task_status: trio.TaskStatus[None]) -> None:
+        self.connects += 1
+        failure, self.fail_next_connect = self.fail_next_connect, None
+        if failure is not None:
+            await trio.lowlevel.checkpoint()
+            raise failure
+        self.link_up = True
+        self._up.set()
+        self._connected.set()
+        await deliver(ev.LinkUp(reconnect=self.connects > 1))
+        task_status.started()
+        while True:
+            event = await self._from_platform.receive()
+            if isinstance(event, LinkError):
+                raise event
+            await deliver(event)
+            if isinstance(event, ev.ConversationEnded):
+                return
+
+    async def _accept(self, event: ev.OutboundEvent) -> None:
+        while not self.link_up:
+            await self._up.wait()
+        self.sent.append(event)
+        await self._to_test.send(event)
+
+
+@attrs.define(eq=False, slots=True)
+class MemoryConnection:
+    """A :class:`~orchestrator.connection.Connection` bound to a :class:`MemoryPeer`."""
+
+    peer: MemoryPeer
+
+    async def run(
+        self, deliver: Deliver, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED
+    ) -> None:
+        await self.peer._serve(deliver, task_status)
+
+    async def send(self, event: ev.OutboundEvent) -> None:
+        await self.peer._accept(event)
+
+
+@attrs.define(eq=False)
+class MemoryPlatform:
+    """A connection factory over memory channels, one :class:`MemoryPeer` per conversation."""
+
+    buffer: int = 16
+    peers: dict[str, MemoryPeer] = attrs.field(factory=dict)
+
+    def connect(self, record: ConversationRecord) -> MemoryConnection:
+        """The ConnectionFactory: a new connection to this conversation's peer."""
+        return MemoryConnection(self.peer(record.conversation_id))
+
+    def peer(self, conversation_id: str) -> MemoryPeer:
+        """The platform side of a conversation (created on first use)."""
+        peer = self.peers.get(conversation_id)
+        if peer is None:
+            peer = self.peers[conversation_id] = MemoryPeer(conversation_id, self.buffer)
+        return peer
+
+
+@attrs.define(eq=False, slots=True)
+class NullConnection:
+    """A connection that is up at once, never delivers, and discards sends.
+
+    For measuring the runtime alone (benchmarks) and for agents under test that
+    only need their hooks to run.
+    """
+
+    sent: int = 0
+
+    async def run(
+        self, deliver: Deliver, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED
+    ) -> None:
+        task_status.started()
+        await trio.sleep_forever()
+
+    async def send(self, event: ev.OutboundEvent) -> None:
+        self.sent += 1
+        await trio.lowlevel.checkpoint()
+
+
+__all__ = ["LinkClosedError", "MemoryConnection", "MemoryPeer", "MemoryPlatform", "NullConnection"]

@@ -1,0 +1,232 @@
+"""Running tool calls: validation, timeouts, threads, the result cache.
+
+A call is validated and structured to the tool's annotated types before the body
+runs; a violation or an unknown tool is an error *reply*, and so is a body that
+raises or overruns its timeout. Nothing a tool does crashes its actor. Sync tools
+run in worker threads behind one process-wide limiter; async tools run in the
+actor's nursery, each step timed so a tool that blocks the event loop is named.
+Completed replies are cached by ``call_id``: a redelivered call is answered from
+the cache and a call already in flight is joined, never run twice.
+"""
+
+from __future__ import annotations
+
+import enum
+import functools
+import logging
+import time
+import types
+from collections.abc import Coroutine, Generator, Mapping
+from typing import Any
+
+import attrs
+import trio
+
+from . import agent as agent_mod
+from .agent import Agent, ToolDef
+from .errors import ToolArgumentsError
+from .events import ToolCallRequest, ToolFailure, ToolResult
+from .metrics import UNKNOWN, Metrics
+from .store import CallOutcome, ConversationRecord
+
+log = logging.getLogger("orchestrator.tools")
+
+_SCALARS = (str, int, float, bool, type(None))
+
+
+@attrs.frozen
+class ToolSettings:
+    """Per-call limits. Timeouts in seconds."""
+
+    default_timeout: float = 30.0
+    min_timeout: float = 0.1
+    max_timeout: float = 600.0
+    max_concurrent_calls: int = 16
+    result_cache_size: int = 256
+    blocking_warn_after: float = 0.1
+
+    def __attrs_post_init__(self) -> None:
+        if not 0 < self.min_timeout <= self.default_timeout <= self.max_timeout:
+            raise ValueError("tool timeouts must satisfy 0 < min <= default <= max")
+        if self.max_concurrent_calls < 1 or self.result_cache_size < 1:
+            raise ValueError("max_concurrent_calls and result_cache_size must be at least 1")
+
+
+def to_json_value(value: Any) -> Any:
+    """``value`` as plain JSON data (attrs, dataclasses, enums, tuples unstructured).
+
+    Raises TypeError naming the first value that JSON cannot carry.
+    """
+    if isinstance(value, _SCALARS):
+        if isinstance(value, float) and value != value:  # NaN has no JSON form
+            raise TypeError("NaN is not valid JSON")
+        return value
+    if isinstance(value, Mapping):
+        out = {}
+        for key, item in value.items():
+            if not isinstance(key, str):
+                raise TypeError(f"object key {key!r} is not a string")
+            out[key] = to_json_value(item)
+        return out
+    if isinstance(value, list | tuple):
+        return [to_json_value(item) for item in value]
+    if isinstance(value, enum.Enum):
+        return to_json_value(value.value)
+    if attrs.has(type(value)):
+        return {f.name: to_json_value(getattr(value, f.name)) for f in attrs.fields(type(value))}
+    fields = getattr(type(value), "__dataclass_fields__", None)
+    if fields is not None:
+        return {name: to_json_value(getattr(value, name)) for name in fields}
+    raise TypeError(f"{type(value).__name__} is not JSON-serialisable")
+
+
+@attrs.define(eq=False, slots=True)
+class ToolExecutor:
+    """Runs the tool calls of one conversation's Agent instance."""
+
+    agent: Agent
+    record: ConversationRecord
+    thread_limiter: trio.CapacityLimiter
+    settings: ToolSettings = attrs.field(factory=ToolSettings)
+    metrics: Metrics | None = None
+    _inflight: dict[str, trio.Event] | None = attrs.field(init=False, default=None)
+    _hook_called: bool = attrs.field(init=False, default=False)
+    _hook_completed: bool = attrs.field(init=False, default=False)
+
+    def __attrs_post_init__(self) -> None:
+        self._hook_called = agent_mod.overrides(self.agent, "on_tool_called")
+        self._hook_completed = agent_mod.overrides(self.agent, "on_tool_completed")
+
+    @property
+    def inflight(self) -> int:
+        """Calls running now."""
+        return 0 if self._inflight is None else len(self._inflight)
+
+    def timeout_for(self, tool: ToolDef | None, requested: float | None) -> float:
+        """The request's timeout, else the tool's, else the default; clamped to the limits."""
+        s = self.settings
+        chosen = requested if requested is not None and requested > 0 else None
+        if chosen is None:
+            chosen = tool.timeout if tool is not None and tool.timeout else s.default_timeout
+        return min(max(chosen, s.min_timeout), s.max_timeout)
+
+    async def execute(self, request: ToolCallRequest) -> CallOutcome | None:
+        """Answer one call: from the cache, by joining the same call in flight, or by running it.
+
+        Returns None only if the call was cancelled before completing (nothing is
+        cached then, so a redelivery runs it). Cancellation cancels the tool.
+        """
+        cached = self.record.results.get(request.call_id)
+        if cached is not None:
+            self._count(cached.tool_name, "cached")
+            await trio.lowlevel.checkpoint()
+            return cached
+        if self._inflight is None:
+            self._inflight = {}
+        running = self._inflight.get(request.call_id)
+        if running is not None:
+            await running.wait()
+            return self.record.results.get(request.call_id)
+        done = self._inflight[request.call_id] = trio.Event()
+        try:
+            reply = await self._run(request)
+            self.record.results.put(reply)
+            return reply
+        finally:
+            del self._inflight[request.call_id]
+            done.set()
+
+    async def _run(self, request: ToolCallRequest) -> CallOutcome:
+        tool = self.agent.__tools__.get(request.tool_name)
+        if tool is None:
+            self._count(UNKNOWN, "unknown_tool")
+            await trio.lowlevel.checkpoint()
+            return self._failure(request, f"unknown tool {request.tool_name!r}")
+        try:
+            kwargs = tool.signature.bind(request.arguments)
+        except ToolArgumentsError as exc:
+            self._count(tool.name, "invalid_arguments")
+            await trio.lowlevel.checkpoint()
+            return self._failure(request, f"invalid arguments for tool {tool.name!r}: {exc}")
+        if self._hook_called:
+            await agent_mod.call_hook(self.agent, "on_tool_called", tool.name, kwargs)
+        started = trio.current_time()
+        outcome = "ok"
+        reply: CallOutcome
+        with trio.move_on_after(self.timeout_for(tool, request.timeout_seconds)) as scope:
+            try:
+                if tool.is_async:
+                    value = await _watch_blocking(
+                        tool.func(self.agent, **kwargs), tool.name, self.settings, self.metrics
+                    )
+                else:
+                    value = await trio.to_thread.run_sync(
+                        functools.partial(tool.func, self.agent, **kwargs),
+                        limiter=self.thread_limiter,
+                        abandon_on_cancel=True,
+                    )
+                reply = ToolResult(request.call_id, tool.name, to_json_value(value))
+            except Exception as exc:  # a tool error is an error reply, never a crash
+                outcome = "error"
+                log.info("tool %s raised %s: %s", tool.name, type(exc).__name__, exc)
+                reply = self._failure(request, f"tool {tool.name!r} failed: {_describe(exc)}")
+        if scope.cancelled_caught:
+            outcome = "timeout"
+            reply = self._failure(
+                request, f"tool {tool.name!r} timed out after {scope.deadline - started:g} s"
+            )
+        if self.metrics is not None:
+            self.metrics.tool_duration.labels(tool.name).observe(trio.current_time() - started)
+        self._count(tool.name, outcome)
+        if self._hook_completed and isinstance(reply, ToolResult):
+            await agent_mod.call_hook(self.agent, "on_tool_completed", tool.name, reply.result)
+        return reply
+
+    def _failure(self, request: ToolCallRequest, message: str) -> ToolFailure:
+        return ToolFailure(request.call_id, request.tool_name, message, time.time())
+
+    def _count(self, tool: str, outcome: str) -> None:
+        if self.metrics is not None:
+            self.metrics.tool_calls.labels(tool, outcome).inc()
+
+
+def _describe(exc: BaseException) -> str:
+    text = str(exc)
+    return f"{type(exc).__name__}: {text}" if text else type(exc).__name__
+
+
+@types.coroutine
+def _watch_blocking(
+    coro: Coroutine[Any, Any, Any], tool: str, settings: ToolSettings, metrics: Metrics | None
+) -> Generator[Any, Any, Any]:
+    """Drive ``coro`` step by step, timing each step in real time.
+
+    A step that holds the event loop past ``blocking_warn_after`` (an async tool
+    calling ``time.sleep``, say) is logged with the tool's name and counted.
+    """
+    limit = settings.blocking_warn_after
+    send: Any = None
+    throw: BaseException | None = None
+    while True:
+        began = time.perf_counter()
+        try:
+            yielded = coro.send(send) if throw is None else coro.throw(throw)
+        except StopIteration as stop:
+            _check_step(began, limit, tool, metrics)
+            return stop.value
+        _check_step(began, limit, tool, metrics)
+        try:
+            send, throw = (yield yielded), None
+        except GeneratorExit:
+            coro.close()
+            raise
+        except BaseException as exc:
+            send, throw = None, exc
+
+
+def _check_step(began: float, limit: float, tool: str, metrics: Metrics | None) -> None:
+    held = time.perf_counter() - began
+    if held > limit:
+        log.warning("async tool %r blocked the event loop for %.3f s", tool, held)
+        if metrics is not None:
+            metrics.blocking_tools.labels(tool).inc()

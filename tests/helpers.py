@@ -1,0 +1,81 @@
+"""Agents and fixtures shared by the runtime tests."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from typing import Any, Literal
+
+import trio
+from prometheus_client import CollectorRegistry
+
+from orchestrator.agent import Agent, tool
+from orchestrator.metrics import Metrics
+from orchestrator.supervisor import Supervisor, SupervisorSettings
+from orchestrator.testing import MemoryPlatform
+
+
+class EchoAgent(Agent):
+    agent_id = "echo"
+    runs: dict[str, int] = {}
+
+    @tool("Echo the text back")
+    async def echo(self, text: str) -> dict[str, Any]:
+        EchoAgent.runs[text] = EchoAgent.runs.get(text, 0) + 1
+        return {"text": text}
+
+    @tool("Echo in a worker thread")
+    def echo_sync(self, text: str, times: int = 1) -> str:
+        return text * times
+
+    @tool("Sleep for a while (trio time)")
+    async def nap(self, seconds: float) -> str:
+        await trio.sleep(seconds)
+        return "rested"
+
+    @tool("Always raises")
+    async def explode(self, message: str = "boom") -> None:
+        raise RuntimeError(message)
+
+    @tool("Blocks the event loop with time.sleep (a bug to detect)")
+    async def block_loop(self, seconds: float = 0.2) -> str:
+        time.sleep(seconds)  # noqa: ASYNC251 - the bug this agent exists to show
+        return "blocked"
+
+    @tool("Open a ticket")
+    async def open_ticket(self, subject: str, priority: Literal["low", "high"] = "low") -> dict[str, str]:
+        return {"subject": subject, "priority": priority}
+
+
+class CrashOnStartAgent(Agent):
+    agent_id = "crasher"
+    starts = 0
+
+    async def on_conversation_started(self, conversation: Any) -> None:
+        type(self).starts += 1
+        raise RuntimeError("cannot start")
+
+
+@asynccontextmanager
+async def running_supervisor(
+    agents: list[type[Agent]] | None = None,
+    *,
+    settings: SupervisorSettings | None = None,
+    platform: MemoryPlatform | None = None,
+    **kwargs: Any,
+) -> AsyncIterator[tuple[Supervisor, MemoryPlatform, Metrics]]:
+    platform = platform or MemoryPlatform()
+    metrics = Metrics(CollectorRegistry())
+    supervisor = Supervisor(
+        agents or [EchoAgent], platform.connect, settings=settings, metrics=metrics, **kwargs
+    )
+    async with trio.open_nursery() as nursery:
+        await nursery.start(supervisor.run)
+        yield supervisor, platform, metrics
+        nursery.cancel_scope.cancel()
+
+
+def sample(metrics: Metrics, name: str, **labels: str) -> float:
+    value = metrics.registry.get_sample_value(name, labels)
+    return 0.0 if value is None else value

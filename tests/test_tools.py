@@ -1,0 +1,251 @@
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+import pytest
+import trio
+import trio.testing
+
+from orchestrator import events as ev
+from orchestrator.agent import Agent, tool, tool_async, tool_schemas
+from orchestrator.errors import AgentDefinitionError
+from orchestrator.metrics import Metrics
+from orchestrator.store import ConversationRecord
+from orchestrator.tools import ToolExecutor, ToolSettings, to_json_value
+
+from .helpers import EchoAgent, running_supervisor, sample
+
+
+def make_executor(settings: ToolSettings | None = None, metrics: Metrics | None = None) -> ToolExecutor:
+    return ToolExecutor(
+        EchoAgent(),
+        ConversationRecord("c1", "echo"),
+        trio.CapacityLimiter(4),
+        settings or ToolSettings(),
+        metrics,
+    )
+
+
+def test_tool_schemas_is_exactly_what_is_registered() -> None:
+    schemas = {s["name"]: s for s in tool_schemas(EchoAgent)}
+    assert schemas["open_ticket"] == {
+        "name": "open_ticket",
+        "description": "Open a ticket",
+        "parameters": {
+            "type": "object",
+            "properties": {
+                "subject": {"type": "string"},
+                "priority": {"type": "string", "enum": ["low", "high"], "default": "low"},
+            },
+            "required": ["subject"],
+            "additionalProperties": False,
+        },
+    }
+    with pytest.raises(TypeError):
+        tool_schemas(object)  # type: ignore[arg-type]
+
+
+def test_tool_async_alias_and_bare_decorator_use_docstring() -> None:
+    class A(Agent):
+        @tool_async
+        async def greet(self, name: str) -> str:
+            """Say hello.
+
+            Args:
+                name: who to greet
+            """
+            return f"hi {name}"
+
+    (schema,) = tool_schemas(A)
+    assert schema["description"] == "Say hello."
+    assert schema["parameters"]["properties"]["name"]["description"] == "who to greet"
+    assert A.agent_id == "A"
+
+
+def test_unsupported_hint_fails_at_class_definition_naming_everything() -> None:
+    import datetime
+
+    with pytest.raises(AgentDefinitionError, match=r"Bad.*when_to.*when"):
+
+        class Bad(Agent):
+            @tool("x")
+            def when_to(self, when: datetime.datetime) -> None: ...
+
+
+def test_bad_restart_type_is_rejected() -> None:
+    with pytest.raises(AgentDefinitionError, match="restart"):
+
+        class Bad(Agent):
+            restart = "sometimes"  # type: ignore[assignment]
+
+
+async def test_executor_runs_async_and_sync_tools() -> None:
+    ex = make_executor()
+    assert await ex.execute(ev.ToolCallRequest("1", "echo", {"text": "hi"})) == ev.ToolResult(
+        "1", "echo", {"text": "hi"}
+    )
+    reply = await ex.execute(ev.ToolCallRequest("2", "echo_sync", {"text": "ab", "times": 2}))
+    assert reply == ev.ToolResult("2", "echo_sync", "abab")
+
+
+async def test_executor_invalid_arguments_never_run_the_body() -> None:
+    EchoAgent.runs.clear()
+    ex = make_executor()
+    reply = await ex.execute(ev.ToolCallRequest("1", "echo", {"text": 5}))
+    assert isinstance(reply, ev.ToolFailure)
+    assert "text" in reply.message and "string" in reply.message
+    missing = await ex.execute(ev.ToolCallRequest("2", "echo", {}))
+    assert isinstance(missing, ev.ToolFailure) and "text" in missing.message
+    assert EchoAgent.runs == {}
+
+
+async def test_executor_unknown_tool_is_an_error_reply_counted_under_fixed_label() -> None:
+    from prometheus_client import CollectorRegistry
+
+    metrics = Metrics(CollectorRegistry())
+    ex = make_executor(metrics=metrics)
+    reply = await ex.execute(ev.ToolCallRequest("1", "rm_rf", {}))
+    assert isinstance(reply, ev.ToolFailure) and "unknown tool 'rm_rf'" in reply.message
+    assert sample(metrics, "orchestrator_tool_calls_total", tool="unknown", outcome="unknown_tool") == 1
+    assert (
+        metrics.registry.get_sample_value(
+            "orchestrator_tool_calls_total", {"tool": "rm_rf", "outcome": "unknown_tool"}
+        )
+        is None
+    )
+
+
+async def test_executor_tool_that_raises_gives_error_reply() -> None:
+    ex = make_executor()
+    reply = await ex.execute(ev.ToolCallRequest("1", "explode", {"message": "kaput"}))
+    assert isinstance(reply, ev.ToolFailure)
+    assert "RuntimeError: kaput" in reply.message
+
+
+async def test_executor_timeout_from_request_is_clamped(autojump_clock: trio.testing.MockClock) -> None:
+    ex = make_executor(ToolSettings(default_timeout=5, min_timeout=1, max_timeout=10))
+    start = trio.current_time()
+    reply = await ex.execute(ev.ToolCallRequest("1", "nap", {"seconds": 100}, timeout_seconds=0.001))
+    assert isinstance(reply, ev.ToolFailure) and "timed out after 1 s" in reply.message
+    assert trio.current_time() - start == pytest.approx(1)
+    reply = await ex.execute(ev.ToolCallRequest("2", "nap", {"seconds": 100}, timeout_seconds=1000))
+    assert isinstance(reply, ev.ToolFailure) and "after 10 s" in reply.message
+    reply = await ex.execute(ev.ToolCallRequest("3", "nap", {"seconds": 100}))
+    assert isinstance(reply, ev.ToolFailure) and "after 5 s" in reply.message
+    assert await ex.execute(ev.ToolCallRequest("4", "nap", {"seconds": 2})) == ev.ToolResult(
+        "4", "nap", "rested"
+    )
+
+
+async def test_executor_redelivered_call_is_answered_from_cache() -> None:
+    EchoAgent.runs.clear()
+    ex = make_executor()
+    first = await ex.execute(ev.ToolCallRequest("same", "echo", {"text": "once"}))
+    again = await ex.execute(ev.ToolCallRequest("same", "echo", {"text": "once"}))
+    assert first == again and EchoAgent.runs == {"once": 1}
+
+
+async def test_executor_call_in_flight_is_joined_not_run_twice(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    class Slow(Agent):
+        runs = 0
+
+        @tool("slow")
+        async def slow(self) -> int:
+            Slow.runs += 1
+            await trio.sleep(1)
+            return Slow.runs
+
+    ex = ToolExecutor(Slow(), ConversationRecord("c", "Slow"), trio.CapacityLimiter(1))
+    replies: list[Any] = []
+
+    async def call() -> None:
+        replies.append(await ex.execute(ev.ToolCallRequest("x", "slow", {})))
+
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(call)
+        nursery.start_soon(call)
+    assert Slow.runs == 1 and replies == [ev.ToolResult("x", "slow", 1)] * 2
+
+
+async def test_executor_cache_is_bounded() -> None:
+    ex = ToolExecutor(
+        EchoAgent(),
+        ConversationRecord("c", "echo"),
+        trio.CapacityLimiter(1),
+    )
+    ex.record.results.maxsize = 3
+    for i in range(5):
+        await ex.execute(ev.ToolCallRequest(str(i), "echo", {"text": str(i)}))
+    assert len(ex.record.results) == 3 and "0" not in ex.record.results and "4" in ex.record.results
+
+
+async def test_executor_non_json_result_is_an_error_reply() -> None:
+    class Weird(Agent):
+        @tool("returns a set")
+        async def weird(self) -> Any:
+            return {1, 2}
+
+    ex = ToolExecutor(Weird(), ConversationRecord("c", "Weird"), trio.CapacityLimiter(1))
+    reply = await ex.execute(ev.ToolCallRequest("1", "weird", {}))
+    assert isinstance(reply, ev.ToolFailure) and "not JSON-serialisable" in reply.message
+
+
+def test_to_json_value_unstructures_attrs_and_enums() -> None:
+    import enum
+
+    import attrs
+
+    class Color(enum.Enum):
+        RED = "red"
+
+    @attrs.frozen
+    class Point:
+        x: int
+        color: Color
+
+    assert to_json_value({"p": Point(1, Color.RED), "t": (1, 2)}) == {
+        "p": {"x": 1, "color": "red"},
+        "t": [1, 2],
+    }
+    with pytest.raises(TypeError):
+        to_json_value(float("nan"))
+
+
+async def test_blocking_async_tool_is_named_in_a_warning(caplog: pytest.LogCaptureFixture) -> None:
+    from prometheus_client import CollectorRegistry
+
+    metrics = Metrics(CollectorRegistry())
+    ex = make_executor(ToolSettings(blocking_warn_after=0.05), metrics)
+    with caplog.at_level(logging.WARNING, logger="orchestrator.tools"):
+        reply = await ex.execute(ev.ToolCallRequest("1", "block_loop", {"seconds": 0.1}))
+    assert reply == ev.ToolResult("1", "block_loop", "blocked")
+    assert any(
+        "block_loop" in r.getMessage() and "blocked the event loop" in r.getMessage() for r in caplog.records
+    )
+    assert sample(metrics, "orchestrator_blocking_tool_detections_total", tool="block_loop") == 1
+
+
+async def test_one_failing_tool_among_50_conversations_touches_only_its_call() -> None:
+    async with running_supervisor() as (sup, platform, metrics):
+        for i in range(50):
+            sup.start_conversation_nowait(f"c{i}", "echo")
+        replies = {}
+
+        async def converse(i: int) -> None:
+            peer = platform.peer(f"c{i}")
+            tool_name, args = ("explode", {}) if i == 17 else ("echo", {"text": str(i)})
+            replies[i] = await peer.call_tool(f"call-{i}", tool_name, args)
+
+        async with trio.open_nursery() as nursery:
+            for i in range(50):
+                nursery.start_soon(converse, i)
+        assert isinstance(replies[17], ev.ToolFailure)
+        assert all(
+            replies[i] == ev.ToolResult(f"call-{i}", "echo", {"text": str(i)}) for i in range(50) if i != 17
+        )
+        assert sup.statistics().restarts_total == 0 and len(sup) == 50
+        assert sample(metrics, "orchestrator_tool_calls_total", tool="explode", outcome="error") == 1
+        assert sample(metrics, "orchestrator_tool_calls_total", tool="echo", outcome="ok") == 49
