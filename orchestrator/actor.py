@@ -84,6 +84,8 @@ class ConversationActor:
     executor: ToolExecutor | None = attrs.field(init=False, default=None)
     _slots: trio.Semaphore | None = attrs.field(init=False, default=None)
     _last_activity: float = attrs.field(init=False, default=0.0)
+    _active_calls: int = attrs.field(init=False, default=0)
+    _calls_done: trio.Event | None = attrs.field(init=False, default=None)
 
     def __attrs_post_init__(self) -> None:
         self.mailbox = Mailbox(self.settings.mailbox_capacity, self.settings.mailbox_policy)
@@ -95,20 +97,28 @@ class ConversationActor:
         raises ConversationFailedError when the link failed for good (after calling
         the agent's ``on_error`` once), or whatever a lifecycle hook raised. On
         cancellation the agent's ``on_conversation_ended`` still runs, shielded,
-        within ``shutdown_timeout``.
+        within ``shutdown_timeout``; in-flight calls are cancelled.
         """
         agent = self.agent_cls()
-        self.executor = ToolExecutor(
-            agent, self.record, self.thread_limiter, self.settings.tools, self.metrics
-        )
+        agent.conversation = self.record
+        self.executor = ToolExecutor(agent, self.record, self.thread_limiter, self.settings.tools, self.metrics)
+        exit_ = ActorExit.COMPLETED
         try:
-            async with trio.open_nursery() as link:
-                await link.start(self.connection.run, self._deliver)
+            # One nursery holds the connection and the tool calls: fewer cancel
+            # scopes per actor is memory that 10,000 actors do not spend.
+            async with trio.open_nursery() as nursery:
+                await nursery.start(self.connection.run, self._deliver)
                 task_status.started()
                 try:
-                    exit_ = await self._serve(agent)
-                finally:
-                    link.cancel_scope.cancel()
+                    await call_hook(agent, "on_conversation_started", self.record)
+                    exit_ = await self._loop(agent, nursery)
+                    await self._calls_finished()
+                except trio.Cancelled:
+                    with trio.move_on_after(self.settings.shutdown_timeout, shield=True):
+                        await call_hook(agent, "on_conversation_ended", self.record)
+                    raise
+                await call_hook(agent, "on_conversation_ended", self.record)
+                nursery.cancel_scope.cancel()  # closes the connection
             return exit_
         except BaseExceptionGroup as group:
             failure = _terminal_link_error(group)
@@ -127,58 +137,52 @@ class ConversationActor:
             self.metrics.mailbox_depth.observe(len(self.mailbox))
         await self.mailbox.put(event)
 
-    async def _serve(self, agent: Agent) -> ActorExit:
-        try:
-            await call_hook(agent, "on_conversation_started", self.record)
-            async with trio.open_nursery() as calls:
-                exit_ = await self._loop(agent, calls)
-        except trio.Cancelled:
-            with trio.move_on_after(self.settings.shutdown_timeout, shield=True):
-                await call_hook(agent, "on_conversation_ended", self.record)
-            raise
-        await call_hook(agent, "on_conversation_ended", self.record)
-        return exit_
-
-    async def _loop(self, agent: Agent, calls: trio.Nursery) -> ActorExit:
+    async def _loop(self, agent: Agent, nursery: trio.Nursery) -> ActorExit:
+        mailbox = self.mailbox
+        idle = self.settings.idle_timeout
         self._last_activity = trio.current_time()
         while True:
-            event = await self._next_event()
-            if event is None:
-                if self.executor is not None and self.executor.inflight:
-                    continue  # a call still running is activity
-                return ActorExit.IDLE
-            if isinstance(event, ev.ToolCallRequest):
-                await self._start_call(event, calls)
-            elif isinstance(event, ev.ConversationEnded):
+            if idle is None:
+                event: ev.InboundEvent | None = await mailbox.get()
+            else:
+                event = await self._next_event(idle)
+                if event is None:
+                    return ActorExit.IDLE
+            if type(event) is ev.ToolCallRequest:
+                await self._start_call(event, nursery)
+            elif type(event) is ev.ConversationEnded:
                 self.record.record(trio.current_time(), "ended", {"reason": event.reason})
                 return ActorExit.COMPLETED
             else:
                 await self._handle(agent, event)
 
-    async def _next_event(self) -> ev.InboundEvent | None:
-        """The next event, or None after ``idle_timeout`` seconds without activity.
+    async def _next_event(self, idle: float) -> ev.InboundEvent | None:
+        """The next event, or None after ``idle`` seconds without activity.
 
         Activity is an inbound event or a tool call finishing; a call still
         running keeps the conversation alive.
         """
-        idle = self.settings.idle_timeout
-        if idle is None:
-            return await self.mailbox.get()
         while True:
             with trio.move_on_at(self._last_activity + idle):
                 event = await self.mailbox.get()
                 self._last_activity = trio.current_time()
                 return event
-            inflight = self.executor is not None and self.executor.inflight
-            if not inflight and trio.current_time() >= self._last_activity + idle:
-                return None
-            if inflight:
+            if self._active_calls:
                 self._last_activity = trio.current_time()
+            elif trio.current_time() >= self._last_activity + idle:
+                return None
+
+    async def _calls_finished(self) -> None:
+        """Wait until every started call has sent its reply."""
+        while self._active_calls:
+            self._calls_done = trio.Event()
+            await self._calls_done.wait()
 
     async def _start_call(self, request: ev.ToolCallRequest, calls: trio.Nursery) -> None:
         if self._slots is None:
             self._slots = trio.Semaphore(self.settings.tools.max_concurrent_calls)
         await self._slots.acquire()
+        self._active_calls += 1
         self.record.record(
             trio.current_time(), "tool_call", {"call_id": request.call_id, "tool": request.tool_name}
         )
@@ -197,13 +201,16 @@ class ConversationActor:
                 await self.send(reply)
         finally:
             self._last_activity = trio.current_time()
+            self._active_calls -= 1
+            if not self._active_calls and self._calls_done is not None:
+                self._calls_done.set()
             slots.release()
 
     async def send(self, event: ev.OutboundEvent) -> None:
         """Send one command to the platform (waits through a reconnect)."""
         await self.connection.send(event)
         if self.metrics is not None:
-            self.metrics.messages_out.labels(_EVENT_NAMES[type(event)]).inc()
+            self.metrics.child(self.metrics.messages_out, _EVENT_NAMES[type(event)]).inc()
 
     async def _handle(self, agent: Agent, event: ev.InboundEvent) -> None:
         if isinstance(event, ev.LinkUp):
@@ -223,11 +230,11 @@ class ConversationActor:
         elif isinstance(event, ev.ProtocolViolation):
             log.warning("protocol error (%s): %s", event.reason, event.message)
             if self.metrics is not None:
-                self.metrics.protocol_errors.labels(event.reason).inc()
+                self.metrics.child(self.metrics.protocol_errors, event.reason).inc()
         elif isinstance(event, ev.UnknownEvent):
             log.info("ignoring unknown platform event %r", event.event[:64])
             if self.metrics is not None:
-                self.metrics.events_ignored.labels("unknown_event").inc()
+                self.metrics.child(self.metrics.events_ignored, "unknown_event").inc()
         elif isinstance(event, ev.LinkDown):
             log.info("link down (%s); reconnecting", event.reason)
         else:

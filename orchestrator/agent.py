@@ -101,12 +101,22 @@ class Agent:
 
     Hooks are optional and may be sync or async. An exception in a lifecycle hook
     crashes the actor (and the supervisor decides on a restart); a tool that
-    raises only produces an error reply.
+    raises only produces an error reply. Raise :class:`~orchestrator.errors.ToolError`
+    for a business error whose message should reach the platform unchanged.
+
+    Sync tools and hooks run in worker threads, possibly while async tools of the
+    same conversation run: guard shared state on ``self`` accordingly.
+
+    To answer customer messages (Arinova), define ``on_message(self, message)``
+    returning a str, or an async generator of str chunks; see
+    :mod:`orchestrator.replies`.
     """
 
     agent_id: ClassVar[str] = ""
     restart: ClassVar[RestartType] = "transient"
     __tools__: ClassVar[Mapping[str, ToolDef]] = {}
+    #: The conversation this instance serves; set by the runtime before any hook or tool runs.
+    conversation: ConversationRecord
 
     def __init_subclass__(cls, **kwargs: Any) -> None:
         super().__init_subclass__(**kwargs)

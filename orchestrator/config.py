@@ -98,7 +98,7 @@ class Settings:
         *,
         toml: str | Path | None = None,
         env: Mapping[str, str] | None = None,
-        overrides: Mapping[str, Mapping[str, Any]] | None = None,
+        overrides: Mapping[str, Any] | None = None,
     ) -> Settings:
         """Defaults, then ``toml``, then ``env`` (default ``os.environ``), then ``overrides``.
 
@@ -107,7 +107,7 @@ class Settings:
         """
         layers = [_read_toml(Path(toml)) if toml is not None else {}]
         layers.append(_from_env(os.environ if env is None else env))
-        layers.append({k: dict(v) for k, v in (overrides or {}).items()})
+        layers.append({k: dict(v) if isinstance(v, Mapping) else v for k, v in (overrides or {}).items()})
         return _build(layers)
 
     @classmethod
@@ -248,7 +248,13 @@ def _build(layers: list[dict[str, Any]]) -> Settings:
 
 def _describe(exc: BaseException) -> str:
     if isinstance(exc, cattrs.BaseValidationError):
-        messages = cattrs.transform_error(exc, path="settings")
+
+        def explain(error: BaseException, type_: Any) -> str:
+            if isinstance(error, ValueError) and not isinstance(error, cattrs.BaseValidationError):
+                return str(error)
+            return cattrs.v.format_exception(error, type_)
+
+        messages = cattrs.transform_error(exc, path="settings", format_exception=explain)
         return "invalid settings: " + "; ".join(m for m in messages if not _mentions_secret(m))
     return f"invalid settings: {exc}"
 

@@ -9,7 +9,6 @@ drops and counts.
 from __future__ import annotations
 
 import enum
-from collections import deque
 from typing import Generic, TypeVar
 
 import attrs
@@ -49,9 +48,11 @@ class Mailbox(Generic[T]):
 
     capacity: int = attrs.field(default=64)
     policy: OverflowPolicy = attrs.field(default=OverflowPolicy.BLOCK, converter=OverflowPolicy)
-    _items: deque[T] = attrs.field(init=False, factory=deque)
-    _getters: trio.lowlevel.ParkingLot = attrs.field(init=False, factory=trio.lowlevel.ParkingLot)
-    _putters: trio.lowlevel.ParkingLot = attrs.field(init=False, factory=trio.lowlevel.ParkingLot)
+    # A list, not a deque: an empty deque costs 600 bytes and capacities are small.
+    _items: list[T] = attrs.field(init=False, factory=list)
+    # One consumer: the task waiting in get(), if any. Producers park lazily.
+    _getter: trio.lowlevel.Task | None = attrs.field(init=False, default=None)
+    _putters: trio.lowlevel.ParkingLot | None = attrs.field(init=False, default=None)
     _dropped: int = attrs.field(init=False, default=0)
     _high_water: int = attrs.field(init=False, default=0)
     _closed: bool = attrs.field(init=False, default=False)
@@ -75,7 +76,7 @@ class Mailbox(Generic[T]):
         accepted = True
         if len(self._items) >= self.capacity:
             if self.policy is OverflowPolicy.DROP_OLDEST:
-                self._items.popleft()
+                del self._items[0]
                 self._dropped += 1
                 accepted = False
             elif self.policy is OverflowPolicy.DROP_NEWEST:
@@ -86,27 +87,34 @@ class Mailbox(Generic[T]):
         self._items.append(item)
         if len(self._items) > self._high_water:
             self._high_water = len(self._items)
-        self._getters.unpark()
+        self._wake_getter()
         return accepted
+
+    def _wake_getter(self) -> None:
+        getter, self._getter = self._getter, None
+        if getter is not None:
+            trio.lowlevel.reschedule(getter)
 
     async def put(self, item: T) -> bool:
         """Enqueue, waiting for room under the ``block`` policy.
 
-        Returns False if a drop policy discarded an event. A checkpoint. On
-        cancellation while waiting, the item is not enqueued.
+        Returns False if a drop policy discarded an event. A cancellation point;
+        it yields to the scheduler only when it has to wait. On cancellation
+        while waiting, the item is not enqueued.
         """
         await trio.lowlevel.checkpoint_if_cancelled()
         while len(self._items) >= self.capacity and self.policy is OverflowPolicy.BLOCK and not self._closed:
+            if self._putters is None:
+                self._putters = trio.lowlevel.ParkingLot()
             await self._putters.park()
-        accepted = self.put_nowait(item)
-        await trio.lowlevel.cancel_shielded_checkpoint()
-        return accepted
+        return self.put_nowait(item)
 
     def get_nowait(self) -> T:
         """Dequeue the oldest event; raises trio.WouldBlock when empty."""
         if self._items:
-            item = self._items.popleft()
-            self._putters.unpark()
+            item = self._items.pop(0)
+            if self._putters:
+                self._putters.unpark()
             return item
         if self._closed:
             raise MailboxClosedError("mailbox is closed")
@@ -115,24 +123,32 @@ class Mailbox(Generic[T]):
     async def get(self) -> T:
         """Dequeue the oldest event, waiting while empty. A checkpoint.
 
-        Raises MailboxClosedError once closed and drained. On cancellation
-        nothing is dequeued.
+        Raises MailboxClosedError once closed and drained. A cancellation point;
+        it yields to the scheduler only when it has to wait. On cancellation
+        nothing is dequeued. One task at a time may wait in ``get``.
         """
         await trio.lowlevel.checkpoint_if_cancelled()
         while True:
             try:
-                item = self.get_nowait()
+                return self.get_nowait()
             except trio.WouldBlock:
-                await self._getters.park()
-                continue
-            await trio.lowlevel.cancel_shielded_checkpoint()
-            return item
+                pass
+            if self._getter is not None:
+                raise trio.BusyResourceError("another task is already waiting in Mailbox.get")
+            self._getter = trio.lowlevel.current_task()
+
+            def abort(_: object) -> trio.lowlevel.Abort:
+                self._getter = None
+                return trio.lowlevel.Abort.SUCCEEDED
+
+            await trio.lowlevel.wait_task_rescheduled(abort)
 
     def close(self) -> None:
         """Refuse new events; waiting producers fail, the consumer drains what is left."""
         self._closed = True
-        self._getters.unpark_all()
-        self._putters.unpark_all()
+        self._wake_getter()
+        if self._putters is not None:
+            self._putters.unpark_all()
 
     def statistics(self) -> MailboxStatistics:
         """The live state of the mailbox as a frozen value."""
@@ -140,8 +156,8 @@ class Mailbox(Generic[T]):
             depth=len(self._items),
             capacity=self.capacity,
             policy=self.policy,
-            waiting_putters=len(self._putters),
-            waiting_getters=len(self._getters),
+            waiting_putters=0 if self._putters is None else len(self._putters),
+            waiting_getters=0 if self._getter is None else 1,
             dropped=self._dropped,
             high_water=self._high_water,
             closed=self._closed,

@@ -10,6 +10,8 @@ id, URL or token as a label.
 
 from __future__ import annotations
 
+from typing import Any
+
 from prometheus_client import (
     REGISTRY,
     CollectorRegistry,
@@ -54,6 +56,7 @@ class Metrics:
 
     def __init__(self, registry: CollectorRegistry | None = None, *, process: bool = False) -> None:
         reg = REGISTRY if registry is None else registry
+        self._children: dict[tuple[int, tuple[str, ...]], Any] = {}
         self.registry = reg
         if process and reg is not REGISTRY:
             ProcessCollector(registry=reg)
@@ -182,6 +185,14 @@ class Metrics:
             ["tool"],
             registry=reg,
         )
+
+    def child(self, metric: Any, *labels: str) -> Any:
+        """``metric.labels(*labels)``, cached: the hot paths skip prometheus' lock and lookup."""
+        key = (id(metric), labels)
+        found = self._children.get(key)
+        if found is None:
+            found = self._children[key] = metric.labels(*labels)
+        return found
 
     def tool_label(self, name: str, known: bool) -> str:
         """The label for a tool name: the name if an agent defines it, else :data:`UNKNOWN`."""

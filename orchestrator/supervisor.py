@@ -37,8 +37,9 @@ from .agent import Agent
 from .backoff import Backoff, BackoffPolicy
 from .connection import Connection
 from .errors import AdmissionError, ConversationFailedError, ConversationNotFoundError
+from .logs import log_context
 from .metrics import Metrics
-from .store import ConversationRecord, ConversationStore, MemoryStore
+from .store import ConversationRecord, ConversationStore, MemoryStore, ResultCache
 
 log = logging.getLogger("orchestrator.supervisor")
 
@@ -115,9 +116,40 @@ class _Slot:
     actor: ConversationActor | None = None
     stop_requested: bool = False
     restart_requested: bool = False
-    running: trio.Event = attrs.field(factory=trio.Event)
-    ended: trio.Event = attrs.field(factory=trio.Event)
+    # Events are made on first wait: most conversations are never waited on.
+    _running: trio.Event | None = None
+    _ended: trio.Event | None = None
+    is_running: bool = False
     outcome: str | None = None
+
+    def mark_running(self) -> None:
+        self.is_running = True
+        if self._running is not None:
+            self._running.set()
+
+    def mark_ended(self, outcome: str) -> None:
+        self.outcome = outcome
+        self.mark_running()
+        if self._ended is not None:
+            self._ended.set()
+
+    async def wait_running(self) -> None:
+        if self.is_running or self.outcome is not None:
+            await trio.lowlevel.checkpoint()
+            return
+        if self._running is None:
+            self._running = trio.Event()
+        await self._running.wait()
+
+    async def wait_ended(self) -> str:
+        if self.outcome is None:
+            if self._ended is None:
+                self._ended = trio.Event()
+            await self._ended.wait()
+        else:
+            await trio.lowlevel.checkpoint()
+        assert self.outcome is not None
+        return self.outcome
 
     def new_scope(self) -> trio.CancelScope:
         """A fresh cancel scope for the next phase, already cancelled if a stop is pending."""
@@ -223,7 +255,10 @@ class Supervisor:
             raise AdmissionError(*reason)
         assert agent_cls is not None
         record = self.store.get(conversation_id) or ConversationRecord(
-            conversation_id, agent_id, dict(metadata or {})
+            conversation_id,
+            agent_id,
+            dict(metadata or {}),
+            ResultCache(self.settings.actor.tools.result_cache_size),
         )
         self.store.add(record)
         slot = _Slot(record, agent_cls, started_at=trio.current_time())
@@ -262,16 +297,13 @@ class Supervisor:
 
     async def _supervise(self, slot: _Slot) -> None:
         settings = self.settings
-        backoff = Backoff(
-            BackoffPolicy(
-                base=settings.backoff_min * 2, cap=settings.backoff_max, floor=settings.backoff_min
-            ),
-            self._rng,
-        )
-        crashes: deque[float] = deque()
+        backoff: Backoff | None = None
+        crashes: list[float] | None = None  # run-clock times of recent crashes
         run_clock = 0.0  # seconds this conversation spent running, excluding backoff
         outcome = "failed"
+        context = log_context(conversation_id=slot.record.conversation_id, agent_id=slot.record.agent_id)
         try:
+            context.__enter__()
             while True:
                 actor = ConversationActor(
                     slot.record,
@@ -317,12 +349,16 @@ class Supervisor:
                 if slot.agent_cls.restart == "temporary":
                     outcome = "failed"
                     return
+                if backoff is None or crashes is None:
+                    policy = BackoffPolicy(
+                        base=settings.backoff_min * 2, cap=settings.backoff_max, floor=settings.backoff_min
+                    )
+                    backoff, crashes = Backoff(policy, self._rng), []
                 if ran >= settings.healthy_after:
                     backoff.reset()
                     crashes.clear()
                 crashes.append(run_clock)
-                while crashes and crashes[0] < run_clock - settings.restart_window:
-                    crashes.popleft()
+                crashes[:] = [t for t in crashes if t >= run_clock - settings.restart_window]
                 if len(crashes) > settings.restart_budget:
                     log.error(
                         "conversation over its restart budget (%d in %.1f s): failed",
@@ -341,6 +377,7 @@ class Supervisor:
                     return
         finally:
             self._finish(slot, outcome)
+            context.__exit__(None, None, None)
 
     def _count_restart(self, slot: _Slot, reason: str) -> None:
         slot.record.restarts += 1
@@ -350,14 +387,12 @@ class Supervisor:
 
     def _finish(self, slot: _Slot, outcome: str) -> None:
         self._set_state(slot, None)
-        slot.outcome = outcome
-        slot.running.set()
         self._slots.pop(slot.record.conversation_id, None)
         self.store.remove(slot.record.conversation_id)
         self._ended[outcome] = self._ended.get(outcome, 0) + 1
         if self.metrics is not None:
             self.metrics.conversations_ended.labels(slot.record.agent_id, outcome).inc()
-        slot.ended.set()
+        slot.mark_ended(outcome)
         if not self._slots:
             self._idle.set()
 
@@ -440,14 +475,15 @@ class Supervisor:
         if slot is None:
             await trio.lowlevel.checkpoint()
             return
-        await slot.running.wait()
+        await slot.wait_running()
+
+    async def wait_idle(self) -> None:
+        """Wait until no conversation is hosted."""
+        await self._idle.wait()
 
     async def wait_ended(self, conversation_id: str) -> str:
         """Wait until the conversation ends; returns its outcome."""
-        slot = self._slot(conversation_id)
-        await slot.ended.wait()
-        assert slot.outcome is not None
-        return slot.outcome
+        return await self._slot(conversation_id).wait_ended()
 
     def _slot(self, conversation_id: str) -> _Slot:
         try:
@@ -528,7 +564,7 @@ class _Started:
 
     def started(self, value: None = None) -> None:
         self.supervisor._set_state(self.slot, "running")
-        self.slot.running.set()
+        self.slot.mark_running()
 
 
 def _describe(exc: BaseException) -> str:

@@ -10,6 +10,10 @@ end the conversation, drop and restore the link, or fail it for good::
     sup.start_conversation_nowait("c1", "my-agent")
     peer = platform.peer("c1")
     reply = await peer.call_tool("call-1", "lookup", {"customer_id": "42"})
+
+Under trio's ``autojump_clock`` a sync tool is a trap: while its worker thread
+runs, every task looks blocked, so the mock clock jumps to the tool's timeout.
+Test sync tools with the real clock, or make the tool async for the test.
 """
 
 from __future__ import annotations

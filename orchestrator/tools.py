@@ -24,7 +24,7 @@ import trio
 
 from . import agent as agent_mod
 from .agent import Agent, ToolDef
-from .errors import ToolArgumentsError
+from .errors import ToolArgumentsError, ToolError
 from .events import ToolCallRequest, ToolFailure, ToolResult
 from .metrics import UNKNOWN, Metrics
 from .store import CallOutcome, ConversationRecord
@@ -166,6 +166,9 @@ class ToolExecutor:
                         abandon_on_cancel=True,
                     )
                 reply = ToolResult(request.call_id, tool.name, to_json_value(value))
+            except ToolError as exc:  # a business error: its message goes to the platform as is
+                outcome = "error"
+                reply = self._failure(request, str(exc) or type(exc).__name__)
             except Exception as exc:  # a tool error is an error reply, never a crash
                 outcome = "error"
                 log.info("tool %s raised %s: %s", tool.name, type(exc).__name__, exc)
@@ -176,7 +179,7 @@ class ToolExecutor:
                 request, f"tool {tool.name!r} timed out after {scope.deadline - started:g} s"
             )
         if self.metrics is not None:
-            self.metrics.tool_duration.labels(tool.name).observe(trio.current_time() - started)
+            self.metrics.child(self.metrics.tool_duration, tool.name).observe(trio.current_time() - started)
         self._count(tool.name, outcome)
         if self._hook_completed and isinstance(reply, ToolResult):
             await agent_mod.call_hook(self.agent, "on_tool_completed", tool.name, reply.result)
@@ -187,7 +190,7 @@ class ToolExecutor:
 
     def _count(self, tool: str, outcome: str) -> None:
         if self.metrics is not None:
-            self.metrics.tool_calls.labels(tool, outcome).inc()
+            self.metrics.child(self.metrics.tool_calls, tool, outcome).inc()
 
 
 def _describe(exc: BaseException) -> str:
@@ -229,4 +232,4 @@ def _check_step(began: float, limit: float, tool: str, metrics: Metrics | None) 
     if held > limit:
         log.warning("async tool %r blocked the event loop for %.3f s", tool, held)
         if metrics is not None:
-            metrics.blocking_tools.labels(tool).inc()
+            metrics.child(metrics.blocking_tools, tool).inc()

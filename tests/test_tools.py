@@ -249,3 +249,23 @@ async def test_one_failing_tool_among_50_conversations_touches_only_its_call() -
         assert sup.statistics().restarts_total == 0 and len(sup) == 50
         assert sample(metrics, "orchestrator_tool_calls_total", tool="explode", outcome="error") == 1
         assert sample(metrics, "orchestrator_tool_calls_total", tool="echo", outcome="ok") == 49
+
+
+async def test_business_error_message_reaches_the_platform_unchanged() -> None:
+    from orchestrator.errors import ToolError
+
+    class Shop(Agent):
+        @tool("refund")
+        async def refund(self, order_id: str) -> None:
+            raise ToolError(f"order {order_id} was already refunded")
+
+        @tool("who am I")
+        async def whoami(self) -> str:
+            return self.conversation.conversation_id
+
+    async with running_supervisor([Shop]) as (sup, platform, _):
+        await sup.start_conversation("conv-9", "Shop")
+        peer = platform.peer("conv-9")
+        reply = await peer.call_tool("1", "refund", {"order_id": "A1"})
+        assert isinstance(reply, ev.ToolFailure) and reply.message == "order A1 was already refunded"
+        assert await peer.call_tool("2", "whoami") == ev.ToolResult("2", "whoami", "conv-9")

@@ -1,0 +1,200 @@
+"""The ``orchestrator`` command.
+
+Every user error (a bad AGENT spec, flag, config file or URL) is one line on
+stderr and exit status 2, never a traceback. Settings come from flags, then
+``ORCHESTRATOR_*`` variables (and the Conversimple/Arinova SDK names), then a
+TOML file given with ``--config``; flags win.
+"""
+
+from __future__ import annotations
+
+import sys
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any, TypeVar
+
+import click
+import trio
+
+from . import __version__
+from .config import Settings
+from .errors import ConfigError, LinkError, OrchestratorError
+
+F = TypeVar("F", bound=Callable[..., Any])
+
+
+def _fail(exc: BaseException) -> click.ClickException:
+    error = click.ClickException(str(exc))
+    error.exit_code = 2
+    return error
+
+
+def load_settings(config: Path | None, overrides: dict[str, Any]) -> Settings:
+    """Settings from ``config``, the environment and flag ``overrides`` (None values dropped)."""
+    cleaned: dict[str, Any] = {}
+    for key, value in overrides.items():
+        if isinstance(value, dict):
+            value = {k: v for k, v in value.items() if v is not None}
+        if value not in (None, {}):
+            cleaned[key] = value
+    try:
+        return Settings.load(toml=config, overrides=cleaned)
+    except ConfigError as exc:
+        raise _fail(exc) from None
+
+
+def common_options(func: F) -> F:
+    """Flags shared by the commands that run a service (HTTP endpoint, logging, config)."""
+    options = [
+        click.option(
+            "--config",
+            "config",
+            type=click.Path(dir_okay=False, path_type=Path),
+            help="TOML settings file (flags and environment override it).",
+        ),
+        click.option("--http-host", help="Address of /metrics, /healthz, /readyz, /status [127.0.0.1]."),
+        click.option("--http-port", type=click.IntRange(0, 65535), help="Port of the HTTP endpoint [9464]."),
+        click.option("--no-http", is_flag=True, help="Do not serve the HTTP endpoint."),
+        click.option(
+            "--log-level",
+            type=click.Choice(["debug", "info", "warning", "error"], case_sensitive=False),
+            help="Log level [info].",
+        ),
+        click.option("--log-format", type=click.Choice(["text", "json"]), help="Log format [text]."),
+    ]
+    for option in reversed(options):
+        func = option(func)
+    return func
+
+
+def common_overrides(
+    http_host: str | None,
+    http_port: int | None,
+    no_http: bool,
+    log_level: str | None,
+    log_format: str | None,
+) -> dict[str, Any]:
+    return {
+        "http": {"host": http_host, "port": http_port, "enabled": False if no_http else None},
+        "logging": {"level": log_level.upper() if log_level else None, "format": log_format},
+    }
+
+
+def configure(settings: Settings) -> None:
+    """Set up logging for a command, masking the configured secrets."""
+    from .logs import configure_logging
+
+    secrets = [s for s in (settings.platform.api_key, settings.platform.bot_token) if s]
+    try:
+        configure_logging(settings.logging.level, settings.logging.format, secrets=secrets)
+    except ConfigError as exc:
+        raise _fail(exc) from None
+
+
+def run_trio(main: Callable[[], Any]) -> int:
+    """Run a trio main function, turning our errors into one-line messages."""
+    try:
+        code = trio.run(main)
+    except* ConfigError as group:
+        raise _fail(_first(group)) from None
+    except* LinkError as group:
+        error = click.ClickException(f"platform link failed: {_first(group)}")
+        error.exit_code = 3
+        raise error from None
+    except* OrchestratorError as group:
+        raise _fail(_first(group)) from None
+    return int(code or 0)
+
+
+def _first(group: BaseException) -> BaseException:
+    while isinstance(group, BaseExceptionGroup):
+        group = group.exceptions[0]
+    return group
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
+@click.version_option(__version__, "-V", "--version", prog_name="orchestrator")
+def main() -> None:
+    """Host thousands of live customer/AI-agent conversations in one process.
+
+    Start with `orchestrator demo` (no account needed).
+    """
+
+
+@main.command()
+@click.argument("agents", nargs=-1, required=True, metavar="AGENT...")
+@click.option(
+    "--platform",
+    "platform_kind",
+    type=click.Choice(["conversimple", "arinova"]),
+    help="Wire protocol of the platform [conversimple].",
+)
+@click.option("--url", help="Platform URL (env CONVERSIMPLE_PLATFORM_URL).")
+@click.option("--api-key", help="Conversimple API key (env CONVERSIMPLE_API_KEY).")
+@click.option("--customer-id", help="Conversimple customer id (derived from the key if absent).")
+@click.option("--bot-token", help="Arinova bot token (env ARINOVA_BOT_TOKEN).")
+@click.option("--allow-insecure", is_flag=True, default=None, help="Allow plain ws:// to a non-loopback host.")
+@click.option("--max-conversations", type=click.IntRange(1), help="Admission cap [10000].")
+@click.option("--drain-timeout", type=click.FloatRange(0), help="Seconds to drain on SIGTERM [30].")
+@click.option("--workers", type=click.IntRange(1), help="Worker processes [1].")
+@common_options
+def run(
+    agents: tuple[str, ...],
+    platform_kind: str | None,
+    url: str | None,
+    api_key: str | None,
+    customer_id: str | None,
+    bot_token: str | None,
+    allow_insecure: bool | None,
+    max_conversations: int | None,
+    drain_timeout: float | None,
+    workers: int | None,
+    config: Path | None,
+    http_host: str | None,
+    http_port: int | None,
+    no_http: bool,
+    log_level: str | None,
+    log_format: str | None,
+) -> None:
+    """Serve AGENT classes (package.module:Class or path/to/file.py:Class) on a platform.
+
+    Runs until SIGINT or SIGTERM, then drains: /readyz turns 503, nothing new is
+    admitted, conversations finish until --drain-timeout. A second signal exits at once.
+    """
+    from .loader import load_agents
+    from .platforms import build_platform
+
+    overrides = common_overrides(http_host, http_port, no_http, log_level, log_format)
+    overrides["platform"] = {
+        "kind": platform_kind,
+        "url": url,
+        "api_key": api_key,
+        "customer_id": customer_id,
+        "bot_token": bot_token,
+        "allow_insecure": allow_insecure,
+    }
+    overrides["supervisor"] = {"max_conversations": max_conversations, "drain_timeout": drain_timeout}
+    overrides["workers"] = workers
+    settings = load_settings(config, overrides)
+    try:
+        agent_classes = load_agents(list(agents))
+        platform = build_platform(settings)
+    except OrchestratorError as exc:
+        raise _fail(exc) from None
+    configure(settings)
+
+    from .service import run_service
+
+    sys.exit(run_trio(lambda: run_service(settings, agent_classes, platform)))
+
+
+def _register_optional_commands() -> None:
+    """Commands whose modules are optional at import time (keeps `--help` fast)."""
+    try:
+        from .simulator.cli import simulate
+    except ImportError:  # pragma: no cover - the simulator ships with the package
+        return
+    main.add_command(simulate)
+
+
+_register_optional_commands()

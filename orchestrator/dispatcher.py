@@ -1,0 +1,62 @@
+"""Where conversations come from.
+
+A :class:`Platform` pairs a dispatch loop (the platform's control channel
+announcing ``conversation_ready``, the first message of a new Arinova
+conversation, or an explicit start) with the factory that gives each actor its
+own :class:`~orchestrator.connection.Connection`. The service runs
+``platform.run(supervisor)`` next to the supervisor; announcements that cannot
+be admitted are logged and counted, never a second actor or a crash.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Mapping
+from typing import Any, Protocol
+
+import trio
+
+from .connection import Connection
+from .errors import AdmissionError
+from .store import ConversationRecord
+from .supervisor import Supervisor
+
+log = logging.getLogger("orchestrator.dispatcher")
+
+
+class Platform(Protocol):
+    """A source of conversations and the connections that serve them."""
+
+    def connect(self, record: ConversationRecord) -> Connection:
+        """A new connection for one conversation's actor (called again after a restart)."""
+        ...
+
+    async def run(
+        self, supervisor: Supervisor, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED
+    ) -> None:
+        """Announce conversations to ``supervisor`` until cancelled (or until done, for finite sources).
+
+        ``task_status.started()`` fires once the source is connected. Raises a
+        LinkError if the source fails for good.
+        """
+        ...
+
+
+def admit(
+    supervisor: Supervisor,
+    conversation_id: str,
+    agent_id: str,
+    metadata: Mapping[str, Any] | None = None,
+) -> bool:
+    """Start a conversation if the supervisor admits it; log and count a refusal.
+
+    Returns whether an actor was started. The refusal is already counted in
+    ``orchestrator_admissions_rejected_total{reason}`` by the supervisor.
+    """
+    try:
+        supervisor.start_conversation_nowait(conversation_id, agent_id, metadata)
+    except AdmissionError as exc:
+        level = logging.INFO if exc.reason in ("duplicate", "draining") else logging.WARNING
+        log.log(level, "conversation not admitted (%s): %s", exc.reason, exc)
+        return False
+    return True

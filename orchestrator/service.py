@@ -1,0 +1,143 @@
+"""One orchestrator process: supervisor, platform dispatch, HTTP endpoint, signals.
+
+``run_service`` is what ``orchestrator run`` and ``orchestrator demo`` call. The
+first SIGTERM or SIGINT starts a drain: ``/readyz`` turns 503 at once, nothing
+new is admitted, conversations run on until ``drain_timeout``, then the process
+exits 0. A second signal cancels everything at once and exits 1.
+"""
+
+from __future__ import annotations
+
+import functools
+import logging
+import signal
+from collections.abc import Sequence
+
+import attrs
+import psutil
+import trio
+from prometheus_client import REGISTRY, CollectorRegistry
+
+from . import __version__
+from .agent import Agent
+from .config import Settings
+from .dispatcher import Platform
+from .http import make_app, serve_http
+from .lag import monitor_loop_lag
+from .metrics import Metrics
+from .supervisor import Supervisor
+
+log = logging.getLogger("orchestrator.service")
+
+#: Exit codes.
+EXIT_OK = 0
+EXIT_FORCED = 1
+EXIT_PLATFORM_FAILED = 3
+
+
+@attrs.define(eq=False)
+class RssProbe:
+    """Resident memory of this process, sampled at most once per ``every`` seconds."""
+
+    every: float = 1.0
+    _process: psutil.Process = attrs.field(init=False, factory=psutil.Process)
+    _value: int = attrs.field(init=False, default=0)
+    _at: float = attrs.field(init=False, default=float("-inf"))
+
+    def __call__(self) -> int:
+        now = trio.current_time()
+        if now - self._at >= self.every:
+            self._value = int(self._process.memory_info().rss)
+            self._at = now
+        return self._value
+
+
+@attrs.frozen
+class Running:
+    """What ``task_status.started`` hands back once the service is up."""
+
+    supervisor: Supervisor
+    metrics: Metrics
+    http_port: int | None
+
+
+async def run_service(
+    settings: Settings,
+    agents: Sequence[type[Agent]],
+    platform: Platform,
+    *,
+    registry: CollectorRegistry | None = None,
+    handle_signals: bool = True,
+    stop_when_idle: bool = False,
+    task_status: trio.TaskStatus[Running] = trio.TASK_STATUS_IGNORED,
+) -> int:
+    """Run until drained by a signal (or until the platform's finite dispatch is done).
+
+    Returns the process exit code. ``stop_when_idle`` ends a finite run (the
+    demo) once the platform's dispatch has returned and no conversation is left.
+    """
+    metrics = Metrics(registry if registry is not None else REGISTRY, process=registry is not None)
+    supervisor = Supervisor(
+        agents,
+        platform.connect,
+        settings=settings.supervisor,
+        metrics=metrics,
+        memory_probe=RssProbe(),
+    )
+    shutdown = _Shutdown()
+    async with trio.open_nursery() as nursery:
+        await nursery.start(supervisor.run)
+        port: int | None = None
+        if settings.http.enabled:
+            app = make_app(metrics, supervisor, version=__version__)
+            port = await nursery.start(
+                functools.partial(serve_http, app, host=settings.http.host, port=settings.http.port)
+            )
+        await nursery.start(monitor_loop_lag, metrics)
+        dispatch_done = trio.Event()
+
+        async def dispatch(task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
+            try:
+                await platform.run(supervisor, task_status=task_status)
+            finally:
+                dispatch_done.set()
+
+        await nursery.start(dispatch)
+        task_status.started(Running(supervisor, metrics, port))
+        if handle_signals:
+            nursery.start_soon(shutdown.watch_signals, supervisor, nursery.cancel_scope)
+        if stop_when_idle:
+            await dispatch_done.wait()
+            await supervisor.wait_idle()
+            nursery.cancel_scope.cancel()
+        else:
+            await trio.sleep_forever()
+    return shutdown.exit_code
+
+
+@attrs.define(eq=False)
+class _Shutdown:
+    """Signal handling: the first signal drains, a second one forces the exit."""
+
+    exit_code: int = EXIT_OK
+
+    async def watch_signals(self, supervisor: Supervisor, scope: trio.CancelScope) -> None:
+        with trio.open_signal_receiver(signal.SIGTERM, signal.SIGINT) as signals:
+            async with trio.open_nursery() as nursery:
+                draining = False
+                async for signum in signals:
+                    name = signal.Signals(signum).name
+                    if not draining:
+                        draining = True
+                        log.info("%s: draining (deadline %.1f s)", name, supervisor.settings.drain_timeout)
+                        nursery.start_soon(self._drain, supervisor, scope)
+                    else:
+                        log.warning("%s again: exiting now", name)
+                        self.exit_code = EXIT_FORCED
+                        scope.cancel()
+                        return
+
+    async def _drain(self, supervisor: Supervisor, scope: trio.CancelScope) -> None:
+        clean = await supervisor.drain()
+        log.info("drain %s; exiting", "complete" if clean else "deadline reached, stragglers cancelled")
+        scope.cancel()

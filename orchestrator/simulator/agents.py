@@ -1,0 +1,210 @@
+"""The agent under test, in process: calling it and recording its tool calls.
+
+An agent is any object with ``on_message(text)`` returning a ``str``, an
+awaitable of one, or an async iterator of ``str`` chunks (joined into one
+message); ``None`` means it stays silent. One instance serves one
+conversation, so agents are made by a zero-argument factory (usually the class).
+
+Tool calls are recorded by wrapping the instance's tool methods: those listed
+in the class's ``__tools__`` (what :class:`orchestrator.agent.Agent` compiles
+from ``@tool``), or the names given explicitly. Each call's arguments, result or
+error is attached to the agent message it produced.
+"""
+
+from __future__ import annotations
+
+import functools
+import importlib
+import importlib.util
+import inspect
+import json
+import sys
+from collections.abc import AsyncIterator, Callable, Iterable, Mapping
+from contextlib import aclosing
+from pathlib import Path
+from typing import Any
+
+from ..errors import AgentSpecError
+from .errors import ParticipantError
+from .models import Conversation, Message, ParticipantRole, ToolCall, converter
+from .participants import Participant
+
+AgentFactory = Callable[[], Any]
+
+
+def _jsonable(value: Any) -> Any:
+    try:
+        json.dumps(value)
+        return value
+    except (TypeError, ValueError):
+        try:
+            plain = converter.unstructure(value)
+            json.dumps(plain)
+            return plain
+        except (TypeError, ValueError):
+            return repr(value)
+
+
+def tool_names(agent: object) -> dict[str, str]:
+    """``{tool name: method name}`` from the class's ``__tools__`` mapping, if any."""
+    tools = getattr(type(agent), "__tools__", None)
+    if not isinstance(tools, Mapping):
+        return {}
+    names = {}
+    for name, definition in tools.items():
+        func = getattr(definition, "func", None)
+        attr = str(getattr(func, "__name__", name))
+        if callable(getattr(agent, attr, None)):
+            names[str(name)] = attr
+    return names
+
+
+def record_tool_calls(agent: object, calls: list[ToolCall], names: Mapping[str, str]) -> None:
+    """Wrap ``agent``'s tool methods so every call is appended to ``calls``."""
+    for tool_name, attr in names.items():
+        method = getattr(agent, attr)
+        setattr(agent, attr, _recording(method, tool_name, calls))
+
+
+def _recording(method: Callable[..., Any], tool_name: str, calls: list[ToolCall]) -> Callable[..., Any]:
+    signature = inspect.signature(method)
+
+    def arguments(args: tuple[Any, ...], kwargs: dict[str, Any]) -> dict[str, Any]:
+        try:
+            bound = signature.bind(*args, **kwargs)
+        except TypeError:
+            return {"args": _jsonable(list(args)), **{k: _jsonable(v) for k, v in kwargs.items()}}
+        return {key: _jsonable(value) for key, value in bound.arguments.items()}
+
+    def failed(args: tuple[Any, ...], kwargs: dict[str, Any], exc: BaseException) -> None:
+        calls.append(ToolCall(tool_name, arguments(args, kwargs), None, f"{type(exc).__name__}: {exc}"))
+
+    if inspect.iscoroutinefunction(method):
+
+        @functools.wraps(method)
+        async def async_wrapper(*args: Any, **kwargs: Any) -> Any:
+            try:
+                result = await method(*args, **kwargs)
+            except Exception as exc:
+                failed(args, kwargs, exc)
+                raise
+            calls.append(ToolCall(tool_name, arguments(args, kwargs), _jsonable(result)))
+            return result
+
+        return async_wrapper
+
+    @functools.wraps(method)
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
+        try:
+            result = method(*args, **kwargs)
+        except Exception as exc:
+            failed(args, kwargs, exc)
+            raise
+        calls.append(ToolCall(tool_name, arguments(args, kwargs), _jsonable(result)))
+        return result
+
+    return wrapper
+
+
+def make_agent(factory: AgentFactory) -> Any:
+    """A fresh agent from ``factory``; its construction errors become ParticipantError."""
+    try:
+        agent = factory()
+    except Exception as exc:  # user code, translated at this boundary
+        raise ParticipantError(f"creating the agent raised {type(exc).__name__}: {exc}") from exc
+    if not callable(getattr(agent, "on_message", None)):
+        raise ParticipantError(f"{type(agent).__name__} has no on_message(text) method")
+    return agent
+
+
+async def ask_agent(agent: Any, text: str) -> str | None:
+    """The agent's whole reply to ``text`` (chunks joined), or None for silence.
+
+    Whatever the agent raises comes out as :class:`ParticipantError`; cancellation
+    passes through (and closes a streaming reply).
+    """
+    try:
+        result = agent.on_message(text)
+        if inspect.isawaitable(result):
+            result = await result
+        if result is None or isinstance(result, str):
+            return result
+        if hasattr(result, "__aiter__"):
+            return await _join(result)
+    except Exception as exc:  # user code, translated at this boundary
+        raise ParticipantError(f"agent raised {type(exc).__name__}: {exc}") from exc
+    raise ParticipantError(f"on_message returned {type(result).__name__}, not text or chunks")
+
+
+async def _join(chunks: AsyncIterator[Any]) -> str:
+    parts: list[str] = []
+    if hasattr(chunks, "aclose"):
+        async with aclosing(chunks) as stream:  # type: ignore[type-var]
+            parts.extend([str(chunk) async for chunk in stream])
+    else:
+        parts.extend([str(chunk) async for chunk in chunks])
+    return "".join(parts)
+
+
+class AgentParticipant(Participant):
+    """The agent under test as a participant: replies to the customer's last message.
+
+    ``tools`` names the methods to record (default: from ``__tools__``).
+    """
+
+    role = ParticipantRole.AGENT
+
+    def __init__(self, agent: Any, *, tools: Iterable[str] | None = None) -> None:
+        self.agent = agent
+        self._calls: list[ToolCall] = []
+        names = tool_names(agent) if tools is None else {name: name for name in tools}
+        record_tool_calls(agent, self._calls, names)
+
+    @classmethod
+    def from_factory(cls, factory: AgentFactory) -> AgentParticipant:
+        """A participant around a fresh agent from ``factory``."""
+        return cls(make_agent(factory))
+
+    async def get_next_message(self, conversation: Conversation) -> Message | None:
+        theirs = conversation.messages_from(ParticipantRole.CUSTOMER)
+        if not theirs:
+            return None
+        reply = await ask_agent(self.agent, theirs[-1].content)
+        calls, self._calls[:] = tuple(self._calls), []
+        if reply is None and not calls:
+            return None
+        return self.make_message(reply or "", conversation, calls)
+
+
+def load_agent_class(spec: str, base_dir: Path | None = None) -> Any:
+    """The class named by ``package.module:Class`` or ``path/to/file.py:Class``.
+
+    A relative file path is resolved against ``base_dir`` (default: the current
+    directory). Raises :class:`AgentSpecError`.
+    """
+    module_name, sep, attr = spec.rpartition(":")
+    if not sep or not module_name or not attr:
+        raise AgentSpecError(f"agent spec {spec!r} is not 'package.module:Class' or 'file.py:Class'")
+    try:
+        if module_name.endswith(".py"):
+            path = Path(module_name)
+            path = path if path.is_absolute() else (base_dir or Path.cwd()) / path
+            if not path.is_file():
+                raise AgentSpecError(f"agent file {path} does not exist")
+            unique = f"_orchestrator_agent_{abs(hash(str(path.resolve())))}"
+            module_spec = importlib.util.spec_from_file_location(unique, path)
+            if module_spec is None or module_spec.loader is None:
+                raise AgentSpecError(f"cannot import {path}")
+            module = importlib.util.module_from_spec(module_spec)
+            sys.modules[unique] = module
+            module_spec.loader.exec_module(module)
+        else:
+            module = importlib.import_module(module_name)
+    except AgentSpecError:
+        raise
+    except Exception as exc:  # importing user code can raise anything
+        raise AgentSpecError(f"importing {module_name} failed: {type(exc).__name__}: {exc}") from exc
+    cls = getattr(module, attr, None)
+    if cls is None:
+        raise AgentSpecError(f"{module_name} has no attribute {attr!r}")
+    return cls

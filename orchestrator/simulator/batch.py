@@ -1,0 +1,169 @@
+"""Batch runs: every scenario ``samples`` times, in parallel under a concurrency cap.
+
+Each finished simulation is appended at once as one JSON line (a
+:class:`SimulationRecord`) to the transcripts file, so a stopped batch loses
+nothing: run it again and the simulations already in the file are skipped. A
+record counts only if its scenario's fingerprint (a hash of the scenario as
+parsed) still matches, so editing a scenario reruns it; a torn last line (a
+crash mid-write) is cut off. Records come back in scenario order, then sample.
+
+A simulation that fails (agent raises, LLM unreachable) is a record with end
+reason ``error``, not a batch failure. Scenario mistakes (an LLM scenario without
+an LLM client, no agent to test) raise :class:`ScenarioError` before anything runs.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Protocol
+
+import attrs
+import cattrs
+import trio
+
+from .agents import AgentFactory
+from .builder import build_runner, check_runnable
+from .channels import Channel
+from .errors import ParticipantError
+from .llm import LLMClient
+from .models import Conversation, ConversationResult, EndReason, from_json, to_json
+from .scenarios import Scenario
+
+
+@attrs.frozen
+class SimulationRecord:
+    """One finished simulation, as stored in the transcripts JSONL file."""
+
+    scenario: str
+    sample: int
+    fingerprint: str
+    passed: bool
+    result: ConversationResult
+
+
+@attrs.frozen
+class BatchRun:
+    """The records of a batch (resumed ones included) and how many were resumed."""
+
+    records: tuple[SimulationRecord, ...]
+    resumed: int
+    duration_seconds: float
+
+
+class BatchObserver(Protocol):
+    """Progress hooks (a progress bar): totals at the start, then each record."""
+
+    def batch_started(self, total: int, resumed: int) -> None: ...
+
+    def simulation_finished(self, record: SimulationRecord) -> None: ...
+
+
+def scenario_fingerprint(scenario: Scenario) -> str:
+    """A short hash of everything that defines ``scenario``."""
+    return hashlib.sha256(repr(scenario).encode()).hexdigest()[:16]
+
+
+def _read_records(path: Path) -> list[SimulationRecord]:
+    """The intact records in ``path``; a torn final line is truncated away."""
+    if not path.exists():
+        return []
+    data = path.read_bytes()
+    if data and not data.endswith(b"\n"):
+        data = data[: data.rfind(b"\n") + 1]
+        with path.open("r+b") as handle:
+            handle.truncate(len(data))
+    records = []
+    for line in data.splitlines():
+        try:
+            records.append(from_json(line, SimulationRecord))
+        except (ValueError, TypeError, KeyError, cattrs.BaseValidationError):
+            continue  # a stale or foreign line only means "run that one again"
+    return records
+
+
+def _append(path: Path, line: str) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with path.open("a", encoding="utf-8") as handle:
+        handle.write(line)
+
+
+@attrs.define(eq=False)
+class Batch:
+    """Runs each of ``scenarios`` ``samples`` times; at most ``concurrency`` at once.
+
+    The agent under test is ``agent_factory`` (full runs, in process) or the
+    agent behind ``channel`` (hybrid runs); scenarios with a simulated agent need
+    neither. ``llm`` serves LLM participants and the judge. ``transcripts`` is
+    the JSONL file to append to and resume from (None: keep nothing on disk).
+    """
+
+    scenarios: Sequence[Scenario]
+    samples: int = 1
+    concurrency: int = 10
+    agent_factory: AgentFactory | None = None
+    channel: Channel | None = None
+    llm: LLMClient | None = None
+    transcripts: Path | None = None
+    observer: BatchObserver | None = None
+    _lock: trio.Lock = attrs.field(init=False, factory=trio.Lock)
+
+    def __attrs_post_init__(self) -> None:
+        if self.samples < 1 or self.concurrency < 1:
+            raise ValueError("samples and concurrency must be at least 1")
+
+    async def run(self) -> BatchRun:
+        """Run what is not done yet; return every record. Cancellation stops the batch.
+
+        Records already appended survive cancellation, so the next run resumes.
+        """
+        check_runnable(self.scenarios, self.agent_factory, self.channel, self.llm)
+        started = trio.current_time()
+        fingerprints = {s.name: scenario_fingerprint(s) for s in self.scenarios}
+        done: dict[tuple[str, int], SimulationRecord] = {}
+        if self.transcripts is not None:
+            for record in await trio.to_thread.run_sync(_read_records, self.transcripts):
+                if fingerprints.get(record.scenario) == record.fingerprint and record.sample < self.samples:
+                    done[(record.scenario, record.sample)] = record
+        jobs = [(s, k) for s in self.scenarios for k in range(self.samples) if (s.name, k) not in done]
+        resumed = len(done)
+        if self.observer is not None:
+            self.observer.batch_started(len(self.scenarios) * self.samples, resumed)
+        limiter = trio.CapacityLimiter(self.concurrency)
+        async with trio.open_nursery() as nursery:
+            for scenario, sample in jobs:
+                nursery.start_soon(self._job, scenario, sample, fingerprints[scenario.name], limiter, done)
+        order = {s.name: index for index, s in enumerate(self.scenarios)}
+        records = sorted(done.values(), key=lambda r: (order[r.scenario], r.sample))
+        return BatchRun(tuple(records), resumed, trio.current_time() - started)
+
+    async def _job(
+        self,
+        scenario: Scenario,
+        sample: int,
+        fingerprint: str,
+        limiter: trio.CapacityLimiter,
+        done: dict[tuple[str, int], SimulationRecord],
+    ) -> None:
+        async with limiter:
+            result = await self.simulate(scenario, sample)
+        record = SimulationRecord(scenario.name, sample, fingerprint, result.passed, result)
+        if self.transcripts is not None:
+            line = to_json(record) + "\n"
+            async with self._lock:  # one writer at a time: lines never interleave
+                with trio.CancelScope(shield=True):  # a finished record is never half-written
+                    await trio.to_thread.run_sync(_append, self.transcripts, line)
+        done[(scenario.name, sample)] = record
+        if self.observer is not None:
+            self.observer.simulation_finished(record)
+
+    async def simulate(self, scenario: Scenario, sample: int) -> ConversationResult:
+        """Run sample ``sample`` of ``scenario`` once and return its result."""
+        try:
+            runner = build_runner(
+                scenario, sample, agent_factory=self.agent_factory, channel=self.channel, llm=self.llm
+            )
+        except ParticipantError as exc:
+            return ConversationResult(Conversation(()), 0.0, EndReason.ERROR, str(exc))
+        return await runner.run()

@@ -1,0 +1,145 @@
+"""The ``simulate`` command: run a scenario file as a batch and report.
+
+::
+
+    orchestrator simulate SCENARIOS.toml [--samples K] [--concurrency N]
+        [--pass-rate P] [--agent AGENT | --via-sandbox] [--out DIR]
+
+Writes ``DIR/transcripts.jsonl`` (one record per simulation, appended as each
+finishes; rerunning resumes), ``DIR/summary.json``, ``DIR/junit.xml`` and, for
+LLM scenarios, ``DIR/llm-cache/``; prints the report. Exit status: 0, or 1 when
+the pass rate is below ``--pass-rate`` or the input is unusable; 130 when
+interrupted (rerun to resume).
+"""
+
+from __future__ import annotations
+
+from contextlib import AsyncExitStack
+from pathlib import Path
+from typing import Any
+
+import click
+import trio
+from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+from ..errors import ConfigError
+from .agents import load_agent_class
+from .batch import Batch, BatchRun, SimulationRecord
+from .cache import CachedLLMClient
+from .llm import LLMClient, LLMSettings, OpenAIClient
+from .report import junit_xml, render_report, summary_json
+from .scenarios import load_scenarios
+from .summary import BatchSummary
+
+
+class _ProgressBar:
+    """A rich progress bar fed by the batch (refreshed on each update, no thread)."""
+
+    def __init__(self, console: Console, enabled: bool) -> None:
+        self.progress = Progress(
+            TextColumn("simulating"),
+            BarColumn(),
+            MofNCompleteColumn(),
+            TextColumn("[red]{task.fields[failed]} failed"),
+            TimeElapsedColumn(),
+            console=console,
+            auto_refresh=False,
+            disable=not enabled,
+        )
+        self.task = self.progress.add_task("simulating", total=None, failed=0)
+        self.failed = 0
+
+    def batch_started(self, total: int, resumed: int) -> None:
+        self.progress.update(self.task, total=total, completed=resumed)
+        self.progress.refresh()
+
+    def simulation_finished(self, record: SimulationRecord) -> None:
+        self.failed += not record.passed
+        self.progress.update(self.task, advance=1, failed=self.failed)
+        self.progress.refresh()
+
+
+async def _run_batch(
+    batch: Batch, settings: LLMSettings | None, cache_dir: Path | None, bar: _ProgressBar
+) -> BatchRun:
+    async with AsyncExitStack() as stack:
+        if settings is not None:
+            http = OpenAIClient(settings)
+            stack.push_async_callback(http.aclose)
+            client: LLMClient = http if cache_dir is None else CachedLLMClient(http, cache_dir)
+            batch.llm = client
+        batch.observer = bar
+        with bar.progress:
+            return await batch.run()
+    raise AssertionError("unreachable")
+
+
+@click.command("simulate")
+@click.argument(
+    "scenarios_file",
+    metavar="SCENARIOS.toml",
+    type=click.Path(exists=True, dir_okay=False, path_type=Path),
+)
+@click.option(
+    "--samples", "-k", type=click.IntRange(min=1), help="Runs per scenario [file's samples, else 1]."
+)
+@click.option("--concurrency", "-n", type=click.IntRange(min=1), default=10, show_default=True)
+@click.option("--pass-rate", type=click.FloatRange(0, 1), help="Exit 1 when the pass rate (0..1) is lower.")
+@click.option("--agent", "agent_spec", metavar="AGENT", help="package.module:Class or path/to/file.py:Class.")
+@click.option("--via-sandbox", is_flag=True, help="Reach the agent through the bundled sandbox platform.")
+@click.option("--out", type=click.Path(file_okay=False, path_type=Path), help="Results [simulations/<name>].")
+@click.option("--fresh", is_flag=True, help="Discard earlier transcripts instead of resuming.")
+@click.option("--no-cache", is_flag=True, help="Do not cache LLM completions on disk.")
+@click.option("--progress/--no-progress", default=True, show_default=True)
+@click.pass_context
+def simulate(ctx: click.Context, /, scenarios_file: Path, **options: Any) -> None:
+    """Simulate customer conversations with an agent and report outcomes and pass rates."""
+    if options["agent_spec"] and options["via_sandbox"]:
+        raise click.UsageError("--agent and --via-sandbox are mutually exclusive")
+    if options["via_sandbox"]:
+        raise click.ClickException(
+            "--via-sandbox is not available yet: the bundled sandbox platform has not landed. "
+            "Use --agent to run the agent in process."
+        )
+    try:
+        scenario_file = load_scenarios(scenarios_file)
+        spec = options["agent_spec"] or scenario_file.agent
+        base_dir = Path.cwd() if options["agent_spec"] else scenario_file.base_dir
+        agent_factory = load_agent_class(spec, base_dir) if spec else None
+        settings = scenario_file.llm_settings() if scenario_file.needs_llm else None
+    except ConfigError as exc:
+        raise click.ClickException(str(exc)) from exc
+    samples = options["samples"] or scenario_file.samples or 1
+    out: Path = options["out"] or Path("simulations") / scenarios_file.stem
+    transcripts = out / "transcripts.jsonl"
+    if options["fresh"]:
+        transcripts.unlink(missing_ok=True)
+    batch = Batch(
+        scenario_file.scenarios,
+        samples=samples,
+        concurrency=options["concurrency"],
+        agent_factory=agent_factory,
+        transcripts=transcripts,
+    )
+    console = Console()
+    if settings is not None:
+        console.print(f"LLM: {settings.endpoint} model {settings.model}", highlight=False)
+    cache_dir = None if options["no_cache"] else out / "llm-cache"
+    bar = _ProgressBar(console, options["progress"])
+    try:
+        run = trio.run(_run_batch, batch, settings, cache_dir, bar)
+    except KeyboardInterrupt:
+        console.print(f"interrupted; finished simulations are kept in {transcripts}: run again to resume")
+        ctx.exit(130)
+    except ConfigError as exc:
+        raise click.ClickException(str(exc)) from exc
+    summary = BatchSummary.from_run(run, samples)
+    (out / "summary.json").write_text(summary_json(summary), encoding="utf-8")
+    (out / "junit.xml").write_text(junit_xml(run.records, summary), encoding="utf-8")
+    render_report(summary, run.records, console)
+    console.print(f"results in {out}/ (transcripts.jsonl, summary.json, junit.xml)", highlight=False)
+    threshold = options["pass_rate"]
+    if threshold is not None and not summary.meets(threshold):
+        console.print(f"[red]pass rate {summary.pass_rate:.1%} is below the required {threshold:.1%}[/red]")
+        ctx.exit(1)

@@ -1,0 +1,347 @@
+"""WebSocket over trio streams, driven through the ``websockets`` library's sans-IO core.
+
+No task per connection: :meth:`SansIOWebSocket.receive_text` reads from the
+socket on demand and feeds the protocol object; whatever the protocol wants to
+send back (pongs, the close echo) is written inline before returning.
+:meth:`~SansIOWebSocket.send_text` serialises a frame and writes it while
+holding the connection's *write turn*, a flag plus a lazily created parking
+lot, so concurrent senders never interleave frames and an uncontended send
+costs no extra scheduling. Per connection this keeps one stream, one
+``websockets`` protocol object and this small slotted object.
+"""
+
+from __future__ import annotations
+
+import logging
+import ssl
+from collections.abc import Sequence
+
+import attrs
+import trio
+from websockets.client import ClientProtocol
+from websockets.exceptions import InvalidStatus, PayloadTooBig
+from websockets.frames import CloseCode, Frame, Opcode
+from websockets.http11 import Response
+from websockets.protocol import Event, State
+from websockets.protocol import Protocol as WsProtocol
+from websockets.typing import BytesLike, Subprotocol
+from websockets.uri import WebSocketURI
+
+from ..errors import FrameTooLargeError, HandshakeError, LinkClosedError
+from .dial import Stream, Target, open_stream, rejection_error
+from .interface import CLOSE_TIMEOUT, close_arguments
+
+__all__ = ["SansIOWebSocket", "connect"]
+
+WIRE_LOG = logging.getLogger("orchestrator.transport.wire")
+"""Logger handed to the ``websockets`` protocol objects (they log opens, closes and failures)."""
+
+_OPEN = State.OPEN
+_CLOSED = State.CLOSED
+_TEXT = Opcode.TEXT
+_BINARY = Opcode.BINARY
+_CONT = Opcode.CONT
+_LINK_ERRORS = (trio.BrokenResourceError, trio.ClosedResourceError)
+
+
+@attrs.define(eq=False, repr=False)
+class SansIOWebSocket:
+    """One WebSocket (client or server end) over a trio stream; see :class:`.WebSocket`."""
+
+    _stream: Stream
+    _proto: WsProtocol
+    _label: str
+    """Who is at the other end, safe to print (a redacted URL or a peer address)."""
+    _max_frame_bytes: int
+    subprotocol: str | None = None
+    _inbox: list[str] = attrs.Factory(list)
+    """Messages decoded but not yet returned (several can arrive in one read)."""
+    _fragments: list[BytesLike] | None = None
+    _failure: str | None = None
+    _writing: bool = False
+    _write_lot: trio.lowlevel.ParkingLot | None = None
+    _reading: bool = False
+    _closed: bool = False
+    _dropped: bool = False
+
+    def __repr__(self) -> str:
+        return f"<{type(self).__name__} {self._label} code={self.close_code}>"
+
+    @property
+    def close_code(self) -> int | None:
+        received = self._proto.close_rcvd
+        if received is not None:
+            return int(received.code)
+        if self._dropped or self._proto.state is _CLOSED:
+            return int(CloseCode.ABNORMAL_CLOSURE)
+        return None
+
+    # Sending
+
+    async def send_text(self, text: str) -> None:
+        data = text.encode()
+        await self._acquire_write_turn()
+        try:
+            proto = self._proto
+            if proto.state is not _OPEN or self._dropped:
+                await trio.lowlevel.checkpoint()
+                raise self._closed_error()
+            proto.send_text(data)
+            if not await self._write_queued():
+                raise self._closed_error()
+        finally:
+            self._release_write_turn()
+
+    async def _acquire_write_turn(self) -> None:
+        if self._writing:
+            lot = self._write_lot
+            if lot is None:
+                lot = self._write_lot = trio.lowlevel.ParkingLot()
+            # Woken only by _release_write_turn, which hands the turn over directly.
+            await lot.park()
+        else:
+            self._writing = True
+
+    def _release_write_turn(self) -> None:
+        lot = self._write_lot
+        if lot:
+            lot.unpark()  # the turn passes to the next waiter in FIFO order
+        else:
+            self._writing = False
+
+    async def _flush(self) -> bool:
+        """Write what the protocol has queued; False if the link is gone."""
+        await self._acquire_write_turn()
+        try:
+            return await self._write_queued()
+        finally:
+            self._release_write_turn()
+
+    async def _write_queued(self) -> bool:
+        # Caller holds the write turn, so bytes leave in the order they were queued.
+        writes = self._proto.data_to_send()
+        if self._dropped:
+            return False
+        if not writes:
+            return True
+        eof = not writes[-1]  # websockets queues b"" (SEND_EOF) to ask for a TCP close
+        if eof:
+            writes.pop()
+        stream = self._stream
+        try:
+            if writes:
+                await stream.send_all(writes[0] if len(writes) == 1 else b"".join(writes))
+            if eof:
+                if isinstance(stream, trio.SocketStream):
+                    await stream.send_eof()
+                else:
+                    self._drop()  # TLS has no half-close
+        except _LINK_ERRORS:
+            self._drop()
+            return False
+        except BaseException:
+            self._drop()  # cancelled mid-frame: what reached the peer is unknown
+            raise
+        return True
+
+    # Receiving
+
+    async def receive_text(self) -> str:
+        inbox = self._inbox
+        if inbox:
+            await trio.lowlevel.checkpoint()
+            return inbox.pop(0)
+        if self._reading:
+            raise trio.BusyResourceError("another task is already receiving on this WebSocket")
+        proto = self._proto
+        self._reading = True
+        try:
+            while True:
+                if proto.state is not _OPEN or self._dropped:
+                    await self._finish_closing()
+                    raise self._closed_error()
+                try:
+                    data = await self._stream.receive_some()
+                except _LINK_ERRORS as exc:
+                    self._drop()
+                    raise self._closed_error() from exc
+                if data:
+                    proto.receive_data(data)
+                else:
+                    proto.receive_eof()
+                message = self.take_messages(proto.events_received())
+                if proto.writes:  # a pong or a close frame to send back
+                    if message is not None:
+                        inbox.insert(0, message)  # kept if the flush is cancelled
+                    await self._flush()
+                    if inbox:
+                        return inbox.pop(0)
+                elif message is not None:
+                    return message
+        finally:
+            self._reading = False
+
+    async def accept_early_frames(self, events: Sequence[Event]) -> None:
+        """Keep frames that arrived with the handshake, and answer them if needed."""
+        first = self.take_messages(events)
+        if first is not None:
+            self._inbox.insert(0, first)
+        if self._proto.writes:
+            await self._flush()
+
+    def take_messages(self, events: Sequence[Event]) -> str | None:
+        """Assemble data frames into messages; return the first, keep the rest in the inbox."""
+        first: str | None = None
+        for frame in events:
+            if not isinstance(frame, Frame):
+                continue
+            opcode = frame.opcode
+            if opcode is _TEXT or opcode is _BINARY:
+                if not frame.fin:
+                    self._fragments = [frame.data]
+                    continue
+                payload: BytesLike = frame.data
+            elif opcode is _CONT and self._fragments is not None:
+                self._fragments.append(frame.data)
+                if not frame.fin:
+                    continue
+                payload, self._fragments = b"".join(self._fragments), None
+            else:
+                continue  # ping, pong, close: the protocol object already answered
+            try:
+                text = str(payload, "utf-8")
+            except UnicodeDecodeError:
+                self._failure = "the peer sent invalid UTF-8"
+                self._proto.fail(CloseCode.INVALID_DATA, "invalid UTF-8")
+                break
+            if first is None:
+                first = text
+            else:
+                self._inbox.append(text)
+        return first
+
+    # Closing
+
+    async def aclose(self, code: int = 1000, reason: str = "") -> None:
+        if self._closed:
+            return
+        self._closed = True
+        with trio.move_on_after(CLOSE_TIMEOUT, shield=True):
+            if self._proto.state is _OPEN and not self._dropped:
+                self._proto.send_close(*close_arguments(code, reason))
+            if not self._reading:
+                await self._finish_closing()
+            else:
+                await self._flush()
+        self._drop()
+
+    async def _finish_closing(self) -> None:
+        """Send what is queued, then read until the peer closes TCP (bounded); drop the socket."""
+        proto = self._proto
+        try:
+            if not await self._flush():
+                return
+            with trio.move_on_after(CLOSE_TIMEOUT):
+                while proto.state is not _CLOSED and not self._dropped:
+                    try:
+                        data = await self._stream.receive_some()
+                    except _LINK_ERRORS:
+                        return
+                    if data:
+                        proto.receive_data(data)
+                    else:
+                        proto.receive_eof()
+                    proto.events_received()  # the close handshake has begun: data is discarded
+                    if proto.writes and not await self._flush():
+                        return
+        finally:
+            self._drop()
+
+    def _drop(self) -> None:
+        """Close the socket now (synchronously, so it is safe in any ``finally``)."""
+        if not self._dropped:
+            self._dropped = True
+            stream = self._stream
+            tcp = stream if isinstance(stream, trio.SocketStream) else stream.transport_stream
+            tcp.socket.close()
+
+    def _closed_error(self) -> LinkClosedError | FrameTooLargeError:
+        if isinstance(self._proto.parser_exc, PayloadTooBig):
+            return FrameTooLargeError(
+                f"a message from {self._label} exceeded {self._max_frame_bytes} bytes; "
+                "the link was closed with 1009"
+            )
+        detail = self._failure
+        received = self._proto.close_rcvd
+        if detail is None and received is not None and received.reason:
+            detail = received.reason
+        suffix = f": {detail}" if detail else ""
+        return LinkClosedError(f"link to {self._label} closed (code {self.close_code}){suffix}")
+
+
+async def connect(
+    target: Target,
+    *,
+    subprotocols: Sequence[str] = (),
+    max_frame_bytes: int,
+    ssl_context: ssl.SSLContext | None = None,
+) -> SansIOWebSocket:
+    """Open a client WebSocket to ``target``; errors as :func:`orchestrator.transport.connect`.
+
+    Cancellation closes the socket.
+    """
+    stream = await open_stream(target, ssl_context)
+    try:
+        return await _handshake(stream, target, subprotocols, max_frame_bytes)
+    except BaseException:
+        await trio.aclose_forcefully(stream)
+        raise
+
+
+async def _handshake(
+    stream: Stream, target: Target, subprotocols: Sequence[str], max_frame_bytes: int
+) -> SansIOWebSocket:
+    path, _, query = target.resource.partition("?")
+    proto = ClientProtocol(
+        WebSocketURI(target.secure, target.host, target.port, path, query),
+        subprotocols=[Subprotocol(name) for name in subprotocols] or None,
+        max_size=max_frame_bytes,
+        logger=WIRE_LOG,
+    )
+    request = proto.connect()
+    if target.authorization is not None:
+        request.headers["Authorization"] = target.authorization
+    proto.send_request(request)
+    response: Response | None = None
+    try:
+        await stream.send_all(b"".join(proto.data_to_send()))
+        while response is None:
+            data = await stream.receive_some()
+            if data:
+                proto.receive_data(data)
+            else:
+                proto.receive_eof()
+            events = proto.events_received()
+            for index, event in enumerate(events):
+                if isinstance(event, Response):
+                    response, early = event, events[index + 1 :]
+                    break
+            if response is None and (not data or proto.handshake_exc is not None):
+                raise HandshakeError(
+                    f"{target.redacted} closed the connection during the WebSocket handshake"
+                ) from proto.handshake_exc
+    except _LINK_ERRORS as exc:
+        raise HandshakeError(
+            f"{target.redacted} dropped the connection during the WebSocket handshake"
+        ) from exc
+    failure = proto.handshake_exc
+    if isinstance(failure, InvalidStatus):
+        status = failure.response
+        raise rejection_error(status.status_code, status.reason_phrase, target.redacted) from failure
+    if failure is not None:
+        raise HandshakeError(
+            f"invalid WebSocket handshake response from {target.redacted}: {failure}"
+        ) from failure
+    ws = SansIOWebSocket(stream, proto, target.redacted, max_frame_bytes, proto.subprotocol)
+    await ws.accept_early_frames(early)
+    return ws

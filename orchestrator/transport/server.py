@@ -1,0 +1,200 @@
+"""A WebSocket server on the sans-IO core: for the sandbox platform, tests and benchmarks.
+
+One task per accepted connection (trio's ``serve_listeners``) runs the handshake
+and then the handler; nothing else runs per connection. ``reject`` lets a test
+or the sandbox refuse a handshake with any HTTP status (401 for a bad token).
+"""
+
+from __future__ import annotations
+
+import http
+import math
+import ssl
+from collections.abc import Mapping, Sequence
+from functools import partial
+from urllib.parse import parse_qsl
+
+import attrs
+import trio
+from websockets.http11 import Request
+from websockets.server import ServerProtocol
+from websockets.typing import Subprotocol
+
+from ..errors import FrameTooLargeError, LinkError
+from .dial import Stream
+from .interface import DEFAULT_MAX_FRAME_BYTES, Handler, Reject
+from .sansio import WIRE_LOG, SansIOWebSocket
+
+__all__ = ["SansIOServerWebSocket", "serve"]
+
+HANDSHAKE_TIMEOUT = 10.0
+"""Seconds a client gets to send its handshake request before the socket is dropped."""
+
+
+@attrs.define(eq=False, repr=False)
+class SansIOServerWebSocket(SansIOWebSocket):
+    """The server's end of an accepted WebSocket; see :class:`.ServerWebSocket`."""
+
+    _path: str = attrs.field(default="/", kw_only=True)
+    _query: Mapping[str, str] = attrs.field(factory=dict, kw_only=True)
+    _headers: Mapping[str, str] = attrs.field(factory=dict, kw_only=True)
+
+    @property
+    def path(self) -> str:
+        return self._path
+
+    @property
+    def query(self) -> Mapping[str, str]:
+        return self._query
+
+    @property
+    def headers(self) -> Mapping[str, str]:
+        return self._headers
+
+
+async def serve(
+    handler: Handler,
+    host: str,
+    port: int,
+    *,
+    subprotocols: Sequence[str] = (),
+    max_frame_bytes: int = DEFAULT_MAX_FRAME_BYTES,
+    reject: Reject | None = None,
+    ssl_context: ssl.SSLContext | None = None,
+    handshake_timeout: float = HANDSHAKE_TIMEOUT,
+    task_status: trio.TaskStatus[int] = trio.TASK_STATUS_IGNORED,
+) -> None:
+    """Accept WebSocket connections on ``host:port`` until cancelled.
+
+    ``task_status.started(port)`` reports the bound port (pass ``port=0`` for a
+    free one). Each connection runs ``handler(ws)`` in its own task; the link is
+    closed with 1000 when the handler returns. A handler ending in a
+    :class:`~orchestrator.errors.LinkError` or
+    :class:`~orchestrator.errors.FrameTooLargeError` (the client went away or
+    misbehaved) ends only that connection; any other exception propagates and
+    stops the server. The server picks the first of its ``subprotocols`` the
+    client offers, or none. ``reject(path, query, headers)`` returning a status
+    refuses the handshake with it. With ``ssl_context`` the server speaks TLS.
+    Cancellation closes the listeners and every connection.
+    """
+    listeners = await trio.open_tcp_listeners(port, host=host)
+    bound_port: int = listeners[0].socket.getsockname()[1]
+    acceptor = _Acceptor(
+        handler=handler,
+        subprotocols=[Subprotocol(name) for name in subprotocols],
+        max_frame_bytes=max_frame_bytes,
+        reject=reject,
+        ssl_context=ssl_context,
+        handshake_timeout=handshake_timeout,
+    )
+    async with trio.open_nursery() as nursery:
+        await nursery.start(partial(trio.serve_listeners, acceptor.serve_connection, listeners))
+        task_status.started(bound_port)
+
+
+def _select_subprotocol(protocol: ServerProtocol, offered: Sequence[Subprotocol]) -> Subprotocol | None:
+    for name in protocol.available_subprotocols or ():
+        if name in offered:
+            return name
+    return None
+
+
+@attrs.frozen
+class _Acceptor:
+    handler: Handler
+    subprotocols: list[Subprotocol]
+    max_frame_bytes: int
+    reject: Reject | None
+    ssl_context: ssl.SSLContext | None
+    handshake_timeout: float
+
+    async def serve_connection(self, tcp: trio.SocketStream) -> None:
+        stream: Stream = tcp
+        if self.ssl_context is not None:
+            stream = trio.SSLStream(tcp, self.ssl_context, server_side=True, https_compatible=True)
+        try:
+            ws = None
+            with trio.move_on_after(self.handshake_timeout):
+                ws = await self._handshake(stream)
+            if ws is None:
+                return
+            try:
+                await self.handler(ws)
+            except* (LinkError, FrameTooLargeError):
+                pass  # the client went away or broke the rules: this connection only
+            finally:
+                if trio.current_effective_deadline() != -math.inf:
+                    await ws.aclose()
+                # else the server is being cancelled: drop at once, no close handshake
+        finally:
+            tcp.socket.close()
+
+    async def _handshake(self, stream: Stream) -> SansIOServerWebSocket | None:
+        proto = ServerProtocol(
+            subprotocols=self.subprotocols or None,
+            select_subprotocol=_select_subprotocol,
+            max_size=self.max_frame_bytes,
+            logger=WIRE_LOG,
+        )
+        request: Request | None = None
+        while request is None:
+            try:
+                data = await stream.receive_some()
+            except (trio.BrokenResourceError, trio.ClosedResourceError):
+                return None  # reset, or a failed TLS handshake
+            if data:
+                proto.receive_data(data)
+            else:
+                proto.receive_eof()
+            events = proto.events_received()
+            for index, event in enumerate(events):
+                if isinstance(event, Request):
+                    request, early = event, events[index + 1 :]
+                    break
+            if request is None and (not data or proto.handshake_exc is not None):
+                await _write_quietly(stream, proto.data_to_send())  # the 4xx, if any
+                return None
+        path, _, query_string = request.path.partition("?")
+        query = dict(parse_qsl(query_string, keep_blank_values=True))
+        status = self.reject(path, query, request.headers) if self.reject else None
+        if status is None:
+            response = proto.accept(request)
+        else:
+            phrase = http.HTTPStatus(status).phrase
+            response = proto.reject(status, f"{phrase}\n")
+        proto.send_response(response)
+        if not await _write_quietly(stream, proto.data_to_send()) or response.status_code != 101:
+            return None
+        ws = SansIOServerWebSocket(
+            stream,
+            proto,
+            f"client {_peer(stream)}",
+            self.max_frame_bytes,
+            proto.subprotocol,
+            path=path,
+            query=query,
+            headers=request.headers,
+        )
+        await ws.accept_early_frames(early)
+        return ws
+
+
+async def _write_quietly(stream: Stream, writes: list[bytes]) -> bool:
+    """Write handshake bytes (and the EOF websockets may ask for); False if the client is gone."""
+    eof = bool(writes) and not writes[-1]
+    try:
+        await stream.send_all(b"".join(writes))
+        if eof and isinstance(stream, trio.SocketStream):
+            await stream.send_eof()
+    except (trio.BrokenResourceError, trio.ClosedResourceError):
+        return False
+    return True
+
+
+def _peer(stream: Stream) -> str:
+    tcp = stream if isinstance(stream, trio.SocketStream) else stream.transport_stream
+    try:
+        address = tcp.socket.getpeername()
+    except OSError:
+        return "(gone)"
+    return f"{address[0]}:{address[1]}" if isinstance(address, tuple) else str(address)

@@ -1,0 +1,434 @@
+"""The WebSocket boundary, over real sockets on 127.0.0.1 against the real ``serve``."""
+
+from __future__ import annotations
+
+import importlib.util
+import shutil
+import ssl
+import subprocess
+import traceback
+from collections.abc import Callable, Mapping
+from functools import partial
+from pathlib import Path
+from typing import Any
+
+import attrs
+import pytest
+import trio
+import trio_websocket
+
+from orchestrator.errors import (
+    ConfigError,
+    FrameTooLargeError,
+    HandshakeError,
+    LinkClosedError,
+    LinkTimeout,
+    PermanentLinkError,
+    UnsafeURLError,
+)
+from orchestrator.transport import (
+    CLOSE_TIMEOUT,
+    DEFAULT_IMPLEMENTATION,
+    IMPLEMENTATIONS,
+    ServerWebSocket,
+    connect,
+    is_loopback,
+    parse_target,
+    serve,
+)
+
+TOKEN = "s3cret-t0ken-value"
+
+both = pytest.mark.parametrize("impl", IMPLEMENTATIONS)
+
+
+async def start_server(nursery: trio.Nursery, handler: Any, **options: Any) -> int:
+    port: int = await nursery.start(partial(serve, handler, "127.0.0.1", 0, **options))
+    return port
+
+
+def url(port: int, path: str = "/ws", scheme: str = "ws") -> str:
+    return f"{scheme}://127.0.0.1:{port}{path}?customer_id=c1&auth_token={TOKEN}"
+
+
+async def echo(ws: ServerWebSocket) -> None:
+    while True:
+        await ws.send_text(await ws.receive_text())
+
+
+def assert_no_token(exc: BaseException) -> None:
+    assert TOKEN not in str(exc)
+    assert TOKEN not in repr(exc)
+    assert TOKEN not in "".join(traceback.format_exception(exc))
+
+
+# Round trips
+
+
+@both
+async def test_connect_echo_round_trip(nursery: trio.Nursery, impl: str) -> None:
+    port = await start_server(nursery, echo)
+    ws = await connect(url(port), implementation=impl)
+    try:
+        for text in ["hello", "", "ünïcödé ✓", "x" * 70_000]:
+            await ws.send_text(text)
+            assert await ws.receive_text() == text
+        assert TOKEN not in repr(ws)
+    finally:
+        await ws.aclose()
+
+
+@both
+async def test_connect_concurrent_senders_never_interleave(nursery: trio.Nursery, impl: str) -> None:
+    port = await start_server(nursery, echo)
+    ws = await connect(url(port), implementation=impl)
+    sent = {f"{sender}:{n}:" + "y" * 3000 for sender in range(10) for n in range(20)}
+    received: set[str] = set()
+
+    async def send_all(sender: int) -> None:
+        for n in range(20):
+            await ws.send_text(f"{sender}:{n}:" + "y" * 3000)
+
+    async with trio.open_nursery() as senders:
+        for sender in range(10):
+            senders.start_soon(send_all, sender)
+        while len(received) < len(sent):
+            received.add(await ws.receive_text())
+    assert received == sent
+    await ws.aclose()
+
+
+@both
+async def test_serve_exposes_path_query_and_headers(nursery: trio.Nursery, impl: str) -> None:
+    seen: dict[str, Any] = {}
+
+    async def handler(ws: ServerWebSocket) -> None:
+        seen.update(path=ws.path, query=dict(ws.query), host=ws.headers["host"])
+        await ws.send_text("ok")
+
+    port = await start_server(nursery, handler)
+    ws = await connect(url(port, "/ws/agent"), implementation=impl)
+    assert await ws.receive_text() == "ok"
+    await ws.aclose()
+    assert seen == {
+        "path": "/ws/agent",
+        "query": {"customer_id": "c1", "auth_token": TOKEN},
+        "host": f"127.0.0.1:{port}",
+    }
+
+
+@both
+async def test_connect_negotiates_subprotocol(nursery: trio.Nursery, impl: str) -> None:
+    port = await start_server(nursery, echo, subprotocols=["phoenix-websocket"])
+    ws = await connect(url(port), subprotocols=["v2", "phoenix-websocket"], implementation=impl)
+    assert ws.subprotocol == "phoenix-websocket"
+    await ws.aclose()
+    plain = await connect(url(port), implementation=impl)  # the server does not insist
+    assert plain.subprotocol is None
+    await plain.aclose()
+
+
+# Closing
+
+
+@both
+async def test_receive_after_peer_close_raises_link_closed(nursery: trio.Nursery, impl: str) -> None:
+    async def handler(ws: ServerWebSocket) -> None:
+        await ws.send_text("last words")
+        await ws.aclose(4001, "bye")
+
+    port = await start_server(nursery, handler)
+    ws = await connect(url(port), implementation=impl)
+    assert await ws.receive_text() == "last words"  # delivered before the close
+    with pytest.raises(LinkClosedError) as caught:
+        await ws.receive_text()
+    assert ws.close_code == 4001
+    assert_no_token(caught.value)
+    with pytest.raises(LinkClosedError):
+        await ws.send_text("anyone?")
+    await ws.aclose()
+
+
+@both
+async def test_receive_when_server_dies_raises_link_closed(nursery: trio.Nursery, impl: str) -> None:
+    server_scope = trio.CancelScope()
+
+    async def run_server(task_status: trio.TaskStatus[int]) -> None:
+        with server_scope:
+            await serve(echo, "127.0.0.1", 0, task_status=task_status)
+
+    port = await nursery.start(run_server)
+    ws = await connect(url(port), implementation=impl)
+    server_scope.cancel()  # the server drops its sockets without a close frame
+    with pytest.raises(LinkClosedError):
+        await ws.receive_text()
+    assert ws.close_code == 1006
+    await ws.aclose()
+
+
+@both
+async def test_aclose_is_idempotent_and_reports_to_server(nursery: trio.Nursery, impl: str) -> None:
+    codes: list[int | None] = []
+
+    async def handler(ws: ServerWebSocket) -> None:
+        try:
+            await ws.receive_text()
+        except LinkClosedError:
+            codes.append(ws.close_code)
+
+    port = await start_server(nursery, handler)
+    ws = await connect(url(port), implementation=impl)
+    await ws.aclose(4002, "done")
+    await ws.aclose()
+    assert ws.close_code == 4002
+    await trio.testing.wait_all_tasks_blocked()
+    assert codes == [4002]
+
+
+@both
+async def test_aclose_is_bounded_when_peer_never_answers(
+    nursery: trio.Nursery, autojump_clock: trio.testing.MockClock, impl: str
+) -> None:
+    async def handler(ws: ServerWebSocket) -> None:
+        await trio.sleep_forever()  # never reads, so never answers the close frame
+
+    port = await start_server(nursery, handler)
+    ws = await connect(url(port), implementation=impl)
+    start = trio.current_time()
+    with trio.CancelScope() as scope:
+        scope.cancel()  # a cancelled caller still gets a bounded, shielded close
+        await ws.aclose()
+    assert trio.current_time() - start <= CLOSE_TIMEOUT + 0.5
+
+
+# Frame limits
+
+
+@both
+async def test_receive_oversized_message_raises_and_closes_1009(nursery: trio.Nursery, impl: str) -> None:
+    codes: list[int | None] = []
+
+    async def handler(ws: ServerWebSocket) -> None:
+        await ws.send_text("x" * 5000)
+        try:
+            await ws.receive_text()
+        except LinkClosedError:
+            codes.append(ws.close_code)
+
+    port = await start_server(nursery, handler)
+    ws = await connect(url(port), max_frame_bytes=1000, implementation=impl)
+    with pytest.raises(FrameTooLargeError) as caught:
+        await ws.receive_text()
+    assert_no_token(caught.value)
+    await ws.aclose()
+    await trio.testing.wait_all_tasks_blocked()
+    assert codes == [1009]
+
+
+@both
+async def test_serve_closes_1009_on_oversized_client_message(nursery: trio.Nursery, impl: str) -> None:
+    port = await start_server(nursery, echo, max_frame_bytes=1000)
+    ws = await connect(url(port), implementation=impl)
+    await ws.send_text("z" * 5000)
+    with pytest.raises(LinkClosedError):
+        await ws.receive_text()
+    assert ws.close_code == 1009
+    await ws.aclose()
+
+
+# Handshake failures
+
+
+def reject_with(status: int) -> Callable[[str, Mapping[str, str], Mapping[str, str]], int | None]:
+    def reject(path: str, query: Mapping[str, str], headers: Mapping[str, str]) -> int | None:
+        return status if query.get("auth_token") == TOKEN else None
+
+    return reject
+
+
+@both
+@pytest.mark.parametrize("status", [400, 401, 403])
+async def test_connect_rejected_with_client_error_is_permanent(
+    nursery: trio.Nursery, impl: str, status: int
+) -> None:
+    port = await start_server(nursery, echo, reject=reject_with(status))
+    with pytest.raises(PermanentLinkError) as caught:
+        await connect(url(port), implementation=impl)
+    assert str(status) in str(caught.value)
+    assert "auth_token=***" in str(caught.value)
+    assert_no_token(caught.value)
+
+
+@both
+@pytest.mark.parametrize("status", [500, 503])
+async def test_connect_rejected_with_server_error_is_retryable(
+    nursery: trio.Nursery, impl: str, status: int
+) -> None:
+    port = await start_server(nursery, echo, reject=reject_with(status))
+    with pytest.raises(HandshakeError) as caught:
+        await connect(url(port), implementation=impl)
+    assert not isinstance(caught.value, PermanentLinkError)
+    assert str(status) in str(caught.value)
+    assert_no_token(caught.value)
+
+
+@both
+async def test_connect_refused_is_handshake_error(impl: str) -> None:
+    with trio.socket.socket() as sock:
+        await sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]  # bound but not listening: connections are refused
+        with pytest.raises(HandshakeError) as caught:
+            await connect(url(port), implementation=impl)
+    assert not isinstance(caught.value, PermanentLinkError)
+    assert_no_token(caught.value)
+
+
+@both
+async def test_connect_timeout_on_silent_listener(autojump_clock: trio.testing.MockClock, impl: str) -> None:
+    with trio.socket.socket() as sock:
+        await sock.bind(("127.0.0.1", 0))
+        sock.listen(8)  # the kernel completes TCP; nobody ever answers the upgrade
+        port = sock.getsockname()[1]
+        start = trio.current_time()
+        with pytest.raises(LinkTimeout) as caught:
+            await connect(url(port), connect_timeout=7.0, implementation=impl)
+        assert trio.current_time() - start == pytest.approx(7.0)
+    assert_no_token(caught.value)
+
+
+class _NoSockets(trio.abc.SocketFactory):
+    def socket(self, family: Any = None, type: Any = None, proto: Any = None) -> Any:
+        raise AssertionError("connect() touched the network")
+
+
+@pytest.mark.parametrize(
+    "bad_url",
+    [
+        f"ws://example.com/ws?auth_token={TOKEN}",
+        f"ws://10.0.0.7:4000/ws?auth_token={TOKEN}",
+        f"http://127.0.0.1/ws?auth_token={TOKEN}",
+        f"wss:///ws?auth_token={TOKEN}",
+        f"ws://[::1/ws?auth_token={TOKEN}",
+    ],
+)
+@both
+async def test_connect_refuses_unsafe_url_without_io(impl: str, bad_url: str) -> None:
+    previous = trio.socket.set_custom_socket_factory(_NoSockets())
+    try:
+        with pytest.raises(UnsafeURLError) as caught:
+            await connect(bad_url, implementation=impl)
+    finally:
+        trio.socket.set_custom_socket_factory(previous)
+    assert_no_token(caught.value)
+
+
+# TLS
+
+
+@attrs.frozen
+class Certificates:
+    server: ssl.SSLContext
+    client: ssl.SSLContext
+
+
+@pytest.fixture(scope="session")
+def certificates(tmp_path_factory: pytest.TempPathFactory) -> Certificates:
+    """A CA and a certificate for 127.0.0.1/localhost: trustme if present, else openssl."""
+    server = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    client = ssl.create_default_context()
+    if importlib.util.find_spec("trustme") is not None:
+        import trustme
+
+        ca = trustme.CA()
+        ca.issue_cert("127.0.0.1", "localhost").configure_cert(server)
+        ca.configure_trust(client)
+        return Certificates(server, client)
+    if shutil.which("openssl") is None:
+        pytest.skip("neither trustme nor the openssl CLI is available")
+    directory = tmp_path_factory.mktemp("tls")
+    _openssl_certificates(directory)
+    server.load_cert_chain(directory / "server.pem", directory / "server.key")
+    client.load_verify_locations(directory / "ca.pem")
+    return Certificates(server, client)
+
+
+def _openssl_certificates(directory: Path) -> None:
+    def run(*args: str) -> None:
+        subprocess.run(["openssl", *args], cwd=directory, check=True, capture_output=True)
+
+    ec = ["-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1", "-nodes"]
+    run("req", "-x509", *ec, "-keyout", "ca.key", "-out", "ca.pem", "-days", "2",
+        "-subj", "/CN=orchestrator test CA",
+        "-addext", "basicConstraints=critical,CA:TRUE",
+        "-addext", "keyUsage=critical,keyCertSign,cRLSign")  # fmt: skip
+    run("req", *ec, "-keyout", "server.key", "-out", "server.csr", "-subj", "/CN=localhost")
+    (directory / "san.cnf").write_text(
+        "subjectAltName=IP:127.0.0.1,DNS:localhost\nbasicConstraints=CA:FALSE\nextendedKeyUsage=serverAuth\n"
+    )
+    run("x509", "-req", "-in", "server.csr", "-CA", "ca.pem", "-CAkey", "ca.key",
+        "-CAcreateserial", "-out", "server.pem", "-days", "2", "-extfile", "san.cnf")  # fmt: skip
+
+
+@both
+async def test_wss_untrusted_certificate_is_permanent_at_once(
+    nursery: trio.Nursery, impl: str, certificates: Certificates
+) -> None:
+    port = await start_server(nursery, echo, ssl_context=certificates.server)
+    # A long timeout: a PermanentLinkError (not LinkTimeout) means it failed at once.
+    with pytest.raises(PermanentLinkError) as caught:
+        await connect(url(port, scheme="wss"), connect_timeout=600, implementation=impl)
+    assert "certificate" in str(caught.value)
+    assert_no_token(caught.value)
+
+
+@both
+async def test_wss_round_trip_with_trusted_ca(
+    nursery: trio.Nursery, impl: str, certificates: Certificates
+) -> None:
+    port = await start_server(nursery, echo, ssl_context=certificates.server)
+    ws = await connect(url(port, scheme="wss"), ssl_context=certificates.client, implementation=impl)
+    await ws.send_text("over tls")
+    assert await ws.receive_text() == "over tls"
+    await ws.aclose()
+
+
+# Interop and the module's own rules
+
+
+@both
+async def test_client_answers_pings_while_receiving(nursery: trio.Nursery, impl: str) -> None:
+    """A trio-websocket server pings; the reply must come from inside receive_text."""
+
+    async def handler(request: trio_websocket.WebSocketRequest) -> None:
+        conn = await request.accept()
+        with trio.fail_after(5):
+            await conn.ping(b"are you there")
+        await conn.send_message("pong seen")
+        await trio.sleep_forever()
+
+    server = await nursery.start(
+        partial(trio_websocket.serve_websocket, handler, "127.0.0.1", 0, ssl_context=None)
+    )
+    ws = await connect(url(server.port), implementation=impl)
+    assert await ws.receive_text() == "pong seen"
+    await ws.aclose()
+
+
+async def test_connect_unknown_implementation_is_config_error() -> None:
+    with pytest.raises(ConfigError):
+        await connect(url(1), implementation="asyncio")
+
+
+def test_parse_target_redacts_and_defaults() -> None:
+    target = parse_target(f"wss://user:pw@platform.example/socket/websocket?auth_token={TOKEN}")
+    assert (target.secure, target.host, target.port) == (True, "platform.example", 443)
+    assert target.resource == f"/socket/websocket?auth_token={TOKEN}"
+    assert target.redacted == "wss://user:***@platform.example/socket/websocket?auth_token=***"
+    assert TOKEN not in repr(target) and "pw" not in repr(target)
+    assert target.authorization == "Basic dXNlcjpwdw=="
+    assert parse_target("ws://localhost:8080").resource == "/"
+    assert parse_target("ws://10.1.2.3/x", allow_insecure=True).host == "10.1.2.3"
+    assert [is_loopback(h) for h in ("127.0.0.9", "::1", "LOCALHOST", "a.localhost", "10.0.0.1")] == [
+        True, True, True, True, False,
+    ]  # fmt: skip
+    assert DEFAULT_IMPLEMENTATION in IMPLEMENTATIONS
