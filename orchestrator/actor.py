@@ -142,12 +142,9 @@ class ConversationActor:
         idle = self.settings.idle_timeout
         self._last_activity = trio.current_time()
         while True:
-            if idle is None:
-                event: ev.InboundEvent | None = await mailbox.get()
-            else:
-                event = await self._next_event(idle)
-                if event is None:
-                    return ActorExit.IDLE
+            event = await mailbox.get() if idle is None else await self._next_event(idle)
+            if event is None:
+                return ActorExit.IDLE
             if type(event) is ev.ToolCallRequest:
                 await self._start_call(event, nursery)
             elif type(event) is ev.ConversationEnded:

@@ -23,10 +23,20 @@ from .errors import ConfigError, LinkError, OrchestratorError
 F = TypeVar("F", bound=Callable[..., Any])
 
 
+class BadInput(click.ClickException):
+    """A user error: one line on stderr, exit status 2."""
+
+    exit_code = 2
+
+
+class LinkFailed(click.ClickException):
+    """The platform link failed for good: exit status 3."""
+
+    exit_code = 3
+
+
 def _fail(exc: BaseException) -> click.ClickException:
-    error = click.ClickException(str(exc))
-    error.exit_code = 2
-    return error
+    return BadInput(str(exc))
 
 
 def load_settings(config: Path | None, overrides: dict[str, Any]) -> Settings:
@@ -98,9 +108,7 @@ def run_trio(main: Callable[[], Any]) -> int:
     except* ConfigError as group:
         raise _fail(_first(group)) from None
     except* LinkError as group:
-        error = click.ClickException(f"platform link failed: {_first(group)}")
-        error.exit_code = 3
-        raise error from None
+        raise LinkFailed(f"platform link failed: {_first(group)}") from None
     except* OrchestratorError as group:
         raise _fail(_first(group)) from None
     return int(code or 0)

@@ -74,7 +74,7 @@ class PlatformSettings:
     max_json_depth: int = 32
     max_attempts: int | None = None
     backoff_multiplier: float = 2.0
-    backoff_initial: float = 1.0
+    backoff_initial: float = 2.0
     backoff_max: float = 30.0
     total_retry_duration: float | None = None
     circuit_breaker: bool = True

@@ -7,12 +7,33 @@ protocol adapters. The actor never sees frames, only :mod:`orchestrator.events`.
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable
-from typing import Protocol
+import logging
+import math
+import random
+import ssl
+from collections.abc import Awaitable, Callable, Sequence
+from typing import Any, Protocol
 
+import attrs
 import trio
 
-from .events import InboundEvent, OutboundEvent
+from . import transport
+from .backoff import Backoff, BackoffPolicy
+from .errors import (
+    HandshakeError,
+    LinkClosedError,
+    LinkError,
+    LinkTimeout,
+    PermanentLinkError,
+    ProtocolError,
+    RetriesExhaustedError,
+)
+from .events import ConversationEnded, InboundEvent, LinkDown, LinkUp, OutboundEvent
+from .metrics import Metrics
+from .protocols import codec
+from .transport import WebSocket
+
+log = logging.getLogger("orchestrator.connection")
 
 Deliver = Callable[[InboundEvent], Awaitable[None]]
 
@@ -46,3 +67,272 @@ class Connection(Protocol):
         Raises :class:`~orchestrator.errors.LinkError` if the link failed for good.
         """
         ...
+
+
+# ---------------------------------------------------------------- the resilient link
+
+
+@attrs.frozen
+class Received:
+    """What a session made of one inbound frame."""
+
+    events: tuple[Any, ...] = ()
+    replies: tuple[str, ...] = ()
+    joined: bool = False
+    rejected: LinkError | None = None
+    ignored: str | None = None
+    closed: bool = False
+
+
+class LinkSession(Protocol):
+    """Sans-IO rules of one wire protocol for one logical link (join, heartbeat, codec)."""
+
+    subprotocols: Sequence[str]
+
+    def url(self) -> str:
+        """The URL to dial (may carry a token: never logged unredacted)."""
+        ...
+
+    def open(self) -> list[str]:
+        """Frames to send right after connecting (join, auth); resets per-link state."""
+        ...
+
+    def receive(self, text: str) -> Received:
+        """Interpret one frame. Never raises."""
+        ...
+
+    def heartbeat(self) -> str | None:
+        """The keepalive frame to send every interval, if the protocol has one."""
+        ...
+
+    def encode(self, event: OutboundEvent) -> str:
+        """One outbound command as a frame; ProtocolError if it cannot be sent here."""
+        ...
+
+
+@attrs.frozen
+class LinkPolicy:
+    """Reconnects, heartbeats and limits, configurable like the platform SDKs."""
+
+    backoff_initial: float = 2.0
+    backoff_multiplier: float = 2.0
+    backoff_max: float = 30.0
+    max_attempts: int | None = None
+    total_retry_duration: float | None = None
+    circuit_breaker: bool = True
+    heartbeat_interval: float = 30.0
+    connect_timeout: float = 10.0
+    join_timeout: float = 10.0
+    max_frame_bytes: int = 1 << 20
+    allow_insecure: bool = False
+
+    def backoff(self) -> BackoffPolicy:
+        return BackoffPolicy(base=self.backoff_initial, cap=self.backoff_max, multiplier=self.backoff_multiplier)
+
+
+Dial = Callable[..., Awaitable[WebSocket]]
+
+
+@attrs.define(eq=False, slots=True)
+class ResilientConnection:
+    """A :class:`Connection` over a WebSocket that reconnects, rejoins and keeps sends safe.
+
+    * Reconnects with exponential backoff and full jitter (the first retry is
+      jittered too), within ``max_attempts`` and ``total_retry_duration``.
+    * Handshakes (TCP, TLS, upgrade, join) hold a slot of the shared
+      ``handshakes`` limiter, so thousands of reconnecting links do not stampede.
+    * A heartbeat every ``heartbeat_interval``; nothing heard for two intervals
+      means a dead link: close it and reconnect.
+    * Permanent errors (auth, suspension, HTTP 400/401/403, certificates) open
+      the breaker: no retry, ``run`` raises PermanentLinkError.
+    * ``send`` waits through a reconnect and resends what a drop interrupted.
+    """
+
+    session: LinkSession
+    policy: LinkPolicy
+    handshakes: trio.CapacityLimiter
+    metrics: Metrics | None = None
+    ssl_context: ssl.SSLContext | None = None
+    rng: random.Random = attrs.field(factory=random.Random)
+    dial: Dial | None = None
+    _ws: WebSocket | None = attrs.field(init=False, default=None)
+    _up: trio.Event = attrs.field(init=False, factory=trio.Event)
+    _failed: LinkError | None = attrs.field(init=False, default=None)
+    _heard: float = attrs.field(init=False, default=0.0)
+
+    async def run(
+        self, deliver: Deliver, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED
+    ) -> None:
+        backoff = Backoff(self.policy.backoff(), self.rng)
+        first_failure: float | None = None
+        connected_once = False
+        try:
+            while True:
+                try:
+                    ws = await self._open(deliver)
+                except PermanentLinkError as exc:
+                    self._count(self.metrics and self.metrics.handshake_failures, "permanent")
+                    if self.policy.circuit_breaker:
+                        raise
+                    reason = "permanent"
+                    log.warning("handshake failed permanently, breaker disabled: %s", exc)
+                except LinkError as exc:
+                    reason = _reason(exc)
+                    self._count(self.metrics and self.metrics.handshake_failures, reason)
+                    log.info("connecting failed (%s): %s", reason, exc)
+                else:
+                    backoff.reset()
+                    first_failure = None
+                    await deliver(LinkUp(reconnect=connected_once))
+                    if not connected_once:
+                        connected_once = True
+                        task_status.started()
+                    self._set_up(ws)
+                    ended = False
+                    try:
+                        ended = await self._pump(ws, deliver)
+                    except LinkError as exc:
+                        reason = _reason(exc)
+                        log.info("link lost (%s): %s", reason, exc)
+                    finally:
+                        self._set_down()
+                        await ws.aclose()
+                    if ended:
+                        return
+                    await deliver(LinkDown(reason))
+                now = trio.current_time()
+                first_failure = now if first_failure is None else first_failure
+                self._check_retry_limits(backoff.attempt, now - first_failure)
+                self._count(self.metrics and self.metrics.reconnects, reason)
+                await trio.sleep(backoff.next_delay())
+        except LinkError as exc:
+            self._fail(exc)
+            raise
+        finally:
+            self._set_down()
+
+    def _check_retry_limits(self, attempts: int, elapsed: float) -> None:
+        policy = self.policy
+        if policy.max_attempts is not None and attempts >= policy.max_attempts:
+            raise RetriesExhaustedError(f"gave up after {attempts} reconnection attempts")
+        if policy.total_retry_duration is not None and elapsed >= policy.total_retry_duration:
+            raise RetriesExhaustedError(f"gave up after retrying for {elapsed:.0f} s")
+
+    async def _open(self, deliver: Deliver) -> WebSocket:
+        dial = self.dial or transport.connect
+        async with self.handshakes:
+            ws = await dial(
+                self.session.url(),
+                subprotocols=self.session.subprotocols,
+                max_frame_bytes=self.policy.max_frame_bytes,
+                ssl_context=self.ssl_context,
+                connect_timeout=self.policy.connect_timeout,
+                allow_insecure=self.policy.allow_insecure,
+            )
+            try:
+                with trio.fail_after(self.policy.join_timeout):
+                    for frame in self.session.open():
+                        await ws.send_text(frame)
+                    while True:
+                        received = self.session.receive(await ws.receive_text())
+                        if received.rejected is not None:
+                            raise received.rejected
+                        await self._dispatch(ws, received, deliver)
+                        if received.joined:
+                            self._heard = trio.current_time()
+                            return ws
+            except trio.TooSlowError:
+                await ws.aclose()
+                raise LinkTimeout(f"no join reply within {self.policy.join_timeout:g} s") from None
+            except BaseException:
+                await ws.aclose()
+                raise
+
+    async def _pump(self, ws: WebSocket, deliver: Deliver) -> bool:
+        """Read frames until the conversation ends (True) or the link fails (raises).
+
+        Heartbeats are sent from this same loop (no extra task per link): it
+        wakes for whichever comes first, a frame, the next beat, or the
+        dead-link deadline (nothing heard for two intervals).
+        """
+        interval = self.policy.heartbeat_interval
+        next_beat = trio.current_time() + interval if interval > 0 else math.inf
+        while True:
+            dead_at = self._heard + 2 * interval if interval > 0 else math.inf
+            with trio.move_on_at(min(next_beat, dead_at)):
+                try:
+                    text = await ws.receive_text()
+                except ProtocolError as exc:  # oversized: the transport closed the link
+                    await deliver(codec.violation(exc))
+                    raise LinkClosedError(f"link closed after a protocol error: {exc}") from exc
+                self._heard = trio.current_time()
+                received = self.session.receive(text)
+                if received.closed:
+                    raise LinkClosedError("the platform closed the channel")
+                if await self._dispatch(ws, received, deliver):
+                    return True
+                continue
+            now = trio.current_time()
+            if now >= dead_at:
+                raise LinkTimeout(f"nothing heard for {2 * interval:g} s: dead link")
+            if now >= next_beat:
+                next_beat = now + interval
+                frame = self.session.heartbeat()
+                if frame is not None:
+                    await ws.send_text(frame)
+
+    async def _dispatch(self, ws: WebSocket, received: Received, deliver: Deliver) -> bool:
+        for reply in received.replies:
+            await ws.send_text(reply)
+        if received.ignored is not None:
+            self._count(self.metrics and self.metrics.events_ignored, received.ignored)
+        ended = False
+        for event in received.events:
+            await deliver(event)
+            ended = ended or isinstance(event, ConversationEnded)
+        return ended
+
+    async def send(self, event: OutboundEvent) -> None:
+        frame = self.session.encode(event)
+        while True:
+            ws = self._ws
+            if ws is None:
+                if self._failed is not None:
+                    raise self._failed
+                await self._up.wait()
+                continue
+            try:
+                await ws.send_text(frame)
+                return
+            except LinkClosedError:
+                if self._ws is ws:
+                    self._set_down()
+
+    def _set_up(self, ws: WebSocket) -> None:
+        self._ws = ws
+        self._up.set()
+
+    def _set_down(self) -> None:
+        self._ws = None
+        if self._up.is_set():
+            self._up = trio.Event()
+
+    def _fail(self, exc: LinkError) -> None:
+        self._failed = exc
+        self._up.set()  # wake senders so they see the failure
+
+    @staticmethod
+    def _count(counter: Any, reason: str) -> None:
+        if counter:
+            counter.labels(reason).inc()
+
+
+def _reason(exc: LinkError) -> str:
+    """A bounded metric label for a link failure."""
+    if isinstance(exc, LinkTimeout):
+        return "timeout"
+    if isinstance(exc, HandshakeError):
+        return "handshake"
+    if isinstance(exc, LinkClosedError):
+        return "closed"
+    return "error"

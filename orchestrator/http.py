@@ -41,7 +41,7 @@ from prometheus_client.exposition import choose_encoder, gzip_accepted
 from orchestrator.errors import ConfigError
 from orchestrator.metrics import Metrics
 
-__all__ = ["MetricsApp", "StatusProvider", "make_app", "serve_http"]
+__all__ = ["READINESS_REASONS", "MetricsApp", "StatusProvider", "make_app", "serve_http"]
 
 Scope = MutableMapping[str, Any]
 Message = MutableMapping[str, Any]

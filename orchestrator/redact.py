@@ -43,14 +43,14 @@ def redact_url(url: str) -> str:
 
     Keys stay readable (``?customer_id=***&auth_token=***``) so a log still says
     which parameters were sent. A query part without ``=`` is masked whole. A
-    string that does not parse as a URL keeps only what precedes ``?`` or ``#``.
+    string that does not parse as a URL keeps only what precedes its first ``?`` or ``#``.
     """
     try:
         parts = urlsplit(url)
         password = parts.password
     except ValueError:
-        head = re.split(r"[?#]", url, maxsplit=1)[0]
-        return head + MASK if head != url else url
+        cut = re.search(r"[?#]", url)
+        return url if cut is None else url[: cut.end()] + MASK
     netloc = parts.netloc
     if password is not None:
         userinfo, _, hostport = netloc.rpartition("@")

@@ -36,7 +36,14 @@ from .actor import ActorExit, ActorSettings, ConversationActor, summarize
 from .agent import Agent
 from .backoff import Backoff, BackoffPolicy
 from .connection import Connection
-from .errors import AdmissionError, ConversationFailedError, ConversationNotFoundError
+from .errors import (
+    AdmissionError,
+    ConversationFailedError,
+    ConversationNotFoundError,
+    MailboxClosedError,
+    MailboxFullError,
+)
+from .events import ConversationEnded, InboundEvent
 from .logs import log_context
 from .metrics import Metrics
 from .store import ConversationRecord, ConversationStore, MemoryStore, ResultCache
@@ -462,6 +469,24 @@ class Supervisor:
         slot = self._slot(conversation_id)
         slot.stop_requested = True
         slot.scope.cancel()
+
+    def notify(self, conversation_id: str, event: InboundEvent) -> bool:
+        """Hand an event that arrived elsewhere (the control connection) to a conversation's actor.
+
+        Returns False if the conversation is not hosted or its mailbox refused the
+        event (it is full); a ``ConversationEnded`` that cannot be queued stops
+        the conversation instead, so an end is never lost.
+        """
+        slot = self._slots.get(conversation_id)
+        if slot is None or slot.actor is None:
+            return False
+        try:
+            slot.actor.mailbox.put_nowait(event)
+        except (MailboxFullError, MailboxClosedError):
+            if isinstance(event, ConversationEnded):
+                self.stop(conversation_id)
+            return False
+        return True
 
     def restart(self, conversation_id: str) -> None:
         """Cancel one conversation's actor and start a fresh one (not counted against the budget)."""

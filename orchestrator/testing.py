@@ -181,6 +181,72 @@ class MemoryPlatform:
         return peer
 
 
+@attrs.define(eq=False)
+class MemoryWebSocket:
+    """One end of an in-memory WebSocket pair (see :func:`memory_websocket_pair`).
+
+    Implements :class:`orchestrator.transport.WebSocket`, so connection logic can be
+    tested on trio's mock clock with no sockets. ``blackhole()`` makes the link
+    silently swallow everything in both directions, like a dead network path.
+    """
+
+    _outgoing: trio.MemorySendChannel[str]
+    _incoming: trio.MemoryReceiveChannel[str]
+    subprotocol: str | None = None
+    peer: MemoryWebSocket | None = None
+    close_code: int | None = None
+    blackholed: bool = False
+    sent: list[str] = attrs.field(factory=list)
+
+    async def send_text(self, text: str) -> None:
+        if self.close_code is not None:
+            raise LinkClosedError("link closed")
+        self.sent.append(text)
+        if self.blackholed:
+            await trio.lowlevel.checkpoint()
+            return
+        try:
+            await self._outgoing.send(text)
+        except (trio.BrokenResourceError, trio.ClosedResourceError):
+            self.close_code = 1006
+            raise LinkClosedError("link dropped") from None
+
+    async def receive_text(self) -> str:
+        while True:
+            try:
+                text = await self._incoming.receive()
+            except (trio.EndOfChannel, trio.ClosedResourceError):
+                self.close_code = self.close_code or 1006
+                raise LinkClosedError("link closed") from None
+            if not self.blackholed:
+                return text
+
+    async def aclose(self, code: int = 1000, reason: str = "") -> None:
+        if self.close_code is None:
+            self.close_code = code
+        await self._outgoing.aclose()
+        await self._incoming.aclose()
+        if self.peer is not None and self.peer.close_code is None:
+            self.peer.close_code = code
+            await self.peer._outgoing.aclose()
+
+    def blackhole(self) -> None:
+        """From now on nothing gets through in either direction, and nothing says so."""
+        self.blackholed = True
+        if self.peer is not None:
+            self.peer.blackholed = True
+
+
+def memory_websocket_pair(buffer: int = 64) -> tuple[MemoryWebSocket, MemoryWebSocket]:
+    """A connected (client, server) pair of :class:`MemoryWebSocket`."""
+    a_send, b_recv = trio.open_memory_channel[str](buffer)
+    b_send, a_recv = trio.open_memory_channel[str](buffer)
+    client = MemoryWebSocket(a_send, a_recv)
+    server = MemoryWebSocket(b_send, b_recv)
+    client.peer, server.peer = server, client
+    return client, server
+
+
 @attrs.define(eq=False, slots=True)
 class NullConnection:
     """A connection that is up at once, never delivers, and discards sends.
@@ -202,4 +268,11 @@ class NullConnection:
         await trio.lowlevel.checkpoint()
 
 
-__all__ = ["LinkClosedError", "MemoryConnection", "MemoryPeer", "MemoryPlatform", "NullConnection"]
+__all__ = [
+    "MemoryConnection",
+    "MemoryPeer",
+    "MemoryPlatform",
+    "MemoryWebSocket",
+    "NullConnection",
+    "memory_websocket_pair",
+]

@@ -206,3 +206,31 @@ async def test_session_subscribe_and_conversation(autojump_clock: trio.testing.M
             "re: one",
             "re: two",
         ]
+
+
+async def test_batch_runs_hybrid_simulations_through_a_channel(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    from orchestrator.simulator import Batch, Contains, ParticipantSpec, Scenario
+
+    scenario = Scenario(
+        "slow-agent",
+        INTENT,
+        customer=ParticipantSpec(turns=(("hello", "hey"), ("thanks",))),
+        expectations=(Contains("re: "),),
+        timing=HybridTiming(reply_delay=1.0, settle=0.0),
+    )
+    start = trio.current_time()
+    run = await Batch(
+        [scenario], samples=4, concurrency=4, channel=AgentChannel(lambda: SlowAgent(3.0))
+    ).run()
+    assert all(r.passed for r in run.records)
+    assert [r.result.conversation.messages[0].content for r in run.records] == [
+        "hello",
+        "hey",
+        "hello",
+        "hey",
+    ]
+    # All four in parallel, in real (mock) time: 3 s answer, 1 s typing, 3 s answer.
+    assert trio.current_time() - start == pytest.approx(7.0)
+    assert [r.result.duration_seconds for r in run.records] == pytest.approx([7.0] * 4)

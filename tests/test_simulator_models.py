@@ -40,7 +40,9 @@ def sample_result() -> ConversationResult:
     messages = [Message("Weather?", WHEN, CUSTOMER), Message("21.5 °C", WHEN, AGENT, [call, failed])]
     outcome = Outcome("answered", "the forecast was given")
     evaluation = Evaluation(outcome, [Verdict("says °C", True, "found"), Verdict("outcome", True)])
-    return ConversationResult(Conversation(messages, outcome), 0.25, EndReason.STOP, "customer: ###STOP###", evaluation)
+    return ConversationResult(
+        Conversation(messages, outcome), 0.25, EndReason.STOP, "customer: ###STOP###", evaluation
+    )
 
 
 @pytest.mark.parametrize(

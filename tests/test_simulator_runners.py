@@ -110,15 +110,23 @@ async def test_full_runner_evaluates_outcome_and_verdicts() -> None:
     assert bad.conversation.outcome is not None and bad.conversation.outcome.name == "unresolved"
     assert not bad.passed
     assert bad.evaluation is not None
-    assert [v.criterion for v in bad.evaluation.verdicts if not v.passed] == ["agent says 'confirmed'", "outcome"]
+    assert [v.criterion for v in bad.evaluation.verdicts if not v.passed] == [
+        "agent says 'confirmed'",
+        "outcome",
+    ]
 
 
 async def test_rule_based_participant_answers_by_pattern() -> None:
     customer = RuleBasedParticipant(
-        [ReplyRule(r"which (?P<what>city|date)", r"The \g<what> is up to you"), ReplyRule("anything else", "No")],
+        [
+            ReplyRule(r"which (?P<what>city|date)", r"The \g<what> is up to you"),
+            ReplyRule("anything else", "No"),
+        ],
         default=None,
     )
-    agent = RuleBasedParticipant([ReplyRule("room", "Which city?"), ReplyRule("up to you", "Anything else?")], role=AGENT)
+    agent = RuleBasedParticipant(
+        [ReplyRule("room", "Which city?"), ReplyRule("up to you", "Anything else?")], role=AGENT
+    )
     result = await FullSimulationRunner(customer, agent, "I want a room", INTENT, OUTCOMES).run()
     assert [m.content for m in result.conversation.messages] == [
         "I want a room",
@@ -166,7 +174,11 @@ class ToolAgent:
 
 @pytest.mark.parametrize(
     ("shape", "message", "reply"),
-    [("sync", "rooms?", "We have single, double"), ("async", "double", "Booked BK-1"), ("stream", "x", "Booked")],
+    [
+        ("sync", "rooms?", "We have single, double"),
+        ("async", "double", "Booked BK-1"),
+        ("stream", "x", "Booked"),
+    ],
 )
 async def test_agent_participant_handles_every_reply_shape(shape: str, message: str, reply: str) -> None:
     agent = AgentParticipant(ToolAgent(shape))
@@ -196,7 +208,12 @@ async def test_agent_participant_records_tool_calls_and_errors() -> None:
     )
     booking = ToolAgent("async")
     sim = FullSimulationRunner(
-        ScriptedParticipant(["double"]), AgentParticipant(booking), "suite", INTENT, OUTCOMES, evaluator=evaluator
+        ScriptedParticipant(["double"]),
+        AgentParticipant(booking),
+        "suite",
+        INTENT,
+        OUTCOMES,
+        evaluator=evaluator,
     )
     result = await sim.run()
     errors = [c for c in result.conversation.tool_calls if c.error]

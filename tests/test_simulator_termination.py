@@ -54,7 +54,9 @@ async def test_ends_at_max_messages() -> None:
 
 
 async def test_ends_on_customer_closing_phrase_only() -> None:
-    result = await full(["where is my order?", "Great, thanks. Goodbye!", "still here"], ["It ships today."] * 3).run()
+    result = await full(
+        ["where is my order?", "Great, thanks. Goodbye!", "still here"], ["It ships today."] * 3
+    ).run()
     assert result.end_reason is EndReason.CLOSING_PHRASE
     assert result.end_detail == "customer: 'Goodbye'"
     assert len(result.conversation.messages) == 3
@@ -86,7 +88,9 @@ async def test_ends_on_stop_tokens(token: str, reason: EndReason) -> None:
 async def test_ends_when_outcome_reached() -> None:
     evaluator = RuleEvaluator(outcome_rules={"tracked": (Contains("ships"),)})
     policy = TerminationPolicy(end_on_outcome=True)
-    result = await full(ENDLESS, ["checking", "It ships today", "x"], evaluator=evaluator, termination=policy).run()
+    result = await full(
+        ENDLESS, ["checking", "It ships today", "x"], evaluator=evaluator, termination=policy
+    ).run()
     assert (result.end_reason, result.end_detail) == (EndReason.OUTCOME_REACHED, "tracked")
     assert len(result.conversation.messages) == 4
     assert result.conversation.outcome == OUTCOMES.get_outcome_by_name("tracked")

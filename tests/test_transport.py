@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import importlib.util
 import shutil
 import ssl
@@ -16,6 +17,9 @@ import attrs
 import pytest
 import trio
 import trio_websocket
+from websockets.frames import Close, Frame, Opcode
+from websockets.protocol import State
+from websockets.server import ServerProtocol
 
 from orchestrator.errors import (
     ConfigError,
@@ -79,6 +83,17 @@ async def test_connect_echo_round_trip(nursery: trio.Nursery, impl: str) -> None
 
 
 @both
+async def test_connect_large_messages_survive_backpressure(nursery: trio.Nursery, impl: str) -> None:
+    big = 1 << 23
+    port = await start_server(nursery, echo, max_frame_bytes=big)
+    ws = await connect(url(port), max_frame_bytes=big, implementation=impl)
+    text = "0123456789abcdef" * (big // 32)  # 4 MiB: more than the socket buffers hold
+    await ws.send_text(text)
+    assert await ws.receive_text() == text
+    await ws.aclose()
+
+
+@both
 async def test_connect_concurrent_senders_never_interleave(nursery: trio.Nursery, impl: str) -> None:
     port = await start_server(nursery, echo)
     ws = await connect(url(port), implementation=impl)
@@ -95,6 +110,20 @@ async def test_connect_concurrent_senders_never_interleave(nursery: trio.Nursery
         while len(received) < len(sent):
             received.add(await ws.receive_text())
     assert received == sent
+    await ws.aclose()
+
+
+@both
+async def test_receive_cancelled_leaves_link_usable(
+    nursery: trio.Nursery, autojump_clock: trio.testing.MockClock, impl: str
+) -> None:
+    port = await start_server(nursery, echo)
+    ws = await connect(url(port), implementation=impl)
+    with trio.move_on_after(30) as scope:
+        await ws.receive_text()  # nothing comes
+    assert scope.cancelled_caught
+    await ws.send_text("still here")
+    assert await ws.receive_text() == "still here"
     await ws.aclose()
 
 
@@ -164,6 +193,36 @@ async def test_receive_when_server_dies_raises_link_closed(nursery: trio.Nursery
         await ws.receive_text()
     assert ws.close_code == 1006
     await ws.aclose()
+
+
+@both
+async def test_abort_drops_without_close_frame_both_ways(nursery: trio.Nursery, impl: str) -> None:
+    codes: list[int | None] = []
+
+    async def handler(ws: ServerWebSocket) -> None:
+        if ws.path == "/server-aborts":
+            ws.abort()
+            ws.abort()  # idempotent
+            return
+        try:
+            await ws.receive_text()
+        except LinkClosedError:
+            codes.append(ws.close_code)
+
+    port = await start_server(nursery, handler)
+    ws = await connect(url(port, "/server-aborts"), implementation=impl)
+    with pytest.raises(LinkClosedError):
+        await ws.receive_text()
+    assert ws.close_code == 1006
+    await ws.aclose()
+
+    ws = await connect(url(port, "/client-aborts"), implementation=impl)
+    ws.abort()
+    with pytest.raises(LinkClosedError):
+        await ws.send_text("gone")
+    await ws.aclose()  # still fine after an abort
+    await trio.testing.wait_all_tasks_blocked()
+    assert codes == [1006]
 
 
 @both
@@ -412,6 +471,76 @@ async def test_client_answers_pings_while_receiving(nursery: trio.Nursery, impl:
     ws = await connect(url(server.port), implementation=impl)
     assert await ws.receive_text() == "pong seen"
     await ws.aclose()
+
+
+@attrs.define
+class ScriptedServer:
+    """A one-connection server on websockets' ServerProtocol that writes raw frames in one go."""
+
+    frames: list[Frame]
+    port: int = 0
+    close_code: int | None = None
+
+    async def run(self, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
+        listeners = await trio.open_tcp_listeners(0, host="127.0.0.1")
+        self.port = listeners[0].socket.getsockname()[1]
+        task_status.started()
+        stream = await listeners[0].accept()
+        proto = ServerProtocol()
+        while not (events := proto.events_received()):
+            proto.receive_data(await stream.receive_some())
+        proto.send_response(proto.accept(events[0]))
+        for frame in self.frames:
+            proto.send_frame(frame)
+        await stream.send_all(b"".join(proto.data_to_send()))
+        with contextlib.suppress(trio.BrokenResourceError):  # the client may hang up first
+            while proto.state is not State.CLOSED:
+                data = await stream.receive_some()
+                if data:
+                    proto.receive_data(data)
+                else:
+                    proto.receive_eof()
+                writes = proto.data_to_send()
+                if data := b"".join(writes):
+                    await stream.send_all(data)
+                if writes and not writes[-1]:
+                    await stream.send_eof()
+        self.close_code = proto.close_code or (proto.close_sent and proto.close_sent.code)
+        await stream.aclose()
+
+
+@both
+async def test_receive_assembles_fragments_binary_and_batches(nursery: trio.Nursery, impl: str) -> None:
+    server = ScriptedServer(
+        [
+            Frame(Opcode.TEXT, b"frag", fin=False),
+            Frame(Opcode.PING, b"ping in the middle"),
+            Frame(Opcode.CONT, b"ment", fin=False),
+            Frame(Opcode.CONT, "ed ✓".encode()),
+            Frame(Opcode.BINARY, b"binary as text"),
+            Frame(Opcode.TEXT, b"third"),
+            Frame(Opcode.CLOSE, Close(1001, "going away").serialize()),
+        ]
+    )
+    await nursery.start(server.run)
+    ws = await connect(url(server.port), implementation=impl)
+    assert [await ws.receive_text() for _ in range(3)] == ["fragmented ✓", "binary as text", "third"]
+    with pytest.raises(LinkClosedError):
+        await ws.receive_text()
+    assert ws.close_code == 1001
+    await ws.aclose()
+
+
+@both
+async def test_receive_invalid_utf8_closes_1007(nursery: trio.Nursery, impl: str) -> None:
+    server = ScriptedServer([Frame(Opcode.BINARY, b"\xff\xfe not utf-8")])
+    await nursery.start(server.run)
+    ws = await connect(url(server.port), implementation=impl)
+    with pytest.raises(LinkClosedError):
+        await ws.receive_text()
+    await ws.aclose()
+    await trio.testing.wait_all_tasks_blocked()
+    assert server.close_code == 1007
 
 
 async def test_connect_unknown_implementation_is_config_error() -> None:

@@ -3,10 +3,11 @@
 Simulate customers talking to an agent, decide each conversation's outcome,
 and measure pass rates before shipping. Start from a scenario file
 (:mod:`.scenarios`) and the ``orchestrator simulate`` command (:mod:`.cli`), or
-compose the pieces: participants (:mod:`.participants`, :mod:`.agents`), a
-runner (:class:`FullSimulationRunner` in process, :class:`HybridSimulationRunner`
-through a :class:`Channel` in real time), an evaluator (:mod:`.evaluators`,
-:mod:`.judge`) and a :class:`Batch` with its :class:`BatchSummary`.
+compose the pieces: participants (:mod:`.participants`, :mod:`.agents`,
+:mod:`.drivers` for tool-only agents), a runner (:class:`FullSimulationRunner`
+in process, :class:`HybridSimulationRunner` through a :class:`Channel` in real
+time), an evaluator (:mod:`.evaluators`, :mod:`.judge`) and a :class:`Batch`
+with its :class:`BatchSummary`.
 """
 
 from __future__ import annotations
@@ -16,6 +17,7 @@ from .batch import Batch, BatchObserver, BatchRun, SimulationRecord
 from .builder import build_runner
 from .cache import CachedLLMClient
 from .channels import AgentChannel, Channel, Session, open_session
+from .drivers import AgentStep, LLMToolAgent, PlannedCall, ScriptedToolAgent, ToolBox, Tools
 from .errors import (
     LLMError,
     LLMTimeout,
@@ -34,7 +36,7 @@ from .llm import (
     LangChainClient,
     LLMClient,
     LLMSettings,
-    OpenAIClient,
+    LLMToolCall,
     RateLimiter,
 )
 from .models import (
@@ -54,6 +56,7 @@ from .models import (
     from_json,
     to_json,
 )
+from .openai_client import OpenAIClient
 from .participants import (
     LLMParticipant,
     Participant,
@@ -64,13 +67,15 @@ from .participants import (
 from .report import junit_xml, render_report, summary_json
 from .rules import Contains, Matches, ToolCalled, parse_rule
 from .runners import FullSimulationRunner, SimulationProgress, SimulationRunner
-from .scenarios import ParticipantSpec, Scenario, ScenarioFile, load_scenarios, parse_scenarios
+from .scenarios import load_scenarios, parse_scenarios
+from .specs import ParticipantSpec, Scenario, ScenarioFile
 from .summary import BatchSummary, ScenarioSummary, pass_hat_k
 from .termination import Ending, TerminationPolicy
 
 __all__ = [
     "AgentChannel",
     "AgentParticipant",
+    "AgentStep",
     "Batch",
     "BatchObserver",
     "BatchRun",
@@ -99,6 +104,8 @@ __all__ = [
     "LLMParticipant",
     "LLMSettings",
     "LLMTimeout",
+    "LLMToolAgent",
+    "LLMToolCall",
     "LangChainClient",
     "Matches",
     "Message",
@@ -110,6 +117,7 @@ __all__ = [
     "ParticipantError",
     "ParticipantRole",
     "ParticipantSpec",
+    "PlannedCall",
     "RateLimiter",
     "ReplyRule",
     "RuleBasedParticipant",
@@ -120,14 +128,17 @@ __all__ = [
     "ScenarioFile",
     "ScenarioSummary",
     "ScriptedParticipant",
+    "ScriptedToolAgent",
     "Session",
     "SimulationError",
     "SimulationProgress",
     "SimulationRecord",
     "SimulationRunner",
     "TerminationPolicy",
+    "ToolBox",
     "ToolCall",
     "ToolCalled",
+    "Tools",
     "Verdict",
     "build_runner",
     "converter",

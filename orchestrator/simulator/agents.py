@@ -32,7 +32,13 @@ from .participants import Participant
 AgentFactory = Callable[[], Any]
 
 
+_SCALARS = (str, int, float, bool, type(None))
+_SIMPLE = (inspect.Parameter.POSITIONAL_OR_KEYWORD, inspect.Parameter.KEYWORD_ONLY)
+
+
 def _jsonable(value: Any) -> Any:
+    if isinstance(value, _SCALARS):
+        return value
     try:
         json.dumps(value)
         return value
@@ -68,8 +74,14 @@ def record_tool_calls(agent: object, calls: list[ToolCall], names: Mapping[str, 
 
 def _recording(method: Callable[..., Any], tool_name: str, calls: list[ToolCall]) -> Callable[..., Any]:
     signature = inspect.signature(method)
+    names = list(signature.parameters)
+    simple = all(p.kind in _SIMPLE for p in signature.parameters.values())
 
     def arguments(args: tuple[Any, ...], kwargs: dict[str, Any]) -> dict[str, Any]:
+        if simple and len(args) <= len(names) and not set(names[: len(args)]) & kwargs.keys():
+            given = dict(zip(names, args, strict=False))
+            given.update(kwargs)
+            return {key: _jsonable(value) for key, value in given.items()}
         try:
             bound = signature.bind(*args, **kwargs)
         except TypeError:
@@ -106,14 +118,17 @@ def _recording(method: Callable[..., Any], tool_name: str, calls: list[ToolCall]
     return wrapper
 
 
-def make_agent(factory: AgentFactory) -> Any:
+def make_agent(factory: AgentFactory, *, needs_on_message: bool = True) -> Any:
     """A fresh agent from ``factory``; its construction errors become ParticipantError."""
     try:
         agent = factory()
     except Exception as exc:  # user code, translated at this boundary
         raise ParticipantError(f"creating the agent raised {type(exc).__name__}: {exc}") from exc
-    if not callable(getattr(agent, "on_message", None)):
-        raise ParticipantError(f"{type(agent).__name__} has no on_message(text) method")
+    if needs_on_message and not callable(getattr(agent, "on_message", None)):
+        raise ParticipantError(
+            f"{type(agent).__name__} has no on_message(text) method; "
+            "simulate the platform's part with [scenario.agent] to drive its tools"
+        )
     return agent
 
 
@@ -166,10 +181,11 @@ class AgentParticipant(Participant):
         return cls(make_agent(factory))
 
     async def get_next_message(self, conversation: Conversation) -> Message | None:
-        theirs = conversation.messages_from(ParticipantRole.CUSTOMER)
-        if not theirs:
+        customer = ParticipantRole.CUSTOMER
+        last = next((m for m in reversed(conversation.messages) if m.sender is customer), None)
+        if last is None:
             return None
-        reply = await ask_agent(self.agent, theirs[-1].content)
+        reply = await ask_agent(self.agent, last.content)
         calls, self._calls[:] = tuple(self._calls), []
         if reply is None and not calls:
             return None

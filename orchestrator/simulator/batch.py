@@ -1,8 +1,9 @@
 """Batch runs: every scenario ``samples`` times, in parallel under a concurrency cap.
 
-Each finished simulation is appended at once as one JSON line (a
-:class:`SimulationRecord`) to the transcripts file, so a stopped batch loses
-nothing: run it again and the simulations already in the file are skipped. A
+Each finished simulation is appended as one JSON line (a
+:class:`SimulationRecord`) to the transcripts file as soon as it finishes (one
+writer task, shielded, writing whatever lines are waiting), so a stopped batch
+loses nothing: run it again and the simulations already in the file are skipped. A
 record counts only if its scenario's fingerprint (a hash of the scenario as
 parsed) still matches, so editing a scenario reruns it; a torn last line (a
 crash mid-write) is cut off. Records come back in scenario order, then sample.
@@ -15,6 +16,7 @@ an LLM client, no agent to test) raise :class:`ScenarioError` before anything ru
 from __future__ import annotations
 
 import hashlib
+import math
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Protocol
@@ -29,7 +31,7 @@ from .channels import Channel
 from .errors import ParticipantError
 from .llm import LLMClient
 from .models import Conversation, ConversationResult, EndReason, from_json, to_json
-from .scenarios import Scenario
+from .specs import Scenario
 
 
 @attrs.frozen
@@ -107,7 +109,6 @@ class Batch:
     llm: LLMClient | None = None
     transcripts: Path | None = None
     observer: BatchObserver | None = None
-    _lock: trio.Lock = attrs.field(init=False, factory=trio.Lock)
 
     def __attrs_post_init__(self) -> None:
         if self.samples < 1 or self.concurrency < 1:
@@ -131,9 +132,15 @@ class Batch:
         if self.observer is not None:
             self.observer.batch_started(len(self.scenarios) * self.samples, resumed)
         limiter = trio.CapacityLimiter(self.concurrency)
-        async with trio.open_nursery() as nursery:
-            for scenario, sample in jobs:
-                nursery.start_soon(self._job, scenario, sample, fingerprints[scenario.name], limiter, done)
+        lines, queued = trio.open_memory_channel[str](math.inf)
+        async with trio.open_nursery() as outer:
+            if self.transcripts is not None:
+                outer.start_soon(self._write, self.transcripts, queued)
+            with lines:  # closing it lets the writer finish once the queue is empty
+                async with trio.open_nursery() as nursery:
+                    for scenario, sample in jobs:
+                        job = (scenario, sample, fingerprints[scenario.name], limiter, done, lines)
+                        nursery.start_soon(self._job, *job)
         order = {s.name: index for index, s in enumerate(self.scenarios)}
         records = sorted(done.values(), key=lambda r: (order[r.scenario], r.sample))
         return BatchRun(tuple(records), resumed, trio.current_time() - started)
@@ -145,18 +152,34 @@ class Batch:
         fingerprint: str,
         limiter: trio.CapacityLimiter,
         done: dict[tuple[str, int], SimulationRecord],
+        lines: trio.MemorySendChannel[str],
     ) -> None:
         async with limiter:
             result = await self.simulate(scenario, sample)
         record = SimulationRecord(scenario.name, sample, fingerprint, result.passed, result)
         if self.transcripts is not None:
-            line = to_json(record) + "\n"
-            async with self._lock:  # one writer at a time: lines never interleave
-                with trio.CancelScope(shield=True):  # a finished record is never half-written
-                    await trio.to_thread.run_sync(_append, self.transcripts, line)
+            lines.send_nowait(to_json(record) + "\n")
         done[(scenario.name, sample)] = record
         if self.observer is not None:
             self.observer.simulation_finished(record)
+
+    @staticmethod
+    async def _write(path: Path, queued: trio.MemoryReceiveChannel[str]) -> None:
+        """Append queued records, as many per write as are waiting.
+
+        Shielded: records of simulations that finished are written even when the
+        batch is cancelled; the writer ends when the queue is closed and empty.
+        """
+        with trio.CancelScope(shield=True):
+            async with queued:
+                async for line in queued:
+                    pending = [line]
+                    while True:
+                        try:
+                            pending.append(queued.receive_nowait())
+                        except (trio.WouldBlock, trio.EndOfChannel):
+                            break
+                    await trio.to_thread.run_sync(_append, path, "".join(pending))
 
     async def simulate(self, scenario: Scenario, sample: int) -> ConversationResult:
         """Run sample ``sample`` of ``scenario`` once and return its result."""

@@ -10,8 +10,9 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
-from .agents import AgentFactory, AgentParticipant
+from .agents import AgentFactory, AgentParticipant, make_agent
 from .channels import Channel
+from .drivers import LLMToolAgent, ScriptedToolAgent, ToolBox
 from .errors import ScenarioError
 from .evaluators import CombinedEvaluator, Evaluator, RuleEvaluator
 from .hybrid import HybridSimulationRunner
@@ -20,15 +21,9 @@ from .llm import LLMClient
 from .models import Intent, ParticipantRole
 from .participants import LLMParticipant, Participant, RuleBasedParticipant, ScriptedParticipant
 from .runners import FullSimulationRunner, ProgressCallback, SimulationRunner
-from .scenarios import ParticipantSpec, Scenario
+from .specs import ParticipantSpec, Scenario
 
 _AGENT_GOAL = "Help the customer with their request."
-
-
-def uses_llm(scenario: Scenario) -> bool:
-    """Whether ``scenario`` needs an LLM client (LLM participant or judge)."""
-    agent_llm = scenario.agent is not None and scenario.agent.kind == "llm"
-    return scenario.evaluator != "rules" or scenario.customer.kind == "llm" or agent_llm
 
 
 def check_runnable(
@@ -39,9 +34,9 @@ def check_runnable(
 ) -> None:
     """Raise ScenarioError if some scenario lacks what it needs (an LLM, an agent)."""
     for scenario in scenarios:
-        if llm is None and uses_llm(scenario):
+        if llm is None and scenario.uses_llm:
             raise ScenarioError(f"scenario {scenario.name!r} needs an LLM ([llm] settings)")
-        if scenario.agent is None and agent_factory is None and channel is None:
+        if scenario.needs_agent and agent_factory is None and channel is None:
             raise ScenarioError(f"scenario {scenario.name!r} needs an agent to test (--agent)")
 
 
@@ -50,7 +45,11 @@ def build_participant(
 ) -> Participant:
     """A participant playing ``role`` as ``spec`` says, for sample ``sample``."""
     if spec.kind == "scripted":
-        return ScriptedParticipant(spec.turns_for(sample), role)
+        turns = spec.turns_for(sample)
+        texts = [turn for turn in turns if isinstance(turn, str)]
+        if len(texts) != len(turns):
+            raise ScenarioError("scripted tool steps need the agent under test (--agent)")
+        return ScriptedParticipant(texts, role)
     if spec.kind == "rules":
         return RuleBasedParticipant(
             spec.rules, default=spec.default_reply, role=role, max_turns=spec.max_turns
@@ -83,6 +82,35 @@ def build_evaluator(scenario: Scenario, llm: LLMClient | None) -> Evaluator:
     return CombinedEvaluator((rules, judge), expected)
 
 
+def build_agent(
+    scenario: Scenario, sample: int, agent_factory: AgentFactory | None, llm: LLMClient | None
+) -> Participant:
+    """The agent side of a full run.
+
+    No ``[scenario.agent]``: the agent's own ``on_message``. Scripted steps with
+    tool calls: a :class:`ScriptedToolAgent` over the agent's tools. An ``llm``
+    agent with an agent class: an :class:`LLMToolAgent` calling its tools; without
+    one, an LLM role-playing the agent. Otherwise a simulated agent.
+    """
+    spec = scenario.agent
+    if spec is None:
+        if agent_factory is None:
+            raise ScenarioError(f"scenario {scenario.name!r} has no agent to talk to")
+        return AgentParticipant.from_factory(agent_factory)
+    if agent_factory is not None and (spec.kind == "llm" or scenario.needs_agent):
+        toolbox = ToolBox(make_agent(agent_factory, needs_on_message=False))
+        if spec.kind != "llm":
+            return ScriptedToolAgent(toolbox, spec.turns_for(sample))
+        if llm is None:
+            raise ScenarioError(f"scenario {scenario.name!r}: an llm agent needs an LLM client")
+        instructions = spec.instructions or None
+        return LLMToolAgent(
+            llm, toolbox, instructions=instructions, temperature=spec.temperature, variant=sample
+        )
+    goal = Intent(ParticipantRole.AGENT, spec.persona or _AGENT_GOAL)
+    return build_participant(spec, ParticipantRole.AGENT, goal, sample, llm)
+
+
 def build_runner(
     scenario: Scenario,
     sample: int = 0,
@@ -94,9 +122,9 @@ def build_runner(
 ) -> SimulationRunner:
     """A single-use runner for sample ``sample`` of ``scenario``.
 
-    The agent side is the scenario's simulated agent if it has one, else the
-    agent behind ``channel`` (a hybrid run), else a fresh ``agent_factory()``
-    in process (a full run; a failing factory raises ParticipantError).
+    Without a simulated agent and with a ``channel`` this is a hybrid run against
+    the agent behind it; otherwise a full run with :func:`build_agent`'s agent
+    side (a failing ``agent_factory`` raises ParticipantError).
     """
     customer = build_participant(scenario.customer, ParticipantRole.CUSTOMER, scenario.intent, sample, llm)
     initial = scenario.initial_message
@@ -122,14 +150,7 @@ def build_runner(
             termination=termination,
             timing=scenario.timing,
         )
-    agent: Participant
-    if scenario.agent is not None:
-        goal = Intent(ParticipantRole.AGENT, scenario.agent.persona or _AGENT_GOAL)
-        agent = build_participant(scenario.agent, ParticipantRole.AGENT, goal, sample, llm)
-    elif agent_factory is not None:
-        agent = AgentParticipant.from_factory(agent_factory)
-    else:
-        raise ScenarioError(f"scenario {scenario.name!r} has no agent to talk to")
+    agent = build_agent(scenario, sample, agent_factory, llm)
     return FullSimulationRunner(
         customer,
         agent,

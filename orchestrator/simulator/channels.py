@@ -60,7 +60,10 @@ class Session(abc.ABC):
 
     @abc.abstractmethod
     async def send(self, message: Message) -> None:
-        """Deliver a customer message. Returns once accepted, not when answered."""
+        """Deliver a customer message. Returns once accepted, not when answered.
+
+        If cancelled, the message may or may not have been delivered.
+        """
 
     @abc.abstractmethod
     async def run(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:

@@ -27,7 +27,8 @@ from ..errors import ConfigError
 from .agents import load_agent_class
 from .batch import Batch, BatchRun, SimulationRecord
 from .cache import CachedLLMClient
-from .llm import LLMClient, LLMSettings, OpenAIClient
+from .llm import LLMClient, LLMSettings
+from .openai_client import OpenAIClient
 from .report import junit_xml, render_report, summary_json
 from .scenarios import load_scenarios
 from .summary import BatchSummary
@@ -88,7 +89,7 @@ async def _run_batch(
 @click.option("--pass-rate", type=click.FloatRange(0, 1), help="Exit 1 when the pass rate (0..1) is lower.")
 @click.option("--agent", "agent_spec", metavar="AGENT", help="package.module:Class or path/to/file.py:Class.")
 @click.option("--via-sandbox", is_flag=True, help="Reach the agent through the bundled sandbox platform.")
-@click.option("--out", type=click.Path(file_okay=False, path_type=Path), help="Results [simulations/<name>].")
+@click.option("--out", type=click.Path(file_okay=False, path_type=Path), help="Results [sim-results/<name>].")
 @click.option("--fresh", is_flag=True, help="Discard earlier transcripts instead of resuming.")
 @click.option("--no-cache", is_flag=True, help="Do not cache LLM completions on disk.")
 @click.option("--progress/--no-progress", default=True, show_default=True)
@@ -111,7 +112,7 @@ def simulate(ctx: click.Context, /, scenarios_file: Path, **options: Any) -> Non
     except ConfigError as exc:
         raise click.ClickException(str(exc)) from exc
     samples = options["samples"] or scenario_file.samples or 1
-    out: Path = options["out"] or Path("simulations") / scenarios_file.stem
+    out: Path = options["out"] or Path("sim-results") / scenarios_file.stem
     transcripts = out / "transcripts.jsonl"
     if options["fresh"]:
         transcripts.unlink(missing_ok=True)

@@ -39,7 +39,10 @@ class Evaluator(abc.ABC):
 
     @abc.abstractmethod
     async def evaluate(self, conversation: Conversation, outcomes: Outcomes) -> Evaluation:
-        """The final outcome and verdicts for a finished conversation."""
+        """The final outcome and verdicts for a finished conversation.
+
+        Cancellation abandons the evaluation; an LLM judge raises LLMError on failure.
+        """
 
     def detect_outcome(self, conversation: Conversation, outcomes: Outcomes) -> Outcome | None:
         """An outcome already reached, by cheap synchronous checks; None if none yet."""

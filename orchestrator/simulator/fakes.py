@@ -30,11 +30,15 @@ Send = Callable[[Mapping[str, Any]], Awaitable[None]]
 
 @attrs.define(eq=False)
 class FakeChatServer:
-    """Answers chat completions with ``respond(request_body)``."""
+    """Answers chat completions with ``respond(request_body)``, after ``delay`` seconds.
 
-    respond: Callable[[Mapping[str, Any]], str]
+    ``respond`` returns the reply text, or a whole assistant message (with ``tool_calls``).
+    """
+
+    respond: Callable[[Mapping[str, Any]], str | Mapping[str, Any]]
     api_key: str | None = None
     fail_next: list[int] = attrs.field(factory=list)
+    delay: float = 0.0
     requests: list[dict[str, Any]] = attrs.field(factory=list)
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
@@ -54,6 +58,8 @@ class FakeChatServer:
             body += message.get("body", b"")
             if not message.get("more_body"):
                 break
+        if self.delay:
+            await trio.sleep(self.delay)
         status, document = self._answer(scope, body)
         payload = json.dumps(document).encode()
         headers = [(b"content-type", b"application/json"), (b"content-length", str(len(payload)).encode())]
@@ -73,8 +79,9 @@ class FakeChatServer:
             return self.fail_next.pop(0), {"error": {"message": "try again"}}
         request = json.loads(body)
         self.requests.append(request)
-        content = self.respond(request)
-        choice = {"index": 0, "message": {"role": "assistant", "content": content}, "finish_reason": "stop"}
+        answer = self.respond(request)
+        message = {"role": "assistant", "content": answer} if isinstance(answer, str) else dict(answer)
+        choice = {"index": 0, "message": message, "finish_reason": "stop"}
         return 200, {"id": f"chatcmpl-{len(self.requests)}", "object": "chat.completion", "choices": [choice]}
 
 

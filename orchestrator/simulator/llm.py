@@ -3,10 +3,8 @@
 Participants and the judge only see :class:`LLMClient`: ``await complete(request)``
 returns a :class:`Completion`. Implementations:
 
-* :class:`OpenAIClient` — ``POST {base_url}/chat/completions`` with httpx (under
-  trio through anyio). Rate-limited per provider (one client, and so one
-  :class:`RateLimiter`, per provider: share it), retried with full-jitter
-  backoff on 429/5xx/transport errors, timed out with trio's clock.
+* :class:`~.openai_client.OpenAIClient` — ``POST {base_url}/chat/completions``
+  with httpx, rate-limited per provider by a :class:`RateLimiter`.
 * :class:`~.cache.CachedLLMClient` — a disk cache in front of any client.
 * :class:`LangChainClient` — wraps a LangChain runnable; ``invoke`` runs in a
   worker thread so asyncio never enters the trio loop.
@@ -24,7 +22,6 @@ from __future__ import annotations
 
 import abc
 import os
-import random
 from collections.abc import Iterable, Mapping
 from typing import Any
 
@@ -32,10 +29,7 @@ import attrs
 import httpx
 import trio
 
-from ..backoff import BackoffPolicy
-from .errors import LLMError, LLMTimeout
-
-_RETRY_STATUSES = frozenset({408, 409, 429, 500, 502, 503, 504})
+from .errors import LLMError
 
 
 def _tuple(items: Iterable[ChatMessage]) -> tuple[ChatMessage, ...]:
@@ -43,16 +37,42 @@ def _tuple(items: Iterable[ChatMessage]) -> tuple[ChatMessage, ...]:
 
 
 @attrs.frozen
+class LLMToolCall:
+    """A function call the model asks for; ``arguments`` is the model's JSON text."""
+
+    id: str
+    name: str
+    arguments: str
+
+
+def _schemas(items: Iterable[Mapping[str, Any]]) -> tuple[Mapping[str, Any], ...]:
+    return tuple(items)
+
+
+def _calls(items: Iterable[LLMToolCall]) -> tuple[LLMToolCall, ...]:
+    return tuple(items)
+
+
+@attrs.frozen
 class ChatMessage:
-    """One chat turn: ``role`` is ``system``, ``user`` or ``assistant``."""
+    """One chat turn: ``role`` is ``system``, ``user``, ``assistant`` or ``tool``.
+
+    An ``assistant`` turn may carry the ``tool_calls`` it made; a ``tool`` turn
+    answers the call ``tool_call_id`` with ``content``.
+    """
 
     role: str
     content: str
+    tool_calls: tuple[LLMToolCall, ...] = attrs.field(default=(), converter=_calls)
+    tool_call_id: str | None = None
 
 
 @attrs.frozen
 class CompletionRequest:
-    """What to complete. ``variant`` salts the cache key and the seed; it is not sent."""
+    """What to complete. ``variant`` salts the cache key and the seed; it is not sent.
+
+    ``tools`` are function schemas (``{name, description, parameters}``) the model may call.
+    """
 
     messages: tuple[ChatMessage, ...] = attrs.field(converter=_tuple)
     temperature: float = 0.0
@@ -60,13 +80,15 @@ class CompletionRequest:
     seed: int | None = None
     json_mode: bool = False
     variant: int = 0
+    tools: tuple[Mapping[str, Any], ...] = attrs.field(default=(), converter=_schemas)
 
 
 @attrs.frozen
 class Completion:
-    """The assistant's reply text."""
+    """The assistant's reply: text, and the tool calls it asks for (if tools were offered)."""
 
     content: str
+    tool_calls: tuple[LLMToolCall, ...] = attrs.field(default=(), converter=_calls)
 
 
 class LLMClient(abc.ABC):
@@ -144,98 +166,6 @@ class RateLimiter:
             self._tokens -= 1
 
 
-def _redact(text: str, secret: str | None) -> str:
-    return text.replace(secret, "***") if secret else text
-
-
-class OpenAIClient(LLMClient):
-    """An OpenAI-compatible chat-completions client. Use as ``async with``, or ``aclose()``."""
-
-    def __init__(self, settings: LLMSettings, *, limiter: RateLimiter | None = None) -> None:
-        self.settings = settings
-        rpm = settings.requests_per_minute
-        self._limiter = limiter or (RateLimiter(rpm / 60.0) if rpm else None)
-        self._http: httpx.AsyncClient | None = None
-        self._backoff = BackoffPolicy(base=0.5, cap=8.0)
-        self._rng = random.Random()
-
-    @property
-    def identity(self) -> str:
-        return f"{self.settings.endpoint}#{self.settings.model}"
-
-    async def __aenter__(self) -> OpenAIClient:
-        return self
-
-    async def __aexit__(self, *exc_info: object) -> None:
-        await self.aclose()
-
-    async def aclose(self) -> None:
-        """Close the HTTP connection pool."""
-        if self._http is not None:
-            http, self._http = self._http, None
-            await http.aclose()
-
-    def _payload(self, request: CompletionRequest) -> dict[str, Any]:
-        payload: dict[str, Any] = {
-            "model": self.settings.model,
-            "messages": [{"role": m.role, "content": m.content} for m in request.messages],
-            "temperature": request.temperature,
-        }
-        seed = request.seed if request.seed is not None else self.settings.seed
-        if seed is not None:
-            payload["seed"] = seed + request.variant
-        if request.max_tokens is not None:
-            payload["max_tokens"] = request.max_tokens
-        if request.json_mode:
-            payload["response_format"] = {"type": "json_object"}
-        return payload
-
-    async def complete(self, request: CompletionRequest) -> Completion:
-        if self._http is None:
-            self._http = httpx.AsyncClient(timeout=None)
-        headers = {"Authorization": f"Bearer {self.settings.api_key}"} if self.settings.api_key else {}
-        url = f"{self.settings.base_url.rstrip('/')}/chat/completions"
-        payload = self._payload(request)
-        attempt = 0
-        while True:
-            if self._limiter is not None:
-                await self._limiter.acquire()
-            try:
-                response = await self._post(url, payload, headers)
-            except LLMError:
-                if attempt >= self.settings.max_retries:
-                    raise
-            else:
-                if response.status_code not in _RETRY_STATUSES or attempt >= self.settings.max_retries:
-                    return self._parse(response)
-            await trio.sleep(self._backoff.delay(attempt, self._rng))
-            attempt += 1
-
-    async def _post(self, url: str, payload: dict[str, Any], headers: dict[str, str]) -> httpx.Response:
-        assert self._http is not None
-        where = self.settings.endpoint
-        try:
-            with trio.fail_after(self.settings.timeout_seconds):
-                return await self._http.post(url, json=payload, headers=headers)
-        except trio.TooSlowError as exc:
-            raise LLMTimeout(f"{where}: no answer within {self.settings.timeout_seconds:g} s") from exc
-        except httpx.HTTPError as exc:
-            raise LLMError(f"{where}: {type(exc).__name__}: {exc}") from exc
-
-    def _parse(self, response: httpx.Response) -> Completion:
-        where, key = self.settings.endpoint, self.settings.api_key
-        if response.status_code >= 400:
-            body = _redact(response.text[:300], key)
-            raise LLMError(f"{where} answered HTTP {response.status_code}: {body}")
-        try:
-            content = response.json()["choices"][0]["message"]["content"]
-        except (ValueError, KeyError, IndexError, TypeError) as exc:
-            raise LLMError(f"{where}: response is not a chat completion") from exc
-        if not isinstance(content, str):
-            raise LLMError(f"{where}: completion content is not text")
-        return Completion(content)
-
-
 class LangChainClient(LLMClient):
     """Adapts a LangChain runnable (anything with ``.invoke(messages)``).
 
@@ -252,6 +182,8 @@ class LangChainClient(LLMClient):
         return self._identity
 
     async def complete(self, request: CompletionRequest) -> Completion:
+        if request.tools:
+            raise LLMError(f"{self._identity}: tool calling is not supported through this adapter")
         messages = [(m.role, m.content) for m in request.messages]
         try:
             result = await trio.to_thread.run_sync(self._runnable.invoke, messages)

@@ -124,15 +124,16 @@ class SimulationRunner(abc.ABC):
         transcript = self._transcript
         transcript.end(EndReason.UNSPECIFIED)
         assert transcript.ending is not None and self._started is not None
+        self._elapsed = trio.current_time() - self._started  # the conversation, not its evaluation
         evaluation: Evaluation | None = None
-        if self.evaluator is not None:
+        # A conversation cut short by an error has no outcome worth judging.
+        if self.evaluator is not None and transcript.ending.reason is not EndReason.ERROR:
             try:
                 evaluation = await self.evaluator.evaluate(transcript.conversation(), self.outcomes)
             except LLMError as exc:
                 evaluation = Evaluation(None, (Verdict("evaluation", False, str(exc)),))
         outcome = (evaluation.outcome if evaluation else None) or transcript.outcome
         conversation = Conversation(tuple(transcript.messages), outcome)
-        self._elapsed = trio.current_time() - self._started
         ending = transcript.ending
         self._result = ConversationResult(
             conversation, self._elapsed, ending.reason, ending.detail, evaluation

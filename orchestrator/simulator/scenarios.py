@@ -1,64 +1,70 @@
 """Scenario files: the simulations to run, in TOML.
 
-A file holds any number of ``[[scenario]]`` tables; ``[defaults]`` supplies any
-scenario key a scenario leaves out. Everything but ``name`` is optional::
+A file holds ``[[scenario]]`` tables; ``[defaults]`` supplies any scenario key a
+scenario leaves out. Everything but ``name`` is optional::
 
-    agent = "../weather_agent.py:WeatherAgent"   # default for --agent; relative to this file
-    samples = 3                                  # default for --samples
+    agent = "../weather.py:WeatherAgent"   # default --agent, relative to this file
+    samples = 3                            # default --samples
 
-    [llm]                          # only for llm participants and the judge
-    base_url = "http://127.0.0.1:11434/v1"       # else ORCHESTRATOR_LLM_BASE_URL / OPENAI_BASE_URL
-    model = "llama3.1"                           # else ORCHESTRATOR_LLM_MODEL
-    api_key_env = "MY_PROVIDER_KEY"              # the variable holding the key; never the key itself
+    [llm]                                  # for llm participants and the judge only
+    base_url = "http://127.0.0.1:11434/v1" # else ORCHESTRATOR_LLM_BASE_URL / OPENAI_BASE_URL
+    model = "llama3.1"                     # else ORCHESTRATOR_LLM_MODEL
+    api_key_env = "MY_PROVIDER_KEY"        # the variable holding the key, never the key
     requests_per_minute = 120
-    seed = 7
-
-    [defaults]
-    max_messages = 20
+    seed = 7                               # sample k sends seed + k
 
     [[scenario]]
     name = "paris-forecast"
-    description = "A customer asks for the weather in Paris"
-    intent = "Learn today's weather in Paris"    # the customer's goal (LLM customer, judge)
-    initial_message = "Hi!"                      # else the first scripted turn opens
-    evaluator = "rules"                          # rules | judge | both
-    expected_outcomes = ["answered"]             # the outcome must be one of these to pass
-    default_outcome = "unresolved"               # when no outcome's rules match
+    intent = "Learn today's weather in Paris"   # the customer's goal (LLM customer, judge)
+    initial_message = "Hi!"                # else the first scripted turn opens
+    evaluator = "rules"                    # rules | judge | both
+    expected_outcomes = ["answered"]       # to pass, the outcome must be one of these
+    default_outcome = "unanswered"         # when no outcome's rules match
     max_messages = 12
-    end_on_outcome = false                       # stop as soon as an outcome's rules match
-    closing_phrases = ['\\bbye\\b']              # regexes (default: bye, have a nice day...)
-    judge_every = 0                              # ask the judge every N messages to stop
-    idle_timeout = 30.0                          # hybrid runs: seconds without a message
-    reply_delay = 1.0                            # hybrid runs: the customer's typing time
-    settle = 0.5                                 # hybrid runs: quiet time before replying
-    patience = 10.0                              # hybrid runs: speak again when unanswered
+    end_on_outcome = false                 # end as soon as an outcome's rules match
+    closing_phrases = ['\\bbye\\b']        # customer regexes (default: bye, have a nice day)
+    judge_every = 0                        # ask the judge every N messages whether to end
+    idle_timeout = 30.0                    # hybrid runs: seconds without any message
+    reply_delay = 1.0                      # hybrid: typing time; settle = 0.5, patience = 10.0
 
     [scenario.customer]
-    kind = "scripted"                            # scripted | rules | llm
-    turns = ["What's the weather in Paris?", ["Thanks!", "Great, thank you."], "Bye!"]
-    # a turn that is a list varies by sample: sample i says alternative i % len
-    persona = "A hurried commuter"               # llm
-    temperature = 0.7                            # llm
-    rules = [{ when = "which city", reply = "Paris" }]   # rules; reply may use \\1
-    default_reply = "Thanks, bye!"               # rules: when nothing matches
-    max_turns = 5                                # rules
-
-    [scenario.agent]                             # optional: a simulated agent, same keys
-    turns = ["Sunny, 21 °C in Paris.", "You're welcome!"]
+    kind = "scripted"                      # scripted | rules | llm
+    turns = ["What's the weather in Paris?", ["Thanks!", "Thank you."], "Bye!"]
+    persona = "A hurried commuter"         # llm (with temperature = 0.7)
+    rules = [{ when = "which (city|town)", reply = "Paris" }]   # rules, with default_reply
 
     [[scenario.outcomes]]
-    name = "answered"                            # a lowercase slug
+    name = "answered"                      # a lowercase slug
     description = "The agent gave the forecast"
-    when = [{ tool = "get_weather", args = { city = "Paris" } }]   # rules (see .rules)
+    when = [{ tool = "get_weather", args = { city = "Paris" } }]   # rules, see .rules
 
-    [[scenario.expect]]                          # verdicts a passing run needs
+    [[scenario.expect]]                    # verdicts a passing run needs (rules, see .rules)
     matches = '\\d+ ?°C'
-    [[scenario.expect]]
-    no_tool = "open_ticket"
 
-    [[scenario.criteria]]                        # for the judge
+    [[scenario.criteria]]                  # for the judge
     name = "polite"
     description = "The agent is courteous throughout"
+
+A turn that is a list varies by sample: sample k says alternative ``k % len``.
+
+**The agent side.** Without ``[scenario.agent]`` the agent's own
+``on_message`` answers. ``[scenario.agent]`` simulates the platform's LLM
+instead (for tool-only agents), with the same keys as the customer plus
+``instructions``: ``kind = "llm"`` calls the agent's tools by function calling;
+``kind = "scripted"`` plays steps, each calling tools then saying a template
+filled from the results (``str.format``: ``{tool_name[field]}``, ``{error}``)::
+
+    [[scenario.agent.turns]]
+    tools = [{ name = "hold_room", args = { room_type = "suite", date = "2025-07-07", nights = 3 } }]
+    say = "Held {hold_room[hold_id]}."
+    on_error = "Sorry: {error}"            # said instead when a call failed
+    [[scenario.agent.turns]]
+    say = "Anything else?"                 # a step without tools is plain text
+
+(Inline tables must fit on one line in TOML, so steps read best as
+``[[scenario.agent.turns]]``; plain ``turns = [...]`` strings work too.) With no
+agent class at all, a scripted or rules agent without tool steps is simulated
+entirely.
 """
 
 from __future__ import annotations
@@ -69,21 +75,31 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
-import attrs
-
+from .drivers import AgentStep, PlannedCall
 from .errors import ScenarioError
 from .hybrid import HybridTiming
 from .judge import Criterion
-from .llm import LLMSettings
 from .models import Intent, Outcome, Outcomes, ParticipantRole
 from .participants import ReplyRule
-from .rules import Rule, parse_rule
+from .rules import parse_rule
+from .specs import ParticipantSpec, Scenario, ScenarioFile, Turn
 from .termination import TerminationPolicy
+
+__all__ = ["ParticipantSpec", "Scenario", "ScenarioFile", "load_scenarios", "parse_scenarios"]
 
 KINDS = ("scripted", "rules", "llm")
 EVALUATORS = ("rules", "judge", "both")
 _TOP = {"agent", "samples", "llm", "defaults", "scenario"}
-_PARTICIPANT = {"kind", "turns", "persona", "temperature", "rules", "default_reply", "max_turns"}
+_PARTICIPANT = {
+    "kind",
+    "turns",
+    "persona",
+    "instructions",
+    "temperature",
+    "rules",
+    "default_reply",
+    "max_turns",
+}
 _LLM = {"base_url", "model", "api_key_env", "timeout_seconds", "requests_per_minute", "max_retries", "seed"}
 _POLICY = {"idle_timeout", "closing_phrases", "end_on_outcome", "judge_every"}
 _TIMING = {"reply_delay", "settle", "patience"}
@@ -91,78 +107,6 @@ _SCENARIO = {
     "name", "description", "intent", "initial_message", "evaluator", "expected_outcomes",
     "default_outcome", "max_messages", "customer", "agent", "outcomes", "expect", "criteria",
 } | _POLICY | _TIMING  # fmt: skip
-
-
-@attrs.frozen
-class ParticipantSpec:
-    """How to simulate one side: ``kind`` and its settings (see the module docstring)."""
-
-    kind: str = "scripted"
-    turns: tuple[tuple[str, ...], ...] = ()
-    persona: str = ""
-    temperature: float = 0.7
-    rules: tuple[ReplyRule, ...] = ()
-    default_reply: str | None = None
-    max_turns: int | None = None
-
-    def turns_for(self, sample: int) -> tuple[str, ...]:
-        """The scripted turns for sample number ``sample`` (alternatives round-robin)."""
-        return tuple(alternatives[sample % len(alternatives)] for alternatives in self.turns)
-
-
-@attrs.frozen
-class Scenario:
-    """One simulation to run (``samples`` times in a batch)."""
-
-    name: str
-    intent: Intent
-    outcomes: Outcomes = attrs.field(factory=Outcomes)
-    description: str = ""
-    initial_message: str | None = None
-    customer: ParticipantSpec = attrs.field(factory=ParticipantSpec)
-    agent: ParticipantSpec | None = None
-    expectations: tuple[Rule, ...] = ()
-    outcome_rules: Mapping[str, tuple[Rule, ...]] = attrs.field(factory=dict)
-    default_outcome: str | None = None
-    expected_outcomes: tuple[str, ...] = ()
-    criteria: tuple[Criterion, ...] = ()
-    evaluator: str = "rules"
-    max_messages: int = 20
-    termination: TerminationPolicy = attrs.field(factory=TerminationPolicy)
-    timing: HybridTiming = attrs.field(factory=HybridTiming)
-
-
-@attrs.frozen
-class ScenarioFile:
-    """A parsed scenario file. ``agent`` is resolved against ``base_dir``."""
-
-    scenarios: tuple[Scenario, ...]
-    base_dir: Path
-    agent: str | None = None
-    samples: int | None = None
-    llm: Mapping[str, Any] | None = None
-
-    @property
-    def needs_llm(self) -> bool:
-        """Whether any scenario uses an LLM participant or the judge."""
-        return any(
-            s.evaluator != "rules" or s.customer.kind == "llm" or (s.agent and s.agent.kind == "llm")
-            for s in self.scenarios
-        )
-
-    def llm_settings(self, environ: Mapping[str, str] | None = None) -> LLMSettings:
-        """LLM settings: the environment, then the ``[llm]`` table. Raises ScenarioError."""
-        env = os.environ if environ is None else environ
-        table = dict(self.llm or {})
-        key_env = table.pop("api_key_env", None)
-        if key_env is not None:
-            if key_env not in env:
-                raise ScenarioError(f"[llm] api_key_env: environment variable {key_env} is not set")
-            table["api_key"] = env[key_env]
-        try:
-            return LLMSettings.from_env(env, **table)
-        except (TypeError, ValueError) as exc:
-            raise ScenarioError(f"[llm]: {exc}") from exc
 
 
 def load_scenarios(path: str | os.PathLike[str]) -> ScenarioFile:
@@ -184,9 +128,9 @@ def parse_scenarios(data: Mapping[str, Any], base_dir: Path | None = None) -> Sc
     _no_unknown(defaults, _SCENARIO - {"name"}, "[defaults]")
     llm = _table(data.get("llm", {}), "[llm]") or None
     if llm is not None:
-        _no_unknown(llm, _LLM, "[llm]")
         if "api_key" in llm:
             raise ScenarioError("[llm]: never put an API key in a file; name its variable in api_key_env")
+        _no_unknown(llm, _LLM, "[llm]")
     tables = data.get("scenario", [])
     if not isinstance(tables, list) or not tables:
         raise ScenarioError("the file has no [[scenario]] tables")
@@ -287,9 +231,9 @@ def _participant(table: dict[str, Any], where: str) -> ParticipantSpec:
     kind = table.get("kind", "scripted")
     if kind not in KINDS:
         raise ValueError(f"{where}.kind must be one of {', '.join(KINDS)}")
-    turns = tuple(_strings(turn, f"{where}.turns entries") for turn in table.get("turns", []))
-    if any(not alternatives for alternatives in turns):
-        raise ValueError(f"{where}.turns: an empty list of alternatives")
+    turns = tuple(_turn(turn, where) for turn in table.get("turns", []))
+    if where == "customer" and any(not isinstance(t, str) for alts in turns for t in alts):
+        raise ValueError("customer.turns must be strings (tool steps are for the agent)")
     rules = []
     for rule in table.get("rules", []):
         rule = _table(rule, f"{where}.rules")
@@ -301,8 +245,41 @@ def _participant(table: dict[str, Any], where: str) -> ParticipantSpec:
         kind=kind,
         turns=turns,
         persona=str(table.get("persona", "")),
+        instructions=str(table.get("instructions", "")),
         temperature=float(table.get("temperature", 0.7)),
         rules=tuple(rules),
         default_reply=table.get("default_reply"),
         max_turns=table.get("max_turns"),
     )
+
+
+def _turn(value: Any, where: str) -> tuple[Turn, ...]:
+    alternatives = value if isinstance(value, list) else [value]
+    if not alternatives:
+        raise ValueError(f"{where}.turns: an empty list of alternatives")
+    return tuple(
+        _step(item, where) if isinstance(item, Mapping) else _text(item, where) for item in alternatives
+    )
+
+
+def _text(value: Any, where: str) -> str:
+    if not isinstance(value, str):
+        raise ValueError(f"{where}.turns entries must be strings, tables or lists of them")
+    return value
+
+
+def _step(table: Mapping[str, Any], where: str) -> Turn:
+    _no_unknown(table, {"tools", "say", "on_error"}, f"{where}.turns step")
+    calls = []
+    for call in table.get("tools", []):
+        call = _table(call, f"{where}.turns step tools")
+        _no_unknown(call, {"name", "args"}, f"{where}.turns step tools")
+        if not isinstance(call.get("name"), str):
+            raise ValueError(f"{where}.turns: each tool call needs a name")
+        calls.append(PlannedCall(call["name"], _table(call.get("args", {}), "args")))
+    say, on_error = table.get("say"), table.get("on_error")
+    if not isinstance(say, str) or (on_error is not None and not isinstance(on_error, str)):
+        raise ValueError(f"{where}.turns: a step needs 'say' (and optionally 'on_error') text")
+    if not calls:
+        return say  # a table with only 'say' is plain text
+    return AgentStep(tuple(calls), say, on_error)

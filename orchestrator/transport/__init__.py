@@ -6,6 +6,7 @@ Everything above this package speaks :class:`WebSocket` (text in, text out,
     transport/
       interface.py   WebSocket / ServerWebSocket protocols, close limits
       dial.py        URL -> Target (safety rules, redaction) -> TCP/TLS stream
+      pipe.py        the byte pipe under sansio: raw fd I/O for TCP, trio streams for TLS
       sansio.py      client on websockets' sans-IO core, no task per connection
       trio_ws.py     client on trio-websocket (reader task in one shared nursery)
       server.py      serve(): the server, on the sans-IO core
@@ -99,6 +100,8 @@ async def connect(
     opened. The caller owns the result and must ``aclose()`` it.
     """
     target = parse_target(url, allow_insecure=allow_insecure)
+    if isinstance(subprotocols, str):
+        subprotocols = (subprotocols,)
     opener: Callable[..., Awaitable[WebSocket]]
     if implementation == "sansio":
         opener = sansio.connect

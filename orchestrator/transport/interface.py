@@ -51,7 +51,11 @@ class WebSocket(Protocol):
 
     @property
     def close_code(self) -> int | None:
-        """The close code the peer sent (1006 if the link dropped), ``None`` while open."""
+        """The code the link closed with, ``None`` while open.
+
+        The peer's close frame if one came, else the one this side sent (a failure
+        such as 1009 or 1007, or an unanswered ``aclose``), else 1006 (dropped).
+        """
         ...
 
     async def send_text(self, text: str) -> None:
@@ -78,6 +82,15 @@ class WebSocket(Protocol):
 
         Idempotent, never raises, finishes within :data:`CLOSE_TIMEOUT` even when
         the caller is cancelled (the wait is shielded).
+        """
+        ...
+
+    def abort(self) -> None:
+        """Drop the connection now with a TCP reset and no close frame.
+
+        What a network failure looks like to the peer (the sandbox and tests use
+        it to simulate one). Synchronous and idempotent; blocked calls on this
+        link then raise :class:`~orchestrator.errors.LinkClosedError`.
         """
         ...
 

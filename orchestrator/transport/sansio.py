@@ -28,8 +28,9 @@ from websockets.typing import BytesLike, Subprotocol
 from websockets.uri import WebSocketURI
 
 from ..errors import FrameTooLargeError, HandshakeError, LinkClosedError
-from .dial import Stream, Target, open_stream, rejection_error
+from .dial import Target, open_stream, rejection_error
 from .interface import CLOSE_TIMEOUT, close_arguments
+from .pipe import Pipe, pipe_for
 
 __all__ = ["SansIOWebSocket", "connect"]
 
@@ -48,7 +49,7 @@ _LINK_ERRORS = (trio.BrokenResourceError, trio.ClosedResourceError)
 class SansIOWebSocket:
     """One WebSocket (client or server end) over a trio stream; see :class:`.WebSocket`."""
 
-    _stream: Stream
+    _pipe: Pipe
     _proto: WsProtocol
     _label: str
     """Who is at the other end, safe to print (a redacted URL or a peer address)."""
@@ -69,18 +70,23 @@ class SansIOWebSocket:
 
     @property
     def close_code(self) -> int | None:
-        received = self._proto.close_rcvd
-        if received is not None:
-            return int(received.code)
-        if self._dropped or self._proto.state is _CLOSED:
-            return int(CloseCode.ABNORMAL_CLOSURE)
-        return None
+        proto = self._proto
+        if proto.close_rcvd is not None:
+            return int(proto.close_rcvd.code)
+        if not (self._dropped or proto.state is _CLOSED):
+            return None
+        if proto.close_sent is not None:
+            return int(proto.close_sent.code)
+        return int(CloseCode.ABNORMAL_CLOSURE)
 
     # Sending
 
     async def send_text(self, text: str) -> None:
         data = text.encode()
-        await self._acquire_write_turn()
+        if self._writing:
+            await self._wait_write_turn()
+        else:
+            self._writing = True  # uncontended: no extra await on the hot path
         try:
             proto = self._proto
             if proto.state is not _OPEN or self._dropped:
@@ -94,13 +100,16 @@ class SansIOWebSocket:
 
     async def _acquire_write_turn(self) -> None:
         if self._writing:
-            lot = self._write_lot
-            if lot is None:
-                lot = self._write_lot = trio.lowlevel.ParkingLot()
-            # Woken only by _release_write_turn, which hands the turn over directly.
-            await lot.park()
+            await self._wait_write_turn()
         else:
             self._writing = True
+
+    async def _wait_write_turn(self) -> None:
+        lot = self._write_lot
+        if lot is None:
+            lot = self._write_lot = trio.lowlevel.ParkingLot()
+        # Woken only by _release_write_turn, which hands the turn over directly.
+        await lot.park()
 
     def _release_write_turn(self) -> None:
         lot = self._write_lot
@@ -118,31 +127,31 @@ class SansIOWebSocket:
             self._release_write_turn()
 
     async def _write_queued(self) -> bool:
-        # Caller holds the write turn, so bytes leave in the order they were queued.
-        writes = self._proto.data_to_send()
-        if self._dropped:
-            return False
-        if not writes:
-            return True
-        eof = not writes[-1]  # websockets queues b"" (SEND_EOF) to ask for a TCP close
-        if eof:
-            writes.pop()
-        stream = self._stream
-        try:
-            if writes:
-                await stream.send_all(writes[0] if len(writes) == 1 else b"".join(writes))
+        # The caller holds the write turn, so bytes leave in the order they were queued.
+        # Invariant: the holder drains the protocol's queue before giving the turn up, so
+        # a reader that finds the turn taken may leave a pong queued and carry on reading.
+        proto = self._proto
+        pipe = self._pipe
+        while True:
+            writes = proto.data_to_send()
+            if self._dropped:
+                return False
+            if not writes:
+                return True
+            eof = not writes[-1]  # websockets queues b"" (SEND_EOF) to ask for a TCP close
             if eof:
-                if isinstance(stream, trio.SocketStream):
-                    await stream.send_eof()
-                else:
-                    self._drop()  # TLS has no half-close
-        except _LINK_ERRORS:
-            self._drop()
-            return False
-        except BaseException:
-            self._drop()  # cancelled mid-frame: what reached the peer is unknown
-            raise
-        return True
+                writes.pop()
+            try:
+                if writes:
+                    await pipe.send_all(writes[0] if len(writes) == 1 else b"".join(writes))
+                if eof:
+                    await pipe.send_eof()
+            except _LINK_ERRORS:
+                self._drop()
+                return False
+            except BaseException:
+                self._drop()  # cancelled mid-frame: what reached the peer is unknown
+                raise
 
     # Receiving
 
@@ -157,11 +166,14 @@ class SansIOWebSocket:
         self._reading = True
         try:
             while True:
-                if proto.state is not _OPEN or self._dropped:
-                    await self._finish_closing()
+                if proto.state is not _OPEN or self._dropped or self._closed:
+                    if self._closed:
+                        await trio.lowlevel.checkpoint()  # aclose() owns the closing
+                    else:
+                        await self._finish_closing()
                     raise self._closed_error()
                 try:
-                    data = await self._stream.receive_some()
+                    data = await self._pipe.receive_some()
                 except _LINK_ERRORS as exc:
                     self._drop()
                     raise self._closed_error() from exc
@@ -170,7 +182,9 @@ class SansIOWebSocket:
                 else:
                     proto.receive_eof()
                 message = self.take_messages(proto.events_received())
-                if proto.writes:  # a pong or a close frame to send back
+                # A pong or close frame to send back: if a sender holds the write turn it
+                # sends them before letting go (see _write_queued), so never wait for it.
+                if proto.writes and not self._writing:
                     if message is not None:
                         inbox.insert(0, message)  # kept if the flush is cancelled
                     await self._flush()
@@ -244,7 +258,7 @@ class SansIOWebSocket:
             with trio.move_on_after(CLOSE_TIMEOUT):
                 while proto.state is not _CLOSED and not self._dropped:
                     try:
-                        data = await self._stream.receive_some()
+                        data = await self._pipe.receive_some()
                     except _LINK_ERRORS:
                         return
                     if data:
@@ -257,13 +271,16 @@ class SansIOWebSocket:
         finally:
             self._drop()
 
+    def abort(self) -> None:
+        if not self._dropped:
+            self._dropped = True
+            self._pipe.abort()
+
     def _drop(self) -> None:
         """Close the socket now (synchronously, so it is safe in any ``finally``)."""
         if not self._dropped:
             self._dropped = True
-            stream = self._stream
-            tcp = stream if isinstance(stream, trio.SocketStream) else stream.transport_stream
-            tcp.socket.close()
+            self._pipe.close()
 
     def _closed_error(self) -> LinkClosedError | FrameTooLargeError:
         if isinstance(self._proto.parser_exc, PayloadTooBig):
@@ -290,16 +307,16 @@ async def connect(
 
     Cancellation closes the socket.
     """
-    stream = await open_stream(target, ssl_context)
+    pipe = pipe_for(await open_stream(target, ssl_context))
     try:
-        return await _handshake(stream, target, subprotocols, max_frame_bytes)
+        return await _handshake(pipe, target, subprotocols, max_frame_bytes)
     except BaseException:
-        await trio.aclose_forcefully(stream)
+        pipe.close()
         raise
 
 
 async def _handshake(
-    stream: Stream, target: Target, subprotocols: Sequence[str], max_frame_bytes: int
+    pipe: Pipe, target: Target, subprotocols: Sequence[str], max_frame_bytes: int
 ) -> SansIOWebSocket:
     path, _, query = target.resource.partition("?")
     proto = ClientProtocol(
@@ -314,9 +331,9 @@ async def _handshake(
     proto.send_request(request)
     response: Response | None = None
     try:
-        await stream.send_all(b"".join(proto.data_to_send()))
+        await pipe.send_all(b"".join(proto.data_to_send()))
         while response is None:
-            data = await stream.receive_some()
+            data = await pipe.receive_some()
             if data:
                 proto.receive_data(data)
             else:
@@ -342,6 +359,6 @@ async def _handshake(
         raise HandshakeError(
             f"invalid WebSocket handshake response from {target.redacted}: {failure}"
         ) from failure
-    ws = SansIOWebSocket(stream, proto, target.redacted, max_frame_bytes, proto.subprotocol)
+    ws = SansIOWebSocket(pipe, proto, target.redacted, max_frame_bytes, proto.subprotocol)
     await ws.accept_early_frames(early)
     return ws

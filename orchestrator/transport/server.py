@@ -23,6 +23,7 @@ from websockets.typing import Subprotocol
 from ..errors import FrameTooLargeError, LinkError
 from .dial import Stream
 from .interface import DEFAULT_MAX_FRAME_BYTES, Handler, Reject
+from .pipe import Pipe, pipe_for
 from .sansio import WIRE_LOG, SansIOWebSocket
 
 __all__ = ["SansIOServerWebSocket", "serve"]
@@ -109,13 +110,15 @@ class _Acceptor:
     handshake_timeout: float
 
     async def serve_connection(self, tcp: trio.SocketStream) -> None:
+        peer = _peer(tcp)
         stream: Stream = tcp
         if self.ssl_context is not None:
             stream = trio.SSLStream(tcp, self.ssl_context, server_side=True, https_compatible=True)
+        pipe = pipe_for(stream)
         try:
             ws = None
             with trio.move_on_after(self.handshake_timeout):
-                ws = await self._handshake(stream)
+                ws = await self._handshake(pipe, peer)
             if ws is None:
                 return
             try:
@@ -127,9 +130,9 @@ class _Acceptor:
                     await ws.aclose()
                 # else the server is being cancelled: drop at once, no close handshake
         finally:
-            tcp.socket.close()
+            pipe.close()
 
-    async def _handshake(self, stream: Stream) -> SansIOServerWebSocket | None:
+    async def _handshake(self, pipe: Pipe, peer: str) -> SansIOServerWebSocket | None:
         proto = ServerProtocol(
             subprotocols=self.subprotocols or None,
             select_subprotocol=_select_subprotocol,
@@ -139,7 +142,7 @@ class _Acceptor:
         request: Request | None = None
         while request is None:
             try:
-                data = await stream.receive_some()
+                data = await pipe.receive_some()
             except (trio.BrokenResourceError, trio.ClosedResourceError):
                 return None  # reset, or a failed TLS handshake
             if data:
@@ -152,7 +155,7 @@ class _Acceptor:
                     request, early = event, events[index + 1 :]
                     break
             if request is None and (not data or proto.handshake_exc is not None):
-                await _write_quietly(stream, proto.data_to_send())  # the 4xx, if any
+                await _write_quietly(pipe, proto.data_to_send())  # the 4xx, if any
                 return None
         path, _, query_string = request.path.partition("?")
         query = dict(parse_qsl(query_string, keep_blank_values=True))
@@ -163,12 +166,12 @@ class _Acceptor:
             phrase = http.HTTPStatus(status).phrase
             response = proto.reject(status, f"{phrase}\n")
         proto.send_response(response)
-        if not await _write_quietly(stream, proto.data_to_send()) or response.status_code != 101:
+        if not await _write_quietly(pipe, proto.data_to_send()) or response.status_code != 101:
             return None
         ws = SansIOServerWebSocket(
-            stream,
+            pipe,
             proto,
-            f"client {_peer(stream)}",
+            f"client {peer}",
             self.max_frame_bytes,
             proto.subprotocol,
             path=path,
@@ -179,20 +182,19 @@ class _Acceptor:
         return ws
 
 
-async def _write_quietly(stream: Stream, writes: list[bytes]) -> bool:
+async def _write_quietly(pipe: Pipe, writes: list[bytes]) -> bool:
     """Write handshake bytes (and the EOF websockets may ask for); False if the client is gone."""
     eof = bool(writes) and not writes[-1]
     try:
-        await stream.send_all(b"".join(writes))
-        if eof and isinstance(stream, trio.SocketStream):
-            await stream.send_eof()
+        await pipe.send_all(b"".join(writes))
+        if eof:
+            await pipe.send_eof()
     except (trio.BrokenResourceError, trio.ClosedResourceError):
         return False
     return True
 
 
-def _peer(stream: Stream) -> str:
-    tcp = stream if isinstance(stream, trio.SocketStream) else stream.transport_stream
+def _peer(tcp: trio.SocketStream) -> str:
     try:
         address = tcp.socket.getpeername()
     except OSError:

@@ -28,6 +28,7 @@ from trio.lowlevel import RunVar
 from ..errors import FrameTooLargeError, HandshakeError, LinkClosedError
 from .dial import Stream, Target, open_stream, rejection_error
 from .interface import CLOSE_TIMEOUT, close_arguments
+from .pipe import set_reset_on_close
 
 __all__ = ["TrioWebSocket", "connect"]
 
@@ -141,6 +142,13 @@ class TrioWebSocket:
             with contextlib.suppress(trio.BrokenResourceError, trio.ClosedResourceError):
                 await self._conn.aclose(code, reason or None)  # raises if the link is gone
         await trio.aclose_forcefully(self._stream)  # also ends the reader task
+
+    def abort(self) -> None:
+        stream = self._stream
+        sock = (stream if isinstance(stream, trio.SocketStream) else stream.transport_stream).socket
+        if sock.fileno() != -1:
+            set_reset_on_close(sock)
+        sock.close()  # the reader task sees the socket closed and ends
 
     def _closed_error(self, exc: trio_websocket.ConnectionClosed) -> LinkClosedError:
         reason = exc.reason

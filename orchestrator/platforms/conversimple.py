@@ -1,0 +1,187 @@
+"""Conversimple over WebSocket: a control connection plus one connection per conversation.
+
+The control connection joins ``customer:<id>`` and receives ``conversation_ready
+{conversation_id, agent_id}``; each one is admitted to the supervisor, whose new
+actor opens its own connection, joins the same channel, registers its tools for
+its conversation and answers ``tool_call_request`` until ``conversation_ended``
+(on either connection). An unknown agent id or a duplicate announcement is
+refused by admission (logged, counted); an event for another conversation on an
+actor's socket is logged and counted, never acted on.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Sequence
+from typing import Any
+
+import attrs
+import trio
+
+from .. import events as ev
+from ..config import PlatformSettings
+from ..connection import LinkPolicy, Received, ResilientConnection
+from ..dispatcher import admit
+from ..errors import ConfigError
+from ..metrics import Metrics
+from ..protocols import conversimple as wire
+from ..store import ConversationRecord
+from ..supervisor import Supervisor
+from ..transport import parse_target
+
+log = logging.getLogger("orchestrator.platforms.conversimple")
+
+
+@attrs.frozen
+class ControlEnded:
+    """``conversation_ended`` seen on the control connection."""
+
+    conversation_id: str
+
+
+@attrs.define(eq=False, slots=True)
+class ChannelSession:
+    """The :class:`~orchestrator.connection.LinkSession` of one Conversimple socket.
+
+    With ``conversation_id`` it serves that conversation's actor; without, it is
+    the control connection.
+    """
+
+    platform_url: str
+    api_key: str = attrs.field(repr=False)
+    client: wire.ConversimpleClient
+    subprotocols: Sequence[str] = (wire.SUBPROTOCOL,)
+
+    def url(self) -> str:
+        return wire.ConversimpleClient.url(self.platform_url, self.api_key, self.client.customer_id)
+
+    def open(self) -> list[str]:
+        return [self.client.join()]
+
+    def heartbeat(self) -> str | None:
+        return self.client.heartbeat()
+
+    def encode(self, event: ev.OutboundEvent) -> str:
+        return self.client.send(event)
+
+    def receive(self, text: str) -> Received:
+        events: list[Any] = []
+        joined = closed = False
+        rejected = None
+        ignored = None
+        control = self.client.conversation_id is None
+        for result in self.client.receive(text):
+            if isinstance(result, wire.JoinOk):
+                joined = True
+            elif isinstance(result, wire.JoinRejected):
+                rejected = result.exception()
+            elif isinstance(result, wire.PhxError | wire.PhxClose):
+                closed = True
+            elif isinstance(result, wire.PhxReply):
+                pass  # heartbeat and push acknowledgements
+            elif isinstance(result, wire.ConversationReady):
+                events.append(result)
+            elif isinstance(result, wire.ForeignEvent):
+                if control and isinstance(result.event, ev.ConversationEnded):
+                    events.append(ControlEnded(result.conversation_id))
+                elif not control:
+                    log.warning("ignoring an event for another conversation on this socket")
+                    ignored = "foreign_conversation"
+            elif control:
+                if isinstance(result, ev.ProtocolViolation):
+                    events.append(result)
+            else:
+                events.append(result)
+        return Received(tuple(events), (), joined, rejected, ignored, closed)
+
+
+@attrs.define(eq=False)
+class ConversimplePlatform:
+    """A :class:`~orchestrator.dispatcher.Platform` speaking Conversimple's Phoenix channels."""
+
+    url: str
+    api_key: str = attrs.field(repr=False)
+    customer_id: str
+    policy: LinkPolicy = attrs.field(factory=LinkPolicy)
+    handshake_limit: int = 200
+    metrics: Metrics | None = None
+    _handshakes: trio.CapacityLimiter | None = attrs.field(init=False, default=None)
+    _supervisor: Supervisor | None = attrs.field(init=False, default=None)
+
+    @classmethod
+    def from_settings(cls, settings: PlatformSettings) -> ConversimplePlatform:
+        """Validate settings up front: a missing key or an unsafe URL is a ConfigError."""
+        if not settings.url:
+            raise ConfigError("a platform URL is required: --url or CONVERSIMPLE_PLATFORM_URL")
+        if not settings.api_key:
+            raise ConfigError("an API key is required: --api-key or CONVERSIMPLE_API_KEY")
+        parse_target(settings.url, allow_insecure=settings.allow_insecure)
+        return cls(
+            settings.url,
+            settings.api_key,
+            settings.customer_id or wire.customer_id_from_key(settings.api_key),
+            policy_from_settings(settings),
+            settings.handshake_limit,
+        )
+
+    @property
+    def handshakes(self) -> trio.CapacityLimiter:
+        """The process-wide limit on simultaneous handshakes."""
+        if self._handshakes is None:
+            self._handshakes = trio.CapacityLimiter(self.handshake_limit)
+        return self._handshakes
+
+    def _session(self, conversation_id: str | None) -> ChannelSession:
+        policy = self.policy
+        client = wire.ConversimpleClient(
+            self.customer_id, conversation_id, max_bytes=policy.max_frame_bytes
+        )
+        return ChannelSession(self.url, self.api_key, client)
+
+    def connect(self, record: ConversationRecord) -> ResilientConnection:
+        metrics = self.metrics or (self._supervisor.metrics if self._supervisor else None)
+        return ResilientConnection(
+            self._session(record.conversation_id), self.policy, self.handshakes, metrics
+        )
+
+    async def run(
+        self, supervisor: Supervisor, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED
+    ) -> None:
+        """Hold the control connection and admit every announced conversation."""
+        self._supervisor = supervisor
+        metrics = self.metrics or supervisor.metrics
+        control = ResilientConnection(self._session(None), self.policy, self.handshakes, metrics)
+
+        async def deliver(event: Any) -> None:
+            if isinstance(event, wire.ConversationReady):
+                if event.agent_id is None:
+                    log.warning("conversation_ready without an agent_id: ignored")
+                    if metrics is not None:
+                        metrics.child(metrics.events_ignored, "no_agent_id").inc()
+                else:
+                    admit(supervisor, event.conversation_id, event.agent_id, {"customer_id": self.customer_id})
+            elif isinstance(event, ControlEnded):
+                supervisor.notify(event.conversation_id, ev.ConversationEnded())
+            elif isinstance(event, ev.ProtocolViolation):
+                log.warning("control connection: protocol error (%s): %s", event.reason, event.message)
+                if metrics is not None:
+                    metrics.child(metrics.protocol_errors, event.reason).inc()
+            await trio.lowlevel.checkpoint()
+
+        await control.run(deliver, task_status=task_status)
+
+
+def policy_from_settings(settings: PlatformSettings) -> LinkPolicy:
+    """The link policy a platform's settings describe."""
+    return LinkPolicy(
+        backoff_initial=settings.backoff_initial,
+        backoff_multiplier=settings.backoff_multiplier,
+        backoff_max=settings.backoff_max,
+        max_attempts=settings.max_attempts,
+        total_retry_duration=settings.total_retry_duration,
+        circuit_breaker=settings.circuit_breaker,
+        heartbeat_interval=settings.heartbeat_interval,
+        connect_timeout=settings.connect_timeout,
+        max_frame_bytes=settings.max_frame_bytes,
+        allow_insecure=settings.allow_insecure,
+    )

@@ -1,0 +1,156 @@
+"""``orchestrator sandbox``: serve the sandbox platform, run a scenario or a load test.
+
+::
+
+    orchestrator sandbox [--port 4000]                           # serve until Ctrl-C
+    orchestrator sandbox --scenario examples/scenarios/sandbox_weather.toml
+    orchestrator sandbox --conversations 1000 --calls 5 --rate 200 [--agent-id echo]
+    orchestrator sandbox --platform arinova --conversations 100 --calls 3 --words 20
+
+With a scenario or ``--conversations`` it announces them, prints progress on
+stderr, then a table and, as the last line of stdout, one JSON object; it exits 0
+when every conversation completed and nothing was lost, else 1. Usage errors exit 2.
+"""
+
+from __future__ import annotations
+
+import signal
+import sys
+from pathlib import Path
+from typing import Any
+
+import click
+import trio
+
+from orchestrator.errors import ConfigError
+
+from .load import LoadReport, run_load
+from .scenarios import PLATFORMS, Scenario, load_plan, load_scenario
+from .server import SandboxServer
+from .settings import DEFAULT_AGENT_NAME, SandboxSettings
+
+__all__ = ["sandbox"]
+
+
+class _Failure(click.ClickException):
+    """A user error: one line on stderr, exit status 2."""
+
+    exit_code = 2
+
+
+@click.command("sandbox")
+@click.option("--host", default="127.0.0.1", show_default=True, help="Address to listen on.")
+@click.option(
+    "--port", type=click.IntRange(0, 65535), default=4000, show_default=True, help="0: any free port."
+)
+@click.option("--scenario", type=click.Path(dir_okay=False, path_type=Path), help="Scenario TOML to run.")
+@click.option("--conversations", "-n", type=click.IntRange(min=0), help="Load test: this many conversations.")
+@click.option(
+    "--calls", "-k", type=click.IntRange(min=0), default=5, show_default=True, help="Calls per conversation."
+)
+@click.option(
+    "--rate", type=click.FloatRange(min=0), default=0.0, help="Conversations per second; 0: all at once."
+)
+@click.option(
+    "--agent-id", default="echo", show_default=True, help="agent_id of the load test's conversations."
+)
+@click.option("--platform", type=click.Choice(PLATFORMS), default="conversimple", show_default=True)
+@click.option(
+    "--words", type=click.IntRange(min=1), default=20, show_default=True, help="Words per Arinova message."
+)
+@click.option("--seed", type=int, default=0, help="Seed of synthetic arguments and messages.")
+@click.option(
+    "--api-key", "api_keys", multiple=True, help="Accepted Conversimple key (repeatable; default: any)."
+)
+@click.option("--bot-token", "bot_tokens", multiple=True, help="Accepted Arinova TOKEN or TOKEN=AGENT_NAME.")
+@click.option("--suspend", "suspended", multiple=True, help="Customer id whose join is refused as suspended.")
+@click.option("--auth-at-handshake", is_flag=True, help="Refuse bad keys with HTTP 401/403, not at join.")
+@click.option("--call-timeout", type=click.FloatRange(min=0, min_open=True), default=60.0, show_default=True)
+@click.option(
+    "--record", type=click.Path(dir_okay=False, path_type=Path), help="Write transcripts (JSON lines)."
+)
+@click.option("--quiet", is_flag=True, help="No progress lines.")
+def sandbox(**options: Any) -> None:
+    """Run the bundled sandbox platform (Conversimple and Arinova) on this machine."""
+    if options["scenario"] is not None and options["conversations"] is not None:
+        raise click.UsageError("--scenario and --conversations are mutually exclusive")
+    try:
+        scenario = _scenario(options)
+        settings = SandboxSettings(
+            host=options["host"],
+            port=options["port"],
+            api_keys=options["api_keys"],
+            bot_tokens=dict(_token(t) for t in options["bot_tokens"]),
+            suspended_customers=options["suspended"],
+            auth_at_handshake=options["auth_at_handshake"],
+            call_timeout=options["call_timeout"],
+            record_messages=options["record"] is not None or options["conversations"] is None,
+        )
+        report = trio.run(_serve, settings, scenario, options["record"], options["quiet"])
+    except ConfigError as exc:
+        raise _Failure(str(exc)) from None
+    except OSError as exc:
+        raise _Failure(f"cannot serve on {options['host']}:{options['port']}: {exc}") from None
+    if report is not None:
+        click.echo(report.table())
+        click.echo(report.to_json())
+        sys.exit(0 if report.passed else 1)
+
+
+def _scenario(options: dict[str, Any]) -> Scenario | None:
+    if options["scenario"] is not None:
+        return load_scenario(options["scenario"])
+    if options["conversations"] is not None:
+        return load_plan(
+            options["conversations"],
+            options["calls"],
+            agent_id=options["agent_id"],
+            platform=options["platform"],
+            rate=options["rate"],
+            words=options["words"],
+            seed=options["seed"],
+        )
+    return None
+
+
+def _token(spec: str) -> tuple[str, str]:
+    token, _, name = spec.partition("=")
+    return token, name or DEFAULT_AGENT_NAME
+
+
+async def _serve(
+    settings: SandboxSettings, scenario: Scenario | None, record: Path | None, quiet: bool
+) -> LoadReport | None:
+    server = SandboxServer(settings)
+    report: LoadReport | None = None
+    with trio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as signals:
+        async with trio.open_nursery() as nursery:
+            await nursery.start(server.run)
+            click.echo(
+                f"sandbox listening on {settings.host}:{server.port}\n"
+                f"  Conversimple  {server.conversimple_url}\n"
+                f"  Arinova       {server.base_url}/ws/agent",
+                err=True,
+            )
+            nursery.start_soon(_stop_on_signal, signals, nursery.cancel_scope)
+            if scenario is None:
+                await trio.sleep_forever()
+            progress = None if quiet else (lambda line: click.echo(line, err=True))
+            report = await run_load(server, scenario, progress=progress)
+            nursery.cancel_scope.cancel()
+    if report is None and server.recorder.conversations:
+        report = server.report()  # interrupted: what was done so far
+    if record is not None:
+        server.recorder.write_jsonl(record)
+    return report
+
+
+async def _stop_on_signal(signals: Any, scope: trio.CancelScope) -> None:
+    async for _ in signals:
+        click.echo("sandbox: stopping", err=True)
+        scope.cancel()
+        return
+
+
+if __name__ == "__main__":
+    sandbox()

@@ -1,0 +1,75 @@
+"""The sandbox's settings and the two socket paths it serves."""
+
+from __future__ import annotations
+
+import contextlib
+import socket
+import struct
+from collections.abc import Mapping
+
+import attrs
+import trio
+
+from orchestrator.protocols.codec import DEFAULT_MAX_BYTES, DEFAULT_MAX_DEPTH
+from orchestrator.transport import ServerWebSocket
+
+__all__ = ["ARINOVA_PATH", "CONVERSIMPLE_PATH", "DEFAULT_AGENT_NAME", "SandboxSettings", "abort"]
+
+CONVERSIMPLE_PATH = "/customer_sdk/websocket"
+"""Where conversimple-sdk connects (the path of its default ``platform_url``)."""
+ARINOVA_PATH = "/ws/agent"
+"""Where arinova-agent-sdk connects (``<server_url>/ws/agent``)."""
+DEFAULT_AGENT_NAME = "sandbox-agent"
+
+
+@attrs.frozen
+class SandboxSettings:
+    """How the sandbox behaves. Times are seconds of trio time."""
+
+    host: str = "127.0.0.1"
+    port: int = 0
+    api_keys: frozenset[str] = attrs.field(factory=frozenset, converter=frozenset, repr=False)
+    """Conversimple keys accepted; empty: any key."""
+    suspended_customers: frozenset[str] = attrs.field(factory=frozenset, converter=frozenset)
+    """Customer ids whose join is refused with ``customer_suspended``."""
+    auth_at_handshake: bool = False
+    """Refuse a wrong key (401) or a suspended customer (403) at the HTTP handshake, not at join."""
+    bot_tokens: Mapping[str, str] = attrs.field(factory=dict, repr=False)
+    """Arinova bot token → agent name; empty: any token, named :attr:`agent_name`."""
+    agent_name: str = DEFAULT_AGENT_NAME
+    timeout_seconds: float = 30.0
+    """``timeout_seconds`` sent in each ``tool_call_request``."""
+    call_timeout: float = 60.0
+    """A call unanswered this long after it was first sent is lost."""
+    reply_timeout: float = 60.0
+    """An Arinova message whose reply has not completed this long after it was sent is lost."""
+    register_timeout: float = 30.0
+    """An announced conversation nobody registers tools for within this ends ``unregistered``."""
+    redelivery_delay: float = 0.5
+    """After a re-registration, wait this long for answers the agent kept before redelivering."""
+    notify_control_on_end: bool = True
+    """Also send ``conversation_ended`` to the socket the conversation was announced on."""
+    ping_interval: float | None = None
+    """Send Arinova ``ping`` to every bot this often (the agents ping on their own anyway)."""
+    auth_timeout: float = 10.0
+    """Seconds an Arinova bot gets to send ``agent_auth``."""
+    record_messages: bool = True
+    """Keep every frame in the transcripts (the load generator turns it off)."""
+    max_frame_bytes: int = DEFAULT_MAX_BYTES
+    max_depth: int = DEFAULT_MAX_DEPTH
+    conversation_prefix: str = "conv-"
+
+
+def abort(ws: ServerWebSocket) -> None:
+    """Drop the TCP connection at once with a reset (no close frame), like a network failure.
+
+    The transport has no public abort yet, so this reaches the accepted socket's
+    stream; failing that it leaves the link open (the caller sees nothing dropped).
+    """
+    stream = getattr(ws, "_stream", None)
+    tcp = stream if isinstance(stream, trio.SocketStream) else getattr(stream, "transport_stream", None)
+    if not isinstance(tcp, trio.SocketStream):
+        return
+    with contextlib.suppress(OSError):  # already closed
+        tcp.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+    tcp.socket.close()

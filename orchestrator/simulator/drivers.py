@@ -1,0 +1,217 @@
+"""Driving a tool-only agent as the platform's LLM would, in process.
+
+Many agents (Conversimple style) have only ``@tool`` methods: the platform's
+LLM talks to the customer and calls the tools. To simulate them without the
+platform, a *driver* plays that LLM's part against the real agent instance:
+
+* :class:`ScriptedToolAgent` — deterministic steps: call these tools with these
+  arguments, then say this template filled from the results (no LLM needed,
+  so business rules can be tested in CI);
+* :class:`LLMToolAgent` — an LLM with the agent's tool schemas, via function
+  calling, looping until it answers in text.
+
+:class:`ToolBox` runs the calls through the runtime's own
+:class:`~orchestrator.tools.ToolExecutor` (schema validation, structuring,
+worker threads for sync tools, timeouts, error replies) and records each one.
+"""
+
+from __future__ import annotations
+
+import itertools
+import json
+from collections.abc import Mapping, Sequence
+from typing import Any, Protocol
+
+import attrs
+import trio
+
+from ..agent import Agent
+from ..events import ToolCallRequest, ToolResult
+from ..store import ConversationRecord
+from ..tools import ToolExecutor
+from .errors import ParticipantError
+from .llm import ChatMessage, CompletionRequest, LLMClient, LLMToolCall
+from .models import Conversation, Message, ParticipantRole, ToolCall
+from .participants import Participant
+
+
+@attrs.frozen
+class PlannedCall:
+    """A tool call a scripted step makes."""
+
+    tool: str
+    arguments: Mapping[str, Any] = attrs.field(factory=dict)
+
+
+@attrs.frozen
+class AgentStep:
+    """Call ``calls`` in order, then say ``say`` (or ``on_error`` if any call failed).
+
+    Templates are ``str.format`` strings over the results by tool name —
+    ``{check_order_status[status]}`` — plus ``{error}``, the first failure's message.
+    A failed call's result is ``{"error": message}``.
+    """
+
+    calls: tuple[PlannedCall, ...]
+    say: str
+    on_error: str | None = None
+
+
+class Tools(Protocol):
+    """What a driver needs from the agent side: its tool schemas and a way to call them.
+
+    :class:`ToolBox` calls an in-process agent; a networked implementation (the
+    sandbox sending ``tool_call_request`` frames) fits the same shape.
+    """
+
+    name: str
+    description: str
+
+    def schemas(self) -> list[dict[str, Any]]: ...
+
+    async def call(self, tool: str, arguments: Mapping[str, Any]) -> ToolCall: ...
+
+
+class ToolBox:
+    """Calls the tools of one agent instance and records every call."""
+
+    def __init__(self, agent: Agent) -> None:
+        if not isinstance(agent, Agent):
+            raise ParticipantError(f"{type(agent).__name__} is not an orchestrator Agent with @tool methods")
+        self.agent = agent
+        self.name = type(agent).agent_id
+        self.description = (type(agent).__doc__ or "").strip().split("\n\n")[0]
+        record = ConversationRecord("simulation", type(agent).agent_id)
+        self._executor = ToolExecutor(agent, record, trio.CapacityLimiter(4))
+        self._ids = itertools.count(1)
+
+    def schemas(self) -> list[dict[str, Any]]:
+        """The ``{name, description, parameters}`` of every tool, as the platform registers them."""
+        return [definition.schema() for definition in type(self.agent).__tools__.values()]
+
+    async def call(self, tool: str, arguments: Mapping[str, Any]) -> ToolCall:
+        """Run one call; a tool error is a recorded failure, not an exception.
+
+        Cancellation cancels the tool (and raises ParticipantError if it had not finished).
+        """
+        request = ToolCallRequest(f"sim-{next(self._ids)}", tool, dict(arguments))
+        outcome = await self._executor.execute(request)
+        if outcome is None:  # only when the call was cancelled
+            raise ParticipantError(f"tool call {tool} did not complete")
+        if isinstance(outcome, ToolResult):
+            return ToolCall(tool, arguments, outcome.result)
+        return ToolCall(tool, arguments, None, outcome.message)
+
+
+class ScriptedToolAgent(Participant):
+    """Plays ``turns`` in order: plain text, or an :class:`AgentStep` run against ``toolbox``."""
+
+    role = ParticipantRole.AGENT
+
+    def __init__(self, toolbox: Tools, turns: Sequence[str | AgentStep]) -> None:
+        self.toolbox = toolbox
+        self.turns = tuple(turns)
+        self._next = 0
+
+    async def get_next_message(self, conversation: Conversation) -> Message | None:
+        if self._next >= len(self.turns):
+            return None
+        turn = self.turns[self._next]
+        self._next += 1
+        if isinstance(turn, str):
+            return self.make_message(turn, conversation)
+        calls = [await self.toolbox.call(planned.tool, planned.arguments) for planned in turn.calls]
+        values: dict[str, Any] = {c.name: c.result if c.succeeded else {"error": c.error} for c in calls}
+        errors = [c.error for c in calls if c.error]
+        values["error"] = errors[0] if errors else ""
+        template = turn.on_error if errors and turn.on_error is not None else turn.say
+        try:
+            text = template.format_map(values)
+        except (KeyError, IndexError, TypeError, ValueError, AttributeError) as exc:
+            raise ParticipantError(f"agent step template {template!r}: {type(exc).__name__}: {exc}") from exc
+        return self.make_message(text, conversation, calls)
+
+
+AGENT_INSTRUCTIONS = """\
+You are {name}, a customer-service agent. {description}
+Use the tools to look things up and act; never invent data a tool did not return.
+When a tool returns an error, explain it to the customer briefly and offer what is possible.
+Answer in one to three short sentences."""
+
+
+class LLMToolAgent(Participant):
+    """An LLM that answers the customer, calling the agent's tools (function calling).
+
+    At most ``max_rounds`` rounds of tool calls per message; past that the
+    conversation ends with an error. Earlier tool calls are replayed in the history.
+    """
+
+    role = ParticipantRole.AGENT
+
+    def __init__(
+        self,
+        client: LLMClient,
+        toolbox: Tools,
+        *,
+        instructions: str | None = None,
+        temperature: float = 0.0,
+        variant: int = 0,
+        max_rounds: int = 5,
+    ) -> None:
+        self.client = client
+        self.toolbox = toolbox
+        self.instructions = instructions or AGENT_INSTRUCTIONS.format(
+            name=toolbox.name, description=toolbox.description
+        )
+        self.temperature = temperature
+        self.variant = variant
+        self.max_rounds = max_rounds
+
+    def history(self, conversation: Conversation) -> list[ChatMessage]:
+        """The system prompt and the conversation, tool calls replayed."""
+        messages = [ChatMessage("system", self.instructions)]
+        for index, message in enumerate(conversation.messages):
+            if message.sender is ParticipantRole.CUSTOMER:
+                messages.append(ChatMessage("user", message.content))
+                continue
+            calls = [
+                LLMToolCall(f"h{index}-{n}", call.name, json.dumps(dict(call.arguments), default=repr))
+                for n, call in enumerate(message.tool_calls)
+            ]
+            if calls:
+                messages.append(ChatMessage("assistant", "", calls))
+                for llm_call, call in zip(calls, message.tool_calls, strict=True):
+                    messages.append(ChatMessage("tool", _tool_content(call), tool_call_id=llm_call.id))
+            messages.append(ChatMessage("assistant", message.content))
+        return messages
+
+    async def get_next_message(self, conversation: Conversation) -> Message | None:
+        messages = self.history(conversation)
+        made: list[ToolCall] = []
+        tools = tuple(self.toolbox.schemas())
+        for _ in range(self.max_rounds):
+            request = CompletionRequest(
+                messages, temperature=self.temperature, variant=self.variant, tools=tools
+            )
+            completion = await self.client.complete(request)
+            if not completion.tool_calls:
+                text = completion.content.strip()
+                return self.make_message(text, conversation, made) if text or made else None
+            messages.append(ChatMessage("assistant", completion.content, completion.tool_calls))
+            for llm_call in completion.tool_calls:
+                try:
+                    arguments = json.loads(llm_call.arguments or "{}")
+                except ValueError:
+                    arguments = None
+                if isinstance(arguments, dict):
+                    call = await self.toolbox.call(llm_call.name, arguments)
+                else:
+                    call = ToolCall(llm_call.name, {}, None, "arguments are not a JSON object")
+                made.append(call)
+                messages.append(ChatMessage("tool", _tool_content(call), tool_call_id=llm_call.id))
+        raise ParticipantError(f"the agent's LLM was still calling tools after {self.max_rounds} rounds")
+
+
+def _tool_content(call: ToolCall) -> str:
+    value = call.result if call.succeeded else {"error": call.error}
+    return json.dumps(value, default=repr, ensure_ascii=False)

@@ -1,0 +1,178 @@
+"""The byte pipe under a sans-IO WebSocket: a lean path for plain TCP, trio's streams otherwise.
+
+A WebSocket message costs one write and (usually) one read, so the layers
+between the frame codec and the system call show up in the calls/s.
+:class:`FdPipe` talks to the socket's file descriptor directly with
+``os.read``/``os.write`` and trio's low-level I/O waits, with the same
+checkpoint and error semantics as ``trio.SocketStream`` and none of its
+per-call context managers. TLS (and non-POSIX systems) go through
+:class:`StreamPipe`, a thin veneer over a trio stream.
+
+Both raise ``trio.BrokenResourceError`` when the connection fails and
+``trio.ClosedResourceError`` once :meth:`close` was called, even when another
+task was blocked on the socket at the time.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import socket
+import struct
+from typing import Protocol
+
+import attrs
+import trio
+from trio.lowlevel import cancel_shielded_checkpoint, checkpoint_if_cancelled
+
+__all__ = ["RECEIVE_SIZE", "FdPipe", "Pipe", "StreamPipe", "pipe_for", "set_reset_on_close"]
+
+RECEIVE_SIZE = 65536
+"""Bytes asked of the kernel per read."""
+
+
+class Pipe(Protocol):
+    async def send_all(self, data: bytes) -> None:
+        """Write all of ``data``; a checkpoint. Cancellation may leave it partly written."""
+        ...
+
+    async def receive_some(self) -> bytes | bytearray:
+        """Wait for bytes; ``b""`` at end of stream. A checkpoint."""
+        ...
+
+    async def send_eof(self) -> None:
+        """Half-close (TCP) or close (TLS, which cannot half-close)."""
+        ...
+
+    def close(self) -> None:
+        """Close the socket now; idempotent, wakes blocked tasks with ClosedResourceError."""
+        ...
+
+    def abort(self) -> None:
+        """Close the socket now with a TCP reset (RST) instead of a FIN."""
+        ...
+
+
+def set_reset_on_close(sock: trio.socket.SocketType) -> None:
+    """Make closing ``sock`` send a TCP reset (SO_LINGER 0), as a network failure would."""
+    with contextlib.suppress(OSError):  # already closed or never connected
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+
+
+def pipe_for(stream: trio.SocketStream | trio.SSLStream[trio.SocketStream]) -> Pipe:
+    """The fastest pipe for ``stream``, which it takes over."""
+    if isinstance(stream, trio.SocketStream) and os.name == "posix":
+        return FdPipe(stream.socket)
+    return StreamPipe(stream)
+
+
+@attrs.define(eq=False)
+class FdPipe:
+    """Plain TCP on a non-blocking POSIX socket, by file descriptor."""
+
+    _sock: trio.socket.SocketType
+    _fd: int = attrs.field(init=False)
+    _closed: bool = False
+
+    def __attrs_post_init__(self) -> None:
+        self._fd = self._sock.fileno()
+
+    # Invariant: every os.read/os.write is preceded, with no checkpoint in between,
+    # by a check of _closed, so a descriptor number reused after close is never touched.
+
+    async def send_all(self, data: bytes) -> None:
+        await checkpoint_if_cancelled()
+        sent = self._write(data)
+        if sent == len(data):
+            await cancel_shielded_checkpoint()
+            return
+        rest = memoryview(data)[sent:]
+        while rest:
+            await trio.lowlevel.wait_writable(self._fd)
+            rest = rest[self._write(rest) :]
+
+    def _write(self, data: bytes | memoryview) -> int:
+        if self._closed:
+            raise trio.ClosedResourceError("the pipe was closed")
+        try:
+            return os.write(self._fd, data)
+        except BlockingIOError:
+            return 0
+        except OSError as exc:
+            raise trio.BrokenResourceError(f"socket write failed: {exc}") from exc
+
+    async def receive_some(self) -> bytes:
+        await checkpoint_if_cancelled()
+        data = self._read()
+        if data is not None:
+            await cancel_shielded_checkpoint()
+            return data
+        while data is None:
+            await trio.lowlevel.wait_readable(self._fd)
+            data = self._read()
+        return data
+
+    def _read(self) -> bytes | None:
+        if self._closed:
+            raise trio.ClosedResourceError("the pipe was closed")
+        try:
+            return os.read(self._fd, RECEIVE_SIZE)
+        except BlockingIOError:
+            return None
+        except OSError as exc:
+            raise trio.BrokenResourceError(f"socket read failed: {exc}") from exc
+
+    async def send_eof(self) -> None:
+        await checkpoint_if_cancelled()
+        if self._closed:
+            raise trio.ClosedResourceError("the pipe was closed")
+        try:
+            self._sock.shutdown(socket.SHUT_WR)
+        except OSError as exc:
+            raise trio.BrokenResourceError(f"socket shutdown failed: {exc}") from exc
+        await cancel_shielded_checkpoint()
+
+    def close(self) -> None:
+        if not self._closed:
+            self._closed = True
+            self._sock.close()
+
+    def abort(self) -> None:
+        if not self._closed:
+            set_reset_on_close(self._sock)
+        self.close()
+
+
+@attrs.define(eq=False)
+class StreamPipe:
+    """A trio stream (TLS, or TCP where file descriptors cannot be used directly)."""
+
+    _stream: trio.SocketStream | trio.SSLStream[trio.SocketStream]
+
+    async def send_all(self, data: bytes) -> None:
+        await self._stream.send_all(data)
+
+    async def receive_some(self) -> bytes | bytearray:
+        return await self._stream.receive_some(RECEIVE_SIZE)
+
+    async def send_eof(self) -> None:
+        stream = self._stream
+        if isinstance(stream, trio.SocketStream):
+            await stream.send_eof()
+        else:
+            await trio.lowlevel.checkpoint()
+            self.close()
+
+    def close(self) -> None:
+        self._socket().close()
+
+    def abort(self) -> None:
+        sock = self._socket()
+        if sock.fileno() != -1:
+            set_reset_on_close(sock)
+        sock.close()
+
+    def _socket(self) -> trio.socket.SocketType:
+        stream = self._stream
+        tcp = stream if isinstance(stream, trio.SocketStream) else stream.transport_stream
+        return tcp.socket

@@ -1,0 +1,331 @@
+"""The resilient connection over in-memory WebSockets, on trio's mock clock."""
+
+from __future__ import annotations
+
+import bisect
+import random
+from collections.abc import Callable
+from typing import Any
+
+import attrs
+import pytest
+import trio
+import trio.testing
+from prometheus_client import CollectorRegistry
+
+from orchestrator import events as ev
+from orchestrator.connection import LinkPolicy, ResilientConnection
+from orchestrator.errors import (
+    HandshakeError,
+    PermanentLinkError,
+    RetriesExhaustedError,
+)
+from orchestrator.metrics import Metrics
+from orchestrator.platforms.conversimple import ChannelSession
+from orchestrator.protocols import conversimple as wire
+from orchestrator.testing import MemoryWebSocket, memory_websocket_pair
+
+
+@attrs.define(eq=False)
+class FakeChannel:
+    """The platform end of one memory link, speaking Conversimple."""
+
+    ws: MemoryWebSocket
+    join_status: str = "ok"
+    join_reason: str = "unauthorized"
+    answer_heartbeats: bool = True
+    server: wire.ConversimpleServer = attrs.field(factory=wire.ConversimpleServer)
+    pushes: list[Any] = attrs.field(factory=list)
+
+    async def serve(self) -> None:
+        try:
+            while True:
+                frame = self.server.receive(await self.ws.receive_text())
+                self.pushes.append(frame.message)
+                if isinstance(frame.message, wire.PhxJoin):
+                    response = {} if self.join_status == "ok" else {"reason": self.join_reason}
+                    await self.ws.send_text(self.server.reply(frame, self.join_status, response))
+                elif isinstance(frame.message, wire.Heartbeat) and self.answer_heartbeats:
+                    await self.ws.send_text(self.server.reply(frame))
+        except Exception:
+            return
+
+    async def push(self, message: Any) -> None:
+        await self.ws.send_text(self.server.push(message))
+
+
+@attrs.define(eq=False)
+class FakeDialer:
+    """A ``dial`` function: each attempt is recorded and answered by ``outcome(attempt)``."""
+
+    nursery: trio.Nursery
+    outcome: Callable[[int], BaseException | None] = lambda attempt: None
+    make_channel: Callable[[MemoryWebSocket], FakeChannel] = FakeChannel
+    attempts: list[float] = attrs.field(factory=list)
+    channels: list[FakeChannel] = attrs.field(factory=list)
+    in_flight: int = 0
+    max_in_flight: int = 0
+    handshake_time: float = 0.0
+
+    async def __call__(self, url: str, **kwargs: Any) -> MemoryWebSocket:
+        self.attempts.append(trio.current_time())
+        self.in_flight += 1
+        self.max_in_flight = max(self.max_in_flight, self.in_flight)
+        try:
+            await trio.sleep(self.handshake_time)
+            failure = self.outcome(len(self.attempts))
+            if failure is not None:
+                raise failure
+            client, server = memory_websocket_pair()
+            channel = self.make_channel(server)
+            self.channels.append(channel)
+            self.nursery.start_soon(channel.serve)
+            return client
+        finally:
+            self.in_flight -= 1
+
+
+def make_connection(
+    dial: FakeDialer,
+    *,
+    policy: LinkPolicy | None = None,
+    metrics: Metrics | None = None,
+    limiter: trio.CapacityLimiter | None = None,
+    seed: int = 1,
+) -> ResilientConnection:
+    client = wire.ConversimpleClient("cust", "conv-1")
+    session = ChannelSession("ws://127.0.0.1:1/socket/websocket", "canary-key", client)
+    return ResilientConnection(
+        session,
+        policy or LinkPolicy(heartbeat_interval=30),
+        limiter or trio.CapacityLimiter(10),
+        metrics,
+        rng=random.Random(seed),
+        dial=dial,
+    )
+
+
+class Inbox:
+    def __init__(self) -> None:
+        self.events: list[Any] = []
+        self.changed = trio.Event()
+
+    async def deliver(self, event: Any) -> None:
+        self.events.append(event)
+        self.changed.set()
+        self.changed = trio.Event()
+        await trio.lowlevel.checkpoint()
+
+    async def wait_for(self, kind: type[Any], count: int = 1) -> None:
+        while sum(isinstance(e, kind) for e in self.events) < count:
+            await self.changed.wait()
+
+
+async def test_joins_delivers_events_and_sends(autojump_clock: trio.testing.MockClock) -> None:
+    async with trio.open_nursery() as nursery:
+        dial = FakeDialer(nursery)
+        conn = make_connection(dial)
+        inbox = Inbox()
+        await nursery.start(conn.run, inbox.deliver)
+        assert inbox.events == [ev.LinkUp(reconnect=False)]
+        channel = dial.channels[0]
+        await channel.push(wire.ToolCallRequest("c1", "echo", {"text": "hi"}, 5.0, "conv-1"))
+        await inbox.wait_for(ev.ToolCallRequest)
+        assert inbox.events[-1] == ev.ToolCallRequest("c1", "echo", {"text": "hi"}, 5.0)
+        await conn.send(ev.ToolResult("c1", "echo", {"text": "hi"}))
+        await trio.testing.wait_all_tasks_blocked()
+        assert wire.ToolCallResponse("c1", "conv-1", {"text": "hi"}, "echo") in channel.pushes
+        await channel.push(wire.ConversationLifecycle("conversation_ended", "conv-1"))
+    assert isinstance(inbox.events[-1], ev.ConversationEnded)
+
+
+async def test_event_for_another_conversation_is_ignored_and_counted(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    metrics = Metrics(CollectorRegistry())
+    async with trio.open_nursery() as nursery:
+        dial = FakeDialer(nursery)
+        conn = make_connection(dial, metrics=metrics)
+        inbox = Inbox()
+        await nursery.start(conn.run, inbox.deliver)
+        await dial.channels[0].push(wire.ToolCallRequest("x", "echo", {}, None, "someone-else"))
+        await trio.testing.wait_all_tasks_blocked()
+        assert not any(isinstance(e, ev.ToolCallRequest) for e in inbox.events)
+        assert (
+            metrics.registry.get_sample_value(
+                "orchestrator_events_ignored_total", {"reason": "foreign_conversation"}
+            )
+            == 1
+        )
+        nursery.cancel_scope.cancel()
+
+
+@pytest.mark.parametrize("reason", ["unauthorized", "forbidden", "customer_suspended"])
+async def test_permanent_join_rejection_opens_the_breaker_after_one_attempt(
+    autojump_clock: trio.testing.MockClock, reason: str
+) -> None:
+    metrics = Metrics(CollectorRegistry())
+    async with trio.open_nursery() as nursery:
+        dial = FakeDialer(nursery, make_channel=lambda ws: FakeChannel(ws, "error", reason))
+        conn = make_connection(dial, metrics=metrics)
+        with pytest.raises(PermanentLinkError, match=reason):
+            await conn.run(Inbox().deliver)
+        await trio.sleep(600)
+        assert len(dial.attempts) == 1
+        assert (
+            metrics.registry.get_sample_value(
+                "orchestrator_handshake_failures_total", {"reason": "permanent"}
+            )
+            == 1
+        )
+        with pytest.raises(PermanentLinkError):
+            await conn.send(ev.ToolResult("1", "t", 1))
+
+
+async def test_http_401_on_handshake_is_permanent_and_never_retried(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    async with trio.open_nursery() as nursery:
+        dial = FakeDialer(nursery, outcome=lambda n: PermanentLinkError("handshake refused: HTTP 401"))
+        with pytest.raises(PermanentLinkError, match="401"):
+            await make_connection(dial).run(Inbox().deliver)
+        assert len(dial.attempts) == 1
+
+
+async def test_breaker_off_retries_permanent_errors(autojump_clock: trio.testing.MockClock) -> None:
+    async with trio.open_nursery() as nursery:
+        dial = FakeDialer(nursery, outcome=lambda n: PermanentLinkError("401") if n < 4 else None)
+        conn = make_connection(dial, policy=LinkPolicy(circuit_breaker=False))
+        await nursery.start(conn.run, Inbox().deliver)
+        assert len(dial.attempts) == 4
+        nursery.cancel_scope.cancel()
+
+
+async def test_reconnects_rejoins_and_resends_after_a_drop(autojump_clock: trio.testing.MockClock) -> None:
+    async with trio.open_nursery() as nursery:
+        dial = FakeDialer(nursery, outcome=lambda n: HandshakeError("refused") if n in (2, 3) else None)
+        conn = make_connection(dial)
+        inbox = Inbox()
+        await nursery.start(conn.run, inbox.deliver)
+        await dial.channels[0].ws.aclose()  # the server drops the link
+        await inbox.wait_for(ev.LinkDown)
+        sent_while_down = trio.Event()
+
+        async def send_late() -> None:
+            await conn.send(ev.ToolResult("c9", "echo", "done"))
+            sent_while_down.set()
+
+        nursery.start_soon(send_late)
+        await inbox.wait_for(ev.LinkUp, 2)
+        await sent_while_down.wait()
+        assert inbox.events[-1] == ev.LinkUp(reconnect=True)
+        assert len(dial.attempts) == 4
+        second = dial.channels[1]
+        await trio.testing.wait_all_tasks_blocked()
+        assert isinstance(second.pushes[0], wire.PhxJoin)
+        assert wire.ToolCallResponse("c9", "conv-1", "done", "echo") in second.pushes
+        nursery.cancel_scope.cancel()
+
+
+async def test_blackholed_link_is_detected_within_two_heartbeats(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    async with trio.open_nursery() as nursery:
+        dial = FakeDialer(nursery)
+        conn = make_connection(dial, policy=LinkPolicy(heartbeat_interval=30))
+        inbox = Inbox()
+        await nursery.start(conn.run, inbox.deliver)
+        await trio.sleep(100)  # heartbeats are answered: the link stays up
+        assert len(dial.attempts) == 1
+        assert sum(isinstance(p, wire.Heartbeat) for p in dial.channels[0].pushes) == 3
+        dial.channels[0].ws.blackhole()
+        cut = trio.current_time()
+        await inbox.wait_for(ev.LinkDown)
+        assert trio.current_time() - cut <= 2 * 30
+        await inbox.wait_for(ev.LinkUp, 2)
+        nursery.cancel_scope.cancel()
+
+
+async def test_retry_limits_give_up(autojump_clock: trio.testing.MockClock) -> None:
+    async with trio.open_nursery() as nursery:
+        dial = FakeDialer(nursery, outcome=lambda n: HandshakeError("refused"))
+        with pytest.raises(RetriesExhaustedError, match="5 reconnection attempts"):
+            await make_connection(dial, policy=LinkPolicy(max_attempts=5)).run(Inbox().deliver)
+        assert len(dial.attempts) == 6
+        dial2 = FakeDialer(nursery, outcome=lambda n: HandshakeError("refused"))
+        with pytest.raises(RetriesExhaustedError, match="retrying for"):
+            await make_connection(dial2, policy=LinkPolicy(total_retry_duration=60)).run(Inbox().deliver)
+
+
+N_LINKS = 1000
+
+
+async def test_thousand_links_after_a_20s_outage_do_not_stampede(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    outage = [False]
+    attempts: list[float] = []
+    limiter = trio.CapacityLimiter(200)
+
+    def outcome(_: int) -> BaseException | None:
+        return HandshakeError("connection refused") if outage[0] else None
+
+    async with trio.open_nursery() as nursery:
+        dialers = [FakeDialer(nursery, outcome=outcome) for _ in range(N_LINKS)]
+        inboxes = [Inbox() for _ in range(N_LINKS)]
+        for i, dial in enumerate(dialers):
+            await nursery.start(make_connection(dial, limiter=limiter, seed=i).run, inboxes[i].deliver)
+        start = trio.current_time()
+        outage[0] = True
+        for dial in dialers:  # the server goes down: every link drops at once
+            await dial.channels[0].ws.aclose()
+        await trio.sleep(20)
+        outage[0] = False
+        for inbox in inboxes:
+            await inbox.wait_for(ev.LinkUp, 2)
+        for dial in dialers:
+            attempts.extend(t - start for t in dial.attempts[1:])
+        nursery.cancel_scope.cancel()
+    attempts.sort()
+    worst = max(bisect.bisect_right(attempts, t + 1.0) - i for i, t in enumerate(attempts))
+    assert worst / len(attempts) <= 0.15, (worst, len(attempts))
+
+
+async def test_handshakes_are_limited(autojump_clock: trio.testing.MockClock) -> None:
+    limiter = trio.CapacityLimiter(5)
+    async with trio.open_nursery() as nursery:
+        dials = [FakeDialer(nursery, handshake_time=1.0) for _ in range(50)]
+        peak = 0
+
+        async def watch() -> None:
+            nonlocal peak
+            while True:
+                peak = max(peak, sum(d.in_flight for d in dials))
+                await trio.sleep(0.1)
+
+        nursery.start_soon(watch)
+        async with trio.open_nursery() as starters:
+            for dial in dials:
+                starters.start_soon(
+                    nursery.start, make_connection(dial, limiter=limiter).run, Inbox().deliver
+                )
+        assert peak == 5
+        nursery.cancel_scope.cancel()
+
+
+async def test_oversized_frame_is_a_protocol_violation_then_reconnect(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    async with trio.open_nursery() as nursery:
+        dial = FakeDialer(nursery)
+        conn = make_connection(dial, policy=LinkPolicy(max_frame_bytes=100))
+        conn.session.client.max_bytes = 100  # type: ignore[attr-defined]
+        inbox = Inbox()
+        await nursery.start(conn.run, inbox.deliver)
+        await dial.channels[0].ws.send_text("[" * 10 + "]" * 10 + " " * 200)
+        await inbox.wait_for(ev.ProtocolViolation)
+        assert inbox.events[-1].reason == "frame_too_large"
+        await dial.channels[0].ws.send_text("{not json")
+        await inbox.wait_for(ev.ProtocolViolation, 2)
+        assert inbox.events[-1].reason == "bad_frame"
+        nursery.cancel_scope.cancel()

@@ -1,0 +1,308 @@
+"""The sandbox's Conversimple side, driven by a raw client built from the protocol codecs."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from typing import Any
+
+import pytest
+import trio
+import trio.testing
+
+from examples.echo import EchoAgent
+from examples.weather import WeatherAgent
+from orchestrator import events
+from orchestrator.agent import tool_schemas
+from orchestrator.errors import HandshakeError, LinkClosedError, PermanentLinkError
+from orchestrator.protocols import conversimple as wire
+from orchestrator.sandbox import ConversationPlan, SandboxServer, Scenario, ToolTurn, load_plan
+from orchestrator.transport import connect
+from tests.sandbox_client import RawAgent, RawSocket
+
+ECHO_TOOLS = tool_schemas(EchoAgent)
+
+
+@pytest.fixture
+async def server(request: pytest.FixtureRequest) -> AsyncIterator[SandboxServer]:
+    options = getattr(request, "param", {})
+    sandbox = SandboxServer(**options)
+    async with trio.open_nursery() as nursery:
+        await nursery.start(sandbox.run)
+        yield sandbox
+        nursery.cancel_scope.cancel()
+
+
+def echo_calls(*texts: str, agent_id: str = "echo") -> Scenario:
+    turns = tuple(ToolTurn("echo", {"text": t}, expect_result={"text": t}) for t in texts)
+    return Scenario("t", (ConversationPlan(agent_id, turns=turns),))
+
+
+async def joined(server: SandboxServer, **options: Any) -> RawSocket:
+    sock = await RawSocket.open(server.conversimple_url, **options)
+    assert isinstance(await sock.join(), wire.JoinOk)
+    return sock
+
+
+# ---------------------------------------------------------------- join and handshake
+
+
+async def test_join_accepts_any_key_when_none_configured(server: SandboxServer) -> None:
+    sock = await RawSocket.open(server.conversimple_url, api_key="whatever")
+    assert sock.ws.subprotocol == wire.SUBPROTOCOL
+    assert isinstance(await sock.join(), wire.JoinOk)
+
+
+@pytest.mark.parametrize("server", [{"api_keys": {"good"}, "suspended_customers": {"bad-co"}}], indirect=True)
+async def test_join_rejections(server: SandboxServer) -> None:
+    assert isinstance(await (await RawSocket.open(server.conversimple_url, api_key="good")).join(), wire.JoinOk)
+    wrong = await (await RawSocket.open(server.conversimple_url, api_key="nope")).join()
+    assert isinstance(wrong, wire.JoinRejected) and wrong.reason == "unauthorized" and wrong.permanent
+    sock = await RawSocket.open(server.conversimple_url, api_key="good", customer_id="bad-co")
+    suspended = await sock.join()
+    assert isinstance(suspended, wire.JoinRejected) and suspended.reason == "customer_suspended"
+    assert suspended.permanent
+
+
+@pytest.mark.parametrize("server", [{"api_keys": {"good"}, "auth_at_handshake": True}], indirect=True)
+async def test_handshake_rejections(server: SandboxServer) -> None:
+    with pytest.raises(PermanentLinkError, match="401"):
+        await RawSocket.open(server.conversimple_url, api_key="nope")
+    await joined(server, api_key="good")
+    server.refuse_handshakes(503)
+    with pytest.raises(HandshakeError, match="503") as caught:
+        await RawSocket.open(server.conversimple_url, api_key="good")
+    assert not isinstance(caught.value, PermanentLinkError)
+    server.refuse_handshakes(None)
+    await joined(server, api_key="good")
+    with pytest.raises(HandshakeError, match="404"):
+        await connect(server.base_url + "/elsewhere")
+
+
+# ---------------------------------------------------------------- routing
+
+
+async def test_conversation_is_announced_once_to_the_earliest_socket(server: SandboxServer) -> None:
+    first, second = await joined(server), await joined(server)
+    (cid,) = server.add_conversations(echo_calls("hi"))
+    ready = await first.expect(wire.ConversationReady)
+    assert (ready.conversation_id, ready.agent_id) == (cid, "echo")
+    await trio.testing.wait_all_tasks_blocked()
+    await first.aclose()
+    # The next conversation goes to the socket that is now the earliest; the first is not re-announced.
+    (cid2,) = server.add_conversations(echo_calls("again"))
+    ready2 = await second.expect(wire.ConversationReady)
+    assert ready2.conversation_id == cid2
+    assert [e.event for e in server.recorder.transcript(cid)] == ["conversation_ready"]
+
+
+async def test_announcement_waits_for_a_joined_socket(server: SandboxServer) -> None:
+    (cid,) = server.add_conversations(echo_calls("hi"))
+    await trio.testing.wait_all_tasks_blocked()
+    sock = await joined(server)
+    assert (await sock.expect(wire.ConversationReady)).conversation_id == cid
+
+
+async def test_register_start_calls_and_end(server: SandboxServer) -> None:
+    control = await joined(server)
+    (cid,) = server.add_conversations(echo_calls("one", "two"))
+    await control.expect(wire.ConversationReady)
+    sock = await joined(server)
+    await sock.register(cid, ECHO_TOOLS)
+    reply = (await sock.next(replies=True)).message
+    assert reply == wire.PhxReply("ok", {})
+    assert await sock.expect(wire.ConversationLifecycle) == wire.ConversationLifecycle("conversation_started", cid)
+    for text in ("one", "two"):
+        request = await sock.expect(wire.ToolCallRequest)
+        assert (request.tool_name, request.arguments, request.conversation_id) == ("echo", {"text": text}, cid)
+        assert request.timeout_seconds == server.settings.timeout_seconds
+        await sock.answer(request, {"text": text})
+    assert await sock.expect(wire.ConversationLifecycle) == wire.ConversationLifecycle("conversation_ended", cid)
+    # ...and the control connection hears the end too.
+    assert (await control.expect(wire.ConversationLifecycle)).event == "conversation_ended"
+    await server.wait_done([cid])
+    log = server.conversation(cid)
+    assert log.outcome == "completed" and not log.failures
+    assert [c.status for c in log.calls] == ["ok", "ok"]
+    assert [e.event for e in log.entries] == [
+        "conversation_ready", "register_conversation_tools", "conversation_lifecycle",
+        "tool_call_request", "tool_call_response", "tool_call_request", "tool_call_response",
+        "conversation_lifecycle", "conversation_lifecycle",  # to its socket and to the control socket
+    ]  # fmt: skip
+
+
+async def test_single_socket_agent_serves_everything(server: SandboxServer) -> None:
+    sock = await joined(server)
+    (cid,) = server.add_conversations(echo_calls("x"))
+    assert (await sock.expect(wire.ConversationReady)).conversation_id == cid
+    await sock.register(cid, ECHO_TOOLS)
+    await sock.expect(wire.ConversationLifecycle)
+    await sock.answer(await sock.expect(wire.ToolCallRequest), {"text": "x"})
+    ended = await sock.expect(wire.ConversationLifecycle)
+    assert ended.event == "conversation_ended"
+    await server.wait_done([cid])
+    assert server.conversation(cid).outcome == "completed"
+    assert [e.event for e in server.conversation(cid).entries].count("conversation_lifecycle") == 2
+
+
+async def test_errors_and_failed_expectations(server: SandboxServer) -> None:
+    turns = (
+        ToolTurn("echo", {"text": "a"}, expect_result={"text": "b"}),
+        ToolTurn("echo", {"text": "a"}, expect_error="boom"),
+        ToolTurn("echo", {"text": "a"}, expect_error="boom"),
+    )
+    agent_calls: list[Any] = []
+    sock = await joined(server)
+    (cid,) = server.add_conversations(Scenario("t", (ConversationPlan("echo", turns=turns),)))
+    await sock.expect(wire.ConversationReady)
+    await sock.register(cid, ECHO_TOOLS)
+    await sock.expect(wire.ConversationLifecycle)
+    first = await sock.expect(wire.ToolCallRequest)
+    await sock.answer(first, {"text": "a"})
+    second = await sock.expect(wire.ToolCallRequest)
+    await sock.send(events.ToolFailure(second.call_id, "echo", "boom!", 1.0), cid)
+    third = await sock.expect(wire.ToolCallRequest)
+    await sock.send(events.ToolFailure(third.call_id, "echo", "other", 1.0), cid)
+    agent_calls.extend([first, second, third])
+    await server.wait_done([cid])
+    log = server.conversation(cid)
+    assert log.outcome == "failed"
+    assert [c.status for c in log.calls] == ["ok", "error", "error"]
+    assert log.calls[1].error == "boom!"
+    assert len(log.failures) == 2 and "turn 0" in log.failures[0] and "turn 2" in log.failures[1]
+
+
+# ---------------------------------------------------------------- faults
+
+
+@pytest.mark.parametrize("server", [{"redelivery_delay": 0.5}], indirect=True)
+async def test_unanswered_call_is_redelivered_after_reregistration(
+    autojump_clock: trio.abc.Clock, server: SandboxServer
+) -> None:
+    control = await joined(server)
+    (cid,) = server.add_conversations(echo_calls("lost?"))
+    await control.expect(wire.ConversationReady)
+    sock = await joined(server)
+    await sock.register(cid, ECHO_TOOLS)
+    await sock.expect(wire.ConversationLifecycle)
+    request = await sock.expect(wire.ToolCallRequest)
+    assert server.drop_socket(cid)
+    with pytest.raises(LinkClosedError):
+        await sock.next()
+    again = await joined(server)
+    await again.register(cid, ECHO_TOOLS)
+    redelivered = await again.expect(wire.ToolCallRequest)  # no second conversation_started
+    assert redelivered.call_id == request.call_id
+    await again.answer(redelivered, {"text": "lost?"})
+    await server.wait_done([cid])
+    (call,) = server.conversation(cid).calls
+    assert (call.status, call.deliveries, call.answers) == ("ok", 2, 1)
+    assert server.conversation(cid).outcome == "completed"
+
+
+async def test_drop_right_after_request_and_answer_after_reconnect(
+    autojump_clock: trio.abc.Clock, server: SandboxServer
+) -> None:
+    """The agent keeps the result while disconnected and sends it after re-registering: once."""
+    control = await joined(server)
+    (cid,) = server.add_conversations(echo_calls("kept"))
+    await control.expect(wire.ConversationReady)
+    server.drop_after_next_request(cid)
+    sock = await joined(server)
+    await sock.register(cid, ECHO_TOOLS)
+    await sock.expect(wire.ConversationLifecycle)
+    call_id = f"{cid}-c1"
+    with pytest.raises(LinkClosedError):
+        while True:
+            await sock.next()
+    again = await joined(server)
+    await again.register(cid, ECHO_TOOLS)
+    await again.send(events.ToolResult(call_id, "echo", {"text": "kept"}), cid)
+    ended = await again.expect(wire.ConversationLifecycle)  # no redelivery came first
+    assert ended.event == "conversation_ended"
+    await server.wait_done([cid])
+    (call,) = server.conversation(cid).calls
+    assert (call.status, call.deliveries, call.answers) == ("ok", 1, 1)
+    assert server.recorder.duplicates == 0
+
+
+async def test_duplicate_answer_is_counted(server: SandboxServer) -> None:
+    sock = await joined(server)
+    (cid,) = server.add_conversations(echo_calls("d", "e"))
+    await sock.expect(wire.ConversationReady)
+    await sock.register(cid, ECHO_TOOLS)
+    await sock.expect(wire.ConversationLifecycle)
+    request = await sock.expect(wire.ToolCallRequest)
+    await sock.answer(request, {"text": "d"})
+    await sock.answer(request, {"text": "d"})
+    await sock.answer(await sock.expect(wire.ToolCallRequest), {"text": "e"})
+    await server.wait_done([cid])
+    assert server.recorder.duplicates == 1
+    assert server.conversation(cid).calls[0].answers == 2
+    assert server.report([cid]).duplicates == 1
+
+
+@pytest.mark.parametrize("server", [{"call_timeout": 5.0, "register_timeout": 3.0}], indirect=True)
+async def test_timeouts_lose_calls_and_unregistered_conversations(
+    autojump_clock: trio.abc.Clock, server: SandboxServer
+) -> None:
+    sock = await joined(server)
+    first, second = server.add_conversations(
+        Scenario("t", (ConversationPlan("echo", turns=(ToolTurn("echo", {"text": "x"}),)), ConversationPlan("nobody")))
+    )
+    for _ in range(2):
+        await sock.expect(wire.ConversationReady)
+    await sock.register(first, ECHO_TOOLS)
+    await sock.expect(wire.ConversationLifecycle)
+    request = await sock.expect(wire.ToolCallRequest)
+    await server.wait_done()
+    assert server.conversation(first).outcome == "lost"
+    assert server.conversation(second).outcome == "unregistered"
+    await sock.answer(request, {"text": "x"})  # too late
+    await trio.testing.wait_all_tasks_blocked()
+    assert server.recorder.late_answers == 1
+    assert server.report().calls_lost == 1
+
+
+async def test_bad_frames_close_only_that_socket(server: SandboxServer) -> None:
+    bad, good = await joined(server), await joined(server)
+    await bad.ws.send_text("{not json")
+    with pytest.raises(LinkClosedError):
+        await bad.next()
+    assert bad.ws.close_code == 1007
+    assert server.recorder.violations == 1
+    await good.ws.send_text(good.client.heartbeat())
+    assert (await good.next(replies=True)).message == wire.PhxReply("ok", {})
+    await good.ws.send_text('{"topic":"customer:cust","event":"brand_new","payload":{"x":1},"ref":"9"}')
+    await good.ws.send_text(good.client.heartbeat())
+    await good.next(replies=True)
+    assert server.recorder.unknown_events == 1
+    assert server.recorder.other[-2].event == "brand_new"
+
+
+async def test_push_before_join_is_refused(server: SandboxServer) -> None:
+    sock = await RawSocket.open(server.conversimple_url)
+    await sock.register("conv-x", ECHO_TOOLS)
+    reply = (await sock.next(replies=True)).message
+    assert reply == wire.PhxReply("error", {"reason": "unmatched topic"})
+
+
+async def test_register_for_an_unknown_conversation_is_refused(server: SandboxServer) -> None:
+    sock = await joined(server)
+    await sock.register("conv-nope", ECHO_TOOLS)
+    assert (await sock.next(replies=True)).message == wire.PhxReply("error", {"reason": "unknown_conversation"})
+
+
+async def test_synthetic_calls_cover_every_tool_with_valid_arguments(server: SandboxServer) -> None:
+    agent = RawAgent(server.conversimple_url, {"weather": WeatherAgent})
+    async with trio.open_nursery() as nursery:
+        await nursery.start(agent.run)
+        ids = server.add_conversations(load_plan(3, 4, agent_id="weather", seed=7))
+        with trio.fail_after(30):
+            await server.wait_done(ids)
+        nursery.cancel_scope.cancel()
+    for cid in ids:
+        log = server.conversation(cid)
+        assert log.outcome == "completed"
+        assert [c.tool_name for c in log.calls] == ["get_weather", "get_forecast"] * 2
+        for call in log.calls:
+            assert "invalid arguments" not in (call.error or ""), call.error
