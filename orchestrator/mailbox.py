@@ -65,6 +65,11 @@ class Mailbox(Generic[T]):
     def __len__(self) -> int:
         return len(self._items)
 
+    @property
+    def consumer_waiting(self) -> bool:
+        """True while the consumer is parked in :meth:`get` (so the mailbox is empty)."""
+        return self._getter is not None
+
     def put_nowait(self, item: T) -> bool:
         """Enqueue without waiting. Returns False if a drop policy discarded an event.
 

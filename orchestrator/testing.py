@@ -168,10 +168,17 @@ class MemoryPlatform:
 
     buffer: int = 16
     peers: dict[str, MemoryPeer] = attrs.field(factory=dict)
+    supervisor: Any = None
 
     def connect(self, record: ConversationRecord) -> MemoryConnection:
         """The ConnectionFactory: a new connection to this conversation's peer."""
         return MemoryConnection(self.peer(record.conversation_id))
+
+    async def run(self, supervisor: Any, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
+        """The :class:`~orchestrator.dispatcher.Platform` loop: conversations are started by the test."""
+        self.supervisor = supervisor
+        task_status.started()
+        await trio.sleep_forever()
 
     def peer(self, conversation_id: str) -> MemoryPeer:
         """The platform side of a conversation (created on first use)."""

@@ -54,7 +54,9 @@ async def test_join_accepts_any_key_when_none_configured(server: SandboxServer) 
 
 @pytest.mark.parametrize("server", [{"api_keys": {"good"}, "suspended_customers": {"bad-co"}}], indirect=True)
 async def test_join_rejections(server: SandboxServer) -> None:
-    assert isinstance(await (await RawSocket.open(server.conversimple_url, api_key="good")).join(), wire.JoinOk)
+    assert isinstance(
+        await (await RawSocket.open(server.conversimple_url, api_key="good")).join(), wire.JoinOk
+    )
     wrong = await (await RawSocket.open(server.conversimple_url, api_key="nope")).join()
     assert isinstance(wrong, wire.JoinRejected) and wrong.reason == "unauthorized" and wrong.permanent
     sock = await RawSocket.open(server.conversimple_url, api_key="good", customer_id="bad-co")
@@ -110,13 +112,21 @@ async def test_register_start_calls_and_end(server: SandboxServer) -> None:
     await sock.register(cid, ECHO_TOOLS)
     reply = (await sock.next(replies=True)).message
     assert reply == wire.PhxReply("ok", {})
-    assert await sock.expect(wire.ConversationLifecycle) == wire.ConversationLifecycle("conversation_started", cid)
+    assert await sock.expect(wire.ConversationLifecycle) == wire.ConversationLifecycle(
+        "conversation_started", cid
+    )
     for text in ("one", "two"):
         request = await sock.expect(wire.ToolCallRequest)
-        assert (request.tool_name, request.arguments, request.conversation_id) == ("echo", {"text": text}, cid)
+        assert (request.tool_name, request.arguments, request.conversation_id) == (
+            "echo",
+            {"text": text},
+            cid,
+        )
         assert request.timeout_seconds == server.settings.timeout_seconds
         await sock.answer(request, {"text": text})
-    assert await sock.expect(wire.ConversationLifecycle) == wire.ConversationLifecycle("conversation_ended", cid)
+    assert await sock.expect(wire.ConversationLifecycle) == wire.ConversationLifecycle(
+        "conversation_ended", cid
+    )
     # ...and the control connection hears the end too.
     assert (await control.expect(wire.ConversationLifecycle)).event == "conversation_ended"
     await server.wait_done([cid])
@@ -178,51 +188,53 @@ async def test_errors_and_failed_expectations(server: SandboxServer) -> None:
 async def test_unanswered_call_is_redelivered_after_reregistration(
     autojump_clock: trio.abc.Clock, server: SandboxServer
 ) -> None:
-    control = await joined(server)
-    (cid,) = server.add_conversations(echo_calls("lost?"))
-    await control.expect(wire.ConversationReady)
-    sock = await joined(server)
-    await sock.register(cid, ECHO_TOOLS)
-    await sock.expect(wire.ConversationLifecycle)
-    request = await sock.expect(wire.ToolCallRequest)
-    assert server.drop_socket(cid)
-    with pytest.raises(LinkClosedError):
-        await sock.next()
-    again = await joined(server)
-    await again.register(cid, ECHO_TOOLS)
-    redelivered = await again.expect(wire.ToolCallRequest)  # no second conversation_started
-    assert redelivered.call_id == request.call_id
-    await again.answer(redelivered, {"text": "lost?"})
-    await server.wait_done([cid])
-    (call,) = server.conversation(cid).calls
-    assert (call.status, call.deliveries, call.answers) == ("ok", 2, 1)
-    assert server.conversation(cid).outcome == "completed"
+    with trio.fail_after(1000):  # virtual time: a deadlock fails instead of spinning
+        control = await joined(server)
+        (cid,) = server.add_conversations(echo_calls("lost?"))
+        await control.expect(wire.ConversationReady)
+        sock = await joined(server)
+        await sock.register(cid, ECHO_TOOLS)
+        await sock.expect(wire.ConversationLifecycle)
+        request = await sock.expect(wire.ToolCallRequest)
+        assert server.drop_socket(cid)
+        with pytest.raises(LinkClosedError):
+            await sock.next()
+        again = await joined(server)
+        await again.register(cid, ECHO_TOOLS)
+        redelivered = await again.expect(wire.ToolCallRequest)  # no second conversation_started
+        assert redelivered.call_id == request.call_id
+        await again.answer(redelivered, {"text": "lost?"})
+        await server.wait_done([cid])
+        (call,) = server.conversation(cid).calls
+        assert (call.status, call.deliveries, call.answers) == ("ok", 2, 1)
+        assert server.conversation(cid).outcome == "completed"
 
 
 async def test_drop_right_after_request_and_answer_after_reconnect(
     autojump_clock: trio.abc.Clock, server: SandboxServer
 ) -> None:
     """The agent keeps the result while disconnected and sends it after re-registering: once."""
-    control = await joined(server)
-    (cid,) = server.add_conversations(echo_calls("kept"))
-    await control.expect(wire.ConversationReady)
-    server.drop_after_next_request(cid)
-    sock = await joined(server)
-    await sock.register(cid, ECHO_TOOLS)
-    await sock.expect(wire.ConversationLifecycle)
-    call_id = f"{cid}-c1"
-    with pytest.raises(LinkClosedError):
-        while True:
-            await sock.next()
-    again = await joined(server)
-    await again.register(cid, ECHO_TOOLS)
-    await again.send(events.ToolResult(call_id, "echo", {"text": "kept"}), cid)
-    ended = await again.expect(wire.ConversationLifecycle)  # no redelivery came first
-    assert ended.event == "conversation_ended"
-    await server.wait_done([cid])
-    (call,) = server.conversation(cid).calls
-    assert (call.status, call.deliveries, call.answers) == ("ok", 1, 1)
-    assert server.recorder.duplicates == 0
+    with trio.fail_after(1000):  # virtual time: a deadlock fails instead of spinning
+        control = await joined(server)
+        (cid,) = server.add_conversations(echo_calls("kept"))
+        await control.expect(wire.ConversationReady)
+        server.drop_after_next_request(cid)
+        sock = await joined(server)
+        await sock.register(cid, ECHO_TOOLS)
+        await sock.expect(wire.ConversationLifecycle)
+        call_id = f"{cid}-c1"
+        with pytest.raises(LinkClosedError):
+            while True:
+                await sock.next()
+        again = await joined(server)
+        await again.register(cid, ECHO_TOOLS)
+        await again.send(events.ToolResult(call_id, "echo", {"text": "kept"}), cid)
+        ended = await again.expect(wire.ConversationLifecycle)  # no redelivery came first
+        assert ended.event == "conversation_ended"
+        await server.wait_done([cid])
+        (call,) = server.conversation(cid).calls
+        assert (call.status, call.deliveries, call.answers) == ("ok", 1, 1)
+        assert server.recorder.duplicates == 0
 
 
 async def test_duplicate_answer_is_counted(server: SandboxServer) -> None:
@@ -245,22 +257,29 @@ async def test_duplicate_answer_is_counted(server: SandboxServer) -> None:
 async def test_timeouts_lose_calls_and_unregistered_conversations(
     autojump_clock: trio.abc.Clock, server: SandboxServer
 ) -> None:
-    sock = await joined(server)
-    first, second = server.add_conversations(
-        Scenario("t", (ConversationPlan("echo", turns=(ToolTurn("echo", {"text": "x"}),)), ConversationPlan("nobody")))
-    )
-    for _ in range(2):
-        await sock.expect(wire.ConversationReady)
-    await sock.register(first, ECHO_TOOLS)
-    await sock.expect(wire.ConversationLifecycle)
-    request = await sock.expect(wire.ToolCallRequest)
-    await server.wait_done()
-    assert server.conversation(first).outcome == "lost"
-    assert server.conversation(second).outcome == "unregistered"
-    await sock.answer(request, {"text": "x"})  # too late
-    await trio.testing.wait_all_tasks_blocked()
-    assert server.recorder.late_answers == 1
-    assert server.report().calls_lost == 1
+    with trio.fail_after(1000):  # virtual time: a deadlock fails instead of spinning
+        sock = await joined(server)
+        first, second = server.add_conversations(
+            Scenario(
+                "t",
+                (
+                    ConversationPlan("echo", turns=(ToolTurn("echo", {"text": "x"}),)),
+                    ConversationPlan("nobody"),
+                ),
+            )
+        )
+        for _ in range(2):
+            await sock.expect(wire.ConversationReady)
+        await sock.register(first, ECHO_TOOLS)
+        await sock.expect(wire.ConversationLifecycle)
+        request = await sock.expect(wire.ToolCallRequest)
+        await server.wait_done()
+        assert server.conversation(first).outcome == "lost"
+        assert server.conversation(second).outcome == "unregistered"
+        await sock.answer(request, {"text": "x"})  # too late
+        await trio.testing.wait_all_tasks_blocked()
+        assert server.recorder.late_answers == 1
+        assert server.report().calls_lost == 1
 
 
 async def test_bad_frames_close_only_that_socket(server: SandboxServer) -> None:
@@ -289,7 +308,9 @@ async def test_push_before_join_is_refused(server: SandboxServer) -> None:
 async def test_register_for_an_unknown_conversation_is_refused(server: SandboxServer) -> None:
     sock = await joined(server)
     await sock.register("conv-nope", ECHO_TOOLS)
-    assert (await sock.next(replies=True)).message == wire.PhxReply("error", {"reason": "unknown_conversation"})
+    assert (await sock.next(replies=True)).message == wire.PhxReply(
+        "error", {"reason": "unknown_conversation"}
+    )
 
 
 async def test_synthetic_calls_cover_every_tool_with_valid_arguments(server: SandboxServer) -> None:

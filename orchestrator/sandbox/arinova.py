@@ -29,7 +29,6 @@ from orchestrator.transport import ServerWebSocket
 from .customers import run_chat_customer
 from .recorder import ConversationLog, Recorder, ReplyRecord
 from .scenarios import ConversationPlan
-from .settings import abort
 
 if TYPE_CHECKING:
     from .settings import SandboxSettings
@@ -228,7 +227,7 @@ class ArinovaRouter:
                 await bot.send(bot.session.send(wire.Ping()))
 
     def abort(self, bot: Bot) -> None:
-        abort(bot.ws)
+        bot.ws.abort()
         self.bot_closed(bot)
 
     def drop_bot(self, name: str | None = None) -> bool:

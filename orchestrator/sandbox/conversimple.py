@@ -37,7 +37,6 @@ from orchestrator.transport import ServerWebSocket
 from .customers import run_tool_customer
 from .recorder import CallRecord, ConversationLog, Recorder
 from .scenarios import ConversationPlan
-from .settings import abort
 
 if TYPE_CHECKING:
     from .settings import SandboxSettings
@@ -379,7 +378,7 @@ class ConversimpleRouter:
 
     # ------------------------------------------------------------ faults
     def abort(self, sock: Socket) -> None:
-        abort(sock.ws)
+        sock.ws.abort()
         self.socket_closed(sock)
 
     def drop_socket(self, conversation_id: str) -> bool:

@@ -2,18 +2,13 @@
 
 from __future__ import annotations
 
-import contextlib
-import socket
-import struct
 from collections.abc import Mapping
 
 import attrs
-import trio
 
 from orchestrator.protocols.codec import DEFAULT_MAX_BYTES, DEFAULT_MAX_DEPTH
-from orchestrator.transport import ServerWebSocket
 
-__all__ = ["ARINOVA_PATH", "CONVERSIMPLE_PATH", "DEFAULT_AGENT_NAME", "SandboxSettings", "abort"]
+__all__ = ["ARINOVA_PATH", "CONVERSIMPLE_PATH", "DEFAULT_AGENT_NAME", "SandboxSettings"]
 
 CONVERSIMPLE_PATH = "/customer_sdk/websocket"
 """Where conversimple-sdk connects (the path of its default ``platform_url``)."""
@@ -58,18 +53,3 @@ class SandboxSettings:
     max_frame_bytes: int = DEFAULT_MAX_BYTES
     max_depth: int = DEFAULT_MAX_DEPTH
     conversation_prefix: str = "conv-"
-
-
-def abort(ws: ServerWebSocket) -> None:
-    """Drop the TCP connection at once with a reset (no close frame), like a network failure.
-
-    The transport has no public abort yet, so this reaches the accepted socket's
-    stream; failing that it leaves the link open (the caller sees nothing dropped).
-    """
-    stream = getattr(ws, "_stream", None)
-    tcp = stream if isinstance(stream, trio.SocketStream) else getattr(stream, "transport_stream", None)
-    if not isinstance(tcp, trio.SocketStream):
-        return
-    with contextlib.suppress(OSError):  # already closed
-        tcp.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
-    tcp.socket.close()

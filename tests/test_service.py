@@ -1,0 +1,98 @@
+"""The whole service in-process: supervisor + a real hypercorn serving /metrics, /readyz, /status."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from typing import Any
+
+import httpx
+import trio
+import trio.testing
+from prometheus_client import CollectorRegistry
+from prometheus_client.parser import text_string_to_metric_families
+
+from orchestrator import events as ev
+from orchestrator.config import Settings
+from orchestrator.service import Running, run_service
+from orchestrator.testing import MemoryPlatform
+
+from .helpers import CrashOnStartAgent, EchoAgent
+
+
+@asynccontextmanager
+async def service(**supervisor: Any) -> AsyncIterator[tuple[Running, MemoryPlatform, httpx.AsyncClient]]:
+    settings = Settings.load(env={}, overrides={"http": {"port": 0}, "supervisor": supervisor})
+    platform = MemoryPlatform()
+    async with trio.open_nursery() as nursery:
+        running: Running = await nursery.start(
+            lambda task_status: run_service(
+                settings,
+                [EchoAgent, CrashOnStartAgent],
+                platform,
+                registry=CollectorRegistry(),
+                handle_signals=False,
+                task_status=task_status,
+            )
+        )
+        async with httpx.AsyncClient(base_url=f"http://127.0.0.1:{running.http_port}") as client:
+            yield running, platform, client
+        nursery.cancel_scope.cancel()
+
+
+def scrape(text: str, name: str, **labels: str) -> float:
+    for family in text_string_to_metric_families(text):
+        for sample in family.samples:
+            if sample.name == name and all(sample.labels.get(k) == v for k, v in labels.items()):
+                return float(sample.value)
+    return 0.0
+
+
+async def test_scrape_shows_tool_errors_and_restarts_while_conversations_run() -> None:
+    async with service() as (running, platform, client):
+        sup = running.supervisor
+        await sup.start_conversation("a", "echo")
+        peer = platform.peer("a")
+        await peer.call_tool("1", "explode", {})
+        await peer.call_tool("2", "echo", {"text": "x"})
+        text = (await client.get("/metrics")).text
+        assert scrape(text, "orchestrator_tool_calls_total", tool="explode", outcome="error") == 1
+        assert scrape(text, "orchestrator_tool_calls_total", tool="echo", outcome="ok") == 1
+        assert scrape(text, "orchestrator_conversations", state="running", agent="echo") == 1
+        assert scrape(text, "orchestrator_actor_restarts_total", agent="echo", reason="manual") == 0
+        sup.restart("a")
+        await trio.testing.wait_all_tasks_blocked()
+        text = (await client.get("/metrics")).text
+        assert scrape(text, "orchestrator_actor_restarts_total", agent="echo", reason="manual") == 1
+        assert "process_resident_memory_bytes" in text
+        status = (await client.get("/status")).json()
+        assert status["conversations"]["active"] == 1 and status["restarts_total"] == 1
+        assert "version" in status and "uptime_seconds" in status
+
+
+async def test_crash_restart_counts_under_reason_crash() -> None:
+    async with service(restart_budget=0) as (running, _, client):
+        running.supervisor.start_conversation_nowait("bad", "crasher")
+        assert await running.supervisor.wait_ended("bad") == "failed"
+        text = (await client.get("/metrics")).text
+        assert scrape(text, "orchestrator_conversations_ended_total", agent="crasher", outcome="failed") == 1
+
+
+async def test_drain_flips_readyz_before_the_first_conversation_ends() -> None:
+    async with service(drain_timeout=30) as (running, platform, client):
+        sup = running.supervisor
+        for cid in ("a", "b"):
+            await sup.start_conversation(cid, "echo")
+        assert (await client.get("/readyz")).status_code == 200
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(sup.drain)
+            await trio.testing.wait_all_tasks_blocked()
+            ready = await client.get("/readyz")
+            assert ready.status_code == 503 and ready.json()["reason"] == "draining"
+            assert len(sup) == 2  # nobody has ended yet
+            text = (await client.get("/metrics")).text
+            assert scrape(text, "orchestrator_draining") == 1
+            for cid in ("a", "b"):
+                await platform.peer(cid).send(ev.ConversationEnded())
+        assert len(sup) == 0
+        assert (await client.get("/healthz")).status_code == 200
