@@ -24,13 +24,12 @@ from prometheus_client import CollectorRegistry
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from benchmarks._common import emit_json, machine_facts, print_facts, print_table, rss_bytes  # noqa: E402
-from orchestrator import events as ev  # noqa: E402
-from orchestrator.agent import Agent, tool  # noqa: E402
-from orchestrator.metrics import Metrics  # noqa: E402
-from orchestrator.store import ConversationRecord  # noqa: E402
-from orchestrator.supervisor import Supervisor, SupervisorSettings  # noqa: E402
-from orchestrator.testing import MemoryConnection, MemoryPeer, NullConnection  # noqa: E402
+from benchmarks._common import emit_json, machine_facts, print_facts, print_table, rss_bytes
+from orchestrator import events as ev
+from orchestrator.agent import Agent, tool
+from orchestrator.metrics import Metrics
+from orchestrator.supervisor import Supervisor, SupervisorSettings
+from orchestrator.testing import MemoryConnection, MemoryPeer, NullConnection
 
 
 class BenchAgent(Agent):
@@ -149,7 +148,9 @@ async def main(actors: int, calls: int) -> None:
 
 
 if __name__ == "__main__":
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("--actors", type=int, default=10_000)
     parser.add_argument("--calls", type=int, default=20_000)
     opts = parser.parse_args()

@@ -102,7 +102,9 @@ class ConversationActor:
         """
         agent = self.agent_cls()
         agent.conversation = self.record
-        self.executor = ToolExecutor(agent, self.record, self.thread_limiter, self.settings.tools, self.metrics)
+        self.executor = ToolExecutor(
+            agent, self.record, self.thread_limiter, self.settings.tools, self.metrics
+        )
         exit_ = ActorExit.COMPLETED
         try:
             # One nursery holds the connection and the tool calls: fewer cancel

@@ -141,7 +141,9 @@ def main() -> None:
 @click.option("--api-key", help="Conversimple API key (env CONVERSIMPLE_API_KEY).")
 @click.option("--customer-id", help="Conversimple customer id (derived from the key if absent).")
 @click.option("--bot-token", help="Arinova bot token (env ARINOVA_BOT_TOKEN).")
-@click.option("--allow-insecure", is_flag=True, default=None, help="Allow plain ws:// to a non-loopback host.")
+@click.option(
+    "--allow-insecure", is_flag=True, default=None, help="Allow plain ws:// to a non-loopback host."
+)
 @click.option("--max-conversations", type=click.IntRange(1), help="Admission cap [10000].")
 @click.option("--drain-timeout", type=click.FloatRange(0), help="Seconds to drain on SIGTERM [30].")
 @click.option("--workers", type=click.IntRange(1), help="Worker processes [1].")

@@ -127,7 +127,9 @@ class LinkPolicy:
     allow_insecure: bool = False
 
     def backoff(self) -> BackoffPolicy:
-        return BackoffPolicy(base=self.backoff_initial, cap=self.backoff_max, multiplier=self.backoff_multiplier)
+        return BackoffPolicy(
+            base=self.backoff_initial, cap=self.backoff_max, multiplier=self.backoff_multiplier
+        )
 
 
 Dial = Callable[..., Awaitable[WebSocket]]

@@ -174,7 +174,9 @@ class MemoryPlatform:
         """The ConnectionFactory: a new connection to this conversation's peer."""
         return MemoryConnection(self.peer(record.conversation_id))
 
-    async def run(self, supervisor: Any, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
+    async def run(
+        self, supervisor: Any, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED
+    ) -> None:
         """The :class:`~orchestrator.dispatcher.Platform` loop: conversations are started by the test."""
         self.supervisor = supervisor
         task_status.started()

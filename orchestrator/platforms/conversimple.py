@@ -133,9 +133,7 @@ class ConversimplePlatform:
 
     def _session(self, conversation_id: str | None) -> ChannelSession:
         policy = self.policy
-        client = wire.ConversimpleClient(
-            self.customer_id, conversation_id, max_bytes=policy.max_frame_bytes
-        )
+        client = wire.ConversimpleClient(self.customer_id, conversation_id, max_bytes=policy.max_frame_bytes)
         return ChannelSession(self.url, self.api_key, client)
 
     def connect(self, record: ConversationRecord) -> ResilientConnection:
@@ -159,7 +157,9 @@ class ConversimplePlatform:
                     if metrics is not None:
                         metrics.child(metrics.events_ignored, "no_agent_id").inc()
                 else:
-                    admit(supervisor, event.conversation_id, event.agent_id, {"customer_id": self.customer_id})
+                    admit(
+                        supervisor, event.conversation_id, event.agent_id, {"customer_id": self.customer_id}
+                    )
             elif isinstance(event, ControlEnded):
                 supervisor.notify(event.conversation_id, ev.ConversationEnded())
             elif isinstance(event, ev.ProtocolViolation):
