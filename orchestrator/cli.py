@@ -198,6 +198,34 @@ def run(
     sys.exit(run_trio(lambda: run_service(settings, agent_classes, platform)))
 
 
+@main.command()
+@click.option("--repeat", type=click.IntRange(1, 100), default=1, show_default=True, help="Run each scenario N times.")
+@common_options
+def demo(
+    repeat: int,
+    config: Path | None,
+    http_host: str | None,
+    http_port: int | None,
+    no_http: bool,
+    log_level: str | None,
+    log_format: str | None,
+) -> None:
+    """Run the sandbox platform and the example agents together (no account needed).
+
+    Simulated customers call the example agents' tools over real loopback
+    WebSockets (Conversimple) and chat with a streaming agent (Arinova); live
+    progress, then a summary table. Exit status 0 when every conversation completed.
+    """
+    overrides = common_overrides(http_host, 0 if http_port is None else http_port, no_http, log_level, log_format)
+    if log_level is None:
+        overrides["logging"]["level"] = "WARNING"
+    settings = load_settings(config, overrides)
+    configure(settings)
+    from .demo import Demo
+
+    sys.exit(run_trio(Demo(settings, repeat).run))
+
+
 def _register_optional_commands() -> None:
     """Commands whose modules are optional at import time (keeps `--help` fast)."""
     try:
@@ -205,6 +233,9 @@ def _register_optional_commands() -> None:
     except ImportError:  # pragma: no cover - the simulator ships with the package
         return
     main.add_command(simulate)
+    from .sandbox.cli import sandbox
+
+    main.add_command(sandbox)
 
 
 _register_optional_commands()

@@ -60,3 +60,30 @@ def admit(
         log.log(level, "conversation not admitted (%s): %s", exc.reason, exc)
         return False
     return True
+
+
+class CompositePlatform:
+    """Several platforms in one process (the demo serves Conversimple and Arinova at once).
+
+    Each platform admits its conversations with ``metadata["platform"]`` set to
+    its name; ``connect`` hands the conversation to that platform, and ``run``
+    runs every platform's dispatch side by side.
+    """
+
+    def __init__(self, platforms: Mapping[str, Platform]) -> None:
+        if not platforms:
+            raise ValueError("CompositePlatform needs at least one platform")
+        self._platforms = dict(platforms)
+        self._default = next(iter(self._platforms.values()))
+
+    def connect(self, record: ConversationRecord) -> Connection:
+        name = record.metadata.get("platform")
+        return self._platforms.get(name, self._default).connect(record)  # type: ignore[arg-type]
+
+    async def run(
+        self, supervisor: Supervisor, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED
+    ) -> None:
+        async with trio.open_nursery() as nursery:
+            for platform in self._platforms.values():
+                await nursery.start(platform.run, supervisor)
+            task_status.started()

@@ -167,6 +167,18 @@ class RawBot:
             await self.send(events.ReplyChunk(task.task_id, chunk))
         await self.send(events.ReplyComplete(task.task_id, "".join(chunks)))
 
+    async def serve_agent(self, cls: type[Agent]) -> None:
+        """Answer every task with ``cls.on_message`` (an instance per conversation), streamed."""
+        instances: dict[str, Any] = {}
+        try:
+            while True:
+                task = await self.task()
+                agent = instances.setdefault(task.conversation_id, cls())
+                chunks = [chunk async for chunk in agent.on_message(task.content)]
+                await self.stream(task, chunks)
+        except LinkError:
+            return
+
     async def serve_echo(self) -> None:
         """Answer every task by streaming its words back (until the socket closes)."""
         try:

@@ -1,0 +1,150 @@
+"""The orchestrator against the bundled sandbox platform over real loopback WebSockets."""
+
+from __future__ import annotations
+
+import logging
+import tomllib
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from typing import Any
+
+import pytest
+import trio
+import trio.testing
+from prometheus_client import CollectorRegistry
+
+from examples.booking import BookingAgent
+from examples.customer_service import CustomerServiceAgent
+from examples.echo import EchoAgent
+from examples.weather import WeatherAgent
+from orchestrator.agent import Agent
+from orchestrator.connection import LinkPolicy
+from orchestrator.metrics import Metrics
+from orchestrator.platforms.conversimple import ConversimplePlatform
+from orchestrator.sandbox.scenarios import parse_scenario
+from orchestrator.sandbox.server import SandboxServer
+from orchestrator.sandbox.settings import SandboxSettings
+from orchestrator.supervisor import Supervisor, SupervisorSettings
+
+API_KEY = "canary-api-key-7f3a9"
+
+SCENARIO = """
+name = "e2e"
+[[conversation]]
+agent_id = "weather"
+[[conversation.turn]]
+tool = "get_weather"
+arguments = { city = "Paris" }
+expect_result = { city = "Paris" }
+[[conversation.turn]]
+tool = "get_weather"
+arguments = { city = "Atlantis" }
+expect_error = "unknown city"
+
+[[conversation]]
+agent_id = "echo"
+repeat = 3
+calls = 4
+"""
+
+
+@asynccontextmanager
+async def stack(
+    agents: list[type[Agent]],
+    *,
+    sandbox: SandboxSettings | None = None,
+    policy: LinkPolicy | None = None,
+    api_key: str = API_KEY,
+) -> AsyncIterator[tuple[SandboxServer, Supervisor, Metrics]]:
+    server = SandboxServer(sandbox or SandboxSettings())
+    metrics = Metrics(CollectorRegistry())
+    async with trio.open_nursery() as nursery:
+        await nursery.start(server.run)
+        platform = ConversimplePlatform(
+            server.conversimple_url, api_key, "cust-1", policy or LinkPolicy(), metrics=metrics
+        )
+        supervisor = Supervisor(agents, platform.connect, settings=SupervisorSettings(), metrics=metrics)
+        await nursery.start(supervisor.run)
+        await nursery.start(platform.run, supervisor)
+        yield server, supervisor, metrics
+        nursery.cancel_scope.cancel()
+
+
+async def test_scenario_completes_with_correct_results() -> None:
+    async with stack([WeatherAgent, EchoAgent]) as (server, supervisor, metrics):
+        ids = server.add_conversations(parse_scenario(tomllib.loads(SCENARIO)))
+        with trio.fail_after(30):
+            await server.wait_done(ids)
+        outcomes = {cid: server.conversation(cid).outcome for cid in ids}
+        assert set(outcomes.values()) == {"completed"}, [server.conversation(c).failures for c in ids]
+        weather = server.conversation(ids[0]).turns()
+        assert weather[0]["status"] == "ok" and weather[0]["result"]["city"] == "Paris"
+        assert weather[1]["status"] == "error" and "unknown city" in weather[1]["error"]
+        with trio.fail_after(10):
+            while len(supervisor):
+                await trio.sleep(0.01)
+        stats = supervisor.statistics()
+        assert stats.ended_total["completed"] == 4 and stats.restarts_total == 0
+        report = server.report(ids)
+        assert report.calls_lost == 0 and report.duplicates == 0
+
+
+async def test_every_example_agent_serves_synthetic_calls() -> None:
+    agents: list[type[Agent]] = [WeatherAgent, CustomerServiceAgent, BookingAgent, EchoAgent]
+    plan = {"conversation": [{"agent_id": a.agent_id, "calls": 6} for a in agents]}
+    async with stack(agents) as (server, supervisor, _):
+        ids = server.add_conversations(parse_scenario(plan))
+        with trio.fail_after(30):
+            await server.wait_done(ids)
+        for cid in ids:
+            log = server.conversation(cid)
+            assert log.outcome == "completed", (log.agent_id, log.failures)
+            assert len(log.calls) == 6
+        assert supervisor.statistics().restarts_total == 0
+
+
+async def test_dropped_link_after_request_result_arrives_once_after_reconnect() -> None:
+    class CountingEcho(EchoAgent):
+        agent_id = "counting"
+        runs: dict[str, int] = {}
+
+        async def echo(self, text: str) -> dict[str, Any]:  # type: ignore[override]
+            CountingEcho.runs[text] = CountingEcho.runs.get(text, 0) + 1
+            return {"text": text}
+
+    policy = LinkPolicy(backoff_initial=0.05, backoff_max=0.2)
+    async with stack([CountingEcho], policy=policy) as (server, _, metrics):
+        server.drop_after_next_request()
+        plan = {"conversation": [{"agent_id": "counting", "turn": [{"tool": "echo", "arguments": {"text": "once"}}]}]}
+        (cid,) = server.add_conversations(parse_scenario(plan))
+        with trio.fail_after(30):
+            await server.wait_done([cid])
+        log = server.conversation(cid)
+        assert log.outcome == "completed", log.failures
+        (call,) = log.calls
+        assert call.status == "ok" and call.result == {"text": "once"}
+        assert server.report([cid]).duplicates == 0
+        assert sum(CountingEcho.runs.values()) <= 1 or CountingEcho.runs == {"once": 1}
+        assert (metrics.registry.get_sample_value("orchestrator_reconnects_total", {"reason": "closed"}) or 0) >= 1
+
+
+@pytest.mark.parametrize("where", ["join", "handshake"])
+async def test_rejected_key_one_attempt_breaker_on_error_once_and_no_key_in_logs(
+    where: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    class Watcher(EchoAgent):
+        agent_id = "watcher"
+        errors: list[tuple[str, str]] = []
+
+        async def on_error(self, error_type: str, message: str, details: Any) -> None:
+            Watcher.errors.append((error_type, message))
+
+    sandbox = SandboxSettings(api_keys=frozenset({"the-right-key"}), auth_at_handshake=(where == "handshake"))
+    caplog.set_level(logging.DEBUG)
+    with pytest.raises(BaseExceptionGroup) as info:
+        async with stack([Watcher], sandbox=sandbox) as (server, _, metrics):
+            pass
+    text = repr(info.value) + str(info.value.exceptions)
+    assert "PermanentLinkError" in text
+    assert API_KEY not in text
+    assert API_KEY not in caplog.text

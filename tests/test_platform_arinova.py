@@ -1,0 +1,367 @@
+"""The Arinova platform: one bot socket, many conversations, through the real Supervisor."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from typing import Any, ClassVar
+
+import attrs
+import pytest
+import trio
+import trio.testing
+from prometheus_client import CollectorRegistry
+
+from orchestrator.actor import ActorSettings
+from orchestrator.agent import Agent
+from orchestrator.config import PlatformSettings
+from orchestrator.connection import LinkPolicy
+from orchestrator.errors import ConfigError, LinkError, PermanentLinkError, UnsafeURLError
+from orchestrator.metrics import Metrics
+from orchestrator.platforms.arinova import INTERRUPTED, OVERLOADED, ArinovaPlatform
+from orchestrator.protocols import arinova as wire
+from orchestrator.supervisor import Supervisor, SupervisorSettings
+from orchestrator.testing import MemoryWebSocket, memory_websocket_pair
+from orchestrator.transport import ServerWebSocket, serve
+
+TOKEN = "canary-bot-token-7f3a"
+Final = wire.AgentComplete | wire.AgentError
+
+
+class Streamer(Agent):
+    """Streams the message back word by word, ``delay`` seconds per word."""
+
+    agent_id = "streamer"
+    delay: ClassVar[float] = 1.0
+    gate: ClassVar[trio.Event | None] = None  # "wait" blocks on it
+
+    async def on_message(self, message: str) -> AsyncIterator[str]:
+        if message == "crash":
+            raise RuntimeError("boom")
+        if message.startswith("wait") and Streamer.gate is not None:
+            await Streamer.gate.wait()
+        for index, word in enumerate(message.split()):
+            await trio.sleep(self.delay)
+            yield word if index == 0 else " " + word
+
+
+@attrs.define(eq=False)
+class FakeSocket:
+    """The server end of one memory socket, speaking Arinova."""
+
+    ws: MemoryWebSocket
+    hub: FakeArinova
+    server: wire.ArinovaServer = attrs.field(factory=wire.ArinovaServer)
+    frames: list[Any] = attrs.field(factory=list)
+
+    async def serve(self) -> None:
+        try:
+            while True:
+                message = self.server.receive(await self.ws.receive_text())
+                self.frames.append(message)
+                self.hub.notify()
+                if isinstance(message, wire.AgentAuth):
+                    error = self.hub.auth_error
+                    ok = error is None
+                    await self.ws.send_text(self.server.auth_ok("bot") if ok else self.server.auth_error(error))
+                elif isinstance(message, wire.Ping) and self.hub.answer_pings:
+                    await self.ws.send_text(self.server.pong())
+        except LinkError:
+            return
+
+    async def task(self, task_id: str, conversation_id: str, content: str) -> None:
+        await self.ws.send_text(self.server.task(task_id, conversation_id, content))
+
+
+@attrs.define(eq=False)
+class FakeArinova:
+    """A ``dial`` function and the fake server behind every socket it opens."""
+
+    nursery: trio.Nursery
+    auth_error: str | None = None
+    answer_pings: bool = True
+    sockets: list[FakeSocket] = attrs.field(factory=list)
+    urls: list[str] = attrs.field(factory=list)
+    changed: trio.Event = attrs.field(factory=trio.Event)
+
+    async def dial(self, url: str, **options: Any) -> MemoryWebSocket:
+        self.urls.append(url)
+        client, server = memory_websocket_pair()
+        socket = FakeSocket(server, self)
+        self.sockets.append(socket)
+        self.nursery.start_soon(socket.serve)
+        await trio.lowlevel.checkpoint()
+        return client
+
+    @property
+    def current(self) -> FakeSocket:
+        return self.sockets[-1]
+
+    def notify(self) -> None:
+        self.changed.set()
+        self.changed = trio.Event()
+
+    def frames(self, task_id: str) -> list[Any]:
+        return [f for s in self.sockets for f in s.frames if getattr(f, "task_id", None) == task_id]
+
+    async def final(self, task_id: str) -> Final:
+        while True:
+            for frame in self.frames(task_id):
+                if isinstance(frame, Final):
+                    return frame
+            await self.changed.wait()
+
+    async def reply(self, task_id: str, conversation_id: str, content: str) -> Final:
+        await self.current.task(task_id, conversation_id, content)
+        return await self.final(task_id)
+
+
+@asynccontextmanager
+async def arinova(
+    *, actor: ActorSettings | None = None, policy: LinkPolicy | None = None, queue_size: int = 8
+) -> AsyncIterator[tuple[FakeArinova, ArinovaPlatform, Supervisor, Metrics]]:
+    async with trio.open_nursery() as nursery:
+        fake = FakeArinova(nursery)
+        platform = ArinovaPlatform("ws://127.0.0.1:1", TOKEN, policy=policy or LinkPolicy(),
+                                   queue_size=queue_size, dial=fake.dial)  # fmt: skip
+        metrics = Metrics(CollectorRegistry())
+        settings = SupervisorSettings(actor=actor or ActorSettings())
+        supervisor = Supervisor([Streamer], platform.connect, settings=settings, metrics=metrics)
+        await nursery.start(supervisor.run)
+        await nursery.start(platform.run, supervisor)
+        yield fake, platform, supervisor, metrics
+        nursery.cancel_scope.cancel()
+
+
+def chunks(fake: FakeArinova, task_id: str) -> list[str]:
+    return [f.chunk for f in fake.frames(task_id) if isinstance(f, wire.AgentChunk)]
+
+
+async def test_tasks_of_three_conversations_stream_in_order(autojump_clock: trio.testing.MockClock) -> None:
+    async with arinova() as (fake, platform, supervisor, _):
+        assert fake.urls == ["ws://127.0.0.1:1/ws/agent"]
+        assert fake.current.frames[0] == wire.AgentAuth(TOKEN)
+        for n in range(3):
+            await fake.current.task(f"t{n}", f"c{n}", f"hello from conversation {n}")
+        await fake.current.task("t3", "c0", "and again")
+        for n in range(3):
+            assert await fake.final(f"t{n}") == wire.AgentComplete(f"t{n}", f"hello from conversation {n}")
+            assert chunks(fake, f"t{n}") == ["hello", " from", " conversation", f" {n}"]
+        assert len(supervisor) == 3
+        assert platform.statistics().conversations == 3
+        assert await fake.final("t3") == wire.AgentComplete("t3", "and again")
+        # one conversation answers in order: every frame of t0 precedes every frame of t3
+        mine = [f.task_id for f in fake.current.frames if getattr(f, "task_id", None) in ("t0", "t3")]
+        assert mine == ["t0"] * 5 + ["t3"] * 3
+        # conversations ran concurrently: 4 words at 1 s each, not 3 x 4 s
+        assert trio.current_time() < 8
+
+
+async def test_auth_error_is_one_attempt_and_no_actors(autojump_clock: trio.testing.MockClock) -> None:
+    async with trio.open_nursery() as nursery:
+        fake = FakeArinova(nursery, auth_error="invalid bot token")
+        platform = ArinovaPlatform("ws://127.0.0.1:1", TOKEN, dial=fake.dial)
+        supervisor = Supervisor([Streamer], platform.connect)
+        await nursery.start(supervisor.run)
+        with pytest.raises(PermanentLinkError, match="invalid bot token") as failure:
+            await platform.run(supervisor)
+        await trio.sleep(600)
+        assert len(fake.urls) == 1
+        assert len(supervisor) == 0
+        assert TOKEN not in str(failure.value)
+        nursery.cancel_scope.cancel()
+
+
+async def test_crash_in_on_message_is_an_error_reply(autojump_clock: trio.testing.MockClock) -> None:
+    async with arinova() as (fake, _, supervisor, _):
+        assert await fake.reply("t1", "c1", "crash") == wire.AgentError("t1", "RuntimeError: boom")
+        assert await fake.reply("t2", "c1", "still here") == wire.AgentComplete("t2", "still here")
+        assert supervisor.statistics().restarts_total == 0
+
+
+async def test_drop_mid_reply_reports_the_cut_task(autojump_clock: trio.testing.MockClock) -> None:
+    async with arinova() as (fake, _, _, metrics):
+        first = fake.current
+        await first.task("t1", "c1", "one two three four")
+        while not chunks(fake, "t1"):
+            await fake.changed.wait()
+        await first.ws.aclose()  # the server drops the socket after the first chunk
+        assert await fake.final("t1") == wire.AgentError("t1", INTERRUPTED)
+        second = fake.current
+        assert second is not first and second.frames[0] == wire.AgentAuth(TOKEN)
+        await trio.sleep(10)  # the actor's reply has long finished: its frames were dropped
+        assert [type(f) for f in fake.frames("t1")] == [wire.AgentChunk, wire.AgentError]
+        assert await fake.reply("t2", "c1", "after the drop") == wire.AgentComplete("t2", "after the drop")
+        assert metrics.registry.get_sample_value("orchestrator_reconnects_total", {"reason": "closed"}) == 1
+
+
+async def test_reply_not_yet_begun_survives_a_drop(autojump_clock: trio.testing.MockClock) -> None:
+    Streamer.gate = trio.Event()
+    try:
+        async with arinova() as (fake, _, _, _):
+            await fake.current.task("t1", "c1", "wait for it")
+            await trio.testing.wait_all_tasks_blocked()
+            await fake.current.ws.aclose()
+            while len(fake.sockets) < 2 or len(fake.current.frames) < 1:
+                await fake.changed.wait()
+            Streamer.gate.set()
+            assert await fake.final("t1") == wire.AgentComplete("t1", "wait for it")
+    finally:
+        Streamer.gate = None
+
+
+async def test_ping_keepalive_and_dead_link_detection(autojump_clock: trio.testing.MockClock) -> None:
+    async with arinova(policy=LinkPolicy(heartbeat_interval=30)) as (fake, platform, _, _):
+        await trio.sleep(100)  # pings are answered: the socket stays up
+        assert len(fake.sockets) == 1
+        assert sum(isinstance(f, wire.Ping) for f in fake.current.frames) == 3
+        fake.current.ws.blackhole()
+        cut = trio.current_time()
+        while len(fake.sockets) < 2:
+            await fake.changed.wait()
+        assert trio.current_time() - cut <= 2 * 30 + LinkPolicy().backoff_initial
+        fake.answer_pings = False  # only pongs (or any frame) keep it alive
+        await trio.sleep(2 * 30 + LinkPolicy().backoff_initial)
+        assert len(fake.sockets) == 3
+        assert platform.statistics().link_up
+
+
+async def test_full_mailbox_pauses_the_socket_and_loses_no_task(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    Streamer.gate = trio.Event()
+    try:
+        actor = ActorSettings(mailbox_capacity=1)
+        async with arinova(actor=actor, queue_size=2) as (fake, platform, supervisor, _):
+            for n in range(8):
+                await fake.current.task(f"t{n}", "c1", f"wait {n}")
+            await fake.current.task("other", "c2", "meanwhile")
+            await trio.testing.wait_all_tasks_blocked()
+            # t0 in on_message, t1 in the mailbox, t2 on its way in, t3 and t4 queued: the reader waits
+            assert platform.statistics().queued == 2
+            assert "c2" not in supervisor  # behind c1's tasks in the socket
+            Streamer.gate.set()
+            for n in range(8):
+                assert await fake.final(f"t{n}") == wire.AgentComplete(f"t{n}", f"wait {n}")
+            assert await fake.final("other") == wire.AgentComplete("other", "meanwhile")
+            done = [f.task_id for f in fake.current.frames if isinstance(f, wire.AgentComplete)]
+            assert [t for t in done if t != "other"] == [f"t{n}" for n in range(8)]
+    finally:
+        Streamer.gate = None
+
+
+async def test_a_long_stall_keeps_the_link_and_answers_every_task(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    Streamer.gate = trio.Event()
+    try:
+        actor = ActorSettings(mailbox_capacity=1)
+        async with arinova(actor=actor, queue_size=2, policy=LinkPolicy(heartbeat_interval=30)) as (
+            fake, platform, _, _,
+        ):  # fmt: skip
+            for n in range(12):
+                await fake.current.task(f"t{n}", "c1", f"wait {n}")
+            await trio.sleep(600)  # heartbeats go on while the reader waits; the queue stays bounded
+            assert len(fake.sockets) == 1
+            assert platform.statistics().queued <= 4
+            Streamer.gate.set()
+            finals = [await fake.final(f"t{n}") for n in range(12)]
+            assert {type(f) for f in finals} == {wire.AgentComplete, wire.AgentError}
+            assert all(f.error == OVERLOADED for f in finals if isinstance(f, wire.AgentError))
+    finally:
+        Streamer.gate = None
+
+
+async def test_idle_conversation_ends_and_comes_back(autojump_clock: trio.testing.MockClock) -> None:
+    async with arinova(actor=ActorSettings(idle_timeout=60)) as (fake, platform, supervisor, _):
+        assert await fake.reply("t1", "c1", "hi") == wire.AgentComplete("t1", "hi")
+        await trio.sleep(61)
+        assert "c1" not in supervisor
+        assert supervisor.statistics().ended_total["idle"] == 1
+        assert platform.statistics().conversations == 0
+        assert await fake.reply("t2", "c1", "back") == wire.AgentComplete("t2", "back")
+        assert "c1" in supervisor
+
+
+async def test_unknown_frames_are_counted_not_fatal(autojump_clock: trio.testing.MockClock) -> None:
+    async with arinova() as (fake, _, _, metrics):
+        await fake.current.ws.send_text('{"type": "typing", "conversationId": "c1"}')
+        await fake.current.ws.send_text("{not json")
+        assert await fake.reply("t1", "c1", "fine") == wire.AgentComplete("t1", "fine")
+        sample = metrics.registry.get_sample_value
+        assert sample("orchestrator_events_ignored_total", {"reason": "unknown_event"}) == 1
+        assert sample("orchestrator_protocol_errors_total", {"reason": "bad_frame"}) == 1
+
+
+async def test_token_never_in_logs_or_reprs(
+    autojump_clock: trio.testing.MockClock, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.DEBUG)
+    async with arinova() as (fake, platform, _, _):
+        await fake.reply("t1", "c1", "hello")
+        await fake.current.ws.aclose()
+        while len(fake.sockets) < 2 or not platform.statistics().link_up:
+            await fake.changed.wait()
+        await fake.reply("t2", "c1", "again")
+        assert TOKEN not in repr(platform)
+    assert "authenticated with Arinova" in caplog.text
+    assert TOKEN not in caplog.text
+
+
+def test_from_settings_validates() -> None:
+    with pytest.raises(ConfigError, match="bot token is required"):
+        ArinovaPlatform.from_settings(PlatformSettings(kind="arinova", url="wss://arinova.example"))
+    with pytest.raises(ConfigError, match="URL is required"):
+        ArinovaPlatform.from_settings(PlatformSettings(kind="arinova", bot_token=TOKEN))
+    with pytest.raises(UnsafeURLError):
+        ArinovaPlatform.from_settings(PlatformSettings(kind="arinova", url="ws://arinova.example", bot_token=TOKEN))
+    platform = ArinovaPlatform.from_settings(
+        PlatformSettings(kind="arinova", url="wss://arinova.example/ws/agent", bot_token=TOKEN)
+    )
+    assert platform.url == "wss://arinova.example"
+    assert TOKEN not in repr(platform)
+
+
+# ---------------------------------------------------------------- real loopback sockets
+
+
+class FastStreamer(Streamer):
+    agent_id = "fast-streamer"
+    delay = 0.0
+
+
+async def test_end_to_end_over_loopback_sockets() -> None:
+    tasks = {f"t{n}": (f"c{n % 3}", f"message number {n} here") for n in range(6)}
+    finals: dict[str, Final] = {}
+    streamed: dict[str, list[str]] = {}
+    done = trio.Event()
+
+    async def handler(ws: ServerWebSocket) -> None:
+        server = wire.ArinovaServer()
+        assert server.receive(await ws.receive_text()) == wire.AgentAuth(TOKEN)
+        await ws.send_text(server.auth_ok("bot"))
+        for task_id, (cid, content) in tasks.items():
+            await ws.send_text(server.task(task_id, cid, content))
+        while len(finals) < len(tasks):
+            message = server.receive(await ws.receive_text())
+            if isinstance(message, wire.AgentChunk):
+                streamed.setdefault(message.task_id, []).append(message.chunk)
+            elif isinstance(message, Final):
+                finals[message.task_id] = message
+        done.set()
+        await trio.sleep_forever()
+
+    with trio.fail_after(10):
+        async with trio.open_nursery() as nursery:
+            port = await nursery.start(serve, handler, "127.0.0.1", 0)
+            platform = ArinovaPlatform(f"ws://127.0.0.1:{port}", TOKEN)
+            supervisor = Supervisor([FastStreamer], platform.connect, metrics=Metrics(CollectorRegistry()))
+            await nursery.start(supervisor.run)
+            await nursery.start(platform.run, supervisor)
+            await done.wait()
+            assert len(supervisor) == 3
+            nursery.cancel_scope.cancel()
+    for task_id, (_, content) in tasks.items():
+        assert finals[task_id] == wire.AgentComplete(task_id, content)
+        assert "".join(streamed[task_id]) == content and len(streamed[task_id]) == 4
