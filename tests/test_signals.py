@@ -1,0 +1,124 @@
+"""SIGTERM drains, a second signal forces the exit: a real `orchestrator run` subprocess.
+
+The platform is the bundled sandbox, run in this test process on 127.0.0.1.
+Real time here (a subprocess cannot share the mock clock); every wait is bounded.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import subprocess
+import sys
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from pathlib import Path
+
+import httpx
+import pytest
+import trio
+
+from orchestrator.sandbox.scenarios import parse_scenario
+from orchestrator.sandbox.server import SandboxServer
+
+ROOT = Path(__file__).resolve().parent.parent
+CANARY = "canary-signal-key-5521"
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+@asynccontextmanager
+async def orchestrator_process(
+    server: SandboxServer, *args: str
+) -> AsyncIterator[tuple[trio.Process, httpx.AsyncClient]]:
+    port = free_port()
+    command = [
+        sys.executable, "-m", "orchestrator", "run", "tests/helpers.py:EchoAgent",
+        "--url", server.conversimple_url, "--api-key", CANARY,
+        "--http-port", str(port), "--log-level", "info", *args,
+    ]  # fmt: skip
+    env = {**os.environ, "PYTHONUNBUFFERED": "1"}
+    process = await trio.lowlevel.open_process(
+        command, cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT
+    )
+    try:
+        async with httpx.AsyncClient(base_url=f"http://127.0.0.1:{port}") as client:
+            with trio.fail_after(20):
+                while True:
+                    try:
+                        if (await client.get("/healthz")).status_code == 200:
+                            break
+                    except httpx.TransportError:
+                        await trio.sleep(0.05)
+            yield process, client
+    finally:
+        if process.returncode is None:
+            process.kill()
+        await process.wait()
+
+
+async def output_of(process: trio.Process) -> str:
+    assert process.stdout is not None
+    chunks = []
+    with trio.move_on_after(5):
+        while chunk := await process.stdout.receive_some():
+            chunks.append(chunk)
+    return b"".join(chunks).decode(errors="replace")
+
+
+async def wait_for_pending_call(server: SandboxServer, cid: str) -> None:
+    with trio.fail_after(20):
+        while not any(c.status == "pending" for c in server.conversation(cid).calls):
+            await trio.sleep(0.02)
+
+
+@pytest.mark.slow
+async def test_sigterm_drains_in_flight_call_then_exits_zero() -> None:
+    server = SandboxServer()
+    async with trio.open_nursery() as nursery:
+        await nursery.start(server.run)
+        async with orchestrator_process(server, "--drain-timeout", "20") as (process, client):
+            plan = {"conversation": [{"agent_id": "echo", "turn": [{"tool": "nap", "arguments": {"seconds": 1.5}}]}]}
+            (cid,) = server.add_conversations(parse_scenario(plan))
+            await wait_for_pending_call(server, cid)
+            assert (await client.get("/readyz")).status_code == 200
+            process.send_signal(signal.SIGTERM)
+            with trio.fail_after(5):
+                while (await client.get("/readyz")).status_code != 503:
+                    await trio.sleep(0.01)
+            late = parse_scenario({"conversation": [{"agent_id": "echo", "calls": 1}]})
+            (late_cid,) = server.add_conversations(late)
+            with trio.fail_after(30):
+                await process.wait()
+            output = await output_of(process)
+            assert process.returncode == 0, output
+        log = server.conversation(cid)
+        assert [c.status for c in log.calls] == ["ok"] and log.outcome == "completed"
+        assert server.conversation(late_cid).outcome != "completed"  # never admitted
+        assert CANARY not in output
+        assert "draining" in output
+        nursery.cancel_scope.cancel()
+
+
+@pytest.mark.slow
+async def test_second_signal_exits_at_once_non_zero() -> None:
+    server = SandboxServer()
+    async with trio.open_nursery() as nursery:
+        await nursery.start(server.run)
+        async with orchestrator_process(server, "--drain-timeout", "60") as (process, _client):
+            plan = {"conversation": [{"agent_id": "echo", "turn": [{"tool": "nap", "arguments": {"seconds": 50}}]}]}
+            (cid,) = server.add_conversations(parse_scenario(plan))
+            await wait_for_pending_call(server, cid)
+            process.send_signal(signal.SIGTERM)
+            await trio.sleep(0.5)
+            assert process.returncode is None  # draining, waiting for the 50 s call
+            process.send_signal(signal.SIGINT)
+            with trio.fail_after(5):
+                await process.wait()
+            assert process.returncode not in (0, None)
+        nursery.cancel_scope.cancel()
