@@ -153,7 +153,8 @@ class ConversationActor:
             await trio.lowlevel.checkpoint_if_cancelled()
             self._spawn_call(event)
             return
-        await mailbox.put(event)
+        if not await mailbox.put(event) and self.metrics is not None:
+            self.metrics.child(self.metrics.mailbox_overflows, mailbox.policy.value).inc()
 
     async def _loop(self, agent: Agent, nursery: trio.Nursery) -> ActorExit:
         mailbox = self.mailbox

@@ -9,6 +9,7 @@ exits 0. A second signal cancels everything at once and exits 1.
 from __future__ import annotations
 
 import functools
+import gc
 import logging
 import signal
 from collections.abc import Sequence
@@ -16,7 +17,7 @@ from collections.abc import Sequence
 import attrs
 import psutil
 import trio
-from prometheus_client import REGISTRY, CollectorRegistry
+from prometheus_client import REGISTRY, CollectorRegistry, disable_created_metrics
 
 from . import __version__
 from .agent import Agent
@@ -52,6 +53,27 @@ class RssProbe:
         return self._value
 
 
+#: Allocations between two young-generation collections. CPython's default
+#: (700) makes a process holding 10,000 actors collect hundreds of times a
+#: second; most of our garbage is freed by reference counting anyway.
+GC_THRESHOLD_GEN0 = 20_000
+
+
+def tune_gc() -> None:
+    """Garbage-collector settings for a long-lived process with many small objects.
+
+    Everything alive at startup (modules, classes, settings) is moved to the
+    permanent generation so collections stop re-scanning it, and the young
+    generation collects less often. Objects made after this are collected as usual.
+    """
+    gc.collect()
+    gc.freeze()
+    _, gen1, gen2 = gc.get_threshold()
+    gc.set_threshold(GC_THRESHOLD_GEN0, gen1, gen2)
+    # One series per metric instead of two: the `_created` timestamps are noise here.
+    disable_created_metrics()
+
+
 @attrs.frozen
 class Running:
     """What ``task_status.started`` hands back once the service is up."""
@@ -76,6 +98,7 @@ async def run_service(
     Returns the process exit code. ``stop_when_idle`` ends a finite run (the
     demo) once the platform's dispatch has returned and no conversation is left.
     """
+    tune_gc()
     metrics = Metrics(registry if registry is not None else REGISTRY, process=registry is not None)
     supervisor = Supervisor(
         agents,

@@ -21,6 +21,7 @@ from orchestrator.errors import ConfigError, LinkError, PermanentLinkError, Unsa
 from orchestrator.metrics import Metrics
 from orchestrator.platforms.arinova import INTERRUPTED, OVERLOADED, ArinovaPlatform
 from orchestrator.protocols import arinova as wire
+from orchestrator.sandbox import ConversationPlan, MessageTurn, SandboxServer, Scenario
 from orchestrator.supervisor import Supervisor, SupervisorSettings
 from orchestrator.testing import MemoryWebSocket, memory_websocket_pair
 from orchestrator.transport import ServerWebSocket, serve
@@ -64,7 +65,9 @@ class FakeSocket:
                 if isinstance(message, wire.AgentAuth):
                     error = self.hub.auth_error
                     ok = error is None
-                    await self.ws.send_text(self.server.auth_ok("bot") if ok else self.server.auth_error(error))
+                    await self.ws.send_text(
+                        self.server.auth_ok("bot") if ok else self.server.auth_error(error)
+                    )
                 elif isinstance(message, wire.Ping) and self.hub.answer_pings:
                     await self.ws.send_text(self.server.pong())
         except LinkError:
@@ -273,6 +276,31 @@ async def test_a_long_stall_keeps_the_link_and_answers_every_task(
         Streamer.gate = None
 
 
+class CrashOnceOnStart(Streamer):
+    agent_id = "crash-once"
+    crashes: ClassVar[int] = 0
+
+    async def on_conversation_started(self, conversation: Any) -> None:
+        if CrashOnceOnStart.crashes == 0:
+            CrashOnceOnStart.crashes += 1
+            raise RuntimeError("flaky start")
+
+
+async def test_a_restarted_actor_gets_the_unanswered_tasks(autojump_clock: trio.testing.MockClock) -> None:
+    async with trio.open_nursery() as nursery:
+        fake = FakeArinova(nursery)
+        platform = ArinovaPlatform("ws://127.0.0.1:1", TOKEN, dial=fake.dial)
+        supervisor = Supervisor([CrashOnceOnStart], platform.connect)
+        await nursery.start(supervisor.run)
+        await nursery.start(platform.run, supervisor)
+        await fake.current.task("t1", "c1", "first")
+        await fake.current.task("t2", "c1", "second")
+        assert await fake.final("t1") == wire.AgentComplete("t1", "first")
+        assert await fake.final("t2") == wire.AgentComplete("t2", "second")
+        assert supervisor.statistics().restarts_total == 1
+        nursery.cancel_scope.cancel()
+
+
 async def test_idle_conversation_ends_and_comes_back(autojump_clock: trio.testing.MockClock) -> None:
     async with arinova(actor=ActorSettings(idle_timeout=60)) as (fake, platform, supervisor, _):
         assert await fake.reply("t1", "c1", "hi") == wire.AgentComplete("t1", "hi")
@@ -315,7 +343,9 @@ def test_from_settings_validates() -> None:
     with pytest.raises(ConfigError, match="URL is required"):
         ArinovaPlatform.from_settings(PlatformSettings(kind="arinova", bot_token=TOKEN))
     with pytest.raises(UnsafeURLError):
-        ArinovaPlatform.from_settings(PlatformSettings(kind="arinova", url="ws://arinova.example", bot_token=TOKEN))
+        ArinovaPlatform.from_settings(
+            PlatformSettings(kind="arinova", url="ws://arinova.example", bot_token=TOKEN)
+        )
     platform = ArinovaPlatform.from_settings(
         PlatformSettings(kind="arinova", url="wss://arinova.example/ws/agent", bot_token=TOKEN)
     )
@@ -365,3 +395,45 @@ async def test_end_to_end_over_loopback_sockets() -> None:
     for task_id, (_, content) in tasks.items():
         assert finals[task_id] == wire.AgentComplete(task_id, content)
         assert "".join(streamed[task_id]) == content and len(streamed[task_id]) == 4
+
+
+async def test_against_the_sandbox() -> None:
+    turns = (
+        MessageTurn("one two three", expect_reply="one two three"),
+        MessageTurn("crash", expect_error="boom"),
+    )
+    scenario = Scenario(
+        "t", tuple(ConversationPlan("fast-streamer", "arinova", messages=turns) for _ in range(3))
+    )
+    with trio.fail_after(20):
+        async with trio.open_nursery() as nursery:
+            sandbox = SandboxServer()
+            await nursery.start(sandbox.run)
+            platform = ArinovaPlatform(sandbox.arinova_url, TOKEN, policy=LinkPolicy(backoff_initial=0.05))
+            supervisor = Supervisor([FastStreamer], platform.connect, metrics=Metrics(CollectorRegistry()))
+            await nursery.start(supervisor.run)
+            await nursery.start(platform.run, supervisor)
+            ids = sandbox.add_conversations(scenario)
+            await sandbox.wait_done(ids)
+            sandbox.drop_bot_after_next_chunk()
+            (cut,) = sandbox.add_conversations(
+                Scenario(
+                    "cut",
+                    (
+                        ConversationPlan(
+                            "fast-streamer",
+                            "arinova",
+                            messages=(
+                                MessageTurn("cut short", expect_error=INTERRUPTED),
+                                MessageTurn("then fine"),
+                            ),
+                        ),
+                    ),
+                )
+            )
+            await sandbox.wait_done([cut])
+            nursery.cancel_scope.cancel()
+    assert [sandbox.conversation(c).outcome for c in ids] == ["completed"] * 3
+    log = sandbox.conversation(cut)
+    assert log.outcome == "completed", log.failures
+    assert [r.status for r in log.replies] == ["error", "ok"]

@@ -57,6 +57,7 @@ log = logging.getLogger("orchestrator.platforms.arinova")
 
 INTERRUPTED = "reply interrupted by a disconnect"
 UNANSWERED = "the conversation ended before this message was answered"
+STOPPED = "reply interrupted: the agent stopped"
 REFUSED = "the agent cannot take this conversation now"
 OVERLOADED = "too many messages waiting in this conversation"
 _Status = ev.LinkUp | ev.LinkDown
@@ -144,11 +145,6 @@ class _Route:
             self.notify()
         return event
 
-    def unget(self, event: ev.InboundEvent) -> None:
-        self.queue.appendleft(event)
-        if isinstance(event, ev.CustomerMessage):
-            self.messages += 1
-
     def requeue(self, messages: Sequence[ev.CustomerMessage]) -> None:
         self.queue.extendleft(reversed(messages))
         self.messages += len(messages)
@@ -177,8 +173,8 @@ class ArinovaConnection:
         """Deliver ``LinkUp``, then this conversation's statuses and messages in order.
 
         Waits for the shared socket to be up first; raises its LinkError once it
-        failed for good. On cancellation a message being delivered stays queued,
-        and unanswered messages are handed on (see the module docstring).
+        failed for good. On cancellation (the actor stopped) unanswered messages
+        are handed on (see :meth:`ArinovaPlatform.abandon`).
         """
         platform, route = self.platform, self.route
         route.queue = deque(e for e in route.queue if isinstance(e, ev.CustomerMessage))
@@ -192,13 +188,9 @@ class ArinovaConnection:
                     platform.check()
                     await route.changed.wait()
                     continue
-                try:
-                    await deliver(event)
-                except BaseException:
-                    route.unget(event)
-                    raise
                 if isinstance(event, ev.CustomerMessage):
-                    route.open[event.task_id] = event
+                    route.open[event.task_id] = event  # if the delivery is cancelled, abandon() requeues it
+                await deliver(event)
         finally:
             platform.abandon(route)
 
@@ -313,21 +305,19 @@ class ArinovaPlatform:
     async def _on_link(self, event: Any) -> None:
         if isinstance(event, wire.Routed) and isinstance(event.event, ev.CustomerMessage):
             await self._dispatch(event.conversation_id, event.event)
-        elif isinstance(event, ev.LinkUp):
-            if event.reconnect:
-                for route in self._routes.values():
+        elif isinstance(event, ev.LinkUp | ev.LinkDown):
+            for route in self._routes.values():
+                if isinstance(event, ev.LinkUp) and event.reconnect:  # replies cut by the drop
                     for task_id in route.streaming:
-                        route.cut.add(task_id)
                         self._report(task_id, INTERRUPTED)
+                    route.cut |= route.streaming
                     route.streaming.clear()
-            self._ws = self._dialed
-            self._up.set()
-            for route in self._routes.values():
                 route.post(event)
-        elif isinstance(event, ev.LinkDown):
-            self._down()
-            for route in self._routes.values():
-                route.post(event)
+            if isinstance(event, ev.LinkUp):
+                self._ws = self._dialed
+                self._up.set()
+            else:
+                self._down()
         elif isinstance(event, ev.ProtocolViolation):
             log.warning("bot socket: protocol error (%s): %s", event.reason, event.message)
             self._count("protocol_errors", event.reason)
@@ -435,12 +425,10 @@ class ArinovaPlatform:
             self._nursery.start_soon(write)
 
     def abandon(self, route: _Route) -> None:
-        """An actor stopped: unanswered messages go to the next actor unless their reply began."""
-        again = [m for t, m in route.open.items() if t not in route.cut and t not in route.streaming]
-        for task_id in route.open:
-            if task_id in route.streaming and task_id not in route.cut:
-                self._report(task_id, UNANSWERED)
-        route.requeue(again)
+        """An actor stopped: its unanswered messages go to the next actor, unless their reply began."""
+        for task_id in route.streaming - route.cut:
+            self._report(task_id, STOPPED)
+        route.requeue([m for t, m in route.open.items() if t not in route.cut and t not in route.streaming])
         route.open.clear()
         route.streaming.clear()
         route.cut.clear()
