@@ -24,6 +24,7 @@ import subprocess
 import sys
 import time
 from functools import partial
+from importlib.metadata import version
 from pathlib import Path
 from typing import Any
 
@@ -154,9 +155,6 @@ async def run_client(args: argparse.Namespace) -> dict[str, Any]:
 
 
 def machine_facts() -> dict[str, Any]:
-    import trio_websocket
-    import websockets
-
     model = platform.processor() or "unknown"
     try:
         for line in Path("/proc/cpuinfo").read_text().splitlines():
@@ -171,8 +169,8 @@ def machine_facts() -> dict[str, Any]:
         "platform": platform.platform(),
         "python": platform.python_version(),
         "trio": trio.__version__,
-        "trio_websocket": trio_websocket.__version__,
-        "websockets": websockets.__version__,
+        "trio_websocket": version("trio-websocket"),
+        "websockets": version("websockets"),
         "open_file_limit": resource.getrlimit(resource.RLIMIT_NOFILE)[0],
         "load_average_1m": os.getloadavg()[0],
     }

@@ -193,9 +193,48 @@ def run(
         raise _fail(exc) from None
     configure(settings)
 
+    if settings.workers > 1:
+        if settings.platform.kind != "conversimple":
+            raise BadInput("--workers is supported with the conversimple platform")
+        from .workers import WorkerPool, settings_to_env
+
+        argv = [sys.executable, "-m", "orchestrator", "worker", *agents]
+        pool = WorkerPool(settings, argv, settings.workers, env=settings_to_env(settings))
+        sys.exit(run_trio(pool.run))
+
     from .service import run_service
 
     sys.exit(run_trio(lambda: run_service(settings, agent_classes, platform)))
+
+
+@main.command(hidden=True)
+@click.argument("agents", nargs=-1, required=True, metavar="AGENT...")
+@click.option("--worker-index", type=click.IntRange(0), required=True)
+@click.option("--worker-count", type=click.IntRange(1), required=True)
+def worker(agents: tuple[str, ...], worker_index: int, worker_count: int) -> None:
+    """One worker of `run --workers N` (started by the parent process, not by hand)."""
+    from .loader import load_agents
+    from .platforms.conversimple import ConversimplePlatform
+    from .service import run_service
+    from .workers import PipePlatform, announce_port, settings_from_env
+
+    try:
+        settings = settings_from_env()
+        agent_classes = load_agents(list(agents))
+        platform = PipePlatform(ConversimplePlatform.from_settings(settings.platform))
+    except OrchestratorError as exc:
+        raise _fail(exc) from None
+    configure(settings)
+    sys.exit(
+        run_trio(
+            lambda: run_service(
+                settings,
+                agent_classes,
+                platform,
+                on_started=lambda running: announce_port(worker_index, running.http_port),
+            )
+        )
+    )
 
 
 @main.command()

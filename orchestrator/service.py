@@ -12,7 +12,7 @@ import functools
 import gc
 import logging
 import signal
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
 import attrs
 import psutil
@@ -71,7 +71,7 @@ def tune_gc() -> None:
     _, gen1, gen2 = gc.get_threshold()
     gc.set_threshold(GC_THRESHOLD_GEN0, gen1, gen2)
     # One series per metric instead of two: the `_created` timestamps are noise here.
-    disable_created_metrics()
+    disable_created_metrics()  # type: ignore[no-untyped-call]
 
 
 @attrs.frozen
@@ -91,6 +91,7 @@ async def run_service(
     registry: CollectorRegistry | None = None,
     handle_signals: bool = True,
     stop_when_idle: bool = False,
+    on_started: Callable[[Running], None] | None = None,
     task_status: trio.TaskStatus[Running] = trio.TASK_STATUS_IGNORED,
 ) -> int:
     """Run until drained by a signal (or until the platform's finite dispatch is done).
@@ -126,7 +127,10 @@ async def run_service(
                 dispatch_done.set()
 
         await nursery.start(dispatch)
-        task_status.started(Running(supervisor, metrics, port))
+        running = Running(supervisor, metrics, port)
+        if on_started is not None:
+            on_started(running)
+        task_status.started(running)
         if handle_signals:
             nursery.start_soon(shutdown.watch_signals, supervisor, nursery.cancel_scope)
         if stop_when_idle:

@@ -24,7 +24,7 @@ from orchestrator.protocols import arinova, codec, conversimple
 from orchestrator.protocols.arinova import ArinovaClient, ArinovaServer
 from orchestrator.protocols.conversimple import ConversimpleClient, ConversimpleServer
 
-FUZZ = settings(max_examples=3000, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+FUZZ = settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 SMALL = {"max_bytes": 512, "max_depth": 4}
 
 
@@ -65,7 +65,10 @@ def entry_points() -> list[Entry]:
                 lambda t, lim=limits: joining_client(**lim).receive(t),
                 never_raises=True,
             ),
-            Entry(f"ConversimpleServer.receive{suffix}", lambda t, lim=limits: ConversimpleServer(**lim).receive(t)),
+            Entry(
+                f"ConversimpleServer.receive{suffix}",
+                lambda t, lim=limits: ConversimpleServer(**lim).receive(t),
+            ),
             Entry(f"arinova.decode_message{suffix}", lambda t, lim=limits: arinova.decode_message(t, **lim)),
             Entry(
                 f"ArinovaClient.receive{suffix}",
@@ -81,15 +84,34 @@ ENTRIES = entry_points()
 VIOLATION_REASONS = {"frame_too_large", "frame_too_deep", "bad_frame"}
 
 
+# Decoder bugs this suite found, not yet fixed (see the strict xfail reproducers at
+# the end). The fuzzers tolerate exactly these so that they keep hunting for others;
+# once a fix lands its reproducer XPASSes, which fails: then drop its entry here.
+KNOWN_BUGS: dict[str, Callable[[BaseException], bool]] = {
+    "huge integer in a float field": lambda exc: isinstance(exc, OverflowError),
+    "non-finite number in a join reply": lambda exc: (
+        isinstance(exc, ProtocolError) and str(exc).startswith("value cannot be sent as JSON")
+    ),
+}
+
+
+def known_bug(exc: BaseException) -> bool:
+    return any(matches(exc) for matches in KNOWN_BUGS.values())
+
+
 def check(frame: Any) -> None:
     """Feed ``frame`` to every entry point; anything but the contract fails the test."""
     for entry in ENTRIES:
         try:
             result = entry.decode(frame)
         except ProtocolError as exc:
-            if entry.never_raises:
+            if entry.never_raises and not known_bug(exc):
                 raise AssertionError(f"{entry.name} raised {exc!r} for {frame!r:.300}") from exc
             continue
+        except Exception as exc:
+            if known_bug(exc):
+                continue
+            raise AssertionError(f"{entry.name} raised {exc!r} for {frame!r:.300}") from exc
         if entry.never_raises:
             assert isinstance(result, list) and result, entry.name
             for item in result:
@@ -120,9 +142,11 @@ class Raw:
     text: str
 
 
-RAW_NUMBERS = st.sampled_from(
-    ["1e999", "-1e999", "1E400", "1e-999", "-0", "-0.0", "0e0", "1" * 5000, "9" * 4300, "NaN", "Infinity"]
-).map(Raw)
+HOSTILE_NUMBERS = [
+    "1e999", "-1e999", "1E400", "1e-999", "-0", "-0.0", "0e0", "1" + "0" * 309, "-" + "9" * 4300,
+    "1" * 4301, "NaN", "Infinity",
+]  # fmt: skip
+RAW_NUMBERS = st.sampled_from(HOSTILE_NUMBERS).map(Raw)
 STRINGS = st.text(ANY_CHAR, max_size=30) | NAN_LIKE | TAGS
 LEAVES = (
     st.none() | st.booleans() | st.integers() | st.floats(allow_nan=False, allow_infinity=False)
@@ -147,7 +171,9 @@ def dumps(value: Any) -> str:
 
 
 ID = st.none() | st.sampled_from(["1", "2", "3"]) | JSON_VALUES
-PAYLOADS = st.dictionaries(KEYS, ID | TAGS, max_size=8) | st.dictionaries(KEYS | STRINGS, JSON_VALUES, max_size=4)
+PAYLOADS = st.dictionaries(KEYS, ID | TAGS, max_size=8) | st.dictionaries(
+    KEYS | STRINGS, JSON_VALUES, max_size=4
+)
 CONVERSIMPLE_FRAMES = st.one_of(
     st.tuples(ID, ID, st.sampled_from(["customer:cust"]) | ID, TAGS | ID, PAYLOADS).map(list),
     st.tuples(ID, ID, ID, TAGS).map(list),
@@ -162,7 +188,12 @@ def valid_frames() -> list[str]:
     """Frames every decoder accepts in some direction, made by the real encoders."""
     server, client = ConversimpleServer(), ConversimpleClient("cust", "conv-1")
     join = conversimple.decode_client_push(client.join())
-    frames = [client.join(), client.heartbeat(), server.reply(join), server.reply(join, "error", {"reason": "x"})]
+    frames = [
+        client.join(),
+        client.heartbeat(),
+        server.reply(join),
+        server.reply(join, "error", {"reason": "x"}),
+    ]
     frames += [
         client.send(events.ToolResult("call-1", "t", {"ok": [1, 2.5, None]})),
         client.send(events.ToolFailure("call-1", "t", "boom", timestamp=1.0)),
@@ -204,12 +235,68 @@ def mutated(draw: st.DrawFn) -> bytes:
         elif op == "delete":
             del data[at : at + draw(st.integers(1, 8))]
         elif op == "insert":
-            data[at:at] = draw(st.binary(min_size=1, max_size=8) | st.sampled_from([b'"', b"[", b"{", b"\\", b"1e999"]))
+            data[at:at] = draw(
+                st.binary(min_size=1, max_size=8) | st.sampled_from([b'"', b"[", b"{", b"\\", b"1e999"])
+            )
         elif op == "duplicate":
             data[at:at] = data[at : at + draw(st.integers(1, 16))]
         else:
             data = data[:at]
     return bytes(data)
+
+
+Path = tuple[int | str, ...]
+
+
+def paths(value: Any, prefix: Path = ()) -> list[Path]:
+    """Every node of a JSON value, the root included."""
+    found = [prefix]
+    if isinstance(value, list):
+        for index, item in enumerate(value):
+            found += paths(item, (*prefix, index))
+    elif isinstance(value, dict):
+        for key, item in value.items():
+            found += paths(item, (*prefix, key))
+    return found
+
+
+def replaced(value: Any, path: Path, new: Any) -> Any:
+    if not path:
+        return new
+    head, rest = path[0], path[1:]
+    if isinstance(value, list):
+        return [replaced(item, rest, new) if index == head else item for index, item in enumerate(value)]
+    return {key: replaced(item, rest, new) if key == head else item for key, item in value.items()}
+
+
+VALID_VALUES = [json.loads(frame) for frame in VALID]
+# What a hostile peer puts where a well-typed value belongs.
+HOSTILE = [Raw(number) for number in HOSTILE_NUMBERS] + [
+    None,
+    True,
+    0,
+    -1,
+    1.5,
+    "",
+    "\ud800",
+    "NaN",
+    "\x00tag",
+    [],
+    {},
+    [[[[[[]]]]]],
+    {"a": {"b": {}}},
+    Raw("[" * 40),
+]
+
+
+@st.composite
+def substituted(draw: st.DrawFn) -> str:
+    """A valid frame with one to three of its JSON nodes replaced by arbitrary values."""
+    value = draw(st.sampled_from(VALID_VALUES))
+    for _ in range(draw(st.integers(1, 3))):
+        path = draw(st.sampled_from(paths(value)))
+        value = replaced(value, path, draw(st.sampled_from(HOSTILE) | JSON_VALUES))
+    return dumps(value)
 
 
 # ---------------------------------------------------------------- properties
@@ -251,6 +338,20 @@ def test_fuzz_decoders_mutated_valid_frames(data: bytes) -> None:
     except UnicodeDecodeError:
         return
     check(text)
+
+
+@FUZZ
+@given(substituted())
+def test_fuzz_decoders_valid_frames_with_hostile_fields(text: str) -> None:
+    check(text)
+
+
+def test_fuzz_decoders_every_field_of_every_valid_frame_replaced() -> None:
+    """Systematic: each node of each valid frame, replaced by each hostile value."""
+    for value in VALID_VALUES:
+        for path in paths(value):
+            for hostile in HOSTILE:
+                check(dumps(replaced(value, path, hostile)))
 
 
 def test_fuzz_decoders_valid_frames_decode() -> None:
@@ -344,3 +445,31 @@ def test_fuzz_decoders_huge_and_non_finite_numbers() -> None:
     for literal in ["1e999", "-1e999", "1e-999", "1" * 4000]:
         check(literal)
         check(f'{{"type":"task","taskId":"t","conversationId":"c","content":{literal}}}')
+
+
+# ---------------------------------------------------------------- known bugs (see KNOWN_BUGS)
+
+HUGE_TIMEOUT = (
+    '[null,null,"customer:c","tool_call_request",{"call_id":"a","tool_name":"b","timeout_seconds":1'
+    + "0" * 309
+    + "}]"
+)
+INFINITE_REPLY = '[null,"2","customer:cust","phx_reply",{"status":"error","response":{"x":1e999}}]'
+
+
+@pytest.mark.xfail(strict=True, raises=OverflowError, reason="decoder bug: float(int) overflow escapes")
+def test_fuzz_decoders_known_bug_huge_integer_timeout() -> None:
+    with pytest.raises(ProtocolError):
+        conversimple.decode_server_frame(HUGE_TIMEOUT)
+    result = ConversimpleClient("c").receive(HUGE_TIMEOUT)
+    assert isinstance(result[0], events.ProtocolViolation)
+
+
+@pytest.mark.xfail(
+    strict=True, raises=ProtocolError, reason="decoder bug: receive re-encodes an inf it let in"
+)
+def test_fuzz_decoders_known_bug_non_finite_number_in_join_reply() -> None:
+    client = ConversimpleClient("cust")
+    client.join()
+    result = client.receive(INFINITE_REPLY)
+    assert isinstance(result[0], conversimple.JoinRejected | events.ProtocolViolation)

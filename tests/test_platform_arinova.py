@@ -14,12 +14,12 @@ import trio.testing
 from prometheus_client import CollectorRegistry
 
 from orchestrator.actor import ActorSettings
-from orchestrator.agent import Agent
+from orchestrator.agent import Agent, tool
 from orchestrator.config import PlatformSettings
 from orchestrator.connection import LinkPolicy
 from orchestrator.errors import ConfigError, LinkError, PermanentLinkError, UnsafeURLError
 from orchestrator.metrics import Metrics
-from orchestrator.platforms.arinova import INTERRUPTED, OVERLOADED, ArinovaPlatform
+from orchestrator.platforms.arinova import INTERRUPTED, OVERLOADED, REFUSED, ArinovaPlatform
 from orchestrator.protocols import arinova as wire
 from orchestrator.sandbox import ConversationPlan, MessageTurn, SandboxServer, Scenario
 from orchestrator.supervisor import Supervisor, SupervisorSettings
@@ -153,6 +153,8 @@ async def test_tasks_of_three_conversations_stream_in_order(autojump_clock: trio
             assert chunks(fake, f"t{n}") == ["hello", " from", " conversation", f" {n}"]
         assert len(supervisor) == 3
         assert platform.statistics().conversations == 3
+        record = supervisor.store.get("c0")
+        assert record is not None and record.metadata == {"platform": "arinova"}
         assert await fake.final("t3") == wire.AgentComplete("t3", "and again")
         # one conversation answers in order: every frame of t0 precedes every frame of t3
         mine = [f.task_id for f in fake.current.frames if getattr(f, "task_id", None) in ("t0", "t3")]
@@ -274,6 +276,29 @@ async def test_a_long_stall_keeps_the_link_and_answers_every_task(
             assert all(f.error == OVERLOADED for f in finals if isinstance(f, wire.AgentError))
     finally:
         Streamer.gate = None
+
+
+async def test_refused_admission_is_an_error_reply(autojump_clock: trio.testing.MockClock) -> None:
+    async with trio.open_nursery() as nursery:
+        fake = FakeArinova(nursery)
+        platform = ArinovaPlatform("ws://127.0.0.1:1", TOKEN, dial=fake.dial)
+        settings = SupervisorSettings(max_conversations=1)
+        supervisor = Supervisor([ToolStreamer], platform.connect, settings=settings)
+        await nursery.start(supervisor.run)
+        await nursery.start(platform.run, supervisor)
+        assert await fake.reply("t1", "c1", "first") == wire.AgentComplete("t1", "first")
+        assert await fake.reply("t2", "c2", "second") == wire.AgentError("t2", REFUSED)
+        assert supervisor.statistics().rejected_total == {"capacity": 1}
+        assert supervisor.statistics().restarts_total == 0  # its tools were not sent: Arinova has none
+        nursery.cancel_scope.cancel()
+
+
+class ToolStreamer(Streamer):
+    agent_id = "tool-streamer"
+
+    @tool("Look something up")
+    async def lookup(self, key: str) -> str:
+        return key
 
 
 class CrashOnceOnStart(Streamer):

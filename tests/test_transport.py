@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import importlib
 import importlib.util
 import shutil
 import ssl
@@ -18,6 +19,7 @@ import pytest
 import trio
 import trio_websocket
 from websockets.frames import Close, Frame, Opcode
+from websockets.http11 import Request
 from websockets.protocol import State
 from websockets.server import ServerProtocol
 
@@ -396,8 +398,7 @@ def certificates(tmp_path_factory: pytest.TempPathFactory) -> Certificates:
     server = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
     client = ssl.create_default_context()
     if importlib.util.find_spec("trustme") is not None:
-        import trustme
-
+        trustme = importlib.import_module("trustme")
         ca = trustme.CA()
         ca.issue_cert("127.0.0.1", "localhost").configure_cert(server)
         ca.configure_trust(client)
@@ -482,13 +483,15 @@ class ScriptedServer:
     close_code: int | None = None
 
     async def run(self, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
-        listeners = await trio.open_tcp_listeners(0, host="127.0.0.1")
-        self.port = listeners[0].socket.getsockname()[1]
+        (listener,) = await trio.open_tcp_listeners(0, host="127.0.0.1")
+        self.port = listener.socket.getsockname()[1]
         task_status.started()
-        stream = await listeners[0].accept()
+        async with listener:
+            stream = await listener.accept()
         proto = ServerProtocol()
         while not (events := proto.events_received()):
             proto.receive_data(await stream.receive_some())
+        assert isinstance(events[0], Request)
         proto.send_response(proto.accept(events[0]))
         for frame in self.frames:
             proto.send_frame(frame)
@@ -501,11 +504,13 @@ class ScriptedServer:
                 else:
                     proto.receive_eof()
                 writes = proto.data_to_send()
-                if data := b"".join(writes):
-                    await stream.send_all(data)
+                if answer := b"".join(writes):
+                    await stream.send_all(answer)
                 if writes and not writes[-1]:
                     await stream.send_eof()
-        self.close_code = proto.close_code or (proto.close_sent and proto.close_sent.code)
+        self.close_code = proto.close_code
+        if self.close_code is None and proto.close_sent is not None:
+            self.close_code = proto.close_sent.code
         await stream.aclose()
 
 

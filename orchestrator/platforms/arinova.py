@@ -10,7 +10,8 @@ supervisor, and every task is queued for that conversation's actor, whose
 Design choices:
 
 * **Agent.** A bot token serves one Agent class: ``agent_id`` if given, else the
-  supervisor's first agent (logged when several are loaded).
+  supervisor's first agent (logged when several are loaded). To serve several agents,
+  run one platform per bot token, each with its own ``name``.
 * **Backpressure.** Each conversation has a small FIFO (``queue_size`` tasks). When it
   is full the shared reader waits, so every conversation on the socket pauses and
   the server meets TCP backpressure: simple, and memory stays bounded. The task is
@@ -206,6 +207,7 @@ class ArinovaPlatform:
     url: str
     bot_token: str = attrs.field(repr=False)
     agent_id: str | None = None
+    name: str = "arinova"  # metadata["platform"] of its conversations (for CompositePlatform)
     policy: LinkPolicy = attrs.field(factory=LinkPolicy)
     handshake_limit: int = 200
     queue_size: int = 8
@@ -330,7 +332,7 @@ class ArinovaPlatform:
         route = self._routes.get(conversation_id)
         if route is None:
             assert self._supervisor is not None and self.agent_id is not None
-            if not admit(self._supervisor, conversation_id, self.agent_id, {"platform": "arinova"}):
+            if not admit(self._supervisor, conversation_id, self.agent_id, {"platform": self.name}):
                 self._report(message.task_id, REFUSED)
                 return
             route = self._route_for(conversation_id)
@@ -363,7 +365,7 @@ class ArinovaPlatform:
             if not pending:
                 return
             if outcome == "idle" and admit(
-                self._supervisor, conversation_id, self.agent_id, {"platform": "arinova"}
+                self._supervisor, conversation_id, self.agent_id, {"platform": self.name}
             ):
                 self._routes[conversation_id] = route
                 continue

@@ -34,7 +34,7 @@ from orchestrator.protocols import codec
 from orchestrator.protocols import conversimple as wire
 from orchestrator.transport import ServerWebSocket
 
-from .customers import run_tool_customer
+from .customers import ArgumentPool, run_tool_customer
 from .recorder import CallRecord, ConversationLog, Recorder
 from .scenarios import ConversationPlan
 
@@ -92,8 +92,10 @@ class ConversimpleConversation:
     done: bool = False
     calls: int = 0
 
-    async def call(self, tool_name: str, arguments: Mapping[str, Any]) -> CallRecord:
-        return await self.router.call(self, tool_name, arguments)
+    async def call(
+        self, tool_name: str, arguments: Mapping[str, Any], encoded: str | None = None
+    ) -> CallRecord:
+        return await self.router.call(self, tool_name, arguments, encoded)
 
 
 def _ok(sock: Socket, frame: wire.Frame, status: str = "ok", reason: str | None = None) -> str:
@@ -111,6 +113,9 @@ class ConversimpleRouter:
     _joined_event: trio.Event = attrs.Factory(trio.Event)
     _calls: dict[str, tuple[ConversimpleConversation, CallRecord]] = attrs.Factory(dict)
     _drop_armed: set[str | None] = attrs.Factory(set)
+    _pool: ArgumentPool = attrs.Factory(ArgumentPool)
+    _json: dict[str, str] = attrs.Factory(dict)
+    """JSON of strings sent in every call (conversation ids, tool names), encoded once."""
     sockets_open: int = 0
 
     # ------------------------------------------------------------ sockets
@@ -301,7 +306,7 @@ class ConversimpleRouter:
                 clog.failures.append(f"no agent registered tools within {settings.register_timeout:g} s")
                 clog.outcome = "unregistered"
             else:
-                await run_tool_customer(conv, conv.plan, rng)
+                await run_tool_customer(conv, conv.plan, rng, self._pool)
                 lost = any(c.status == "lost" for c in clog.calls)
                 clog.outcome = "lost" if lost else "failed" if clog.failures else "completed"
             await self._end(conv)
@@ -334,21 +339,31 @@ class ConversimpleRouter:
         return await sock.push(name, codec.encode_frame(payload))
 
     async def call(
-        self, conv: ConversimpleConversation, tool_name: str, arguments: Mapping[str, Any]
+        self,
+        conv: ConversimpleConversation,
+        tool_name: str,
+        arguments: Mapping[str, Any],
+        encoded: str | None = None,
     ) -> CallRecord:
         """Send one tool call and wait for its answer; lost after ``call_timeout``."""
         conv.calls += 1
         cid = conv.log.conversation_id
         call_id = f"{cid}-c{conv.calls}"
         record = CallRecord(call_id, cid, tool_name, arguments, time.perf_counter())
-        payload = {"call_id": call_id, "tool_name": tool_name, "arguments": arguments,
-                   "timeout_seconds": self.settings.timeout_seconds, "conversation_id": cid}  # fmt: skip
-        pending = _Pending(record, codec.encode_frame(payload))
+        # The frame body is assembled from JSON pieces encoded once: per-call work stays small.
+        body = (
+            f'{{"call_id":{self._encoded(call_id)},"tool_name":{self._encoded(tool_name, keep=True)},'
+            f'"arguments":{codec.encode_frame(arguments) if encoded is None else encoded},'
+            f'"timeout_seconds":{self._encoded(self.settings.timeout_seconds, keep=True)},'
+            f'"conversation_id":{self._encoded(cid, keep=True)}}}'
+        )
+        pending = _Pending(record, body)
         conv.log.calls.append(record)
         conv.pending[call_id] = pending
         self._calls[call_id] = (conv, record)
         self.recorder.counters["calls_sent"] += 1
-        self.recorder.record(cid, "out", "tool_call_request", payload)
+        if self.recorder.messages:
+            self.recorder.record(cid, "out", "tool_call_request", codec.decode_frame(body))
         if conv.socket is not None:
             await self._deliver(conv, conv.socket, pending)
         with trio.move_on_after(self.settings.call_timeout):
@@ -357,6 +372,16 @@ class ConversimpleRouter:
             record.status = "lost"
             conv.pending.pop(call_id, None)
         return record
+
+    def _encoded(self, value: str | float, *, keep: bool = False) -> str:
+        """``value`` as JSON; with ``keep``, cached (names and ids that recur in many calls)."""
+        if not keep:
+            return codec.encode_frame(value)
+        key = str(value)
+        found = self._json.get(key)
+        if found is None:
+            found = self._json[key] = codec.encode_frame(value)
+        return found
 
     async def _deliver(self, conv: ConversimpleConversation, sock: Socket, pending: _Pending) -> None:
         pending.sent_to = sock

@@ -19,10 +19,13 @@ import string
 from collections.abc import Mapping, Sequence
 from typing import Any, Protocol
 
+from orchestrator.protocols import codec
+
 from .recorder import CallRecord, ConversationLog, ReplyRecord
 from .scenarios import UNSET, ConversationPlan, MessageTurn, ToolTurn
 
 __all__ = [
+    "ArgumentPool",
     "ChatConversation",
     "ToolConversation",
     "matches",
@@ -49,8 +52,13 @@ class ToolConversation(Protocol):
         """The tools last registered: ``{name, description, parameters}`` each."""
         ...
 
-    async def call(self, tool_name: str, arguments: Mapping[str, Any]) -> CallRecord:
-        """Send a tool call and wait for its answer (or for it to be lost)."""
+    async def call(
+        self, tool_name: str, arguments: Mapping[str, Any], encoded: str | None = None
+    ) -> CallRecord:
+        """Send a tool call and wait for its answer (or for it to be lost).
+
+        ``encoded``: the arguments' JSON, when the caller has it already.
+        """
         ...
 
 
@@ -65,32 +73,68 @@ class ChatConversation(Protocol):
         ...
 
 
+class ArgumentPool:
+    """Synthetic arguments made once per tool schema, kept with their JSON encoding.
+
+    A load test then spends no time per call on generating or encoding arguments:
+    each call picks one of ``size`` variants (deterministic for a schema).
+    """
+
+    def __init__(self, size: int = 64) -> None:
+        self.size = size
+        self._variants: dict[str, list[tuple[Mapping[str, Any], str]]] = {}
+
+    def variants(self, schema: Mapping[str, Any]) -> list[tuple[Mapping[str, Any], str]]:
+        key = codec.encode_frame(schema)
+        found = self._variants.get(key)
+        if found is None:
+            rng = random.Random(key)
+            made = [synthesize(schema, rng) for _ in range(self.size)]
+            found = self._variants[key] = [(value, codec.encode_frame(value)) for value in made]
+        return found
+
+
+_SYNTHETIC = ToolTurn()
+
+
 async def run_tool_customer(
-    conversation: ToolConversation, plan: ConversationPlan, rng: random.Random
+    conversation: ToolConversation, plan: ConversationPlan, rng: random.Random, pool: ArgumentPool
 ) -> None:
     """Play the plan's turns, then its synthetic calls; record failures on the log."""
     log = conversation.log
-    turns = [*plan.turns, *[ToolTurn()] * plan.synthetic]
+    known: object = None
+    names: list[str] = []
+    schemas: dict[str, Mapping[str, Any]] = {}
+    variants: dict[str, list[tuple[Mapping[str, Any], str]]] = {}
     picked = 0
-    for index, turn in enumerate(turns):
-        tools = {spec.get("name"): spec for spec in conversation.tools}
+    for index, turn in enumerate([*plan.turns, *[_SYNTHETIC] * plan.synthetic]):
+        if conversation.tools is not known:  # (re-)registered: refresh the catalogue
+            known = conversation.tools
+            schemas = {str(spec.get("name")): _parameters(spec) for spec in conversation.tools}
+            names, variants = list(schemas), {}
         name = turn.tool
         if name is None:
-            if not tools:
+            if not names:
                 log.failures.append(f"turn {index}: no registered tool to call")
                 break
-            name = str(list(tools)[picked % len(tools)])
+            name = names[picked % len(names)]
             picked += 1
-        arguments = turn.arguments
+        arguments, encoded = turn.arguments, None
         if arguments is None:
-            spec = tools.get(name)
-            schema = spec.get("parameters") if spec is not None else None
-            arguments = synthesize(schema if isinstance(schema, Mapping) else {"type": "object"}, rng)
-        record = await conversation.call(name, arguments)
+            options = variants.get(name)
+            if options is None:
+                options = variants[name] = pool.variants(schemas.get(name, {"type": "object"}))
+            arguments, encoded = options[rng.randrange(len(options))]
+        record = await conversation.call(name, arguments, encoded)
         failure = _check_call(turn, record)
         if failure is not None:
             record.failure = failure
             log.failures.append(f"turn {index} ({name}): {failure}")
+
+
+def _parameters(spec: Mapping[str, Any]) -> Mapping[str, Any]:
+    schema = spec.get("parameters")
+    return schema if isinstance(schema, Mapping) else {"type": "object"}
 
 
 async def run_chat_customer(

@@ -1,0 +1,310 @@
+"""``orchestrator run --workers N``: one dispatcher process, N worker processes.
+
+One trio process uses one core; this spreads conversations over N processes on
+one host. The parent holds the platform's control connection, so each
+``conversation_ready`` is seen once, and routes it to the worker that owns the
+conversation by rendezvous hashing of the conversation id over worker indexes:
+deterministic, no coordination, and a restarted worker (same index) owns the
+same conversations again. Each worker runs its own supervisor and opens the
+conversations' own connections; the parent tells it about new and ended
+conversations over its stdin, one JSON object per line.
+
+The parent restarts a worker that dies (full-jitter backoff) and re-announces
+the conversations it owned, so none is dropped and none is handled twice. It
+serves its own ``/metrics`` (workers alive, restarts, routing) while every
+worker serves its own. SIGTERM drains every worker and exits 0 when they all
+drained; a second signal kills them and exits 1.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import os
+import random
+import signal
+import subprocess
+import sys
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+import attrs
+import trio
+from prometheus_client import CollectorRegistry, Counter, Gauge
+
+from . import __version__
+from .backoff import Backoff, BackoffPolicy
+from .config import Settings
+from .config import _converter as settings_converter
+from .errors import ConfigError
+from .connection import ResilientConnection
+from .dispatcher import admit
+from .events import ConversationEnded
+from .http import make_app, serve_http
+from .metrics import Metrics
+from .platforms.conversimple import ConversimplePlatform, ControlEnded
+from .protocols import conversimple as wire
+from .store import ConversationRecord
+from .supervisor import Supervisor
+
+log = logging.getLogger("orchestrator.workers")
+
+
+def owner(conversation_id: str, workers: int) -> int:
+    """The worker index owning ``conversation_id``: highest rendezvous score wins."""
+
+    def score(index: int) -> bytes:
+        return hashlib.blake2b(f"{index}:{conversation_id}".encode(), digest_size=8).digest()
+
+    return max(range(workers), key=score)
+
+
+@attrs.define(eq=False)
+class Worker:
+    """One worker process as the parent sees it."""
+
+    index: int
+    process: trio.Process | None = None
+    http_port: int | None = None
+    restarts: int = 0
+    owned: dict[str, str] = attrs.field(factory=dict)  # conversation id -> agent id
+    _lock: trio.Lock = attrs.field(factory=trio.Lock)
+
+    async def send(self, message: Mapping[str, Any]) -> bool:
+        """Write one line to the worker's stdin; False if it is not running."""
+        process = self.process
+        if process is None or process.returncode is not None or process.stdin is None:
+            await trio.lowlevel.checkpoint()
+            return False
+        async with self._lock:
+            try:
+                await process.stdin.send_all((json.dumps(message) + "\n").encode())
+            except (trio.BrokenResourceError, trio.ClosedResourceError):
+                return False
+        return True
+
+
+@attrs.define(eq=False, slots=False)
+class WorkerPool:
+    """The parent: spawns and restarts workers, routes announcements, drains on signals."""
+
+    settings: Settings
+    worker_argv: Sequence[str]
+    count: int
+    env: Mapping[str, str] = attrs.field(factory=lambda: dict(os.environ))
+    registry: CollectorRegistry = attrs.field(factory=CollectorRegistry)
+    workers: list[Worker] = attrs.field(init=False)
+    draining: bool = attrs.field(init=False, default=False)
+    exit_code: int = attrs.field(init=False, default=0)
+
+    def __attrs_post_init__(self) -> None:
+        self.workers = [Worker(i) for i in range(self.count)]
+        self.metrics = Metrics(self.registry, process=True)
+        self.alive = Gauge("orchestrator_workers_alive", "Worker processes running.", registry=self.registry)
+        self.worker_restarts = Counter(
+            "orchestrator_worker_restarts_total", "Worker processes restarted after dying.", registry=self.registry
+        )
+        self.routed = Counter(
+            "orchestrator_conversations_routed_total",
+            "Conversations announced to a worker, by worker index.",
+            ["worker"],
+            registry=self.registry,
+        )
+
+    # -------------------------------------------------------------- StatusProvider
+
+    def readiness(self) -> tuple[bool, str]:
+        if self.draining:
+            return False, "draining"
+        running = sum(1 for w in self.workers if w.process is not None and w.process.returncode is None)
+        return (True, "ok") if running == self.count else (False, "admission_stopped")
+
+    def status(self) -> Mapping[str, Any]:
+        return {
+            "workers": [
+                {
+                    "index": w.index,
+                    "pid": None if w.process is None else w.process.pid,
+                    "alive": w.process is not None and w.process.returncode is None,
+                    "http_port": w.http_port,
+                    "restarts": w.restarts,
+                    "conversations": len(w.owned),
+                }
+                for w in self.workers
+            ],
+            "draining": self.draining,
+        }
+
+    # -------------------------------------------------------------- running
+
+    async def run(self) -> int:
+        platform = ConversimplePlatform.from_settings(self.settings.platform)
+        async with trio.open_nursery() as nursery:
+            for worker in self.workers:
+                await nursery.start(self._keep_alive, worker)
+            if self.settings.http.enabled:
+                app = make_app(self.metrics, self, version=__version__)
+                await nursery.start(
+                    lambda task_status: serve_http(
+                        app, host=self.settings.http.host, port=self.settings.http.port, task_status=task_status
+                    )
+                )
+            session = platform._session(None)
+            control = ResilientConnection(session, platform.policy, platform.handshakes, self.metrics)
+            nursery.start_soon(control.run, self._route)
+            nursery.start_soon(self._signals, nursery.cancel_scope)
+        return self.exit_code
+
+    async def _route(self, event: Any) -> None:
+        if isinstance(event, wire.ConversationReady) and event.agent_id is not None:
+            if self.draining:
+                log.info("draining: conversation not routed")
+            else:
+                worker = self.workers[owner(event.conversation_id, self.count)]
+                if event.conversation_id not in worker.owned:
+                    worker.owned[event.conversation_id] = event.agent_id
+                    self.routed.labels(str(worker.index)).inc()
+                    await worker.send({"start": event.conversation_id, "agent_id": event.agent_id})
+        elif isinstance(event, ControlEnded):
+            worker = self.workers[owner(event.conversation_id, self.count)]
+            if worker.owned.pop(event.conversation_id, None) is not None:
+                await worker.send({"end": event.conversation_id})
+        await trio.lowlevel.checkpoint()
+
+    async def _keep_alive(self, worker: Worker, *, task_status: trio.TaskStatus[None]) -> None:
+        backoff = Backoff(BackoffPolicy(base=1.0, cap=30.0, floor=0.5), random.Random())
+        started = False
+        while True:
+            argv = [*self.worker_argv, "--worker-index", str(worker.index), "--worker-count", str(self.count)]
+            # A session of its own: a terminal's Ctrl-C reaches the parent only, which
+            # then drains the workers itself (two signals would force their exit).
+            process = await trio.lowlevel.open_process(
+                argv, stdin=subprocess.PIPE, stdout=subprocess.PIPE, env=self.env, start_new_session=True
+            )
+            worker.process = process
+            self.alive.inc()
+            async with trio.open_nursery() as nursery:
+                nursery.start_soon(self._read_worker, worker, process)
+                for cid, agent_id in list(worker.owned.items()):  # a restart gets its conversations back
+                    await worker.send({"start": cid, "agent_id": agent_id})
+                if not started:
+                    started = True
+                    task_status.started()
+                code = await process.wait()
+            self.alive.dec()
+            if self.draining:
+                if code != 0:
+                    self.exit_code = self.exit_code or 1
+                return
+            worker.restarts += 1
+            self.worker_restarts.inc()
+            log.warning("worker %d exited with status %s: restarting", worker.index, code)
+            await trio.sleep(backoff.next_delay())
+
+    async def _read_worker(self, worker: Worker, process: trio.Process) -> None:
+        assert process.stdout is not None
+        buffer = b""
+        async for chunk in process.stdout:
+            buffer += chunk
+            *lines, buffer = buffer.split(b"\n")
+            for line in lines:
+                try:
+                    message = json.loads(line)
+                except ValueError:
+                    continue
+                if isinstance(message, dict) and isinstance(message.get("http_port"), int):
+                    worker.http_port = message["http_port"]
+
+    async def _signals(self, scope: trio.CancelScope) -> None:
+        with trio.open_signal_receiver(signal.SIGTERM, signal.SIGINT) as signals:
+            async for signum in signals:
+                if not self.draining:
+                    log.info("%s: draining %d workers", signal.Signals(signum).name, self.count)
+                    self.draining = True
+                    self.metrics.draining.set(1)
+                    for worker in self.workers:
+                        if worker.process is not None and worker.process.returncode is None:
+                            worker.process.send_signal(signal.SIGTERM)
+                    trio.lowlevel.spawn_system_task(self._stop_when_drained, scope)
+                else:
+                    log.warning("second signal: killing workers")
+                    self.exit_code = 1
+                    for worker in self.workers:
+                        if worker.process is not None and worker.process.returncode is None:
+                            worker.process.kill()
+                    scope.cancel()
+                    return
+
+    async def _stop_when_drained(self, scope: trio.CancelScope) -> None:
+        for worker in self.workers:
+            if worker.process is not None:
+                await worker.process.wait()
+        scope.cancel()
+
+
+@attrs.define(eq=False)
+class PipePlatform:
+    """A worker's platform: conversations come from the parent over stdin.
+
+    Each conversation's own connection is an ordinary Conversimple connection.
+    """
+
+    inner: ConversimplePlatform
+
+    def connect(self, record: ConversationRecord) -> ResilientConnection:
+        return self.inner.connect(record)
+
+    async def run(
+        self, supervisor: Supervisor, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED
+    ) -> None:
+        self.inner._supervisor = supervisor
+        stdin = trio.lowlevel.FdStream(os.dup(sys.stdin.fileno()))
+        task_status.started()
+        buffer = b""
+        async with stdin:
+            async for chunk in stdin:
+                buffer += chunk
+                *lines, buffer = buffer.split(b"\n")
+                for line in lines:
+                    self._handle(supervisor, line)
+        # The parent is gone: nothing more will be routed here; keep serving until drained.
+        await trio.sleep_forever()
+
+    def _handle(self, supervisor: Supervisor, line: bytes) -> None:
+        try:
+            message = json.loads(line)
+        except ValueError:
+            log.warning("ignoring a malformed line from the parent process")
+            return
+        if not isinstance(message, dict):
+            return
+        if isinstance(message.get("start"), str) and isinstance(message.get("agent_id"), str):
+            metadata = {"customer_id": self.inner.customer_id, "platform": "conversimple"}
+            admit(supervisor, message["start"], message["agent_id"], metadata)
+        elif isinstance(message.get("end"), str):
+            supervisor.notify(message["end"], ConversationEnded())
+
+
+SETTINGS_ENV = "ORCHESTRATOR_WORKER_SETTINGS"
+
+
+def settings_to_env(settings: Settings) -> dict[str, str]:
+    """The environment a worker reads its settings from (secrets stay out of argv)."""
+    data = settings_converter.unstructure(settings)
+    data["http"]["port"] = 0  # each worker picks a free port and announces it
+    return {**os.environ, SETTINGS_ENV: json.dumps(data)}
+
+
+def settings_from_env() -> Settings:
+    """A worker's settings, as its parent passed them."""
+    raw = os.environ.get(SETTINGS_ENV)
+    if raw is None:
+        raise ConfigError(f"{SETTINGS_ENV} is not set: `orchestrator worker` is started by `run --workers`")
+    return settings_converter.structure(json.loads(raw), Settings)
+
+
+def announce_port(index: int, port: int | None) -> None:
+    """Tell the parent which port this worker's HTTP endpoint got (a line on stdout)."""
+    sys.stdout.write(json.dumps({"worker": index, "http_port": port}) + "\n")
+    sys.stdout.flush()

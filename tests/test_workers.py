@@ -1,0 +1,100 @@
+"""`orchestrator run --workers 2`: real processes, real signals, the sandbox in this process."""
+
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import subprocess
+import sys
+from pathlib import Path
+
+import httpx
+import pytest
+import trio
+
+from orchestrator.sandbox.scenarios import parse_scenario
+from orchestrator.sandbox.server import SandboxServer
+from orchestrator.workers import owner
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def test_rendezvous_ownership_is_deterministic_and_spread() -> None:
+    ids = [f"conv-{i}" for i in range(1000)]
+    first = [owner(cid, 4) for cid in ids]
+    assert first == [owner(cid, 4) for cid in ids]
+    counts = [first.count(i) for i in range(4)]
+    assert min(counts) > 200  # roughly even
+    # Growing the pool moves only the conversations the new worker wins.
+    moved = sum(1 for cid, old in zip(ids, first, strict=True) if owner(cid, 5) not in (old, 4))
+    assert moved == 0
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+@pytest.mark.slow
+async def test_two_workers_share_conversations_survive_a_worker_death_and_drain() -> None:
+    server = SandboxServer()
+    port = free_port()
+    async with trio.open_nursery() as nursery:
+        await nursery.start(server.run)
+        command = [
+            sys.executable, "-m", "orchestrator", "run", "tests/helpers.py:EchoAgent", "--workers", "2",
+            "--url", server.conversimple_url, "--api-key", "workers-key", "--http-port", str(port),
+        ]  # fmt: skip
+        process = await trio.lowlevel.open_process(
+            command, cwd=ROOT, env={**os.environ}, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE
+        )
+        try:
+            async with httpx.AsyncClient(base_url=f"http://127.0.0.1:{port}") as client:
+                with trio.fail_after(30):
+                    while True:
+                        try:
+                            status = (await client.get("/status")).json()
+                            if all(w["alive"] and w["http_port"] for w in status["workers"]):
+                                break
+                        except httpx.TransportError:
+                            pass
+                        await trio.sleep(0.05)
+                plan = {"conversation": [{"agent_id": "echo", "repeat": 20, "calls": 3}]}
+                ids = server.add_conversations(parse_scenario(plan))
+                with trio.fail_after(60):
+                    await server.wait_done(ids)
+                assert all(server.conversation(c).outcome == "completed" for c in ids)
+                assert server.report(ids).duplicates == 0
+                status = (await client.get("/status")).json()
+                started = []
+                for w in status["workers"]:
+                    worker_status = (await httpx.AsyncClient().get(f"http://127.0.0.1:{w['http_port']}/status")).json()
+                    started.append(worker_status["started_total"])
+                assert sum(started) == 20 and all(n > 0 for n in started)
+
+                # A worker dies: the parent restarts it and re-announces what it owned.
+                victim = status["workers"][0]
+                plan = {"conversation": [{"agent_id": "echo", "repeat": 10, "turn": [
+                    {"tool": "nap", "arguments": {"seconds": 1.0}}]}]}  # fmt: skip
+                more = server.add_conversations(parse_scenario(plan))
+                await trio.sleep(0.3)
+                os.kill(victim["pid"], signal.SIGKILL)
+                with trio.fail_after(60):
+                    await server.wait_done(more)
+                assert all(server.conversation(c).outcome == "completed" for c in more), [
+                    server.conversation(c).failures for c in more
+                ]
+                status = (await client.get("/status")).json()
+                assert status["workers"][0]["restarts"] == 1
+
+                process.send_signal(signal.SIGTERM)
+                with trio.fail_after(30):
+                    await process.wait()
+                assert process.returncode == 0
+        finally:
+            if process.returncode is None:
+                process.kill()
+                await process.wait()
+        nursery.cancel_scope.cancel()
