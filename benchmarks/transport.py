@@ -20,6 +20,7 @@ import json
 import os
 import platform
 import resource
+import statistics
 import subprocess
 import sys
 import time
@@ -105,13 +106,19 @@ async def run_client(args: argparse.Namespace) -> dict[str, Any]:
             if now >= start and now < deadline:
                 latencies.append(now - sent_at)
 
-    async def measure_cpu() -> tuple[float, float]:
+    async def measure_cpu() -> tuple[float, float, float, float]:
         await trio.sleep_until(start)
         mine, theirs = sum(me.cpu_times()[:2]), sum(server.cpu_times()[:2])
+        my_wait, their_wait = run_queue_wait(me.pid), run_queue_wait(server.pid)
         await trio.sleep_until(deadline)
-        return sum(me.cpu_times()[:2]) - mine, sum(server.cpu_times()[:2]) - theirs
+        return (
+            sum(me.cpu_times()[:2]) - mine,
+            sum(server.cpu_times()[:2]) - theirs,
+            run_queue_wait(me.pid) - my_wait,
+            run_queue_wait(server.pid) - their_wait,
+        )
 
-    cpu: list[tuple[float, float]] = []
+    cpu: list[tuple[float, float, float, float]] = []
     async with trio.open_nursery() as nursery:
         for ws in sockets:
             nursery.start_soon(pump, ws)
@@ -128,7 +135,7 @@ async def run_client(args: argparse.Namespace) -> dict[str, Any]:
 
     latencies.sort()
     calls = len(latencies)
-    client_cpu, server_cpu = cpu[0]
+    client_cpu, server_cpu, client_wait, server_wait = cpu[0]
 
     def quantile(q: float) -> float:
         return latencies[min(calls - 1, int(q * calls))] * 1000 if calls else float("nan")
@@ -146,9 +153,24 @@ async def run_client(args: argparse.Namespace) -> dict[str, Any]:
         "connect_s": round(connect_seconds, 2),
         "client_cpu_pct": round(100 * client_cpu / args.duration, 1),
         "server_cpu_pct": round(100 * server_cpu / args.duration, 1),
+        "client_cpu_wait_pct": round(100 * client_wait / args.duration, 1),
+        "server_cpu_wait_pct": round(100 * server_wait / args.duration, 1),
         "client_cpu_us_per_call": round(1e6 * client_cpu / calls, 1) if calls else None,
         "server_cpu_us_per_call": round(1e6 * server_cpu / calls, 1) if calls else None,
     }
+
+
+def run_queue_wait(pid: int) -> float:
+    """Seconds the process spent runnable but waiting for a CPU (Linux schedstat), else 0.
+
+    High values mean other programs were taking the cores: calls/s then
+    measures the machine's load, not the implementation.
+    """
+    try:
+        fields = Path(f"/proc/{pid}/schedstat").read_text().split()
+    except OSError:
+        return 0.0
+    return int(fields[1]) / 1e9
 
 
 # Orchestration (plain processes, no trio here)
@@ -211,6 +233,8 @@ def print_table(results: list[dict[str, Any]]) -> None:
         ("rss_per_connection_kib", "KiB/conn", "{:.1f}"),
         ("client_cpu_pct", "client CPU%", "{:.0f}"),
         ("server_cpu_pct", "server CPU%", "{:.0f}"),
+        ("client_cpu_wait_pct", "client wait%", "{:.0f}"),
+        ("server_cpu_wait_pct", "server wait%", "{:.0f}"),
         ("client_cpu_us_per_call", "client CPU us/call", "{:.0f}"),
         ("server_cpu_us_per_call", "server CPU us/call", "{:.0f}"),
         ("connect_s", "connect s", "{:.1f}"),
@@ -231,6 +255,7 @@ def main() -> None:
     parser.add_argument("--warmup", type=float, default=2.0, help="seconds before measuring")
     parser.add_argument("--payload-bytes", type=int, default=200)
     parser.add_argument("--implementations", default=",".join(IMPLEMENTATIONS))
+    parser.add_argument("--rounds", type=int, default=1, help="alternate the implementations this many times")
     roles = ["main", "server", "client"]
     parser.add_argument("--role", choices=roles, default="main", help=argparse.SUPPRESS)
     parser.add_argument("--impl", help=argparse.SUPPRESS)
@@ -253,19 +278,34 @@ def main() -> None:
         f"{args.duration:g} s measured; server and client in separate processes",
         flush=True,
     )
+    implementations = args.implementations.split(",")
     results = []
-    for impl in args.implementations.split(","):
-        started = time.monotonic()
-        results.append(bench_one(impl, args))
-        print(f"  {impl}: done in {time.monotonic() - started:.0f} s", flush=True)
+    for round_number in range(1, args.rounds + 1):
+        for impl in implementations:
+            started = time.monotonic()
+            results.append(bench_one(impl, args) | {"round": round_number})
+            print(f"  round {round_number} {impl}: done in {time.monotonic() - started:.0f} s", flush=True)
+    summary = [median_of([r for r in results if r["implementation"] == impl]) for impl in implementations]
     print()
-    print_table(results)
+    print_table(results if args.rounds == 1 else [*results, *summary])
     print(
         "CPU us/call is the load-independent figure: calls/s depends on what else the "
-        f"machine runs (1-minute load average {facts['load_average_1m']:.1f} at start, "
+        "machine runs (wait% = time a process was ready but had no CPU; "
+        f"1-minute load average {facts['load_average_1m']:.1f} at start, "
         f"{os.getloadavg()[0]:.1f} at end)."
+        + ("" if args.rounds == 1 else " The last rows are medians over the rounds.")
     )
-    print(json.dumps({"machine": facts, "load_average_1m_end": os.getloadavg()[0], "results": results}))
+    report = {"machine": facts, "load_average_1m_end": os.getloadavg()[0]}
+    print(json.dumps(report | {"median": summary, "results": results}))
+
+
+def median_of(runs: list[dict[str, Any]]) -> dict[str, Any]:
+    """Per-field median of several runs of one implementation (labelled ``<impl> (median)``)."""
+    fixed = {"connections", "duration_s", "round"}
+    numeric = [k for k, v in runs[0].items() if isinstance(v, int | float) and k not in fixed]
+    merged = runs[0] | {k: round(statistics.median(run[k] for run in runs), 2) for k in numeric}
+    del merged["round"]
+    return merged | {"implementation": f"{runs[0]['implementation']} (median)", "rounds": len(runs)}
 
 
 if __name__ == "__main__":

@@ -14,11 +14,12 @@ holds the same contract as hypothesis properties.
 
 from __future__ import annotations
 
+import json
 import sys
 from collections.abc import Callable
 from typing import Any
 
-import atheris
+import atheris  # type: ignore[import-untyped]
 
 with atheris.instrument_imports(include=["orchestrator", "cattrs"]):
     from orchestrator import events
@@ -37,28 +38,37 @@ KNOWN_BUGS: dict[str, Callable[[BaseException], bool]] = {
 }
 
 
-def _joining_client(**limits: int) -> ConversimpleClient:
-    client = ConversimpleClient("cust", "conv-1", **limits)
-    client.join()
-    return client
+def _entries(max_bytes: int, max_depth: int) -> list[tuple[str, Callable[[Any], Any], bool]]:
+    """``(name, decode, never_raises)`` for each entry point; sessions are fresh per input."""
 
+    def joining(frame: Any) -> Any:
+        client = ConversimpleClient("cust", "conv-1", max_bytes=max_bytes, max_depth=max_depth)
+        client.join()  # a join is pending: replies take the join path
+        return client.receive(frame)
 
-def _entries(limits: dict[str, int]) -> list[tuple[str, Callable[[Any], Any], bool]]:
-    """``(name, decode, never_raises)`` for each entry point, with fresh sessions per input."""
+    limits = {"max_bytes": max_bytes, "max_depth": max_depth}
     return [
         ("codec.decode_frame", lambda t: codec.decode_frame(t, **limits), False),
         ("conversimple.decode_server_frame", lambda t: conversimple.decode_server_frame(t, **limits), False),
         ("conversimple.decode_client_push", lambda t: conversimple.decode_client_push(t, **limits), False),
-        ("ConversimpleClient.receive", lambda t: ConversimpleClient("cust", **limits).receive(t), True),
-        ("ConversimpleClient.receive/joining", lambda t: _joining_client(**limits).receive(t), True),
-        ("ConversimpleServer.receive", lambda t: ConversimpleServer(**limits).receive(t), False),
+        (
+            "ConversimpleClient.receive",
+            lambda t: ConversimpleClient("cust", max_bytes=max_bytes, max_depth=max_depth).receive(t),
+            True,
+        ),
+        ("ConversimpleClient.receive/joining", joining, True),
+        ("ConversimpleServer.receive", lambda t: ConversimpleServer(max_bytes, max_depth).receive(t), False),
         ("arinova.decode_message", lambda t: arinova.decode_message(t, **limits), False),
-        ("ArinovaClient.receive", lambda t: ArinovaClient("bot-token", **limits).receive(t), True),
-        ("ArinovaServer.receive", lambda t: ArinovaServer(**limits).receive(t), False),
+        (
+            "ArinovaClient.receive",
+            lambda t: ArinovaClient("bot-token", max_bytes, max_depth).receive(t),
+            True,
+        ),
+        ("ArinovaServer.receive", lambda t: ArinovaServer(max_bytes, max_depth).receive(t), False),
     ]
 
 
-ENTRIES = _entries({}) + _entries({"max_bytes": 512, "max_depth": 4})
+ENTRIES = _entries(codec.DEFAULT_MAX_BYTES, codec.DEFAULT_MAX_DEPTH) + _entries(512, 4)
 
 SEEDS = [
     '["1","2","customer:cust","phx_reply",{"status":"ok","response":{}}]',
@@ -80,18 +90,61 @@ SEEDS = [
 ]
 
 
+# What a hostile peer puts where a well-typed value belongs (spliced as JSON text).
+HOSTILE = ["1e999", "-1e999", "1" + "0" * 309, "-" + "9" * 4300, "1" * 4301, "-0", "NaN", "null", "true",
+           '""', '"\\ud800"', '"\\u0000tag"', "[]", "{}", "[" * 40 + "]" * 40, '{"a":{"b":{}}}']  # fmt: skip
+SEED_VALUES = [json.loads(seed) for seed in SEEDS]
+
+
+def _nodes(value: Any, path: tuple[Any, ...] = ()) -> list[tuple[Any, ...]]:
+    found = [path]
+    items = enumerate(value) if isinstance(value, list) else value.items() if isinstance(value, dict) else ()
+    for key, item in items:
+        found += _nodes(item, (*path, key))
+    return found
+
+
+def _dumps(value: Any, path: tuple[Any, ...], literal: str) -> str:
+    """``value`` as JSON text with the node at ``path`` written as ``literal``."""
+    if not path:
+        return literal
+    head, rest = path[0], path[1:]
+    if isinstance(value, list):
+        return (
+            "["
+            + ",".join(_dumps(v, rest, literal) if i == head else json.dumps(v) for i, v in enumerate(value))
+            + "]"
+        )
+    parts = (
+        f"{json.dumps(k)}:{_dumps(v, rest, literal) if k == head else json.dumps(v)}"
+        for k, v in value.items()
+    )
+    return "{" + ",".join(parts) + "}"
+
+
 def make_input(data: bytes) -> str | bytes:
-    """Raw bytes, text, or a seed frame with fuzzed text spliced in or cut out."""
+    """Raw bytes, text, a seed frame with fuzzed text spliced in (or cut out), or a seed
+    frame with one JSON node replaced by a hostile literal or fuzzed text."""
     fdp = atheris.FuzzedDataProvider(data)
-    kind = fdp.ConsumeIntInRange(0, 3)
+    kind: int = fdp.ConsumeIntInRange(0, 4)
     if kind == 0:
-        return fdp.ConsumeBytes(fdp.remaining_bytes())
+        raw: bytes = fdp.ConsumeBytes(fdp.remaining_bytes())
+        return raw
     if kind == 1:
-        return fdp.ConsumeUnicode(fdp.remaining_bytes())
-    seed = SEEDS[fdp.ConsumeIntInRange(0, len(SEEDS) - 1)]
-    at = fdp.ConsumeIntInRange(0, len(seed))
-    cut = fdp.ConsumeIntInRange(0, 16) if kind == 3 else 0
-    return seed[:at] + fdp.ConsumeUnicode(fdp.remaining_bytes()) + seed[at + cut :]
+        text: str = fdp.ConsumeUnicode(fdp.remaining_bytes())
+        return text
+    index: int = fdp.ConsumeIntInRange(0, len(SEEDS) - 1)
+    if kind == 4:
+        nodes = _nodes(SEED_VALUES[index])
+        path = nodes[fdp.ConsumeIntInRange(0, len(nodes) - 1)]
+        choice: int = fdp.ConsumeIntInRange(0, len(HOSTILE))
+        literal: str = HOSTILE[choice] if choice < len(HOSTILE) else fdp.ConsumeUnicode(fdp.remaining_bytes())
+        return _dumps(SEED_VALUES[index], path, literal)
+    seed = SEEDS[index]
+    at: int = fdp.ConsumeIntInRange(0, len(seed))
+    cut: int = fdp.ConsumeIntInRange(0, 16) if kind == 3 else 0
+    spliced: str = fdp.ConsumeUnicode(fdp.remaining_bytes())
+    return seed[:at] + spliced + seed[at + cut :]
 
 
 def test_one_input(data: bytes) -> None:
@@ -107,7 +160,9 @@ def test_one_input(data: bytes) -> None:
             raise RuntimeError(f"{name} let {type(exc).__name__} escape for {frame!r:.500}") from exc
         if never_raises and not (isinstance(result, list) and result):
             raise RuntimeError(f"{name} returned {result!r:.200} for {frame!r:.500}")
-        if never_raises and any(isinstance(item, events.ProtocolViolation) and not item.reason for item in result):
+        if never_raises and any(
+            isinstance(item, events.ProtocolViolation) and not item.reason for item in result
+        ):
             raise RuntimeError(f"{name} returned a violation without a reason")
 
 

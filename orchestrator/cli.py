@@ -13,6 +13,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any, TypeVar
 
+import attrs
 import click
 import trio
 
@@ -21,6 +22,10 @@ from .config import Settings
 from .errors import ConfigError, LinkError, OrchestratorError
 
 F = TypeVar("F", bound=Callable[..., Any])
+
+#: Seconds without a message after which an Arinova conversation's actor ends
+#: (unless ``actor.idle_timeout`` is set): Arinova has no end-of-conversation event.
+ARINOVA_IDLE_TIMEOUT = 600.0
 
 
 class BadInput(click.ClickException):
@@ -186,6 +191,10 @@ def run(
     overrides["supervisor"] = {"max_conversations": max_conversations, "drain_timeout": drain_timeout}
     overrides["workers"] = workers
     settings = load_settings(config, overrides)
+    if settings.platform.kind == "arinova" and settings.supervisor.actor.idle_timeout is None:
+        # Arinova never announces the end of a conversation: end idle ones.
+        actor = attrs.evolve(settings.supervisor.actor, idle_timeout=ARINOVA_IDLE_TIMEOUT)
+        settings = attrs.evolve(settings, supervisor=attrs.evolve(settings.supervisor, actor=actor))
     try:
         agent_classes = load_agents(list(agents))
         platform = build_platform(settings)
@@ -238,7 +247,9 @@ def worker(agents: tuple[str, ...], worker_index: int, worker_count: int) -> Non
 
 
 @main.command()
-@click.option("--repeat", type=click.IntRange(1, 100), default=1, show_default=True, help="Run each scenario N times.")
+@click.option(
+    "--repeat", type=click.IntRange(1, 100), default=1, show_default=True, help="Run each scenario N times."
+)
 @common_options
 def demo(
     repeat: int,
@@ -255,7 +266,9 @@ def demo(
     WebSockets (Conversimple) and chat with a streaming agent (Arinova); live
     progress, then a summary table. Exit status 0 when every conversation completed.
     """
-    overrides = common_overrides(http_host, 0 if http_port is None else http_port, no_http, log_level, log_format)
+    overrides = common_overrides(
+        http_host, 0 if http_port is None else http_port, no_http, log_level, log_format
+    )
     if log_level is None:
         overrides["logging"]["level"] = "WARNING"
     settings = load_settings(config, overrides)

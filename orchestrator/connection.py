@@ -261,21 +261,26 @@ class ResilientConnection:
         next_beat = trio.current_time() + interval if interval > 0 else math.inf
         while True:
             dead_at = self._heard + 2 * interval if interval > 0 else math.inf
+            text: str | None = None
+            # Only the read runs under the deadline: a deliver that waits on a full
+            # mailbox (backpressure) must never be cancelled, or its event is lost.
             with trio.move_on_at(min(next_beat, dead_at)):
                 try:
                     text = await ws.receive_text()
                 except ProtocolError as exc:  # oversized: the transport closed the link
                     await deliver(codec.violation(exc))
                     raise LinkClosedError(f"link closed after a protocol error: {exc}") from exc
+            if text is not None:
                 self._heard = trio.current_time()
                 received = self.session.receive(text)
                 if received.closed:
                     raise LinkClosedError("the platform closed the channel")
                 if await self._dispatch(ws, received, deliver):
                     return True
-                continue
+                # Time spent waiting on the actor is not silence from the peer.
+                self._heard = trio.current_time()
             now = trio.current_time()
-            if now >= dead_at:
+            if text is None and now >= dead_at:
                 raise LinkTimeout(f"nothing heard for {2 * interval:g} s: dead link")
             if now >= next_beat:
                 next_beat = now + interval

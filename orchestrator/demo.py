@@ -41,7 +41,10 @@ EXAMPLE_AGENTS = (
     "examples.echo:EchoAgent",
 )
 DEMO_KEY = "demo-key"
-DEMO_BOT_TOKEN = "demo-bot-token"
+DEMO_IDLE_TIMEOUT = 30.0
+#: One Arinova bot (token) per agent that answers messages: the sandbox routes an
+#: Arinova conversation to the bot named like its agent id.
+ARINOVA_BOTS = {"demo-bot-weather": "weather", "demo-bot-echo": "echo"}
 
 
 def project_root() -> Path:
@@ -76,13 +79,18 @@ class Demo:
 
     settings: Settings
     repeat: int = 1
-    console: Console = attrs.field(factory=lambda: Console(stderr=True))
+    console: Console = attrs.field(factory=lambda: Console(stderr=True, width=max(100, Console().width)))
 
     async def run(self) -> int:
+        if self.settings.supervisor.actor.idle_timeout is None:
+            # Arinova never says a conversation ended: its actors end when idle.
+            actor = attrs.evolve(self.settings.supervisor.actor, idle_timeout=DEMO_IDLE_TIMEOUT)
+            supervisor = attrs.evolve(self.settings.supervisor, actor=actor)
+            self.settings = attrs.evolve(self.settings, supervisor=supervisor)
         root = project_root()
         agents = load_examples(root)
         scenarios = load_scenarios(root, self.repeat)
-        server = SandboxServer(SandboxSettings(port=0))
+        server = SandboxServer(SandboxSettings(port=0, bot_tokens=ARINOVA_BOTS))
         async with trio.open_nursery() as nursery:
             await nursery.start(server.run)
             platform = self._platform(server, agents)
@@ -95,7 +103,9 @@ class Demo:
                     f"http://{self.settings.http.host}:{running.http_port}/metrics"
                 )
             ids = [cid for scenario in scenarios for cid in server.add_conversations(scenario)]
-            with Live(self._progress(server, ids, running), console=self.console, refresh_per_second=8) as live:
+            with Live(
+                self._progress(server, ids, running), console=self.console, refresh_per_second=8
+            ) as live:
                 with trio.move_on_after(120) as timeout:
                     async with trio.open_nursery() as waiting:
                         waiting.start_soon(server.wait_done, ids)
@@ -120,8 +130,13 @@ class Demo:
             from .platforms.arinova import ArinovaPlatform
         except ImportError:  # pragma: no cover - Arinova ships with the package
             return conversimple
-        arinova = ArinovaPlatform(server.arinova_url, DEMO_BOT_TOKEN, agent_id="weather", policy=policy)
-        return CompositePlatform({"conversimple": conversimple, "arinova": arinova})
+        platforms: dict[str, Platform] = {"conversimple": conversimple}
+        for token, agent_id in ARINOVA_BOTS.items():
+            name = f"arinova-{agent_id}"
+            platforms[name] = ArinovaPlatform(
+                server.arinova_url, token, agent_id=agent_id, name=name, policy=policy
+            )
+        return CompositePlatform(platforms)
 
     def _progress(self, server: SandboxServer, ids: Sequence[str], running: Running) -> Table:
         report = server.report(ids)
@@ -141,10 +156,22 @@ class Demo:
             row[0] += 1
             row[1] += log.outcome == "completed"
             row[2] += len(log.calls) + len(log.replies)
-            row[3] += sum(c.status == "error" for c in log.calls) + sum(r.status == "error" for r in log.replies)
-            row[4] += sum(c.status == "lost" for c in log.calls) + sum(r.status == "lost" for r in log.replies)
+            row[3] += sum(c.status == "error" for c in log.calls) + sum(
+                r.status == "error" for r in log.replies
+            )
+            row[4] += sum(c.status == "lost" for c in log.calls) + sum(
+                r.status == "lost" for r in log.replies
+            )
         table = Table(title="summary")
-        for header in ("agent", "platform", "conversations", "completed", "calls/replies", "errors", "lost"):
+        for header in (
+            "agent",
+            "platform",
+            "conversations",
+            "completed",
+            "calls/replies",
+            "error replies",
+            "lost",
+        ):
             table.add_column(header, justify="right" if header not in ("agent", "platform") else "left")
         for (agent, platform), row in sorted(rows.items()):
             table.add_row(agent, platform, *(str(v) for v in row))

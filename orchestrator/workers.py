@@ -37,13 +37,13 @@ from . import __version__
 from .backoff import Backoff, BackoffPolicy
 from .config import Settings
 from .config import _converter as settings_converter
-from .errors import ConfigError
 from .connection import ResilientConnection
 from .dispatcher import admit
+from .errors import ConfigError
 from .events import ConversationEnded
 from .http import make_app, serve_http
 from .metrics import Metrics
-from .platforms.conversimple import ConversimplePlatform, ControlEnded
+from .platforms.conversimple import ControlEnded, ConversimplePlatform
 from .protocols import conversimple as wire
 from .store import ConversationRecord
 from .supervisor import Supervisor
@@ -103,7 +103,9 @@ class WorkerPool:
         self.metrics = Metrics(self.registry, process=True)
         self.alive = Gauge("orchestrator_workers_alive", "Worker processes running.", registry=self.registry)
         self.worker_restarts = Counter(
-            "orchestrator_worker_restarts_total", "Worker processes restarted after dying.", registry=self.registry
+            "orchestrator_worker_restarts_total",
+            "Worker processes restarted after dying.",
+            registry=self.registry,
         )
         self.routed = Counter(
             "orchestrator_conversations_routed_total",
@@ -147,7 +149,10 @@ class WorkerPool:
                 app = make_app(self.metrics, self, version=__version__)
                 await nursery.start(
                     lambda task_status: serve_http(
-                        app, host=self.settings.http.host, port=self.settings.http.port, task_status=task_status
+                        app,
+                        host=self.settings.http.host,
+                        port=self.settings.http.port,
+                        task_status=task_status,
                     )
                 )
             session = platform._session(None)

@@ -329,3 +329,28 @@ async def test_oversized_frame_is_a_protocol_violation_then_reconnect(
         await inbox.wait_for(ev.ProtocolViolation, 2)
         assert inbox.events[-1].reason == "bad_frame"
         nursery.cancel_scope.cancel()
+
+
+async def test_backpressure_never_loses_events_or_fakes_a_dead_link(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    async with trio.open_nursery() as nursery:
+        dial = FakeDialer(nursery)
+        conn = make_connection(dial, policy=LinkPolicy(heartbeat_interval=30))
+        got: list[Any] = []
+        gate = trio.Event()
+
+        async def slow_deliver(event: Any) -> None:
+            if isinstance(event, ev.ToolCallRequest):
+                await gate.wait()  # the actor's mailbox is full for a long time
+            got.append(event)
+
+        await nursery.start(conn.run, slow_deliver)
+        for i in range(3):
+            await dial.channels[0].push(wire.ToolCallRequest(f"c{i}", "echo", {}, None, "conv-1"))
+        await trio.sleep(200)  # far past two heartbeat intervals
+        gate.set()
+        await trio.testing.wait_all_tasks_blocked()
+        assert [e.call_id for e in got if isinstance(e, ev.ToolCallRequest)] == ["c0", "c1", "c2"]
+        assert len(dial.attempts) == 1  # no reconnect was faked
+        nursery.cancel_scope.cancel()

@@ -71,7 +71,7 @@ async def stack(
 
 
 async def test_scenario_completes_with_correct_results() -> None:
-    async with stack([WeatherAgent, EchoAgent]) as (server, supervisor, metrics):
+    async with stack([WeatherAgent, EchoAgent]) as (server, supervisor, _metrics):
         ids = server.add_conversations(parse_scenario(tomllib.loads(SCENARIO)))
         with trio.fail_after(30):
             await server.wait_done(ids)
@@ -81,8 +81,7 @@ async def test_scenario_completes_with_correct_results() -> None:
         assert weather[0]["status"] == "ok" and weather[0]["result"]["city"] == "Paris"
         assert weather[1]["status"] == "error" and "unknown city" in weather[1]["error"]
         with trio.fail_after(10):
-            while len(supervisor):
-                await trio.sleep(0.01)
+            await supervisor.wait_idle()
         stats = supervisor.statistics()
         assert stats.ended_total["completed"] == 4 and stats.restarts_total == 0
         report = server.report(ids)
@@ -115,17 +114,23 @@ async def test_dropped_link_after_request_result_arrives_once_after_reconnect() 
     policy = LinkPolicy(backoff_initial=0.05, backoff_max=0.2)
     async with stack([CountingEcho], policy=policy) as (server, _, metrics):
         server.drop_after_next_request()
-        plan = {"conversation": [{"agent_id": "counting", "turn": [{"tool": "echo", "arguments": {"text": "once"}}]}]}
+        plan = {
+            "conversation": [
+                {"agent_id": "counting", "turn": [{"tool": "echo", "arguments": {"text": "once"}}]}
+            ]
+        }
         (cid,) = server.add_conversations(parse_scenario(plan))
-        with trio.fail_after(30):
+        with trio.move_on_after(30):
             await server.wait_done([cid])
         log = server.conversation(cid)
-        assert log.outcome == "completed", log.failures
+        assert log.outcome == "completed", (log.failures, log.calls, server.statistics())
         (call,) = log.calls
         assert call.status == "ok" and call.result == {"text": "once"}
         assert server.report([cid]).duplicates == 0
         assert sum(CountingEcho.runs.values()) <= 1 or CountingEcho.runs == {"once": 1}
-        assert (metrics.registry.get_sample_value("orchestrator_reconnects_total", {"reason": "closed"}) or 0) >= 1
+        assert (
+            metrics.registry.get_sample_value("orchestrator_reconnects_total", {"reason": "closed"}) or 0
+        ) >= 1
 
 
 @pytest.mark.parametrize("where", ["join", "handshake"])
@@ -142,7 +147,7 @@ async def test_rejected_key_one_attempt_breaker_on_error_once_and_no_key_in_logs
     sandbox = SandboxSettings(api_keys=frozenset({"the-right-key"}), auth_at_handshake=(where == "handshake"))
     caplog.set_level(logging.DEBUG)
     with pytest.raises(BaseExceptionGroup) as info:
-        async with stack([Watcher], sandbox=sandbox) as (server, _, metrics):
+        async with stack([Watcher], sandbox=sandbox):
             pass
     text = repr(info.value) + str(info.value.exceptions)
     assert "PermanentLinkError" in text

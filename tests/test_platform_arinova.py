@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
+import io
 import logging
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Iterator
 from contextlib import asynccontextmanager
 from typing import Any, ClassVar
 
@@ -18,8 +19,16 @@ from orchestrator.agent import Agent, tool
 from orchestrator.config import PlatformSettings
 from orchestrator.connection import LinkPolicy
 from orchestrator.errors import ConfigError, LinkError, PermanentLinkError, UnsafeURLError
+from orchestrator.logs import configure_logging
 from orchestrator.metrics import Metrics
-from orchestrator.platforms.arinova import INTERRUPTED, OVERLOADED, REFUSED, ArinovaPlatform
+from orchestrator.platforms.arinova import (
+    INTERRUPTED,
+    OVERLOADED,
+    REFUSED,
+    STOPPED,
+    UNANSWERED,
+    ArinovaPlatform,
+)
 from orchestrator.protocols import arinova as wire
 from orchestrator.sandbox import ConversationPlan, MessageTurn, SandboxServer, Scenario
 from orchestrator.supervisor import Supervisor, SupervisorSettings
@@ -326,6 +335,20 @@ async def test_a_restarted_actor_gets_the_unanswered_tasks(autojump_clock: trio.
         nursery.cancel_scope.cancel()
 
 
+async def test_a_stopped_conversation_answers_what_it_leaves(autojump_clock: trio.testing.MockClock) -> None:
+    async with arinova() as (fake, platform, supervisor, _):
+        await fake.current.task("t1", "c1", "one two three four")
+        await fake.current.task("t2", "c1", "queued behind")
+        while not chunks(fake, "t1"):
+            await fake.changed.wait()
+        supervisor.stop("c1")  # an operator's stop: the conversation ends for good
+        assert await fake.final("t1") == wire.AgentError("t1", STOPPED)
+        assert await fake.final("t2") == wire.AgentError("t2", UNANSWERED)
+        await trio.sleep(10)
+        assert [type(f) for f in fake.frames("t1")] == [wire.AgentChunk, wire.AgentError]
+        assert platform.statistics().conversations == 0
+
+
 async def test_idle_conversation_ends_and_comes_back(autojump_clock: trio.testing.MockClock) -> None:
     async with arinova(actor=ActorSettings(idle_timeout=60)) as (fake, platform, supervisor, _):
         assert await fake.reply("t1", "c1", "hi") == wire.AgentComplete("t1", "hi")
@@ -386,7 +409,18 @@ class FastStreamer(Streamer):
     delay = 0.0
 
 
-async def test_end_to_end_over_loopback_sockets() -> None:
+@pytest.fixture
+def debug_log() -> Iterator[io.StringIO]:
+    """The orchestrator's own log handler at DEBUG (wire frames included), restored afterwards."""
+    logger = logging.getLogger("orchestrator")
+    saved = (logger.handlers[:], logger.level, logger.propagate)
+    stream = io.StringIO()
+    configure_logging("DEBUG", stream=stream)
+    yield stream
+    logger.handlers[:], logger.level, logger.propagate = saved
+
+
+async def test_end_to_end_over_loopback_sockets(debug_log: io.StringIO) -> None:
     tasks = {f"t{n}": (f"c{n % 3}", f"message number {n} here") for n in range(6)}
     finals: dict[str, Final] = {}
     streamed: dict[str, list[str]] = {}
@@ -420,6 +454,8 @@ async def test_end_to_end_over_loopback_sockets() -> None:
     for task_id, (_, content) in tasks.items():
         assert finals[task_id] == wire.AgentComplete(task_id, content)
         assert "".join(streamed[task_id]) == content and len(streamed[task_id]) == 4
+    written = debug_log.getvalue()
+    assert "agent_auth" in written and TOKEN not in written  # the wire log's frames are masked
 
 
 async def test_against_the_sandbox() -> None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import random
 from pathlib import Path
 from typing import Annotated, Any, Literal
@@ -18,13 +19,15 @@ from orchestrator.errors import ConfigError
 from orchestrator.sandbox import (
     ConversationPlan,
     MessageTurn,
+    SandboxSettings,
     ToolTurn,
     load_plan,
     load_scenario,
     parse_scenario,
 )
-from orchestrator.sandbox.customers import matches, synthesize, synthetic_message
+from orchestrator.sandbox.customers import matches
 from orchestrator.sandbox.scenarios import UNSET
+from orchestrator.sandbox.synthetic import ArgumentPool, synthesize, synthetic_message
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -114,6 +117,17 @@ def test_synthesize_stops_at_depth() -> None:
     while isinstance(value, dict):
         value, depth = value.get("next"), depth + 1
     assert depth < 20
+
+
+def test_argument_pool_keeps_encoded_variants() -> None:
+    schema = BookingAgent.__tools__["confirm_booking"].schema()["parameters"]
+    pool = ArgumentPool(size=8)
+    variants = pool.variants(schema)
+    assert len(variants) == 8 and pool.variants(dict(schema)) is variants
+    assert variants == ArgumentPool(size=8).variants(schema)  # deterministic per schema
+    for arguments, encoded in variants:
+        assert json.loads(encoded) == arguments
+        BookingAgent.__tools__["confirm_booking"].signature.bind(arguments)
 
 
 def test_synthetic_message_has_the_words_asked_for() -> None:
@@ -222,3 +236,11 @@ def test_load_plan() -> None:
 def test_example_scenarios_load(path: Path) -> None:
     scenario = load_scenario(path)
     assert scenario.conversations
+
+
+@pytest.mark.parametrize(
+    "bad", [{"port": 70000}, {"call_timeout": 0}, {"redelivery_delay": -1}, {"ping_interval": 0}]
+)
+def test_settings_are_checked(bad: dict[str, Any]) -> None:
+    with pytest.raises(ConfigError):
+        SandboxSettings(**bad)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import pytest
@@ -24,7 +25,7 @@ AGENTS = {
 
 
 @pytest.mark.parametrize("path", SCENARIOS, ids=lambda p: p.stem)
-async def test_example_scenario_completes(path: Path) -> None:
+async def test_example_scenario_completes(path: Path, tmp_path: Path) -> None:
     server = SandboxServer(bot_tokens={"weather-token": "weather", "echo-token": "echo"})
     async with trio.open_nursery() as nursery:
         await nursery.start(server.run)
@@ -40,3 +41,8 @@ async def test_example_scenario_completes(path: Path) -> None:
     assert not failures
     assert server.report(ids).outcomes == {"completed": len(ids)}
     assert server.recorder.violations == 0 and server.recorder.unknown_events == 0
+    server.recorder.write_jsonl(tmp_path / "transcripts.jsonl")
+    rows = [json.loads(line) for line in (tmp_path / "transcripts.jsonl").read_text().splitlines()]
+    assert [row["conversation_id"] for row in rows] == ids
+    assert all(row["outcome"] == "completed" and row["turns"] and row["frames"] for row in rows)
+    assert rows[0]["turns"] == server.conversation(ids[0]).turns()

@@ -73,7 +73,7 @@ async def output_of(process: trio.Process) -> str:
 
 async def wait_for_pending_call(server: SandboxServer, cid: str) -> None:
     with trio.fail_after(20):
-        while not any(c.status == "pending" for c in server.conversation(cid).calls):
+        while not any(c.status == "pending" for c in server.conversation(cid).calls):  # noqa: ASYNC110
             await trio.sleep(0.02)
 
 
@@ -83,13 +83,17 @@ async def test_sigterm_drains_in_flight_call_then_exits_zero() -> None:
     async with trio.open_nursery() as nursery:
         await nursery.start(server.run)
         async with orchestrator_process(server, "--drain-timeout", "20") as (process, client):
-            plan = {"conversation": [{"agent_id": "echo", "turn": [{"tool": "nap", "arguments": {"seconds": 1.5}}]}]}
+            plan = {
+                "conversation": [
+                    {"agent_id": "echo", "turn": [{"tool": "nap", "arguments": {"seconds": 1.5}}]}
+                ]
+            }
             (cid,) = server.add_conversations(parse_scenario(plan))
             await wait_for_pending_call(server, cid)
             assert (await client.get("/readyz")).status_code == 200
             process.send_signal(signal.SIGTERM)
             with trio.fail_after(5):
-                while (await client.get("/readyz")).status_code != 503:
+                while (await client.get("/readyz")).status_code != 503:  # noqa: ASYNC110 - another process
                     await trio.sleep(0.01)
             late = parse_scenario({"conversation": [{"agent_id": "echo", "calls": 1}]})
             (late_cid,) = server.add_conversations(late)
@@ -111,7 +115,11 @@ async def test_second_signal_exits_at_once_non_zero() -> None:
     async with trio.open_nursery() as nursery:
         await nursery.start(server.run)
         async with orchestrator_process(server, "--drain-timeout", "60") as (process, _client):
-            plan = {"conversation": [{"agent_id": "echo", "turn": [{"tool": "nap", "arguments": {"seconds": 50}}]}]}
+            plan = {
+                "conversation": [
+                    {"agent_id": "echo", "turn": [{"tool": "nap", "arguments": {"seconds": 50}}]}
+                ]
+            }
             (cid,) = server.add_conversations(parse_scenario(plan))
             await wait_for_pending_call(server, cid)
             process.send_signal(signal.SIGTERM)

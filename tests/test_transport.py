@@ -42,6 +42,7 @@ from orchestrator.transport import (
     parse_target,
     serve,
 )
+from orchestrator.transport.interface import close_arguments
 
 TOKEN = "s3cret-t0ken-value"
 
@@ -157,6 +158,9 @@ async def test_connect_negotiates_subprotocol(nursery: trio.Nursery, impl: str) 
     plain = await connect(url(port), implementation=impl)  # the server does not insist
     assert plain.subprotocol is None
     await plain.aclose()
+    single = await connect(url(port), subprotocols="phoenix-websocket", implementation=impl)
+    assert single.subprotocol == "phoenix-websocket"  # a bare string is one subprotocol
+    await single.aclose()
 
 
 # Closing
@@ -551,6 +555,12 @@ async def test_receive_invalid_utf8_closes_1007(nursery: trio.Nursery, impl: str
 async def test_connect_unknown_implementation_is_config_error() -> None:
     with pytest.raises(ConfigError):
         await connect(url(1), implementation="asyncio")
+
+
+def test_close_arguments_are_always_sendable() -> None:
+    assert close_arguments(4000, "ok") == (4000, "ok")
+    assert close_arguments(1006, "") == (1011, "")  # reserved: never on the wire
+    assert close_arguments(1000, "é" * 100) == (1000, "é" * 61)  # cut to 123 bytes, whole chars
 
 
 def test_parse_target_redacts_and_defaults() -> None:

@@ -70,7 +70,9 @@ async def test_two_workers_share_conversations_survive_a_worker_death_and_drain(
                 status = (await client.get("/status")).json()
                 started = []
                 for w in status["workers"]:
-                    worker_status = (await httpx.AsyncClient().get(f"http://127.0.0.1:{w['http_port']}/status")).json()
+                    worker_status = (
+                        await httpx.AsyncClient().get(f"http://127.0.0.1:{w['http_port']}/status")
+                    ).json()
                     started.append(worker_status["started_total"])
                 assert sum(started) == 20 and all(n > 0 for n in started)
 

@@ -13,11 +13,13 @@ Design choices:
   supervisor's first agent (logged when several are loaded). To serve several agents,
   run one platform per bot token, each with its own ``name``.
 * **Backpressure.** Each conversation has a small FIFO (``queue_size`` tasks). When it
-  is full the shared reader waits, so every conversation on the socket pauses and
-  the server meets TCP backpressure: simple, and memory stays bounded. The task is
-  queued *before* the wait, so the heartbeat deadline interrupting the wait loses
-  nothing; a conversation already holding ``2 * queue_size`` tasks gets an
-  ``agent_error`` for a new one instead (never silently dropped).
+  is full the shared reader waits for room, so every conversation on the socket pauses
+  and the server meets TCP backpressure: simple, and memory stays bounded. The task is
+  queued *before* the wait, and one wait lasts at most a quarter heartbeat interval:
+  ResilientConnection runs ``deliver`` under its heartbeat deadline and counts time
+  spent there as silence, so a longer pause would cancel the wait or be taken for a
+  dead link (and lose the unread tasks). Past that, the FIFO may grow to twice its
+  size; a task beyond gets an ``agent_error`` (never silently dropped).
 * **Cut replies.** A task whose chunks went out on a socket that dropped before its
   ``agent_complete`` gets ``agent_error "reply interrupted by a disconnect"`` after the
   reconnect; the actor's later frames for it are dropped. A reply sent whole into a
@@ -27,7 +29,11 @@ Design choices:
   admits it afresh. Tasks an ended actor left unanswered are handed to the next
   actor (restart, or re-admission after an idle end) unless their reply had begun,
   or the conversation ended for good; then they get an ``agent_error``.
-* The bot token is in no URL, log line, error or repr.
+* **Writes.** Replies go straight to the current socket (captured through ``dial``),
+  not through ``ResilientConnection.send``, so a reply's frames are known to share one
+  socket; a write waits while the socket is down and is retried on the next one.
+* The bot token is in no URL, log line, error or repr (the transport's wire log of the
+  ``agent_auth`` frame is masked by the log handler's SecretFilter).
 """
 
 from __future__ import annotations

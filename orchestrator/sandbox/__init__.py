@@ -8,9 +8,11 @@ generator it reports calls/s and latency percentiles::
     sandbox/
       settings.py      SandboxSettings, the two socket paths
       server.py        SandboxServer: serve, route by path, add conversations, faults
-      conversimple.py  Phoenix sockets, announcement and call routing, redelivery
+      conversimple.py  Phoenix sockets: joins, registrations, answers, faults
+      conversation.py  one conversation: announced, driven by its customer, redelivery, end
       arinova.py       bot sockets, tasks, streamed replies
-      customers.py     simulated customers, synthetic arguments, expectations
+      customers.py     simulated customers and their expectations
+      synthetic.py     schema-valid synthetic arguments and messages
       scenarios.py     the scenario TOML format
       recorder.py      transcripts and per-call records
       load.py          the load generator and its report

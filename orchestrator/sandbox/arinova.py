@@ -16,7 +16,7 @@ import itertools
 import logging
 import random
 import time
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import attrs
 import trio
@@ -110,6 +110,8 @@ class ArinovaRouter:
         try:
             while bot.alive:
                 text = await ws.receive_text()
+                if '"agent_chunk"' in text and self._fast_chunk(bot, text):
+                    continue
                 try:
                     message = session.receive(text)
                 except ProtocolError as exc:
@@ -130,33 +132,56 @@ class ArinovaRouter:
         self._bots.pop(bot, None)
 
     async def _on_message(self, bot: Bot, message: wire.AgentMessage | wire.UnknownMessage) -> None:
-        recorder = self.recorder
         if isinstance(message, wire.UnknownMessage):
-            recorder.unknown(message.type, message.payload)
-            return
-        if isinstance(message, wire.Ping):
+            self.recorder.unknown(message.type, message.payload)
+        elif isinstance(message, wire.Ping):
             await bot.send(bot.session.pong())
-            return
-        if isinstance(message, wire.Pong | wire.AgentAuth):
-            return
-        record = self._tasks.get(message.task_id)
+        elif isinstance(message, wire.AgentChunk | wire.AgentComplete | wire.AgentError):
+            raw = codec.unstructure(message, wire.Message) if self.recorder.messages else None
+            match message:
+                case (
+                    wire.AgentChunk(chunk=value)
+                    | wire.AgentComplete(content=value)
+                    | wire.AgentError(error=value)
+                ):
+                    self._reply(bot, type(message), message.task_id, value, raw)
+
+    def _fast_chunk(self, bot: Bot, text: str) -> bool:
+        """The hot path: a well-formed ``agent_chunk`` without the full decode."""
+        settings = self.settings
+        try:
+            raw = codec.decode_frame(text, max_bytes=settings.max_frame_bytes, max_depth=settings.max_depth)
+        except ProtocolError:
+            return False  # the full decode reports it
+        if type(raw) is not dict or raw.get("type") != "agent_chunk":
+            return False
+        task_id, chunk = raw.get("taskId"), raw.get("chunk")
+        if type(task_id) is not str or type(chunk) is not str:
+            return False
+        self._reply(bot, wire.AgentChunk, task_id, chunk, raw)
+        return True
+
+    def _reply(self, bot: Bot, kind: type, task_id: str, value: str, raw: dict[str, Any] | None) -> None:
+        """A chunk, the completed reply or an error reply for ``task_id``."""
+        recorder = self.recorder
+        record = self._tasks.get(task_id)
         if record is None:
             recorder.unknown_answers += 1
             return
-        if recorder.messages:
-            recorder.record(record.conversation_id, "in", "agent", codec.unstructure(message, wire.Message))
+        if raw is not None:
+            recorder.record(record.conversation_id, "in", str(raw.get("type")), raw)
         if record.status != "pending":
-            if isinstance(message, wire.AgentChunk) or record.status == "lost":
+            if kind is wire.AgentChunk or record.status == "lost":
                 recorder.late_answers += 1
             else:
                 record.answers += 1
                 recorder.duplicates += 1
             return
         now = time.perf_counter()
-        if isinstance(message, wire.AgentChunk):
+        if kind is wire.AgentChunk:
             if record.first_chunk is None:
                 record.first_chunk = now - record.sent_at
-            record.chunks.append(message.chunk)
+            record.chunks.append(value)
             recorder.counters["chunks"] += 1
             if self._drop_after_chunk:
                 self._drop_after_chunk -= 1
@@ -164,10 +189,10 @@ class ArinovaRouter:
             return
         record.answers += 1
         record.latency = now - record.sent_at
-        if isinstance(message, wire.AgentComplete):
-            record.status, record.reply = "ok", message.content
+        if kind is wire.AgentComplete:
+            record.status, record.reply = "ok", value
         else:
-            record.status, record.error = "error", message.error
+            record.status, record.error = "error", value
         recorder.counters["replies_answered"] += 1
         record.done.set()
 

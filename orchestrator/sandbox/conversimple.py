@@ -23,79 +23,26 @@ import itertools
 import logging
 import random
 import time
-from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any
 
 import attrs
 import trio
 
-from orchestrator.errors import LinkError, ProtocolError
+from orchestrator.errors import ProtocolError
 from orchestrator.protocols import codec
 from orchestrator.protocols import conversimple as wire
 from orchestrator.transport import ServerWebSocket
 
-from .customers import ArgumentPool, run_tool_customer
-from .recorder import CallRecord, ConversationLog, Recorder
-from .scenarios import ConversationPlan
+from .conversation import ConversimpleConversation, Socket
+from .recorder import CallRecord, Recorder
+from .synthetic import ArgumentPool
 
 if TYPE_CHECKING:
     from .settings import SandboxSettings
 
-__all__ = ["ConversimpleConversation", "ConversimpleRouter", "Socket"]
+__all__ = ["ConversimpleRouter"]
 
 log = logging.getLogger("orchestrator.sandbox.conversimple")
-
-
-@attrs.define(eq=False, slots=True)
-class Socket:
-    """One accepted agent socket; ``customer_id`` once joined."""
-
-    ws: ServerWebSocket
-    session: wire.ConversimpleServer
-    serial: int
-    customer_id: str | None = None
-    alive: bool = True
-    prefix: str = ""
-    """The encoded ``[join_ref, null, topic,`` every push on this channel starts with."""
-    conversations: set[str] = attrs.Factory(set)
-
-    async def push(self, event: str, body: str) -> bool:
-        """Send ``[join_ref, null, topic, event, body]``; False if the link is gone."""
-        try:
-            await self.ws.send_text(f'{self.prefix}"{event}",{body}]')
-        except LinkError:
-            return False
-        return True
-
-
-@attrs.define(eq=False, slots=True)
-class _Pending:
-    record: CallRecord
-    body: str
-    sent_to: Socket | None = None
-
-
-@attrs.define(eq=False)
-class ConversimpleConversation:
-    """One conversation: where it was announced, its socket, its tools, its open calls."""
-
-    router: ConversimpleRouter
-    log: ConversationLog
-    plan: ConversationPlan
-    customer_id: str | None = None
-    control: Socket | None = None
-    socket: Socket | None = None
-    tools: list[dict[str, Any]] = attrs.Factory(list)
-    registered: trio.Event = attrs.Factory(trio.Event)
-    changed: trio.Event = attrs.Factory(trio.Event)
-    pending: dict[str, _Pending] = attrs.Factory(dict)
-    done: bool = False
-    calls: int = 0
-
-    async def call(
-        self, tool_name: str, arguments: Mapping[str, Any], encoded: str | None = None
-    ) -> CallRecord:
-        return await self.router.call(self, tool_name, arguments, encoded)
 
 
 def _ok(sock: Socket, frame: wire.Frame, status: str = "ok", reason: str | None = None) -> str:
@@ -104,6 +51,8 @@ def _ok(sock: Socket, frame: wire.Frame, status: str = "ok", reason: str | None 
 
 @attrs.define(eq=False)
 class ConversimpleRouter:
+    """All Conversimple sockets and conversations of one sandbox server."""
+
     settings: SandboxSettings
     recorder: Recorder
     nursery: trio.Nursery | None = None
@@ -112,11 +61,17 @@ class ConversimpleRouter:
     _joined: dict[Socket, None] = attrs.Factory(dict)
     _joined_event: trio.Event = attrs.Factory(trio.Event)
     _calls: dict[str, tuple[ConversimpleConversation, CallRecord]] = attrs.Factory(dict)
+    _active: set[ConversimpleConversation] = attrs.Factory(set)
     _drop_armed: set[str | None] = attrs.Factory(set)
-    _pool: ArgumentPool = attrs.Factory(ArgumentPool)
+    pool: ArgumentPool = attrs.Factory(ArgumentPool)
     _json: dict[str, str] = attrs.Factory(dict)
     """JSON of strings sent in every call (conversation ids, tool names), encoded once."""
     sockets_open: int = 0
+    encoded_timeout: str = attrs.field(init=False)
+    """``timeout_seconds`` as JSON, for every request."""
+
+    def __attrs_post_init__(self) -> None:
+        self.encoded_timeout = codec.encode_frame(self.settings.timeout_seconds)
 
     # ------------------------------------------------------------ sockets
     async def serve_socket(self, ws: ServerWebSocket) -> None:
@@ -226,10 +181,10 @@ class ConversimpleRouter:
         woken, conv.changed = conv.changed, trio.Event()
         woken.set()
         if not conv.registered.is_set():
-            await self._push(sock, "conversation_lifecycle", conv, event="conversation_started")
+            await conv.push(sock, "conversation_lifecycle", event="conversation_started")
             conv.registered.set()
         elif conv.pending and self.nursery is not None:
-            self.nursery.start_soon(self._redeliver, conv, sock)
+            self.nursery.start_soon(conv.redeliver, sock, self.settings.redelivery_delay)
 
     def _fast_answer(self, sock: Socket, text: str) -> bool:
         """The hot path: a well-formed ``tool_call_response`` without the full decode."""
@@ -288,118 +243,59 @@ class ConversimpleRouter:
 
     # ------------------------------------------------------------ conversations
     async def run_conversation(self, conv: ConversimpleConversation, rng: random.Random) -> None:
-        """Announce, wait for registration, play the customer, end. Sets ``log.outcome``."""
-        settings, clog = self.settings, conv.log
-        self.conversations[clog.conversation_id] = conv
+        """Run one conversation to its end (see :meth:`ConversimpleConversation.run`)."""
+        self.conversations[conv.log.conversation_id] = conv
+        self._active.add(conv)
         try:
-            while conv.control is None:
-                sock = self._control_for(conv.plan.customer_id)
-                if sock is None:
-                    await self._joined_event.wait()
-                    continue
-                conv.control, conv.customer_id = sock, sock.customer_id
-                if not await self._push(sock, "conversation_ready", conv, agent_id=conv.plan.agent_id):
-                    conv.control = None
-            with trio.move_on_after(settings.register_timeout):
-                await conv.registered.wait()
-            if not conv.registered.is_set():
-                clog.failures.append(f"no agent registered tools within {settings.register_timeout:g} s")
-                clog.outcome = "unregistered"
-            else:
-                await run_tool_customer(conv, conv.plan, rng, self._pool)
-                lost = any(c.status == "lost" for c in clog.calls)
-                clog.outcome = "lost" if lost else "failed" if clog.failures else "completed"
-            await self._end(conv)
+            await conv.run(rng)
         finally:
             conv.done = True
+            self._active.discard(conv)
+            self._json.pop(conv.log.conversation_id, None)
             self.recorder.counters["ended"] += 1
-            clog.ended.set()
+            conv.log.ended.set()
 
-    def _control_for(self, customer_id: str | None) -> Socket | None:
-        for sock in self._joined:
-            if customer_id is None or sock.customer_id == customer_id:
-                return sock
-        return None
+    async def wait_control(self, customer_id: str | None) -> Socket:
+        """The earliest-joined live socket (of ``customer_id``, if given); waits for one."""
+        while True:
+            for sock in self._joined:
+                if customer_id is None or sock.customer_id == customer_id:
+                    return sock
+            await self._joined_event.wait()
 
-    async def _end(self, conv: ConversimpleConversation) -> None:
-        conv.done = True
-        if conv.registered.is_set() and conv.socket is None:
-            with trio.move_on_after(self.settings.register_timeout):
-                while conv.socket is None:
-                    await conv.changed.wait()
-        targets = [s for s in (conv.socket, conv.control) if s is not None and s.alive]
-        if not self.settings.notify_control_on_end and conv.socket is not None:
-            targets = targets[:1]
-        for sock in dict.fromkeys(targets):
-            await self._push(sock, "conversation_lifecycle", conv, event="conversation_ended")
-
-    async def _push(self, sock: Socket, name: str, conv: ConversimpleConversation, **fields: Any) -> bool:
-        payload = {"conversation_id": conv.log.conversation_id, **fields}
-        self.recorder.record(conv.log.conversation_id, "out", name, payload)
-        return await sock.push(name, codec.encode_frame(payload))
-
-    async def call(
-        self,
-        conv: ConversimpleConversation,
-        tool_name: str,
-        arguments: Mapping[str, Any],
-        encoded: str | None = None,
-    ) -> CallRecord:
-        """Send one tool call and wait for its answer; lost after ``call_timeout``."""
-        conv.calls += 1
-        cid = conv.log.conversation_id
-        call_id = f"{cid}-c{conv.calls}"
-        record = CallRecord(call_id, cid, tool_name, arguments, time.perf_counter())
-        # The frame body is assembled from JSON pieces encoded once: per-call work stays small.
-        body = (
-            f'{{"call_id":{self._encoded(call_id)},"tool_name":{self._encoded(tool_name, keep=True)},'
-            f'"arguments":{codec.encode_frame(arguments) if encoded is None else encoded},'
-            f'"timeout_seconds":{self._encoded(self.settings.timeout_seconds, keep=True)},'
-            f'"conversation_id":{self._encoded(cid, keep=True)}}}'
-        )
-        pending = _Pending(record, body)
-        conv.log.calls.append(record)
-        conv.pending[call_id] = pending
-        self._calls[call_id] = (conv, record)
+    def track(self, conv: ConversimpleConversation, record: CallRecord) -> None:
+        """Index a new call so that answers on any socket find it."""
+        self._calls[record.call_id] = (conv, record)
         self.recorder.counters["calls_sent"] += 1
-        if self.recorder.messages:
-            self.recorder.record(cid, "out", "tool_call_request", codec.decode_frame(body))
-        if conv.socket is not None:
-            await self._deliver(conv, conv.socket, pending)
-        with trio.move_on_after(self.settings.call_timeout):
-            await record.done.wait()
-        if not record.done.is_set():
-            record.status = "lost"
-            conv.pending.pop(call_id, None)
-        return record
 
-    def _encoded(self, value: str | float, *, keep: bool = False) -> str:
-        """``value`` as JSON; with ``keep``, cached (names and ids that recur in many calls)."""
-        if not keep:
-            return codec.encode_frame(value)
-        key = str(value)
-        found = self._json.get(key)
-        if found is None:
-            found = self._json[key] = codec.encode_frame(value)
-        return found
-
-    async def _deliver(self, conv: ConversimpleConversation, sock: Socket, pending: _Pending) -> None:
-        pending.sent_to = sock
-        pending.record.deliveries += 1
-        if await sock.push("tool_call_request", pending.body) and self._drop_armed:
-            cid = conv.log.conversation_id
-            for key in (cid, None):
+    def after_request(self, conv: ConversimpleConversation, sock: Socket) -> None:
+        """A ``tool_call_request`` went out on ``sock``: the armed fault fires here."""
+        if self._drop_armed:
+            for key in (conv.log.conversation_id, None):
                 if key in self._drop_armed:
                     self._drop_armed.discard(key)
                     self.abort(sock)
-                    break
+                    return
 
-    async def _redeliver(self, conv: ConversimpleConversation, sock: Socket) -> None:
-        await trio.sleep(self.settings.redelivery_delay)
-        for pending in list(conv.pending.values()):
-            stale = pending.sent_to is None or not pending.sent_to.alive
-            if stale and conv.socket is sock and sock.alive and not pending.record.done.is_set():
-                await self._deliver(conv, sock, pending)
+    def encoded(self, text: str) -> str:
+        """``text`` as JSON, cached: tool names and conversation ids recur in many calls."""
+        found = self._json.get(text)
+        if found is None:
+            found = self._json[text] = codec.encode_frame(text)
+        return found
+
+    async def reap_lost_calls(self) -> None:
+        """Mark calls unanswered past their deadline lost, checking every ``call_timeout / 20``.
+
+        One sweep over the open calls replaces a timeout per call (a cancel scope per
+        call costs more than the rest of the sandbox's work for it).
+        """
+        interval = max(0.01, self.settings.call_timeout / 20)
+        while True:
+            await trio.sleep(interval)
+            now = trio.current_time()
+            for conv in [c for c in self._active if c.pending]:
+                conv.lose_overdue(now)
 
     # ------------------------------------------------------------ faults
     def abort(self, sock: Socket) -> None:

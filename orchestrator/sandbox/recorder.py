@@ -10,6 +10,7 @@ as an :class:`Entry`, per conversation; the load generator turns that off.
 from __future__ import annotations
 
 import json
+from collections import deque
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any, Literal
@@ -20,6 +21,7 @@ import trio
 __all__ = ["CallRecord", "ConversationLog", "Entry", "Recorder", "ReplyRecord"]
 
 Status = Literal["pending", "ok", "error", "lost"]
+OTHER_LIMIT = 10_000
 
 
 @attrs.frozen
@@ -102,7 +104,8 @@ class Recorder:
 
     messages: bool = True
     conversations: dict[str, ConversationLog] = attrs.Factory(dict)
-    other: list[Entry] = attrs.Factory(list)
+    other: deque[Entry] = attrs.Factory(lambda: deque(maxlen=OTHER_LIMIT))
+    """Frames of no conversation (joins, heartbeats, unknown events): the latest ``OTHER_LIMIT``."""
     unknown_events: int = 0
     violations: int = 0
     duplicates: int = 0

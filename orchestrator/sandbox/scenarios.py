@@ -46,6 +46,7 @@ import attrs
 from orchestrator.errors import ConfigError
 
 __all__ = [
+    "PLATFORMS",
     "UNSET",
     "ConversationPlan",
     "MessageTurn",

@@ -31,7 +31,8 @@ from orchestrator.protocols.conversimple import SUBPROTOCOL
 from orchestrator.transport import ServerWebSocket, serve
 
 from .arinova import ArinovaConversation, ArinovaRouter
-from .conversimple import ConversimpleConversation, ConversimpleRouter
+from .conversation import ConversimpleConversation
+from .conversimple import ConversimpleRouter
 from .load import LoadReport, build_report
 from .recorder import ConversationLog, Recorder
 from .scenarios import ConversationPlan, Scenario
@@ -94,6 +95,7 @@ class SandboxServer:
                     reject=self._reject,
                 )
             )
+            nursery.start_soon(self.conversimple.reap_lost_calls)
             if settings.ping_interval:
                 nursery.start_soon(self.arinova.ping_loop, settings.ping_interval)
             log.info("sandbox listening: %s and %s", self.conversimple_url, self.arinova_url)

@@ -6,6 +6,7 @@ from collections.abc import Mapping
 
 import attrs
 
+from orchestrator.errors import ConfigError
 from orchestrator.protocols.codec import DEFAULT_MAX_BYTES, DEFAULT_MAX_DEPTH
 
 __all__ = ["ARINOVA_PATH", "CONVERSIMPLE_PATH", "DEFAULT_AGENT_NAME", "SandboxSettings"]
@@ -53,3 +54,13 @@ class SandboxSettings:
     max_frame_bytes: int = DEFAULT_MAX_BYTES
     max_depth: int = DEFAULT_MAX_DEPTH
     conversation_prefix: str = "conv-"
+
+    def __attrs_post_init__(self) -> None:
+        if not 0 <= self.port <= 65535:
+            raise ConfigError(f"port must be 0..65535, got {self.port}")
+        positive = ("timeout_seconds", "call_timeout", "reply_timeout", "register_timeout", "auth_timeout")
+        for name in positive:
+            if not getattr(self, name) > 0:
+                raise ConfigError(f"{name} must be positive, got {getattr(self, name)!r}")
+        if self.redelivery_delay < 0 or (self.ping_interval is not None and self.ping_interval <= 0):
+            raise ConfigError("redelivery_delay must not be negative and ping_interval must be positive")

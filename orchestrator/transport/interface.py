@@ -73,7 +73,8 @@ class WebSocket(Protocol):
         or the link dropped (messages that arrived before the close are returned
         first), and :class:`~orchestrator.errors.FrameTooLargeError` for a message
         over ``max_frame_bytes``, after closing the link with code 1009.
-        Cancellation leaves the link usable.
+        Cancellation leaves the link usable. WebSocket pings are answered from
+        in here (sans-IO), so keep a task receiving on any link that must stay up.
         """
         ...
 

@@ -28,6 +28,7 @@ from websockets.typing import BytesLike, Subprotocol
 from websockets.uri import WebSocketURI
 
 from ..errors import FrameTooLargeError, HandshakeError, LinkClosedError
+from ..redact import SecretFilter
 from .dial import Target, open_stream, rejection_error
 from .interface import CLOSE_TIMEOUT, close_arguments
 from .pipe import Pipe, pipe_for
@@ -35,7 +36,12 @@ from .pipe import Pipe, pipe_for
 __all__ = ["SansIOWebSocket", "connect"]
 
 WIRE_LOG = logging.getLogger("orchestrator.transport.wire")
-"""Logger handed to the ``websockets`` protocol objects (they log opens, closes and failures)."""
+"""Logger handed to the ``websockets`` protocol objects (they log opens, closes and failures).
+
+Its records can carry the request line (with the token in the query string) and
+auth frames, so they are masked at the source, before any handler sees them.
+"""
+WIRE_LOG.addFilter(SecretFilter())
 
 _OPEN = State.OPEN
 _CLOSED = State.CLOSED

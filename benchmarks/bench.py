@@ -1,0 +1,319 @@
+"""Load-test the orchestrator against the bundled sandbox, optionally next to conversimple-sdk.
+
+    python benchmarks/bench.py SCENARIO [options]        (or: orchestrator bench SCENARIO ...)
+
+Scenarios (details in ``benchmarks/harness/rounds.py``): ``steady`` (N x K calls),
+``idle`` (N idle conversations: memory), ``ramp`` (arrivals at a rate), ``spike``
+(a burst on a base load), ``soak`` (minutes at constant load: memory must stay
+flat), ``chaos`` (links killed mid-run: recovery time, calls lost), ``mixed``
+(tools that sleep, block a thread, fail).
+
+The load generator (the sandbox platform) and the system under test run in
+separate processes; each round starts both afresh. The system under test is
+``orchestrator run examples/echo.py:EchoAgent`` with metrics on and
+supervision as in production; ``--compare conversimple-sdk`` adds a round of
+the real SDK's dispatcher serving the same tool after each orchestrator round,
+under the same load. RSS and CPU are sampled every 100 ms. Progress goes to
+stderr; stdout gets the machine facts, a table and, as its LAST line, one JSON
+object. Results go to ``bench-results/<scenario>-<timestamp>/``: results.json,
+results.md, PNG charts and the processes' logs.
+
+Exit status: 0 when every orchestrator round completed every conversation with
+no call lost and every budget holds; 1 otherwise; 2 for a usage error. Examples::
+
+    python benchmarks/bench.py steady -n 1000 -k 50 --compare conversimple-sdk --rounds 2
+    python benchmarks/bench.py idle -n 10000
+    python benchmarks/bench.py soak -n 1000 --duration 300 --max-rss-drift-pct 5
+    python benchmarks/bench.py chaos -n 1000 --share 0.3
+    python benchmarks/bench.py steady -n 10000 -k 10 --profile
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime
+import os
+import shlex
+import sys
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+from benchmarks import report
+from benchmarks._common import emit_json, machine_facts, print_facts, raise_open_files_limit
+from benchmarks.harness.figures import median_figures, ratio
+from benchmarks.harness.processes import progress
+from benchmarks.harness.rounds import SCENARIOS, Options, Round
+
+# Per scenario: defaults for the flags left out.
+DEFAULTS: dict[str, dict[str, Any]] = {
+    "steady": {"conversations": 1000, "calls": 20},
+    "idle": {"conversations": 1000, "calls": 1, "duration": 10.0},
+    "ramp": {"conversations": 2000, "calls": 20, "rate": 200.0, "think_ms": 500.0},
+    "spike": {"conversations": 1000, "calls": 5, "spike": 5000, "think_ms": 200.0, "duration": 10.0},
+    "soak": {"conversations": 1000, "calls": 20, "think_ms": 500.0, "duration": 300.0},
+    "chaos": {"conversations": 1000, "calls": 20, "think_ms": 100.0},
+    "mixed": {"conversations": 1000, "calls": 20},
+}
+COMPARABLE = ("conversimple-sdk",)
+
+
+def parse(argv: Sequence[str] | None) -> argparse.Namespace:
+    p = argparse.ArgumentParser(
+        prog="bench.py", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    p.add_argument("scenario", choices=SCENARIOS)
+    p.add_argument("-n", "--conversations", type=int, help="Conversations (slots for soak).")
+    p.add_argument("-k", "--calls", type=int, help="Tool calls per conversation.")
+    p.add_argument("--rate", type=float, help="ramp: conversations arriving per second.")
+    p.add_argument("--think-ms", type=float, help="Pause between a conversation's calls (±50%% jitter).")
+    p.add_argument("--duration", type=float, help="Seconds: idle hold, spike base load, soak length.")
+    p.add_argument("--spike", type=int, help="spike: conversations in the burst.")
+    p.add_argument("--spike-at", type=float, default=3.0, help="spike: seconds after the base load starts.")
+    p.add_argument("--share", type=float, default=0.3, help="chaos: share of links killed.")
+    p.add_argument("--drop-at", type=float, default=2.0, help="chaos: seconds into the calls.")
+    p.add_argument(
+        "--via",
+        choices=("sandbox", "proxy"),
+        default="sandbox",
+        help="chaos: kill links at the sandbox (a share) or reset all at a fault proxy.",
+    )
+    p.add_argument(
+        "--outage", type=float, default=0.0, help="chaos --via proxy: refuse connections this long."
+    )
+    p.add_argument("--compare", choices=COMPARABLE, help="Also run the real SDK, interleaved.")
+    p.add_argument("--rounds", type=int, default=1, help="Rounds per system (interleaved).")
+    p.add_argument("--settle", type=float, default=1.0, help="Seconds to settle before RSS readings.")
+    p.add_argument("--call-timeout", type=float, default=60.0, help="A call unanswered this long is lost.")
+    p.add_argument("--profile", action="store_true", help="py-spy the first orchestrator round's calls.")
+    p.add_argument("--out", type=Path, default=Path("bench-results"), help="Parent folder of the results.")
+    p.add_argument("--quiet", action="store_true", help="No progress lines on stderr.")
+    budget = p.add_argument_group("budgets (exit status 1 when the orchestrator breaches one)")
+    budget.add_argument("--max-p99-ms", type=float)
+    budget.add_argument("--max-rss-kib-per-conversation", type=float)
+    budget.add_argument("--min-calls-per-s", type=float)
+    budget.add_argument("--max-rss-drift-pct", type=float, help="soak: |last - first minute| / first.")
+    args = p.parse_args(argv)
+    for key, value in DEFAULTS[args.scenario].items():
+        if getattr(args, key, None) is None:
+            setattr(args, key, value)
+    for key in ("rate", "think_ms", "duration", "spike"):
+        if getattr(args, key) is None:
+            setattr(args, key, 0)
+    if args.conversations < 1 or args.calls < 0 or args.rounds < 1:
+        p.error("--conversations and --rounds must be positive, --calls not negative")
+    if args.scenario == "ramp" and args.rate <= 0:
+        p.error("ramp needs --rate > 0")
+    if args.scenario == "spike" and args.spike < 1:
+        p.error("spike needs --spike > 0")
+    if not 0 < args.share <= 1:
+        p.error("--share must be in (0, 1]")
+    return args
+
+
+def options_of(args: argparse.Namespace) -> Options:
+    return Options(
+        scenario=args.scenario,
+        conversations=args.conversations,
+        calls=args.calls,
+        rate=args.rate,
+        think=args.think_ms / 1000,
+        duration=args.duration,
+        spike=args.spike,
+        spike_at=args.spike_at,
+        share=args.share,
+        drop_at=args.drop_at,
+        via=args.via,
+        outage=args.outage,
+        settle=args.settle,
+        call_timeout=args.call_timeout,
+        quiet=args.quiet,
+        profile=args.profile,
+    )
+
+
+def flatten(figures: Mapping[str, Any]) -> dict[str, Any]:
+    """Nested figures one level up (``recovery.p50_s`` → ``recovery_p50_s``), for medians."""
+    out: dict[str, Any] = {}
+    for key, value in figures.items():
+        if isinstance(value, Mapping) and key not in ("metrics", "profile", "tools"):
+            out.update({f"{key}_{k}": v for k, v in value.items() if isinstance(v, int | float)})
+        else:
+            out[key] = value
+    return out
+
+
+def check_budgets(args: argparse.Namespace, figures: Mapping[str, Any]) -> list[dict[str, Any]]:
+    rules = [
+        ("p99_ms", args.max_p99_ms, "<=", "--max-p99-ms"),
+        (
+            "rss_kib_per_conversation",
+            args.max_rss_kib_per_conversation,
+            "<=",
+            "--max-rss-kib-per-conversation",
+        ),
+        ("calls_per_s", args.min_calls_per_s, ">=", "--min-calls-per-s"),
+        ("rss_drift_pct", args.max_rss_drift_pct, "|x| <=", "--max-rss-drift-pct"),
+    ]
+    checks = []
+    for key, limit, op, flag in rules:
+        if limit is None:
+            continue
+        value = figures.get(key)
+        if value is None:
+            ok = False
+        elif op == "<=":
+            ok = value <= limit
+        elif op == ">=":
+            ok = value >= limit
+        else:
+            ok = abs(value) <= limit
+        checks.append({"figure": key, "value": value, "limit": limit, "ok": ok, "rule": f"{flag} {limit:g}"})
+    return checks
+
+
+def run(args: argparse.Namespace, argv: Sequence[str]) -> int:
+    raise_open_files_limit()
+    facts = machine_facts()
+    facts["load_avg_1m"] = round(os.getloadavg()[0], 2)  # other work on the host skews every figure
+    print_facts(facts)
+    options = options_of(args)
+    started = datetime.datetime.now()
+    out = args.out / f"{args.scenario}-{started:%Y%m%d-%H%M%S}"
+    out.mkdir(parents=True, exist_ok=True)
+    systems = ["orchestrator"] + ([args.compare] if args.compare else [])
+    schedule = [system for _ in range(args.rounds) for system in systems]
+    rounds: list[dict[str, Any]] = []
+    commands: dict[str, str] = {}
+    profiled = False
+    for index, system in enumerate(schedule, 1):
+        if not args.quiet:
+            progress(
+                f"round {index}/{len(schedule)}: {system}, {args.scenario}, "
+                f"{args.conversations:,} conversations"
+            )
+        one = Round(options, system, index, out / "logs")
+        if args.profile and system == "orchestrator" and not profiled:
+            one.profile_to, profiled = out / "profile-raw.txt", True
+        result = one.run()
+        commands.setdefault(system, result.pop("command"))
+        rounds.append(result)
+        if not args.quiet:
+            f = result["figures"]
+            progress(
+                f"round {index} {system}: {f.get('calls_per_s', 0):,.0f} calls/s, "
+                f"p99 {f.get('p99_ms', 0):.1f} ms, passed {f['passed']}"
+            )
+    by_system = {
+        system: median_figures([flatten(r["figures"]) for r in rounds if r["figures"]["system"] == system])
+        for system in systems
+    }
+    ratios: dict[str, float | None] = {}
+    if args.compare:
+        ours, theirs = by_system["orchestrator"], by_system[args.compare]
+        for key in report.RATIO_TITLES:
+            if key in ours and key in theirs:
+                ratios[key] = ratio(ours[key], theirs[key])
+    checks = check_budgets(args, by_system["orchestrator"])
+    ours_ok = all(r["figures"]["passed"] for r in rounds if r["figures"]["system"] == "orchestrator")
+    passed = ours_ok and all(c["ok"] for c in checks)
+    results: dict[str, Any] = {
+        "scenario": args.scenario,
+        "started": started.isoformat(timespec="seconds"),
+        "command": "python benchmarks/bench.py " + shlex.join(argv),
+        "commands": commands,
+        "machine": facts,
+        "options": {**{k: v for k, v in vars(args).items() if k != "out"}, "out": str(args.out)},
+        "systems": by_system,
+        "ratios": ratios,
+        "budget": {"checks": checks, "passed": all(c["ok"] for c in checks)},
+        "passed": passed,
+        "rounds": rounds,
+        "dir": str(out),
+    }
+    report.write(results, out)
+    print()
+    print("\n".join(report.main_table(by_system)))
+    if ratios:
+        print()
+        print(
+            "\n".join(
+                report.table(["ratio", "value"], [[report.RATIO_TITLES[k], v] for k, v in ratios.items()])
+            )
+        )
+    extra = [(k, v) for k, v in report.extras(rounds[0]["figures"]) if k not in ("exit_code", "stop_s")]
+    if extra:
+        print()
+        for system in systems:
+            first = next(r for r in rounds if r["figures"]["system"] == system)
+            print(
+                f"{system}: " + ", ".join(f"{k} {report.fmt(v)}" for k, v in report.extras(first["figures"]))
+            )
+    print()
+    for check in checks:
+        print(
+            f"budget {'ok' if check['ok'] else 'BREACHED'}: {check['figure']} = "
+            f"{report.fmt(check['value'])} ({check['rule']})"
+        )
+    for r in rounds:
+        for failure in r["figures"]["failures"]:
+            print(f"round {r['figures']['round']} ({r['figures']['system']}): {failure}")
+    print(f"results: {out}/results.md")
+    emit_json(summary(results))
+    return 0 if passed else 1
+
+
+def summary(results: Mapping[str, Any]) -> dict[str, Any]:
+    """The JSON last line: options, per-system medians (scalars), ratios, verdict."""
+    keep = (
+        "calls_per_s",
+        "p50_ms",
+        "p99_ms",
+        "max_ms",
+        "cpu_s_per_1000_calls",
+        "rss_kib_per_conversation",
+        "rss_kib_per_conversation_active",
+        "calls",
+        "calls_error",
+        "calls_lost",
+        "duplicates",
+        "connect_s",
+        "idle_cpu_pct",
+        "rss_drift_pct",
+        "rss_first_mib",
+        "rss_last_mib",
+        "recovery_p50_s",
+        "recovery_max_s",
+        "recover_all_s",
+        "dropped",
+        "setup_p99_s",
+        "spike_s",
+        "unexpected_errors",
+        "base_during_p99_ms",
+        "base_before_p99_ms",
+        "loadgen_cpu_pct",
+        "cpu_pct",
+    )
+    options = results["options"]
+    return {
+        "scenario": results["scenario"],
+        "conversations": options["conversations"],
+        "calls_per_conversation": options["calls"],
+        "rounds": len(results["rounds"]),
+        "systems": {s: {k: f[k] for k in keep if k in f} for s, f in results["systems"].items()},
+        "ratios": results["ratios"],
+        "budget": results["budget"],
+        "passed": results["passed"],
+        "dir": results["dir"],
+    }
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    return run(parse(argv), argv)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,107 @@
+"""py-spy on the system under test: a raw profile of the calls phase and its top functions.
+
+``py-spy record --pid PID --format raw --nonblocking`` samples the process
+without pausing it (the figures of a profiled round are still a little lower:
+py-spy takes CPU on the same two cores). The raw file has one line per distinct
+stack, ``frame;frame;…;leaf COUNT``, each frame ``function (file:line)``: self time
+is the leaf's, total time every function on the stack.
+"""
+
+from __future__ import annotations
+
+import re
+import shutil
+import signal
+import subprocess
+import sys
+from collections import Counter
+from pathlib import Path
+from typing import Any
+
+from .processes import ROOT
+
+_FRAME = re.compile(r"^(?P<function>.*) \((?P<file>[^()]*?)(?::\d+)?\)$")
+
+
+def py_spy() -> str | None:
+    return shutil.which("py-spy", path=str(Path(sys.executable).parent)) or shutil.which("py-spy")
+
+
+class Profiler:
+    """``py-spy record`` attached to ``pid`` from :meth:`start` to :meth:`stop`."""
+
+    def __init__(self, pid: int, out: Path, rate: int = 200) -> None:
+        self.pid, self.out, self.rate = pid, out, rate
+        self.proc: subprocess.Popen[bytes] | None = None
+        self.log = out.with_suffix(".log")
+
+    def start(self) -> bool:
+        exe = py_spy()
+        if exe is None:
+            return False
+        argv = [
+            exe,
+            "record",
+            "--pid",
+            str(self.pid),
+            "--format",
+            "raw",
+            "--rate",
+            str(self.rate),
+            "--nonblocking",
+            "-o",
+            str(self.out),
+        ]
+        with self.log.open("wb") as log:
+            self.proc = subprocess.Popen(argv, stdout=log, stderr=subprocess.STDOUT)
+        return True
+
+    def stop(self) -> dict[str, Any] | None:
+        if self.proc is None:
+            return None
+        self.proc.send_signal(signal.SIGINT)
+        try:
+            self.proc.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+            self.proc.wait()
+        if not self.out.exists():
+            return {"error": f"py-spy wrote nothing (see {self.log.name})"}
+        return top_functions(self.out)
+
+
+def _frame(text: str) -> tuple[str, str]:
+    match = _FRAME.match(text.strip())
+    if match is None:
+        return text.strip(), ""
+    file = match["file"].replace(str(ROOT) + "/", "")
+    file = re.sub(r"^.*/site-packages/", "", file)
+    file = re.sub(r"^.*/lib/python3\.\d+/", "stdlib/", file)
+    return match["function"], file
+
+
+def top_functions(path: Path, top: int = 15) -> dict[str, Any]:
+    """The ``top`` functions by self samples and by total samples in a raw py-spy profile."""
+    own: Counter[tuple[str, str]] = Counter()
+    total: Counter[tuple[str, str]] = Counter()
+    samples = 0
+    for line in path.read_text(encoding="utf-8", errors="replace").splitlines():
+        stack, _, count_text = line.rpartition(" ")
+        if not stack or not count_text.isdigit():
+            continue
+        count = int(count_text)
+        samples += count
+        frames = [_frame(f) for f in stack.split(";") if f]
+        if not frames:
+            continue
+        own[frames[-1]] += count
+        for frame in set(frames):
+            total[frame] += count
+
+    def rows(counter: Counter[tuple[str, str]]) -> list[dict[str, Any]]:
+        return [
+            {"function": fn, "file": file, "samples": n, "pct": round(n / samples * 100, 2)}
+            for (fn, file), n in counter.most_common(top)
+        ]
+
+    return {"samples": samples, "file": path.name, "top_self": rows(own), "top_total": rows(total)}

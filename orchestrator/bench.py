@@ -1,0 +1,60 @@
+"""``orchestrator bench SCENARIO [options]``: the bundled load-test benchmarks.
+
+The benchmarks live in the source checkout (``benchmarks/bench.py``, next to
+this package), not in the installed package: they start the sandbox, the
+system under test and conversimple-sdk as separate processes and need the
+``bench`` extra (matplotlib, the SDKs). This command runs that script with the
+same arguments and the same Python, and exits with its status; ``--help``
+after the scenario shows the script's own options::
+
+    orchestrator bench steady -n 1000 -k 50 --compare conversimple-sdk
+    orchestrator bench idle -n 10000 --max-rss-kib-per-conversation 16
+"""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+import click
+
+__all__ = ["BenchmarksMissing", "bench", "bench_script"]
+
+SCRIPT = Path("benchmarks") / "bench.py"
+
+
+class BenchmarksMissing(click.ClickException):
+    """No checkout around the package: one line on stderr, exit status 2."""
+
+    exit_code = 2
+
+
+def bench_script() -> Path:
+    """``benchmarks/bench.py`` of the checkout this package was imported from."""
+    return Path(__file__).resolve().parent.parent / SCRIPT
+
+
+@click.command(
+    "bench",
+    context_settings={"ignore_unknown_options": True, "allow_extra_args": True, "help_option_names": []},
+    add_help_option=False,
+)
+@click.argument("arguments", nargs=-1, type=click.UNPROCESSED)
+def bench(arguments: tuple[str, ...]) -> None:
+    """Run the load-test benchmarks (steady, idle, ramp, spike, soak, chaos, mixed).
+
+    Needs a source checkout: runs benchmarks/bench.py next to the package with
+    these arguments. `orchestrator bench --help` shows its options.
+    """
+    script = bench_script()
+    if not script.is_file():
+        raise BenchmarksMissing(
+            f"the benchmarks are not installed: {script} does not exist. They ship with the "
+            "source checkout; clone the repository and run `pip install -e '.[bench]'` there."
+        )
+    try:
+        status = subprocess.call([sys.executable, str(script), *arguments])
+    except KeyboardInterrupt:  # the child got the same SIGINT and reports its own way
+        status = 130
+    sys.exit(status)
