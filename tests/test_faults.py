@@ -125,7 +125,7 @@ async def test_faults_delay_is_pipelined(
             await stream.send_all(b"abc")
             await trio.sleep(0.1)
         assert await receive_exactly(stream, 15) == b"abc" * 5
-        # Five chunks each 2 s late, not 10 s: latency is not serialised per chunk.
+        # Each chunk takes 2 s there and back; serialised per chunk, five would take 10 s.
         assert trio.current_time() - start_time < 3.0
 
 

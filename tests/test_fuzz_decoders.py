@@ -73,12 +73,7 @@ VIOLATION_REASONS = {"frame_too_large", "frame_too_deep", "bad_frame"}
 # Decoder bugs this suite found, not yet fixed (see the strict xfail reproducers at
 # the end). The fuzzers tolerate exactly these so that they keep hunting for others;
 # once a fix lands its reproducer XPASSes, which fails: then drop its entry here.
-KNOWN_BUGS: dict[str, Callable[[BaseException], bool]] = {
-    "huge integer in a float field": lambda exc: isinstance(exc, OverflowError),
-    "non-finite number in a join reply": lambda exc: (
-        isinstance(exc, ProtocolError) and str(exc).startswith("value cannot be sent as JSON")
-    ),
-}
+KNOWN_BUGS: dict[str, Callable[[BaseException], bool]] = {}
 
 
 def known_bug(exc: BaseException) -> bool:
@@ -443,18 +438,14 @@ HUGE_TIMEOUT = (
 INFINITE_REPLY = '[null,"2","customer:cust","phx_reply",{"status":"error","response":{"x":1e999}}]'
 
 
-@pytest.mark.xfail(strict=True, raises=OverflowError, reason="decoder bug: float(int) overflow escapes")
-def test_fuzz_decoders_known_bug_huge_integer_timeout() -> None:
+def test_fuzz_decoders_huge_integer_timeout_is_a_protocol_error() -> None:
     with pytest.raises(ProtocolError):
         conversimple.decode_server_frame(HUGE_TIMEOUT)
     result = ConversimpleClient("c").receive(HUGE_TIMEOUT)
     assert isinstance(result[0], events.ProtocolViolation)
 
 
-@pytest.mark.xfail(
-    strict=True, raises=ProtocolError, reason="decoder bug: receive re-encodes an inf it let in"
-)
-def test_fuzz_decoders_known_bug_non_finite_number_in_join_reply() -> None:
+def test_fuzz_decoders_non_finite_number_in_join_reply_is_a_violation() -> None:
     client = ConversimpleClient("cust")
     client.join()
     result = client.receive(INFINITE_REPLY)

@@ -12,6 +12,7 @@ its subclasses) so a bad frame is an error for its conversation only.
 from __future__ import annotations
 
 import json
+import math
 import re
 from collections.abc import Callable, Mapping
 from typing import Any, NoReturn, get_args, get_origin
@@ -61,7 +62,14 @@ def _reject_constant(name: str) -> NoReturn:
     raise ValueError(f"{name} is not valid JSON")
 
 
-_DECODER = json.JSONDecoder(parse_constant=_reject_constant)
+def _finite_float(text: str) -> float:
+    value = float(text)
+    if not math.isfinite(value):  # 1e999 parses as inf, which JSON cannot carry back
+        raise ValueError(f"number {text[:32]} is out of range")
+    return value
+
+
+_DECODER = json.JSONDecoder(parse_constant=_reject_constant, parse_float=_finite_float)
 _ENCODER = json.JSONEncoder(separators=(",", ":"), ensure_ascii=False, allow_nan=False)
 
 
@@ -153,8 +161,13 @@ def _strict(name: str, *types: type) -> Callable[[Any, Any], Any]:
 
 
 def _number(value: Any, _: Any) -> float:
-    if type(value) is float or type(value) is int:
-        return float(value)
+    if type(value) is float:
+        return value
+    if type(value) is int:
+        try:
+            return float(value)
+        except OverflowError:
+            raise ProtocolError("number out of range") from None
     raise ProtocolError(f"expected number, got {type(value).__name__}")
 
 

@@ -58,6 +58,8 @@ class Bot:
 
 @attrs.define(eq=False)
 class ArinovaConversation:
+    """One Arinova conversation: its customer's messages, one task each."""
+
     router: ArinovaRouter
     log: ConversationLog
     plan: ConversationPlan
@@ -69,12 +71,14 @@ class ArinovaConversation:
 
 @attrs.define(eq=False)
 class ArinovaRouter:
+    """All bot sockets and Arinova conversations of one sandbox server."""
+
     settings: SandboxSettings
     recorder: Recorder
     _serials: itertools.count[int] = attrs.Factory(lambda: itertools.count(1))
     _bots: dict[Bot, None] = attrs.Factory(dict)
     _bot_event: trio.Event = attrs.Factory(trio.Event)
-    _tasks: dict[str, ReplyRecord] = attrs.Factory(dict)
+    conversations: dict[str, ArinovaConversation] = attrs.Factory(dict)
     _drop_after_chunk: int = 0
     bots_open: int = 0
 
@@ -161,10 +165,19 @@ class ArinovaRouter:
         self._reply(bot, wire.AgentChunk, task_id, chunk, raw)
         return True
 
+    def _find_task(self, task_id: str) -> ReplyRecord | None:
+        """The task ``<conversation id>-t<n>`` from its conversation: no index of every task to keep."""
+        cid, _, number = task_id.rpartition("-t")
+        conv = self.conversations.get(cid)
+        if conv is None or not number.isdigit() or not 0 < int(number) <= len(conv.log.replies):
+            return None
+        record = conv.log.replies[int(number) - 1]
+        return record if record.task_id == task_id else None
+
     def _reply(self, bot: Bot, kind: type, task_id: str, value: str, raw: dict[str, Any] | None) -> None:
         """A chunk, the completed reply or an error reply for ``task_id``."""
         recorder = self.recorder
-        record = self._tasks.get(task_id)
+        record = self._find_task(task_id)
         if record is None:
             recorder.unknown_answers += 1
             return
@@ -199,6 +212,7 @@ class ArinovaRouter:
     async def run_conversation(self, conv: ArinovaConversation, rng: random.Random) -> None:
         """Send the plan's messages one by one, collecting replies. Sets ``log.outcome``."""
         clog = conv.log
+        self.conversations[clog.conversation_id] = conv
         try:
             await run_chat_customer(conv, conv.plan, rng)
             if any(r.status == "lost" for r in clog.replies):
@@ -224,7 +238,6 @@ class ArinovaRouter:
         task_id = f"{cid}-t{conv.messages}"
         record = ReplyRecord(task_id, cid, content, time.perf_counter())
         conv.log.replies.append(record)
-        self._tasks[task_id] = record
         self.recorder.counters["replies_sent"] += 1
         with trio.move_on_after(self.settings.reply_timeout):
             while True:  # until a bot takes the task

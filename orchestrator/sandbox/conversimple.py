@@ -60,7 +60,6 @@ class ConversimpleRouter:
     _serials: itertools.count[int] = attrs.Factory(lambda: itertools.count(1))
     _joined: dict[Socket, None] = attrs.Factory(dict)
     _joined_event: trio.Event = attrs.Factory(trio.Event)
-    _calls: dict[str, tuple[ConversimpleConversation, CallRecord]] = attrs.Factory(dict)
     _active: set[ConversimpleConversation] = attrs.Factory(set)
     _drop_armed: set[str | None] = attrs.Factory(set)
     pool: ArgumentPool = attrs.Factory(ArgumentPool)
@@ -220,8 +219,17 @@ class ConversimpleRouter:
         self._answer(sock, call_id, "ok", payload["result"], None)
         return True
 
+    def _find_call(self, call_id: str) -> tuple[ConversimpleConversation, CallRecord] | None:
+        """The call ``<conversation id>-c<n>`` from its conversation: no index of every call to keep."""
+        cid, _, number = call_id.rpartition("-c")
+        conv = self.conversations.get(cid)
+        if conv is None or not number.isdigit() or not 0 < int(number) <= len(conv.log.calls):
+            return None
+        record = conv.log.calls[int(number) - 1]
+        return (conv, record) if record.call_id == call_id else None
+
     def _answer(self, sock: Socket, call_id: str, status: str, result: Any, error: str | None) -> None:
-        found = self._calls.get(call_id)
+        found = self._find_call(call_id)
         recorder = self.recorder
         if found is None or found[0].customer_id != sock.customer_id:
             recorder.unknown_answers += 1
@@ -264,8 +272,7 @@ class ConversimpleRouter:
             await self._joined_event.wait()
 
     def track(self, conv: ConversimpleConversation, record: CallRecord) -> None:
-        """Index a new call so that answers on any socket find it."""
-        self._calls[record.call_id] = (conv, record)
+        """Count a new call (answers find it by its id: see :meth:`_find_call`)."""
         self.recorder.counters["calls_sent"] += 1
 
     def after_request(self, conv: ConversimpleConversation, sock: Socket) -> None:

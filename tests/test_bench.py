@@ -1,0 +1,79 @@
+"""The load-test harness runs end to end: both systems, results on disk, JSON last line, budgets.
+
+One small real run (20 conversations x 3 calls, the orchestrator then conversimple-sdk,
+each in its own process next to the sandbox's) proves the plumbing; the figures
+themselves belong to benchmarks/, not to a timed test.
+"""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from click.testing import CliRunner
+
+import orchestrator.bench
+from orchestrator.bench import bench
+
+ROOT = Path(__file__).resolve().parent.parent
+BENCH = ROOT / "benchmarks" / "bench.py"
+
+
+@pytest.mark.slow
+def test_bench_steady_compare_writes_results_and_fails_a_breached_budget(tmp_path: Path) -> None:
+    argv = [
+        sys.executable, str(BENCH), "steady", "-n", "20", "-k", "3", "--compare", "conversimple-sdk",
+        "--settle", "0.3", "--quiet", "--out", str(tmp_path),
+        "--max-p99-ms", "60000",  # holds
+        "--min-calls-per-s", "1e9",  # cannot hold: exit status 1
+    ]  # fmt: skip
+    run = subprocess.run(argv, cwd=tmp_path, capture_output=True, text=True, timeout=90)
+    lines = run.stdout.strip().splitlines()
+    assert lines[0].startswith("machine: cpu="), run.stdout
+    summary = json.loads(lines[-1])
+    assert run.returncode == 1, run.stdout + run.stderr
+
+    for system in ("orchestrator", "conversimple-sdk"):
+        figures = summary["systems"][system]
+        assert figures["calls"] == 60
+        assert figures["calls_lost"] == 0
+        assert figures["calls_per_s"] > 0
+        assert figures["p99_ms"] >= figures["p50_ms"] > 0
+        assert figures["cpu_s_per_1000_calls"] > 0
+        assert "rss_kib_per_conversation" in figures
+    assert set(summary["ratios"]) >= {"calls_per_s", "cpu_s_per_1000_calls", "p99_ms"}
+    checks = {c["figure"]: c["ok"] for c in summary["budget"]["checks"]}
+    assert checks == {"p99_ms": True, "calls_per_s": False}
+    assert summary["passed"] is False
+    assert any(line.startswith("budget BREACHED: calls_per_s") for line in lines)
+
+    out = Path(summary["dir"])
+    assert out.parent == tmp_path
+    results = json.loads((out / "results.json").read_text())
+    assert [r["figures"]["system"] for r in results["rounds"]] == ["orchestrator", "conversimple-sdk"]
+    assert all(r["figures"]["passed"] for r in results["rounds"])  # the exit status is the budget's
+    assert all(r["series"]["resources"]["rss_mib"] for r in results["rounds"])
+    markdown = (out / "results.md").read_text()
+    assert "| orchestrator" in markdown and "BREACHED" in markdown
+    for chart in ("throughput.png", "latency.png", "rss.png"):
+        assert (out / chart).read_bytes().startswith(b"\x89PNG"), chart
+    assert "auth_token=bench" not in (out / "logs" / "round1-orchestrator.log").read_text()
+
+
+def test_bench_command_passes_arguments_through() -> None:
+    run = subprocess.run(
+        [sys.executable, "-c", "from orchestrator.bench import bench; bench()", "--help"],
+        capture_output=True, text=True, timeout=60,
+    )  # fmt: skip
+    assert run.returncode == 0, run.stderr
+    assert "--compare" in run.stdout and "--max-p99-ms" in run.stdout
+
+
+def test_bench_command_without_a_checkout_says_so(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    monkeypatch.setattr(orchestrator.bench, "bench_script", lambda: tmp_path / "benchmarks" / "bench.py")
+    result = CliRunner().invoke(bench, ["steady"])
+    assert result.exit_code == 2
+    assert "benchmarks are not installed" in result.output
