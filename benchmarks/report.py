@@ -61,10 +61,15 @@ def table(headers: Sequence[str], rows: Sequence[Sequence[Any]]) -> list[str]:
     """A Markdown table (also readable as plain text)."""
     cells = [[fmt(c) for c in row] for row in rows]
     widths = [max(len(h), *(len(r[i]) for r in cells)) if cells else len(h) for i, h in enumerate(headers)]
-    out = ["| " + " | ".join(h.ljust(w) for h, w in zip(headers, widths, strict=True)) + " |"]
-    out.append("|" + "|".join("-" * (w + 2) for w in widths) + "|")
-    out += ["| " + " | ".join(c.rjust(w) for c, w in zip(r, widths, strict=True)) + " |" for r in cells]
-    return out
+    numeric = [all(isinstance(r[i], int | float) or r[i] is None for r in rows) for i in range(len(headers))]
+    columns = list(zip(widths, numeric, strict=True))
+
+    def line(values: Sequence[str]) -> str:
+        padded = (v.rjust(w) if num else v.ljust(w) for v, (w, num) in zip(values, columns, strict=True))
+        return "| " + " | ".join(padded) + " |"
+
+    rule = "|" + "|".join("-" * (w + 1) + (":" if num else "-") for w, num in columns) + "|"
+    return [line(headers), rule, *(line(r) for r in cells)]
 
 
 def main_table(by_system: Mapping[str, Mapping[str, Any]]) -> list[str]:

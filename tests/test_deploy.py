@@ -16,10 +16,18 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+import trio
+import trio.testing
 from prometheus_client import CollectorRegistry, generate_latest
 from prometheus_client.parser import text_string_to_metric_families
 
+from orchestrator.agent import Agent
+from orchestrator.agent import tool as tool_decorator
+from orchestrator.errors import ToolError
+from orchestrator.http import make_app
 from orchestrator.metrics import CONVERSATION_STATES, Metrics
+from orchestrator.supervisor import Supervisor
+from orchestrator.testing import MemoryPlatform
 
 DEPLOY = Path(__file__).resolve().parent.parent / "deploy"
 ALERTS = DEPLOY / "alerts.yml"
@@ -244,3 +252,65 @@ def _label_names() -> set[str]:
     metrics = Metrics(CollectorRegistry())
     populate(metrics, 10)
     return {label for _, labels in _series(generate_latest(metrics.registry)) for label, _ in labels}
+
+
+def _forty_tool_agent() -> type[Agent]:
+    """An agent class with 40 tools, built the way a user would write them."""
+
+    def make(i: int) -> Any:
+        async def body(self: Agent, text: str) -> str:
+            if i % 7 == 0:
+                raise ToolError(f"tool {i} refuses")
+            return text
+
+        body.__name__ = f"tool_{i:02d}"
+        body.__qualname__ = f"FortyTools.tool_{i:02d}"
+        body.__annotations__ = {"text": "str", "return": "str"}
+        return tool_decorator(f"Tool number {i}")(body)
+
+    namespace: dict[str, Any] = {f"tool_{i:02d}": make(i) for i in range(40)}
+    namespace["agent_id"] = "forty"
+    return type("FortyTools", (Agent,), namespace)
+
+
+async def _live_scrape(conversations: int) -> bytes:
+    """A scrape of a real supervisor hosting ``conversations`` actors of a 40-tool agent."""
+    forty = _forty_tool_agent()
+    platform = MemoryPlatform()
+    metrics = Metrics(CollectorRegistry(), process=True)
+    supervisor = Supervisor([forty], platform.connect, metrics=metrics)
+    async with trio.open_nursery() as nursery:
+        await nursery.start(supervisor.run)
+        for n in range(conversations):
+            supervisor.start_conversation_nowait(f"c{n}", "forty")
+        await trio.testing.wait_all_tasks_blocked()
+        for n in range(0, conversations, 5):
+            peer = platform.peer(f"c{n}")
+            await peer.call_tool(f"x{n}", f"tool_{n % 40:02d}", {"text": "hi"})
+            await peer.call_tool(f"y{n}", "no_such_tool", {})
+        app = make_app(metrics, supervisor, version="test")
+        body = await _asgi_get(app, "/metrics")
+        nursery.cancel_scope.cancel()
+    return body
+
+
+async def _asgi_get(app: Any, path: str) -> bytes:
+    sent: list[dict[str, Any]] = []
+
+    async def receive() -> dict[str, Any]:
+        return {"type": "http.request", "body": b"", "more_body": False}
+
+    async def send(message: dict[str, Any]) -> None:
+        sent.append(message)
+
+    scope = {"type": "http", "method": "GET", "path": path, "headers": [], "query_string": b""}
+    await app(scope, receive, send)
+    return b"".join(m.get("body", b"") for m in sent if m["type"] == "http.response.body")
+
+
+async def test_live_scrape_of_1000_conversations_and_40_tools_passes_promtool(promtool: str) -> None:
+    small, large = await _live_scrape(100), await _live_scrape(1000)
+    _run(promtool, "check", "metrics", stdin=large)
+    assert b'outcome="error",tool="tool_35"' in large and b'tool="unknown"' in large
+    assert b"c999" not in large  # never a conversation id
+    assert _series(small) == _series(large)

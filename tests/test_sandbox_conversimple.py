@@ -332,7 +332,8 @@ async def test_synthetic_calls_cover_every_tool_with_valid_arguments(server: San
 @pytest.mark.parametrize("server", [{"max_frame_bytes": 1000}], indirect=True)
 async def test_oversized_frame_closes_only_that_socket(server: SandboxServer) -> None:
     big, other = await joined(server), await joined(server)
-    await big.ws.send_text('{"topic":"customer:cust","event":"heartbeat","payload":{"pad":"' + "x" * 2000 + '"}}')
+    pad = "x" * 2000
+    await big.ws.send_text('{"topic":"customer:cust","event":"heartbeat","payload":{"pad":"' + pad + '"}}')
     with pytest.raises(LinkClosedError):
         await big.next()
     assert big.ws.close_code == 1009
@@ -344,7 +345,8 @@ async def test_oversized_frame_closes_only_that_socket(server: SandboxServer) ->
 
 async def test_leave_stops_announcements_to_that_socket(server: SandboxServer) -> None:
     first, second = await joined(server), await joined(server)
-    await first.ws.send_text('{"join_ref":"1","ref":"7","topic":"customer:cust","event":"phx_leave","payload":{}}')
+    leave = '{"join_ref":"1","ref":"7","topic":"customer:cust","event":"phx_leave","payload":{}}'
+    await first.ws.send_text(leave)
     assert (await first.next(replies=True)).message == wire.PhxReply("ok", {})
     (cid,) = server.add_conversations(echo_calls("x"))
     assert (await second.expect(wire.ConversationReady)).conversation_id == cid
