@@ -36,6 +36,7 @@ class ActorExit(enum.Enum):
 
     COMPLETED = "completed"  #: the platform ended the conversation
     IDLE = "idle"  #: nothing happened for ``idle_timeout`` seconds
+    STOPPED = "stopped"  #: :meth:`ConversationActor.cancel` was called
 
 
 @attrs.frozen
@@ -87,6 +88,7 @@ class ConversationActor:
     _active_calls: int = attrs.field(init=False, default=0)
     _calls_done: trio.Event | None = attrs.field(init=False, default=None)
     _nursery: trio.Nursery | None = attrs.field(init=False, default=None)
+    _cancelled: bool = attrs.field(init=False, default=False)
 
     def __attrs_post_init__(self) -> None:
         self.mailbox = Mailbox(self.settings.mailbox_capacity, self.settings.mailbox_policy)
@@ -111,6 +113,8 @@ class ConversationActor:
             # scopes per actor is memory that 10,000 actors do not spend.
             async with trio.open_nursery() as nursery:
                 self._nursery = nursery
+                if self._cancelled:
+                    nursery.cancel_scope.cancel()
                 await nursery.start(self.connection.run, self._deliver)
                 task_status.started()
                 try:
@@ -123,7 +127,7 @@ class ConversationActor:
                     raise
                 await call_hook(agent, "on_conversation_ended", self.record)
                 nursery.cancel_scope.cancel()  # closes the connection
-            return exit_
+            return ActorExit.STOPPED if self._cancelled else exit_
         except BaseExceptionGroup as group:
             failure = _terminal_link_error(group)
             if failure is None:
@@ -134,6 +138,13 @@ class ConversationActor:
                     agent, "on_error", "connection", str(failure), {"reason": type(failure).__name__}
                 )
             raise ConversationFailedError(f"link failed: {failure}") from failure
+
+    def cancel(self) -> None:
+        """Stop this actor: in-flight calls are cancelled, ``on_conversation_ended`` runs
+        (shielded, within ``shutdown_timeout``) and :meth:`run` returns ``STOPPED``."""
+        self._cancelled = True
+        if self._nursery is not None:
+            self._nursery.cancel_scope.cancel()
 
     async def _deliver(self, event: ev.InboundEvent) -> None:
         mailbox = self.mailbox

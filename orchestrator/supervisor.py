@@ -44,7 +44,7 @@ from .errors import (
     MailboxFullError,
 )
 from .events import ConversationEnded, InboundEvent
-from .logs import log_context
+from .logs import agent_id_var, conversation_id_var
 from .metrics import Metrics
 from .store import ConversationRecord, ConversationStore, MemoryStore, ResultCache
 
@@ -119,7 +119,9 @@ class _Slot:
     agent_cls: type[Agent]
     state: str = "starting"
     started_at: float = 0.0
-    scope: trio.CancelScope = attrs.field(factory=trio.CancelScope)
+    # Only while waiting out a restart backoff; a running actor is cancelled
+    # through its own nursery (one cancel scope less per conversation).
+    scope: trio.CancelScope | None = None
     actor: ConversationActor | None = None
     stop_requested: bool = False
     restart_requested: bool = False
@@ -159,11 +161,19 @@ class _Slot:
         return self.outcome
 
     def new_scope(self) -> trio.CancelScope:
-        """A fresh cancel scope for the next phase, already cancelled if a stop is pending."""
+        """A fresh cancel scope for the backoff wait, already cancelled if a stop is pending."""
         self.scope = trio.CancelScope()
         if self.stop_requested:
             self.scope.cancel()
         return self.scope
+
+    def cancel(self) -> None:
+        """Stop whatever runs now: the actor, or the backoff wait before the next one."""
+        self.stop_requested = True
+        if self.actor is not None:
+            self.actor.cancel()
+        if self.scope is not None:
+            self.scope.cancel()
 
 
 class Supervisor:
@@ -231,8 +241,7 @@ class Supervisor:
             await self._idle.wait()
             return True
         for slot in list(self._slots.values()):
-            slot.stop_requested = True
-            slot.scope.cancel()
+            slot.cancel()
         with trio.move_on_after(self.settings.actor.shutdown_timeout + 1.0):
             await self._idle.wait()
         return False
@@ -308,9 +317,10 @@ class Supervisor:
         crashes: list[float] | None = None  # run-clock times of recent crashes
         run_clock = 0.0  # seconds this conversation spent running, excluding backoff
         outcome = "failed"
-        context = log_context(conversation_id=slot.record.conversation_id, agent_id=slot.record.agent_id)
+        # This task's context is its own copy: set, never reset (records carry the ids).
+        conversation_id_var.set(slot.record.conversation_id)
+        agent_id_var.set(slot.record.agent_id)
         try:
-            context.__enter__()
             while True:
                 actor = ConversationActor(
                     slot.record,
@@ -324,19 +334,20 @@ class Supervisor:
                 began = trio.current_time()
                 reason: str | None = None
                 exit_: ActorExit | None = None
-                with slot.new_scope():
-                    try:
-                        exit_ = await actor.run(task_status=_Started(self, slot))
-                    except ConversationFailedError as exc:
-                        log.warning("conversation failed: %s", exc)
-                        outcome = "failed"
-                        return
-                    except Exception as exc:  # the supervisor decides on a restart here
-                        reason = "crash"
-                        log.warning("actor crashed: %s", _describe(exc), exc_info=exc)
+                if slot.stop_requested:
+                    actor.cancel()
+                try:
+                    exit_ = await actor.run(task_status=_Started(self, slot))
+                except ConversationFailedError as exc:
+                    log.warning("conversation failed: %s", exc)
+                    outcome = "failed"
+                    return
+                except Exception as exc:  # the supervisor decides on a restart here
+                    reason = "crash"
+                    log.warning("actor crashed: %s", _describe(exc), exc_info=exc)
                 ran = trio.current_time() - began
                 run_clock += ran
-                if slot.scope.cancelled_caught or slot.stop_requested:
+                if exit_ is ActorExit.STOPPED or slot.stop_requested:
                     if slot.restart_requested and not self._draining:
                         slot.restart_requested = slot.stop_requested = False
                         self._count_restart(slot, "manual")
@@ -377,14 +388,17 @@ class Supervisor:
                 self._count_restart(slot, reason or "crash")
                 self._note_storm()
                 self._set_state(slot, "restarting")
-                with slot.new_scope():
+                with slot.new_scope() as scope:
                     await trio.sleep(backoff.next_delay())
-                if slot.scope.cancelled_caught:
+                slot.scope = None
+                if scope.cancelled_caught:
+                    if slot.restart_requested and not self._draining:
+                        slot.restart_requested = slot.stop_requested = False
+                        continue
                     outcome = "stopped" if not self._draining else "cancelled"
                     return
         finally:
             self._finish(slot, outcome)
-            context.__exit__(None, None, None)
 
     def _count_restart(self, slot: _Slot, reason: str) -> None:
         slot.record.restarts += 1
@@ -467,8 +481,7 @@ class Supervisor:
     def stop(self, conversation_id: str) -> None:
         """Cancel one conversation; it ends as ``stopped`` and is not restarted."""
         slot = self._slot(conversation_id)
-        slot.stop_requested = True
-        slot.scope.cancel()
+        slot.cancel()
 
     def notify(self, conversation_id: str, event: InboundEvent) -> bool:
         """Hand an event that arrived elsewhere (the control connection) to a conversation's actor.
@@ -491,8 +504,8 @@ class Supervisor:
     def restart(self, conversation_id: str) -> None:
         """Cancel one conversation's actor and start a fresh one (not counted against the budget)."""
         slot = self._slot(conversation_id)
-        slot.stop_requested = slot.restart_requested = True
-        slot.scope.cancel()
+        slot.restart_requested = True
+        slot.cancel()
 
     async def wait_running(self, conversation_id: str) -> None:
         """Wait until the conversation's actor is running or the conversation ended."""

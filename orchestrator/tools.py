@@ -111,10 +111,12 @@ class ToolExecutor:
         return min(max(chosen, s.min_timeout), s.max_timeout)
 
     async def execute(self, request: ToolCallRequest) -> CallOutcome | None:
-        """Answer one call: from the cache, by joining the same call in flight, or by running it.
+        """Answer one call: from the cache, or by running it (never twice at once).
 
-        Returns None only if the call was cancelled before completing (nothing is
-        cached then, so a redelivery runs it). Cancellation cancels the tool.
+        Returns the reply to send, or None when this request must not be answered:
+        the same ``call_id`` is already running (its first request answers, once),
+        or the call was cancelled before completing (nothing is cached then, so a
+        redelivery runs it). Cancellation cancels the tool.
         """
         cached = self.record.results.get(request.call_id)
         if cached is not None:
@@ -125,8 +127,11 @@ class ToolExecutor:
             self._inflight = {}
         running = self._inflight.get(request.call_id)
         if running is not None:
+            # A redelivery of a call still running: the first request's task sends
+            # the one reply; answering twice would be a duplicate on the platform.
+            self._count(request.tool_name if request.tool_name in self.agent.__tools__ else UNKNOWN, "joined")
             await running.wait()
-            return self.record.results.get(request.call_id)
+            return None
         done = self._inflight[request.call_id] = trio.Event()
         try:
             reply = await self._run(request)
