@@ -117,7 +117,8 @@ class Metrics:
         )
         self.tool_calls = Counter(
             "orchestrator_tool_calls_total",
-            "Tool calls, by tool and outcome (ok, error, timeout, invalid_arguments, unknown_tool, cached, joined).",
+            "Tool calls, by tool and outcome"
+            " (ok, error, timeout, invalid_arguments, unknown_tool, cached, joined).",
             ["tool", "outcome"],
             registry=reg,
         )

@@ -1,8 +1,8 @@
 """py-spy on the system under test: a raw profile of the calls phase and its top functions.
 
-``py-spy record --pid PID --format raw --nonblocking`` samples the process
-without pausing it (the figures of a profiled round are still a little lower:
-py-spy takes CPU on the same two cores). The raw file has one line per distinct
+``py-spy record --pid PID --format raw`` pauses the process for each sample
+(``--nonblocking`` tears about half the stacks of a busy trio process), so a
+profiled round's figures are a little lower than an unprofiled one's. The raw file has one line per distinct
 stack, ``frame;frame;…;leaf COUNT``, each frame ``function (file:line)``: self time
 is the leaf's, total time every function on the stack.
 """
@@ -23,6 +23,30 @@ from .processes import ROOT
 _FRAME = re.compile(r"^(?P<function>.*) \((?P<file>[^()]*?)(?::\d+)?\)$")
 
 
+ROOTS = ("_run_module_as_main", "_bootstrap", "<module>")
+"""Where a whole stack starts (the main thread, a worker thread)."""
+BOILERPLATE = {
+    ("_run_module_as_main", "<frozen runpy>"),
+    ("_run_code", "<frozen runpy>"),
+    ("<module>", "orchestrator/__main__.py"),
+    ("Command.__call__", "click/core.py"),
+    ("Command.main", "click/core.py"),
+    ("Group.invoke", "click/core.py"),
+    ("Command.invoke", "click/core.py"),
+    ("Context.invoke", "click/core.py"),
+    ("run", "orchestrator/cli.py"),
+    ("run_trio", "orchestrator/cli.py"),
+    ("run", "trio/_core/_run.py"),
+    ("unrolled_run", "trio/_core/_run.py"),
+    ("_bootstrap", "stdlib/threading.py"),
+    ("_bootstrap_inner", "stdlib/threading.py"),
+    ("Thread.run", "stdlib/threading.py"),
+    ("Thread._bootstrap", "stdlib/threading.py"),
+    ("Thread._bootstrap_inner", "stdlib/threading.py"),
+}
+"""Frames on (nearly) every stack: left out of the inclusive ranking."""
+
+
 def py_spy() -> str | None:
     return shutil.which("py-spy", path=str(Path(sys.executable).parent)) or shutil.which("py-spy")
 
@@ -30,7 +54,7 @@ def py_spy() -> str | None:
 class Profiler:
     """``py-spy record`` attached to ``pid`` from :meth:`start` to :meth:`stop`."""
 
-    def __init__(self, pid: int, out: Path, rate: int = 200) -> None:
+    def __init__(self, pid: int, out: Path, rate: int = 100) -> None:
         self.pid, self.out, self.rate = pid, out, rate
         self.proc: subprocess.Popen[bytes] | None = None
         self.log = out.with_suffix(".log")
@@ -83,6 +107,7 @@ def _frame(text: str) -> tuple[str, str]:
 def top_functions(path: Path, top: int = 15) -> dict[str, Any]:
     """The ``top`` functions by self samples and by total samples in a raw py-spy profile."""
     own: Counter[tuple[str, str]] = Counter()
+    torn = 0
     total: Counter[tuple[str, str]] = Counter()
     samples = 0
     for line in path.read_text(encoding="utf-8", errors="replace").splitlines():
@@ -94,9 +119,12 @@ def top_functions(path: Path, top: int = 15) -> dict[str, Any]:
         frames = [_frame(f) for f in stack.split(";") if f]
         if not frames:
             continue
+        if frames[0][0] not in ROOTS:
+            torn += count  # a partial stack (the thread was running while it was read)
         own[frames[-1]] += count
         for frame in set(frames):
-            total[frame] += count
+            if frame not in BOILERPLATE:
+                total[frame] += count
 
     def rows(counter: Counter[tuple[str, str]]) -> list[dict[str, Any]]:
         return [
@@ -104,4 +132,10 @@ def top_functions(path: Path, top: int = 15) -> dict[str, Any]:
             for (fn, file), n in counter.most_common(top)
         ]
 
-    return {"samples": samples, "file": path.name, "top_self": rows(own), "top_total": rows(total)}
+    return {
+        "samples": samples,
+        "partial_stacks": torn,
+        "file": path.name,
+        "top_self": rows(own),
+        "top_total": rows(total),
+    }

@@ -31,7 +31,6 @@ block does (Conversimple: ``conversation_ended`` is sent, shielded, within
 from __future__ import annotations
 
 import itertools
-import math
 import random
 from collections.abc import AsyncIterator, Mapping
 from contextlib import asynccontextmanager
@@ -60,8 +59,15 @@ from .channels import Channel, Session
 from .drivers import LLMToolAgent, ScriptedToolAgent, Tools
 from .errors import ParticipantError, ScenarioError
 from .llm import LLMClient
-from .models import SIMULATION_EPOCH, Conversation, ConversationResult, EndReason, Message, ParticipantRole
-from .models import ToolCall
+from .models import (
+    SIMULATION_EPOCH,
+    Conversation,
+    ConversationResult,
+    EndReason,
+    Message,
+    ParticipantRole,
+    ToolCall,
+)
 from .participants import Participant, ScriptedParticipant
 from .runners import FullSimulationRunner, ProgressCallback
 from .specs import Scenario
@@ -125,11 +131,12 @@ class SandboxChannel(Channel):
             nursery.start_soon(server.conversimple.run_conversation, conversation, random.Random(0))
             try:
                 await conversation.ready.wait()
-                if not conversation.registered.is_set():
-                    raise ParticipantError(f"{cid}: {log.failures[-1]}")
-                yield SandboxTools(conversation, self.agent_id, self.description)
+                if conversation.registered.is_set():
+                    yield SandboxTools(conversation, self.agent_id, self.description)
             finally:
                 conversation.closing.set()
+        if not conversation.registered.is_set():  # raised here, not wrapped in the nursery's group
+            raise ParticipantError(f"{cid}: {log.failures[-1] if log.failures else 'not registered'}")
 
 
 class SandboxSession(Session):
@@ -354,16 +361,3 @@ async def serve_over_sandbox(
         yield SandboxChannel(server, agent.agent_id, customer_id=SANDBOX_CUSTOMER, description=description)
         nursery.cancel_scope.cancel()
 
-
-__all__ = [
-    "END_GRACE",
-    "SandboxBatch",
-    "SandboxChannel",
-    "SandboxSession",
-    "SandboxTools",
-    "build_tool_runner",
-    "drives_tools",
-    "serve_over_sandbox",
-]
-
-_ = math  # noqa: F841
