@@ -153,7 +153,9 @@ def markdown(results: Mapping[str, Any]) -> str:
         if profile and profile.get("top_self"):
             lines += [f"## Profile, round {f['round']} ({f['system']}): top functions by self time", ""]
             lines += [
-                f"{profile['samples']:,} samples (py-spy, active threads only), raw file `{profile['file']}`",
+                f"{profile['samples']:,} samples (py-spy, active threads), raw file `{profile['file']}`; "
+                f"{profile.get('partial_stacks', 0):,} stacks are partial (py-spy loses the callers of some "
+                "coroutine frames), so self time is exact and total time a lower bound.",
                 "",
             ]
             lines += table(

@@ -171,13 +171,12 @@ class ToolExecutor:
                         abandon_on_cancel=True,
                     )
                 reply = ToolResult(request.call_id, tool.name, to_json_value(value))
-            except ToolError as exc:  # a business error: its message goes to the platform as is
-                outcome = "error"
-                reply = self._failure(request, str(exc) or type(exc).__name__)
             except Exception as exc:  # a tool error is an error reply, never a crash
                 outcome = "error"
-                log.info("tool %s raised %s: %s", tool.name, type(exc).__name__, exc)
-                reply = self._failure(request, f"tool {tool.name!r} failed: {_describe(exc)}")
+                if not isinstance(exc, ToolError):
+                    log.info("tool %s raised %s: %s", tool.name, type(exc).__name__, exc)
+                # The exception's message, as conversimple-sdk sends it: the LLM reads it.
+                reply = self._failure(request, str(exc) or type(exc).__name__)
         if scope.cancelled_caught:
             outcome = "timeout"
             reply = self._failure(
@@ -196,11 +195,6 @@ class ToolExecutor:
     def _count(self, tool: str, outcome: str) -> None:
         if self.metrics is not None:
             self.metrics.child(self.metrics.tool_calls, tool, outcome).inc()
-
-
-def _describe(exc: BaseException) -> str:
-    text = str(exc)
-    return f"{type(exc).__name__}: {text}" if text else type(exc).__name__
 
 
 @types.coroutine

@@ -46,7 +46,7 @@ async def fails(peer: MemoryPeer, call_id: str, tool: str, arguments: Mapping[st
     """The message of a business-rule error reply (a ValueError raised by the tool)."""
     reply = await peer.call_tool(call_id, tool, arguments)
     assert isinstance(reply, ev.ToolFailure), reply
-    assert reply.message.startswith(f"tool {tool!r} failed: ValueError: "), reply.message
+    assert not reply.message.startswith(("invalid arguments", "unknown tool")), reply.message
     return reply.message
 
 
@@ -130,7 +130,10 @@ async def test_every_tool_survives_synthetic_schema_valid_arguments(agent: type[
                 call_id = f"{schema['name']}-{variant}"
                 reply = await peer.call_tool(call_id, schema["name"], arguments)
                 if isinstance(reply, ev.ToolFailure):  # a business error, never a bug or a schema gap
-                    assert "failed: ValueError: " in reply.message, (arguments, reply.message)
+                    assert not reply.message.startswith(("invalid arguments", "unknown tool", "tool ")), (
+                        arguments,
+                        reply.message,
+                    )
         assert sup.inspect("synthetic").restarts == 0
         assert sup.inspect("synthetic").state == "running"
 

@@ -3,7 +3,14 @@
 ::
 
     orchestrator simulate SCENARIOS.toml [--samples K] [--concurrency N]
-        [--pass-rate P] [--agent AGENT | --via-sandbox] [--out DIR]
+        [--pass-rate P] [--agent AGENT] [--via-sandbox] [--out DIR]
+
+``--via-sandbox`` starts the bundled sandbox platform and the orchestrator serving
+the agent (``--agent``, else the file's ``agent``) in this process, and simulates
+through the real wire protocols over loopback: scenarios without a simulated
+agent as Arinova conversations (messages and streamed replies), scenarios whose
+simulated platform LLM calls tools as Conversimple conversations
+(``tool_call_request`` frames); see :mod:`.sandbox_channel`.
 
 Writes ``DIR/transcripts.jsonl`` (one record per simulation, appended as each
 finishes; rerunning resumes), ``DIR/summary.json``, ``DIR/junit.xml`` and, for
@@ -23,6 +30,7 @@ import trio
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
+from ..agent import Agent
 from ..errors import ConfigError
 from .agents import load_agent_class
 from .batch import Batch, BatchRun, SimulationRecord
@@ -30,6 +38,7 @@ from .cache import CachedLLMClient
 from .llm import LLMClient, LLMSettings
 from .openai_client import OpenAIClient
 from .report import junit_xml, render_report, summary_json
+from .sandbox_channel import SandboxBatch, serve_over_sandbox
 from .scenarios import load_scenarios
 from .summary import BatchSummary
 
@@ -62,9 +71,15 @@ class _ProgressBar:
 
 
 async def _run_batch(
-    batch: Batch, settings: LLMSettings | None, cache_dir: Path | None, bar: _ProgressBar
+    batch: Batch,
+    settings: LLMSettings | None,
+    cache_dir: Path | None,
+    bar: _ProgressBar,
+    serve: type[Agent] | None = None,
 ) -> BatchRun:
     async with AsyncExitStack() as stack:
+        if serve is not None:
+            batch.channel = await stack.enter_async_context(serve_over_sandbox(serve))
         if settings is not None:
             http = OpenAIClient(settings)
             stack.push_async_callback(http.aclose)
@@ -88,7 +103,11 @@ async def _run_batch(
 @click.option("--concurrency", "-n", type=click.IntRange(min=1), default=10, show_default=True)
 @click.option("--pass-rate", type=click.FloatRange(0, 1), help="Exit 1 when the pass rate (0..1) is lower.")
 @click.option("--agent", "agent_spec", metavar="AGENT", help="package.module:Class or path/to/file.py:Class.")
-@click.option("--via-sandbox", is_flag=True, help="Reach the agent through the bundled sandbox platform.")
+@click.option(
+    "--via-sandbox",
+    is_flag=True,
+    help="Serve the agent with the orchestrator and reach it through the bundled sandbox platform.",
+)
 @click.option("--out", type=click.Path(file_okay=False, path_type=Path), help="Results [sim-results/<name>].")
 @click.option("--fresh", is_flag=True, help="Discard earlier transcripts instead of resuming.")
 @click.option("--no-cache", is_flag=True, help="Do not cache LLM completions on disk.")
@@ -96,13 +115,7 @@ async def _run_batch(
 @click.pass_context
 def simulate(ctx: click.Context, /, scenarios_file: Path, **options: Any) -> None:
     """Simulate customer conversations with an agent and report outcomes and pass rates."""
-    if options["agent_spec"] and options["via_sandbox"]:
-        raise click.UsageError("--agent and --via-sandbox are mutually exclusive")
-    if options["via_sandbox"]:
-        raise click.ClickException(
-            "--via-sandbox is not available yet: the bundled sandbox platform has not landed. "
-            "Use --agent to run the agent in process."
-        )
+    via_sandbox: bool = options["via_sandbox"]
     try:
         scenario_file = load_scenarios(scenarios_file)
         spec = options["agent_spec"] or scenario_file.agent
@@ -111,12 +124,21 @@ def simulate(ctx: click.Context, /, scenarios_file: Path, **options: Any) -> Non
         settings = scenario_file.llm_settings() if scenario_file.needs_llm else None
     except ConfigError as exc:
         raise click.ClickException(str(exc)) from exc
+    served: type[Agent] | None = None
+    if via_sandbox:
+        if agent_factory is None:
+            raise click.UsageError("--via-sandbox needs an agent to serve: --agent or the file's agent")
+        if not (isinstance(agent_factory, type) and issubclass(agent_factory, Agent)):
+            raise click.UsageError(
+                f"--via-sandbox serves the agent with the orchestrator: {spec} is not an orchestrator Agent"
+            )
+        served, agent_factory = agent_factory, None  # reached over the wire, never in process
     samples = options["samples"] or scenario_file.samples or 1
     out: Path = options["out"] or Path("sim-results") / scenarios_file.stem
     transcripts = out / "transcripts.jsonl"
     if options["fresh"]:
         transcripts.unlink(missing_ok=True)
-    batch = Batch(
+    batch = (SandboxBatch if via_sandbox else Batch)(
         scenario_file.scenarios,
         samples=samples,
         concurrency=options["concurrency"],
@@ -126,10 +148,12 @@ def simulate(ctx: click.Context, /, scenarios_file: Path, **options: Any) -> Non
     console = Console()
     if settings is not None:
         console.print(f"LLM: {settings.endpoint} model {settings.model}", highlight=False)
+    if served is not None:
+        console.print(f"via the sandbox: the orchestrator serves {served.agent_id!r} over loopback")
     cache_dir = None if options["no_cache"] else out / "llm-cache"
     bar = _ProgressBar(console, options["progress"])
     try:
-        run = trio.run(_run_batch, batch, settings, cache_dir, bar)
+        run = trio.run(_run_batch, batch, settings, cache_dir, bar, served)
     except KeyboardInterrupt:
         console.print(f"interrupted; finished simulations are kept in {transcripts}: run again to resume")
         ctx.exit(130)

@@ -248,7 +248,10 @@ class SandboxTools:
         return [dict(spec) for spec in self._conversation.tools]
 
     async def call(self, tool: str, arguments: Mapping[str, Any]) -> ToolCall:
-        """Call ``tool`` over the wire. Cancellation abandons the call (the sandbox may still get an answer)."""
+        """Call ``tool`` over the wire.
+
+        Cancellation abandons the call (the agent may still answer it; the sandbox records that).
+        """
         if self._conversation.done:
             raise ParticipantError(f"conversation {self.conversation_id} has ended")
         args = dict(arguments)
@@ -288,7 +291,9 @@ def build_tool_runner(
         if llm is None:
             raise ScenarioError(f"scenario {scenario.name!r}: an llm agent needs an LLM client")
         instructions = spec.instructions or None
-        agent = LLMToolAgent(llm, tools, instructions=instructions, temperature=spec.temperature, variant=sample)
+        agent = LLMToolAgent(
+            llm, tools, instructions=instructions, temperature=spec.temperature, variant=sample
+        )
     else:
         agent = ScriptedToolAgent(tools, spec.turns_for(sample))
     return FullSimulationRunner(
@@ -360,4 +365,3 @@ async def serve_over_sandbox(
         description = (agent.__doc__ or "").strip().split("\n\n")[0]
         yield SandboxChannel(server, agent.agent_id, customer_id=SANDBOX_CUSTOMER, description=description)
         nursery.cancel_scope.cancel()
-
