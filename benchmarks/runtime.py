@@ -5,7 +5,8 @@
 Measures, at N idle actors: spawn time per actor, RSS per idle actor (the
 connection excluded: a NullConnection holds no buffers), and the runtime's
 overhead per async and per sync tool call (request in the mailbox to reply
-handed to the connection, minus the tool body, which does nothing). Prints the
+handed to the connection, minus the same round trip through bare memory channels,
+measured as process CPU time so a busy machine does not inflate it). Prints the
 machine facts, a table, and as its last line one JSON object.
 """
 
@@ -73,7 +74,7 @@ async def measure_idle(actors: int) -> dict[str, float]:
 
 
 async def measure_calls(calls: int, tool_name: str) -> float:
-    """Mean µs per call, one conversation, calls issued back to back."""
+    """CPU µs per call (process time: steady on a busy machine), one conversation, back to back."""
     peer = MemoryPeer("c", buffer=1)
     supervisor = Supervisor(
         [BenchAgent],
@@ -87,31 +88,39 @@ async def measure_calls(calls: int, tool_name: str) -> float:
         args = {"text": "hello"}
         for i in range(200):  # warm up
             await peer.call_tool(f"w{i}", tool_name, args)
-        started = time.perf_counter()
+        started = time.process_time()
         for i in range(calls):
             await peer.request_tool(f"c{i}", tool_name, args)
             await peer.receive()
-        elapsed = time.perf_counter() - started
+        elapsed = time.process_time() - started
         nursery.cancel_scope.cancel()
     return elapsed / calls * 1e6
 
 
 async def measure_floor(calls: int) -> float:
-    """The same round trip through the in-memory peer with no runtime in between."""
-    to_actor, from_peer = trio.open_memory_channel[Any](1)
-    to_peer, from_actor = trio.open_memory_channel[Any](1)
+    """The same round trip through the same in-memory connection with no runtime at all.
 
-    async def bare_actor() -> None:
-        async for request in from_peer:
-            await to_peer.send(ev.ToolResult(request.call_id, request.tool_name, {"text": "hello"}))
+    The connection's reader answers each request inline: no supervisor, actor,
+    mailbox, executor, validation, cache, timeout or metrics. What the runtime
+    adds on top of this is its overhead.
+    """
+    peer = MemoryPeer("c", buffer=1)
+    connection = MemoryConnection(peer)
+
+    async def answer(event: Any) -> None:
+        if isinstance(event, ev.ToolCallRequest):
+            await connection.send(ev.ToolResult(event.call_id, event.tool_name, {"text": "hello"}))
 
     async with trio.open_nursery() as nursery:
-        nursery.start_soon(bare_actor)
-        started = time.perf_counter()
+        await nursery.start(connection.run, answer)
+        args = {"text": "hello"}
+        for i in range(200):
+            await peer.call_tool(f"w{i}", "echo", args)
+        started = time.process_time()
         for i in range(calls):
-            await to_actor.send(ev.ToolCallRequest(f"c{i}", "echo", {"text": "hello"}))
-            await from_actor.receive()
-        elapsed = time.perf_counter() - started
+            await peer.request_tool(f"c{i}", "echo", args)
+            await peer.receive()
+        elapsed = time.process_time() - started
         nursery.cancel_scope.cancel()
     return elapsed / calls * 1e6
 

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from collections import OrderedDict
 from collections.abc import Iterator, Mapping
-from typing import Any, Protocol
+from typing import Any, NamedTuple, Protocol
 
 import attrs
 
@@ -49,9 +49,11 @@ class ResultCache:
         return self._entries is not None and call_id in self._entries
 
 
-@attrs.frozen
-class HistoryEntry:
-    """One thing that happened in a conversation (trio time, kind, data)."""
+class HistoryEntry(NamedTuple):
+    """One thing that happened in a conversation (trio time, kind, data).
+
+    A named tuple, not an attrs class: one is made per event on the hot path.
+    """
 
     at: float
     kind: str

@@ -89,7 +89,7 @@ class ToolExecutor:
     thread_limiter: trio.CapacityLimiter
     settings: ToolSettings = attrs.field(factory=ToolSettings)
     metrics: Metrics | None = None
-    _inflight: dict[str, trio.Event] | None = attrs.field(init=False, default=None)
+    _inflight: dict[str, trio.Event | None] | None = attrs.field(init=False, default=None)
     _hook_called: bool = attrs.field(init=False, default=False)
     _hook_completed: bool = attrs.field(init=False, default=False)
 
@@ -123,23 +123,27 @@ class ToolExecutor:
             self._count(cached.tool_name, "cached")
             await trio.lowlevel.checkpoint()
             return cached
-        if self._inflight is None:
-            self._inflight = {}
-        running = self._inflight.get(request.call_id)
-        if running is not None:
+        inflight = self._inflight
+        if inflight is None:
+            inflight = self._inflight = {}
+        if request.call_id in inflight:
             # A redelivery of a call still running: the first request's task sends
             # the one reply; answering twice would be a duplicate on the platform.
             self._count(request.tool_name if request.tool_name in self.agent.__tools__ else UNKNOWN, "joined")
-            await running.wait()
+            waiter = inflight[request.call_id]
+            if waiter is None:
+                waiter = inflight[request.call_id] = trio.Event()
+            await waiter.wait()
             return None
-        done = self._inflight[request.call_id] = trio.Event()
+        inflight[request.call_id] = None  # an Event is made only if someone joins
         try:
             reply = await self._run(request)
             self.record.results.put(reply)
             return reply
         finally:
-            del self._inflight[request.call_id]
-            done.set()
+            waiter = inflight.pop(request.call_id)
+            if waiter is not None:
+                waiter.set()
 
     async def _run(self, request: ToolCallRequest) -> CallOutcome:
         tool = self.agent.__tools__.get(request.tool_name)

@@ -6,7 +6,8 @@ and measure pass rates before shipping. Start from a scenario file
 compose the pieces: participants (:mod:`.participants`, :mod:`.agents`,
 :mod:`.drivers` for tool-only agents), a runner (:class:`FullSimulationRunner`
 in process, :class:`HybridSimulationRunner` through a :class:`Channel` in real
-time), an evaluator (:mod:`.evaluators`, :mod:`.judge`) and a :class:`Batch`
+time; :mod:`.sandbox_channel` reaches a real agent through the bundled sandbox),
+an evaluator (:mod:`.evaluators`, :mod:`.judge`) and a :class:`Batch`
 with its :class:`BatchSummary`.
 """
 
@@ -67,6 +68,15 @@ from .participants import (
 from .report import junit_xml, render_report, summary_json
 from .rules import Contains, Matches, ToolCalled, parse_rule
 from .runners import FullSimulationRunner, SimulationProgress, SimulationRunner
+from .sandbox_channel import (
+    SandboxBatch,
+    SandboxChannel,
+    SandboxSession,
+    SandboxTools,
+    build_tool_runner,
+    drives_tools,
+    serve_over_sandbox,
+)
 from .scenarios import load_scenarios, parse_scenarios
 from .specs import ParticipantSpec, Scenario, ScenarioFile
 from .summary import BatchSummary, ScenarioSummary, pass_hat_k
@@ -123,6 +133,10 @@ __all__ = [
     "RuleBasedParticipant",
     "RuleEvaluator",
     "RunnerUsedError",
+    "SandboxBatch",
+    "SandboxChannel",
+    "SandboxSession",
+    "SandboxTools",
     "Scenario",
     "ScenarioError",
     "ScenarioFile",
@@ -141,7 +155,9 @@ __all__ = [
     "Tools",
     "Verdict",
     "build_runner",
+    "build_tool_runner",
     "converter",
+    "drives_tools",
     "from_json",
     "junit_xml",
     "load_agent_class",
@@ -151,6 +167,7 @@ __all__ = [
     "parse_scenarios",
     "pass_hat_k",
     "render_report",
+    "serve_over_sandbox",
     "summary_json",
     "to_json",
 ]

@@ -148,6 +148,7 @@ class SandboxSession(Session):
         self._nursery: trio.Nursery | None = None
         self._conversation: ArinovaConversation | None = None
         self._started_at = 0.0
+        self._failure: ParticipantError | None = None
 
     async def send(self, message: Message) -> None:
         """Send ``message`` as a task to the bot; returns at once (the reply is published)."""
@@ -176,14 +177,22 @@ class SandboxSession(Session):
             log.outcome = "lost" if any(r.status == "lost" for r in log.replies) else "completed"
             server.recorder.counters["ended"] += 1
             log.ended.set()
+        # Only a failed reply stops the nursery without cancelling us; raised here, not in a group.
+        assert self._failure is not None
+        raise self._failure
 
     async def _ask(self, conversation: ArinovaConversation, content: str) -> None:
         record = await conversation.ask(content)
-        if record.status == "error":
-            raise ParticipantError(f"the agent answered with an error: {record.error}")
         if record.status != "ok":
-            timeout = self._channel.server.settings.reply_timeout
-            raise ParticipantError(f"no reply to {content[:60]!r} within {timeout:g} s")
+            if record.status == "error":
+                failure = f"the agent answered with an error: {record.error}"
+            else:
+                timeout = self._channel.server.settings.reply_timeout
+                failure = f"no reply to {content[:60]!r} within {timeout:g} s"
+            if self._failure is None and self._nursery is not None:
+                self._failure = ParticipantError(failure)
+                self._nursery.cancel_scope.cancel()
+            return
         if record.reply:  # an empty reply is silence
             at = self._channel.base_timestamp + timedelta(seconds=trio.current_time() - self._started_at)
             self._publish(Message(record.reply, at, ParticipantRole.AGENT))
@@ -217,8 +226,9 @@ class _ToolConversation(ConversimpleConversation):
                 return
             self.ready.set()
             await self.closing.wait()
-            log.outcome = "lost" if any(c.status == "lost" for c in log.calls) else "completed"
         finally:
+            if log.outcome is None:
+                log.outcome = "lost" if any(c.status == "lost" for c in log.calls) else "completed"
             self.ready.set()
             with trio.move_on_after(END_GRACE, shield=True):
                 await self.end()
@@ -339,7 +349,9 @@ async def serve_over_sandbox(
 ) -> AsyncIterator[SandboxChannel]:
     """A sandbox, and the orchestrator serving ``agent`` to it on both platforms, in process.
 
-    The sandbox listens on loopback (``settings``, default port 0); the orchestrator
+    The sandbox listens on loopback (``settings``, default port 0; its ``bot_tokens`` are
+    replaced by the orchestrator's bot, and ``api_keys``, if any, must accept
+    ``SANDBOX_API_KEY``); the orchestrator
     joins it over Conversimple and connects an Arinova bot, under one supervisor
     (its actors end after ``idle_timeout`` seconds without a message, as Arinova
     never ends a conversation; metrics on ``registry``, default a private one).

@@ -1,0 +1,291 @@
+"""Hybrid simulations through the sandbox: real agents over real wire protocols.
+
+The sandbox and the orchestrator (or a real SDK in a subprocess) talk over real
+loopback WebSockets, so these run on trio's real clock; the simulated customer
+answers at once (no typing time, no settle), so nothing sleeps and every wait is
+bounded with ``fail_after``. Only the SDK test takes real time: its agent is a
+separate Python process that has to start.
+"""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from collections.abc import AsyncIterator, Iterator
+from contextlib import asynccontextmanager
+from pathlib import Path
+
+import pytest
+import trio
+from click.testing import CliRunner
+
+from examples.booking import BookingAgent
+from examples.weather import WeatherAgent
+from orchestrator.agent import Agent
+from orchestrator.sandbox import SandboxServer
+from orchestrator.simulator import (
+    Batch,
+    Contains,
+    EndReason,
+    HybridSimulationRunner,
+    HybridTiming,
+    Intent,
+    Matches,
+    Outcome,
+    Outcomes,
+    ParticipantError,
+    ParticipantRole,
+    RuleEvaluator,
+    SandboxBatch,
+    SandboxChannel,
+    ScriptedParticipant,
+    TerminationPolicy,
+    load_scenarios,
+    open_session,
+    serve_over_sandbox,
+)
+from orchestrator.simulator.cli import simulate
+
+ROOT = Path(__file__).resolve().parent.parent
+SCENARIOS = ROOT / "examples" / "scenarios"
+SDK_AGENTS = Path(__file__).resolve().parent / "sdk_agents"
+CUSTOMER, AGENT = ParticipantRole.CUSTOMER, ParticipantRole.AGENT
+AT_ONCE = HybridTiming(reply_delay=0.0, settle=0.0)
+TIMEOUT = 20.0
+SDK_TIMEOUT = 60.0
+
+
+def hybrid(
+    channel: SandboxChannel, turns: list[str], evaluator: RuleEvaluator | None = None
+) -> HybridSimulationRunner:
+    outcomes = Outcomes([Outcome("answered", "a temperature was given"), Outcome("unanswered", "none")])
+    return HybridSimulationRunner(
+        ScriptedParticipant(turns[1:]),
+        channel,
+        turns[0],
+        Intent(CUSTOMER, "learn the weather"),
+        outcomes,
+        max_messages=10,
+        evaluator=evaluator,
+        termination=TerminationPolicy(idle_timeout=TIMEOUT),
+        timing=AT_ONCE,
+    )
+
+
+def spoken(result_messages: object) -> list[tuple[ParticipantRole, str]]:
+    return [(m.sender, m.content) for m in result_messages]  # type: ignore[attr-defined]
+
+
+async def test_hybrid_run_against_the_orchestrator_over_arinova() -> None:
+    evaluator = RuleEvaluator(
+        expectations=(Contains("Right now in Paris"), Matches(r"humidity \d+%"), Contains("up to 27°C")),
+        outcome_rules={"answered": (Matches(r"\d+(\.\d+)?°C"),)},
+        default_outcome="unanswered",
+        expected_outcomes=("answered",),
+    )
+    turns = ["What's the weather in Paris?", "And the forecast for Lisbon tomorrow?", "Thanks, bye!"]
+    with trio.fail_after(TIMEOUT):
+        async with serve_over_sandbox(WeatherAgent) as channel:
+            result = await hybrid(channel, turns, evaluator).run()
+            server = channel.server
+    assert spoken(result.conversation.messages) == [
+        (CUSTOMER, "What's the weather in Paris?"),
+        (AGENT, "Right now in Paris: 18°C and partly cloudy, humidity 64%."),
+        (CUSTOMER, "And the forecast for Lisbon tomorrow?"),
+        (AGENT, "Tomorrow in Lisbon: sunny, up to 27°C."),
+        (CUSTOMER, "Thanks, bye!"),
+    ]
+    assert result.end_reason is EndReason.CLOSING_PHRASE and result.end_detail == "customer: 'bye'"
+    assert result.passed and result.evaluation is not None
+    assert result.conversation.outcome is not None and result.conversation.outcome.name == "answered"
+    # It went over the wire: the sandbox sent tasks and collected streamed chunks.
+    (log,) = server.recorder.conversations.values()
+    assert log.platform == "arinova" and log.agent_id == "weather"
+    first = log.replies[0]
+    assert first.status == "ok" and len(first.chunks) == 3 and "".join(first.chunks) == first.reply
+    assert [e.event for e in log.entries if e.direction == "out"][:2] == ["task", "task"]
+    assert server.recorder.violations == 0
+
+
+async def test_sandbox_session_sends_overlapping_messages_at_once() -> None:
+    with trio.fail_after(TIMEOUT):
+        async with serve_over_sandbox(WeatherAgent) as channel, open_session(channel) as session:
+            replies = session.subscribe()
+            for text in ("Paris?", "Berlin?"):
+                await session.send(ScriptedParticipant([text]).make_message(text, session.get_conversation()))
+            # Both tasks are out before either reply: the orchestrator answers them in order.
+            got = [(await replies.receive()).content for _ in range(2)]
+    assert got == [
+        "Right now in Paris: 18°C and partly cloudy, humidity 64%.",
+        "Right now in Berlin: 17.5°C and partly cloudy, humidity 61%.",
+    ]
+    assert [m.sender for m in session.get_conversation().messages] == [CUSTOMER, CUSTOMER, AGENT, AGENT]
+    assert channel.server.conversation(session.session_id).outcome == "completed"
+
+
+class Grumpy(Agent):
+    """Refuses one word."""
+
+    agent_id = "grumpy"
+
+    async def on_message(self, message: str) -> str:
+        if "crash" in message:
+            raise RuntimeError("boom")
+        return f"ok: {message}"
+
+
+async def test_agent_error_reply_ends_the_run_with_error() -> None:
+    with trio.fail_after(TIMEOUT):
+        async with serve_over_sandbox(Grumpy) as channel:
+            result = await hybrid(channel, ["hello", "crash now", "still there?"]).run()
+    assert spoken(result.conversation.messages) == [
+        (CUSTOMER, "hello"),
+        (AGENT, "ok: hello"),
+        (CUSTOMER, "crash now"),
+    ]
+    assert result.end_reason is EndReason.ERROR
+    assert "the agent answered with an error" in result.end_detail and "boom" in result.end_detail
+    assert not result.passed
+
+
+async def test_scripted_driver_calls_the_orchestrators_tools_over_conversimple() -> None:
+    scenario_file = load_scenarios(SCENARIOS / "booking.toml")
+    with trio.fail_after(TIMEOUT):
+        async with serve_over_sandbox(BookingAgent) as channel:
+            run = await SandboxBatch(scenario_file.scenarios, channel=channel).run()
+            server = channel.server
+    failures = {r.scenario: r.result for r in run.records if not r.passed}
+    assert not failures and len(run.records) == 5
+    results = {r.scenario: r.result for r in run.records}
+    # The business rule is an error reply over the wire, recorded on the agent message it produced.
+    suite = results["suite-too-long"].conversation
+    (message,) = [m for m in suite.messages if m.tool_calls]
+    assert message.sender is AGENT
+    check, hold = message.tool_calls
+    assert check.name == "check_availability" and check.succeeded
+    assert hold.name == "hold_room" and dict(hold.arguments)["nights"] == 3
+    assert hold.error is not None and "suites can be held for at most 2 nights" in hold.error
+    assert "at most 2 nights" in message.content
+    assert suite.outcome is not None and suite.outcome.name == "not-booked"
+    booked = results["double-room-happy-path"].conversation
+    assert [c.name for c in booked.tool_calls] == ["check_availability", "hold_room", "confirm_booking"]
+    assert booked.tool_calls[-1].result["booking_id"] == "B-1"
+    # Each scenario was one Conversimple conversation whose calls the sandbox carried.
+    logs = [log for log in server.recorder.conversations.values() if log.platform == "conversimple"]
+    assert len(logs) == 5 and all(log.outcome == "completed" for log in logs)
+    (suite_log,) = [
+        log for log in logs if [c.tool_name for c in log.calls] == ["check_availability", "hold_room"]
+    ]
+    assert [c.status for c in suite_log.calls] == ["ok", "error"]
+    assert [e.event for e in suite_log.entries if e.direction == "out"].count("tool_call_request") == 2
+    assert "conversation_ended" in [e.payload.get("event") for e in suite_log.entries]
+    # The same scenarios in process say the same things: the wire changes nothing.
+    local = await Batch(scenario_file.scenarios, agent_factory=BookingAgent).run()
+    for remote_record, local_record in zip(run.records, local.records, strict=True):
+        remote_messages = remote_record.result.conversation.messages
+        assert spoken(remote_messages) == spoken(local_record.result.conversation.messages)
+
+
+async def test_open_tools_without_an_agent_fails_after_register_timeout(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    server = SandboxServer(register_timeout=5.0)
+    async with trio.open_nursery() as nursery:
+        await nursery.start(server.run)
+        channel = SandboxChannel(server, "nobody")
+        with pytest.raises(ParticipantError, match="no agent 'nobody' registered tools within 5 s"):
+            async with channel.open_tools():
+                pytest.fail("no agent is there to register")
+        scenario_file = load_scenarios(SCENARIOS / "booking.toml")
+        run = await SandboxBatch(scenario_file.scenarios[:1], channel=channel).run()
+        nursery.cancel_scope.cancel()
+    (record,) = run.records
+    assert record.result.end_reason is EndReason.ERROR and "registered tools" in record.result.end_detail
+    assert {log.outcome for log in server.recorder.conversations.values()} == {"unregistered"}
+
+
+@asynccontextmanager
+async def sdk_process(script: str, *args: str, log: Path) -> AsyncIterator[trio.Process]:
+    """A real SDK agent in its own process (it is asyncio); killed on the way out."""
+    with log.open("wb") as out:
+        process = await trio.lowlevel.open_process(
+            [sys.executable, str(SDK_AGENTS / script), *args], stdout=out, stderr=subprocess.STDOUT
+        )
+        try:
+            yield process
+        except BaseException:
+            output = await trio.Path(log).read_text(errors="replace")
+            sys.stderr.write(f"--- {script} output ---\n{output[-8000:]}\n")
+            raise
+        finally:
+            process.kill()
+            await process.wait()
+
+
+@pytest.mark.slow
+async def test_hybrid_run_against_the_real_arinova_sdk(tmp_path: Path) -> None:
+    turns = ["hello there sandbox", "one two three four", "ünïcødé ✓ works", "ok bye"]
+    evaluator = RuleEvaluator(expectations=(Contains("one two three four"), Contains("ünïcødé ✓ works")))
+    server = SandboxServer(bot_tokens={"echo-token": "echo"})
+    with trio.fail_after(SDK_TIMEOUT):
+        async with trio.open_nursery() as nursery:
+            await nursery.start(server.run)
+            async with sdk_process(
+                "run_arinova.py", server.arinova_url, "echo-token", log=tmp_path / "sdk.log"
+            ):
+                # The first task waits in the sandbox until the SDK's bot has connected.
+                result = await hybrid(SandboxChannel(server, "echo"), turns, evaluator).run()
+            nursery.cancel_scope.cancel()
+    assert spoken(result.conversation.messages) == [
+        (CUSTOMER, "hello there sandbox"),
+        (AGENT, "hello there sandbox"),
+        (CUSTOMER, "one two three four"),
+        (AGENT, "one two three four"),
+        (CUSTOMER, "ünïcødé ✓ works"),
+        (AGENT, "ünïcødé ✓ works"),
+        (CUSTOMER, "ok bye"),
+    ]
+    assert result.end_reason is EndReason.CLOSING_PHRASE and result.passed
+    (log,) = server.recorder.conversations.values()
+    answered = [r for r in log.replies if r.status == "ok"]
+    assert [r.content for r in answered][:3] == turns[:3]
+    # The SDK streamed each reply word by word before completing it.
+    assert answered[1].chunks == ["one ", "two ", "three ", "four"]
+    assert server.recorder.violations == 0
+
+
+@pytest.fixture
+def in_tmp(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Path]:
+    monkeypatch.chdir(tmp_path)
+    yield tmp_path
+
+
+def test_cli_via_sandbox_serves_the_agent_and_passes(in_tmp: Path) -> None:
+    out = in_tmp / "out"
+    args = [
+        str(SCENARIOS / "weather_hybrid.toml"),
+        "--via-sandbox",
+        "--agent",
+        f"{ROOT}/examples/weather.py:WeatherAgent",
+        "--samples",
+        "1",
+        "--out",
+        str(out),
+        "--no-progress",
+    ]
+    result = CliRunner().invoke(simulate, [*args, "--pass-rate", "1.0"])
+    assert result.exit_code == 0, result.output
+    assert "serves 'weather' over loopback" in result.output
+    assert "3/3 passed" in result.output and "closing_phrase 3" in result.output
+    assert len((out / "transcripts.jsonl").read_text().splitlines()) == 3
+
+
+def test_cli_via_sandbox_usage_errors(in_tmp: Path) -> None:
+    (in_tmp / "agent.py").write_text(
+        "class Parrot:\n    def on_message(self, message):\n        return message\n"
+    )
+    (in_tmp / "s.toml").write_text("[[scenario]]\nname = 'x'\ncustomer = { turns = ['hi'] }\n")
+    no_agent = CliRunner().invoke(simulate, ["s.toml", "--via-sandbox"])
+    assert no_agent.exit_code == 2 and "needs an agent to serve" in no_agent.output
+    not_ours = CliRunner().invoke(simulate, ["s.toml", "--via-sandbox", "--agent", "agent.py:Parrot"])
+    assert not_ours.exit_code == 2 and "is not an orchestrator Agent" in not_ours.output
