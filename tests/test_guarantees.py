@@ -120,6 +120,17 @@ class Counting(Agent):
         return {"text": text}
 
 
+class Napper(Agent):
+    """A tool that takes as long as asked (for drain tests)."""
+
+    agent_id = "napper"
+
+    @tool("Sleep, then answer")
+    async def nap(self, seconds: float) -> str:
+        await trio.sleep(seconds)
+        return "rested"
+
+
 class Stalled(Agent):
     """A tool that never finishes: its conversation stops consuming."""
 
@@ -269,6 +280,7 @@ class MiniPlatform:
             self._nursery = nursery
             await self._listen()
             task_status.started(self.port)
+            await trio.sleep_forever()  # keeps the nursery open while the listener restarts
 
     async def _listen(self) -> None:
         assert self._nursery is not None

@@ -9,8 +9,10 @@ separate Python process that has to start.
 
 from __future__ import annotations
 
+import json
 import subprocess
 import sys
+import tomllib
 from collections.abc import AsyncIterator, Iterator
 from contextlib import asynccontextmanager
 from pathlib import Path
@@ -25,11 +27,17 @@ from orchestrator.agent import Agent
 from orchestrator.sandbox import SandboxServer
 from orchestrator.simulator import (
     Batch,
+    Completion,
+    CompletionRequest,
     Contains,
     EndReason,
+    FullSimulationRunner,
     HybridSimulationRunner,
     HybridTiming,
     Intent,
+    LLMClient,
+    LLMToolAgent,
+    LLMToolCall,
     Matches,
     Outcome,
     Outcomes,
@@ -40,8 +48,10 @@ from orchestrator.simulator import (
     SandboxChannel,
     ScriptedParticipant,
     TerminationPolicy,
+    build_tool_runner,
     load_scenarios,
     open_session,
+    parse_scenarios,
     serve_over_sandbox,
 )
 from orchestrator.simulator.cli import simulate
@@ -186,6 +196,65 @@ async def test_scripted_driver_calls_the_orchestrators_tools_over_conversimple()
         assert spoken(remote_messages) == spoken(local_record.result.conversation.messages)
 
 
+class WeatherDesk(LLMClient):
+    """A platform LLM: calls get_weather for the city asked about, then reads the result out."""
+
+    def __init__(self) -> None:
+        self.requests: list[CompletionRequest] = []
+
+    @property
+    def identity(self) -> str:
+        return "test#weather-desk"
+
+    async def complete(self, request: CompletionRequest) -> Completion:
+        await trio.lowlevel.checkpoint()
+        self.requests.append(request)
+        last = request.messages[-1]
+        if last.role == "user":
+            city = last.content.rstrip("?").split()[-1]
+            arguments = json.dumps({"city": city, "units": "imperial"})
+            return Completion("", (LLMToolCall(f"call-{len(self.requests)}", "get_weather", arguments),))
+        result = json.loads(last.content)
+        if "error" in result:
+            return Completion(f"Sorry: {result['error']}")
+        return Completion(f"{result['city']}: {result['temperature']}°{result['temperature_unit']}.")
+
+
+async def test_llm_driver_calls_the_orchestrators_tools_unchanged() -> None:
+    llm = WeatherDesk()
+    with trio.fail_after(TIMEOUT):
+        async with serve_over_sandbox(WeatherAgent) as channel, channel.open_tools() as tools:
+            schemas = tools.schemas()
+            runner = FullSimulationRunner(
+                ScriptedParticipant(["And in Atlantis?"]),
+                LLMToolAgent(llm, tools),
+                "Weather in Paris?",
+                Intent(CUSTOMER, "learn the weather"),
+                Outcomes(),
+            )
+            result = await runner.run()
+            cid = tools.conversation_id
+        log = channel.server.conversation(cid)
+    # The schemas are what the orchestrator registered over the wire, offered to the LLM as is.
+    assert {schema["name"] for schema in schemas} == {"get_weather", "get_forecast"}
+    assert llm.requests[0].tools == tuple(schemas)
+    assert "Current weather and a short forecast" in llm.requests[0].messages[0].content
+    assert [m.content for m in result.conversation.messages] == [
+        "Weather in Paris?",
+        "Paris: 64.4°F.",
+        "And in Atlantis?",
+        "Sorry: unknown city 'Atlantis'; I know Amsterdam, Berlin, Lisbon, London, New York, Paris, Tokyo",
+    ]
+    first, second = (m.tool_calls for m in result.conversation.messages[1::2])
+    assert [(c.name, dict(c.arguments), c.succeeded) for c in (*first, *second)] == [
+        ("get_weather", {"city": "Paris", "units": "imperial"}, True),
+        ("get_weather", {"city": "Atlantis", "units": "imperial"}, False),
+    ]
+    assert result.end_reason is EndReason.CUSTOMER_FINISHED
+    assert [c.status for c in log.calls] == ["ok", "error"] and log.outcome == "completed"
+    assert "conversation_ended" in [e.payload.get("event") for e in log.entries]
+
+
 async def test_open_tools_without_an_agent_fails_after_register_timeout(
     autojump_clock: trio.testing.MockClock,
 ) -> None:
@@ -252,6 +321,60 @@ async def test_hybrid_run_against_the_real_arinova_sdk(tmp_path: Path) -> None:
     # The SDK streamed each reply word by word before completing it.
     assert answered[1].chunks == ["one ", "two ", "three ", "four"]
     assert server.recorder.violations == 0
+
+
+SDK_SCENARIO = """
+[[scenario]]
+name = "sdk-tools"
+intent = "exercise the SDK agent's tools"
+expect = [
+    { tool = "add", args = { a = 2, b = 40 }, succeeded = true },
+    { tool = "fail", succeeded = false },
+    { says = "card declined" },
+]
+[scenario.customer]
+turns = ["add 2 and 40 please", "now pay", "bye"]
+[[scenario.agent.turns]]
+tools = [{ name = "add", args = { a = 2, b = 40 } }, { name = "echo", args = { text = "ünïcødé ✓" } }]
+say = "{add[sum]}, and {echo[text]}"
+[[scenario.agent.turns]]
+tools = [{ name = "fail", args = { message = "card declined" } }]
+say = "paid"
+on_error = "Payment failed: {error}"
+"""
+
+
+@pytest.mark.slow
+async def test_scripted_driver_against_the_real_conversimple_sdk(tmp_path: Path) -> None:
+    (scenario,) = parse_scenarios(tomllib.loads(SDK_SCENARIO)).scenarios
+    server = SandboxServer()
+    with trio.fail_after(SDK_TIMEOUT):
+        async with trio.open_nursery() as nursery:
+            await nursery.start(server.run)
+            log = tmp_path / "sdk.log"
+            # The conversation is announced once the SDK's dispatcher has joined.
+            async with (
+                sdk_process("run_conversimple.py", "dispatcher", server.conversimple_url, "k", log=log),
+                SandboxChannel(server, "sdk-echo").open_tools() as tools,
+            ):
+                schemas = tools.schemas()
+                result = await build_tool_runner(scenario, 0, tools).run()
+            nursery.cancel_scope.cancel()
+    assert {schema["name"] for schema in schemas} == {"echo", "add", "fail"}
+    assert [m.content for m in result.conversation.messages] == [
+        "add 2 and 40 please",
+        "42, and ünïcødé ✓",
+        "now pay",
+        "Payment failed: card declined",
+        "bye",
+    ]
+    assert [(c.name, c.result, c.error) for c in result.conversation.tool_calls] == [
+        ("add", {"sum": 42}, None),
+        ("echo", {"text": "ünïcødé ✓"}, None),
+        ("fail", None, "card declined"),
+    ]
+    assert result.passed and result.end_reason is EndReason.CLOSING_PHRASE
+    assert server.recorder.duplicates == 0 and server.recorder.violations == 0
 
 
 @pytest.fixture

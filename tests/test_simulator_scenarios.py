@@ -262,9 +262,7 @@ def test_cli_pass_rate_gate_sets_the_exit_code(tmp_path: Path) -> None:
 def test_cli_usage_errors(tmp_path: Path) -> None:
     scenarios = write_project(tmp_path)
     sandbox = CliRunner().invoke(simulate, [str(scenarios), "--via-sandbox"])
-    assert sandbox.exit_code == 1 and "--via-sandbox is not available yet" in sandbox.output
-    both = CliRunner().invoke(simulate, [str(scenarios), "--via-sandbox", "--agent", "a:B"])
-    assert both.exit_code == 2 and "mutually exclusive" in both.output
+    assert sandbox.exit_code == 2 and "is not an orchestrator Agent" in sandbox.output
     bad_agent = CliRunner().invoke(simulate, [str(scenarios), "--agent", "nowhere.py:X"])
     assert bad_agent.exit_code == 1 and "does not exist" in bad_agent.output
     (tmp_path / "bad.toml").write_text("[[scenario]]\nname = 'x'\nbogus = 1\n")

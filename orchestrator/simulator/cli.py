@@ -108,7 +108,11 @@ async def _run_batch(
     is_flag=True,
     help="Serve the agent with the orchestrator and reach it through the bundled sandbox platform.",
 )
-@click.option("--out", type=click.Path(file_okay=False, path_type=Path), help="Results [sim-results/<name>].")
+@click.option(
+    "--out",
+    type=click.Path(file_okay=False, path_type=Path),
+    help="Results [sim-results/<name>, or <name>-sandbox with --via-sandbox].",
+)
 @click.option("--fresh", is_flag=True, help="Discard earlier transcripts instead of resuming.")
 @click.option("--no-cache", is_flag=True, help="Do not cache LLM completions on disk.")
 @click.option("--progress/--no-progress", default=True, show_default=True)
@@ -134,7 +138,9 @@ def simulate(ctx: click.Context, /, scenarios_file: Path, **options: Any) -> Non
             )
         served, agent_factory = agent_factory, None  # reached over the wire, never in process
     samples = options["samples"] or scenario_file.samples or 1
-    out: Path = options["out"] or Path("sim-results") / scenarios_file.stem
+    # Separate default folders: a sandbox run never resumes records an in-process run wrote.
+    default_out = Path("sim-results") / (scenarios_file.stem + ("-sandbox" if via_sandbox else ""))
+    out: Path = options["out"] or default_out
     transcripts = out / "transcripts.jsonl"
     if options["fresh"]:
         transcripts.unlink(missing_ok=True)
