@@ -57,7 +57,8 @@ DEFAULTS: dict[str, dict[str, Any]] = {
     "chaos": {"conversations": 1000, "calls": 20, "think_ms": 100.0},
     "mixed": {"conversations": 1000, "calls": 20},
 }
-COMPARABLE = ("conversimple-sdk",)
+COMPARABLE = {"conversimple-sdk": "conversimple", "arinova-agent-sdk": "arinova"}
+ARINOVA_SCENARIOS = ("steady", "ramp", "soak")
 
 
 def parse(argv: Sequence[str] | None) -> argparse.Namespace:
@@ -83,7 +84,14 @@ def parse(argv: Sequence[str] | None) -> argparse.Namespace:
     p.add_argument(
         "--outage", type=float, default=0.0, help="chaos --via proxy: refuse connections this long."
     )
-    p.add_argument("--compare", choices=COMPARABLE, help="Also run the real SDK, interleaved.")
+    p.add_argument("--compare", choices=list(COMPARABLE), help="Also run the real SDK, interleaved.")
+    p.add_argument(
+        "--platform",
+        choices=("conversimple", "arinova"),
+        help="Wire protocol; arinova: a call is a message answered by a streamed reply (default: the "
+        "compared SDK's, else conversimple).",
+    )
+    p.add_argument("--words", type=int, default=20, help="arinova: words per message (one chunk each).")
     p.add_argument("--rounds", type=int, default=1, help="Rounds per system (interleaved).")
     p.add_argument("--settle", type=float, default=1.0, help="Seconds to settle before RSS readings.")
     p.add_argument("--call-timeout", type=float, default=60.0, help="A call unanswered this long is lost.")
@@ -108,6 +116,12 @@ def parse(argv: Sequence[str] | None) -> argparse.Namespace:
         p.error("ramp needs --rate > 0")
     if args.scenario == "spike" and args.spike < 1:
         p.error("spike needs --spike > 0")
+    if args.platform is None:
+        args.platform = COMPARABLE[args.compare] if args.compare else "conversimple"
+    if args.compare and COMPARABLE[args.compare] != args.platform:
+        p.error(f"--compare {args.compare} speaks {COMPARABLE[args.compare]}, not --platform {args.platform}")
+    if args.platform == "arinova" and args.scenario not in ARINOVA_SCENARIOS:
+        p.error(f"--platform arinova runs {', '.join(ARINOVA_SCENARIOS)}")
     if not 0 < args.share <= 1:
         p.error("--share must be in (0, 1]")
     return args
@@ -131,6 +145,8 @@ def options_of(args: argparse.Namespace) -> Options:
         call_timeout=args.call_timeout,
         quiet=args.quiet,
         profile=args.profile,
+        platform=args.platform,
+        words=args.words,
     )
 
 
@@ -233,6 +249,7 @@ def run(args: argparse.Namespace, argv: Sequence[str]) -> int:
         "rounds": rounds,
         "dir": str(out),
     }
+    results["machine"]["load_avg_1m_end"] = round(os.getloadavg()[0], 2)
     report.write(results, out)
     print()
     print("\n".join(report.main_table(by_system)))
@@ -295,12 +312,16 @@ def summary(results: Mapping[str, Any]) -> dict[str, Any]:
         "base_before_p99_ms",
         "loadgen_cpu_pct",
         "cpu_pct",
+        "chunks_per_s",
+        "first_chunk_p50_ms",
+        "first_chunk_p99_ms",
     )
     options = results["options"]
     return {
         "scenario": results["scenario"],
         "conversations": options["conversations"],
         "calls_per_conversation": options["calls"],
+        "platform": options["platform"],
         "rounds": len(results["rounds"]),
         "systems": {s: {k: f[k] for k in keep if k in f} for s, f in results["systems"].items()},
         "ratios": results["ratios"],

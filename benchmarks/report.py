@@ -22,6 +22,8 @@ COLORS = {"orchestrator": "tab:blue", "conversimple-sdk": "tab:orange"}
 # (figure key, column title) of the main table, in order.
 MAIN_COLUMNS = (
     ("calls_per_s", "calls/s"),
+    ("chunks_per_s", "chunks/s"),
+    ("first_chunk_p99_ms", "1st chunk p99 ms"),
     ("p50_ms", "p50 ms"),
     ("p99_ms", "p99 ms"),
     ("max_ms", "max ms"),
@@ -162,6 +164,9 @@ def markdown(results: Mapping[str, Any]) -> str:
                 ["function", "file", "self %", "samples"],
                 [[p["function"], p["file"], p["pct"], p["samples"]] for p in profile["top_self"]],
             )
+            if profile.get("self_by_area"):
+                lines += ["", "Self time by area:", ""]
+                lines += table(["area", "self %"], list(profile["self_by_area"].items()))
             lines += ["", "By total (inclusive) time:", ""]
             lines += table(
                 ["function", "file", "total %"],

@@ -17,7 +17,7 @@ import logging
 import time
 import types
 from collections.abc import Coroutine, Generator, Mapping
-from typing import Any
+from typing import Any, cast
 
 import attrs
 import trio
@@ -42,14 +42,17 @@ class ToolSettings:
     min_timeout: float = 0.1
     max_timeout: float = 600.0
     max_concurrent_calls: int = 16
+    threads_per_conversation: int = 4
     result_cache_size: int = 256
     blocking_warn_after: float = 0.1
 
     def __attrs_post_init__(self) -> None:
         if not 0 < self.min_timeout <= self.default_timeout <= self.max_timeout:
             raise ValueError("tool timeouts must satisfy 0 < min <= default <= max")
-        if self.max_concurrent_calls < 1 or self.result_cache_size < 1:
-            raise ValueError("max_concurrent_calls and result_cache_size must be at least 1")
+        if min(self.max_concurrent_calls, self.result_cache_size, self.threads_per_conversation) < 1:
+            raise ValueError(
+                "max_concurrent_calls, threads_per_conversation and result_cache_size must be at least 1"
+            )
 
 
 def to_json_value(value: Any) -> Any:
@@ -90,12 +93,20 @@ class ToolExecutor:
     settings: ToolSettings = attrs.field(factory=ToolSettings)
     metrics: Metrics | None = None
     _inflight: dict[str, trio.Event | None] | None = attrs.field(init=False, default=None)
+    _own_threads: ThreadQuota | None = attrs.field(init=False, default=None)
     _hook_called: bool = attrs.field(init=False, default=False)
     _hook_completed: bool = attrs.field(init=False, default=False)
 
     def __attrs_post_init__(self) -> None:
         self._hook_called = agent_mod.overrides(self.agent, "on_tool_called")
         self._hook_completed = agent_mod.overrides(self.agent, "on_tool_completed")
+
+    def _threads(self) -> ThreadQuota:
+        if self._own_threads is None:
+            self._own_threads = ThreadQuota(
+                trio.CapacityLimiter(self.settings.threads_per_conversation), self.thread_limiter
+            )
+        return self._own_threads
 
     @property
     def inflight(self) -> int:
@@ -171,7 +182,8 @@ class ToolExecutor:
                 else:
                     value = await trio.to_thread.run_sync(
                         functools.partial(tool.func, self.agent, **kwargs),
-                        limiter=self.thread_limiter,
+                        # trio takes any limiter-like object; its stub says CapacityLimiter.
+                        limiter=cast(trio.CapacityLimiter, self._threads()),
                         abandon_on_cancel=True,
                     )
                 reply = ToolResult(request.call_id, tool.name, to_json_value(value))
@@ -236,3 +248,30 @@ def _check_step(began: float, limit: float, tool: str, metrics: Metrics | None) 
         log.warning("async tool %r blocked the event loop for %.3f s", tool, held)
         if metrics is not None:
             metrics.child(metrics.blocking_tools, tool).inc()
+
+
+@attrs.define(eq=False, slots=True)
+class ThreadQuota:
+    """The limiter handed to ``trio.to_thread``: a conversation's own quota, then the process's.
+
+    trio releases a limiter when the *thread* ends, not when an abandoned call
+    returns. So a sync tool that blocks past its timeout keeps holding a token
+    until its thread really finishes; with this quota, one conversation's stuck
+    threads use up its own ``threads_per_conversation`` tokens, never the whole
+    process's pool that other conversations need.
+    """
+
+    own: trio.CapacityLimiter
+    shared: trio.CapacityLimiter
+
+    async def acquire_on_behalf_of(self, borrower: object) -> None:
+        await self.own.acquire_on_behalf_of(borrower)
+        try:
+            await self.shared.acquire_on_behalf_of(borrower)
+        except BaseException:
+            self.own.release_on_behalf_of(borrower)
+            raise
+
+    def release_on_behalf_of(self, borrower: object) -> None:
+        self.shared.release_on_behalf_of(borrower)
+        self.own.release_on_behalf_of(borrower)

@@ -44,10 +44,6 @@ HOSTILE: dict[str, str] = {
         "tool_call_request",
         '{"call_id":7,"tool_name":["ping"],"arguments":"text","timeout_seconds":"soon","conversation_id":"bad"}',
     ),
-    "lone surrogate call_id": push(
-        "tool_call_request",
-        '{"call_id":"\\ud800","tool_name":"ping","arguments":{"text":"\\udfff"},"conversation_id":"bad"}',
-    ),
     "unknown event": push("mystery_event", '{"conversation_id":"bad","x":[1,{"y":null}]}'),
     "unknown tool": push("tool_call_request", '{"call_id":"u","tool_name":"nope","conversation_id":"bad"}'),
     "another conversation's call": push(
@@ -56,6 +52,9 @@ HOSTILE: dict[str, str] = {
     ),
     "oversized": push("tool_call_request", '{"pad":"' + "x" * (MAX_FRAME + 1000) + '"}'),
 }
+
+
+ARGS = [f"{KIT}:Steady", "--api-key", "guarantee-6-key", "--customer-id", CUSTOMER, "--url"]
 
 
 def value(metrics: str, name: str, label: str = "") -> float:
@@ -71,13 +70,13 @@ async def test_guarantee_6_hostile_frames_are_protocol_errors_for_their_conversa
 ) -> None:
     mini = MiniPlatform()
     await nursery.start(mini.run)
-    args = [f"{KIT}:Steady", "--url", mini.url, "--api-key", "k", "--customer-id", CUSTOMER]
-    async with child(*args, "--log-level", "warning") as running:
+    async with child(*ARGS, mini.url, "--log-level", "warning") as running:
         for cid in ("good", "bad"):
             await mini.announce(cid, "steady")
             await mini.wait_registered(cid)
         registrations = mini.registrations["bad"]
         for number, (name, text) in enumerate(HOSTILE.items()):
+            await mini.wait_registered("bad")
             await mini.send_text("bad", text)
             control = mini.control()
             if control is not None and name != "oversized":
@@ -108,3 +107,30 @@ async def test_guarantee_6_hostile_frames_are_protocol_errors_for_their_conversa
     assert [a["call_id"] for a in mini.answers if a["conversation_id"] == "good"] == [
         f"g-{n}" for n in range(len(HOSTILE))
     ]  # nothing reached the good conversation but its own calls
+
+
+async def test_guarantee_6_lone_surrogate_in_a_call_is_a_protocol_error_not_a_crash(
+    nursery: trio.Nursery,
+) -> None:
+    """``"\\ud800"`` is valid JSON but no UTF-8 text can carry it: echoed back in the reply
+    (``call_id``, or a result made from the arguments) it cannot be sent. It must end as a
+    protocol error or an error reply for that call, not crash the conversation's actor."""
+    mini = MiniPlatform()
+    await nursery.start(mini.run)
+    async with child(*ARGS, mini.url, "--log-level", "warning") as running:
+        await mini.announce("bad", "steady")
+        await mini.wait_registered("bad")
+        for call_id, text in (("\\ud800", "fine"), ("s-2", "\\udfff")):
+            payload = f'{{"call_id":"{call_id}","tool_name":"ping","arguments":{{"text":"{text}"}}}}'
+            await mini.send_text("bad", push("tool_call_request", payload))
+            await trio.sleep(0.5)
+            await mini.wait_registered("bad")  # (after a crash, the restarted actor's socket)
+            await mini.call("bad", "after", "ping", {"text": "next"})
+            with trio.fail_after(5):
+                assert (await mini.wait_answer("after"))["result"] == {"text": "next"}
+            mini.answers.clear()
+        status = (await running.get("/status")).json()
+        metrics = (await running.get("/metrics")).text
+    assert status["restarts_total"] == 0, running.output
+    assert value(metrics, "orchestrator_actor_restarts_total") == 0
+    assert "UnicodeEncodeError" not in running.output, running.output

@@ -206,6 +206,7 @@ async def stack(
     via_proxy: bool = False,
     thread_limiter: trio.CapacityLimiter | None = None,
     handshake_limit: int = 200,
+    api_key: str = API_KEY,
 ) -> AsyncIterator[Stack]:
     """Sandbox (+ proxy) + platform + supervisor over real loopback sockets, torn down on exit."""
     server = SandboxServer(sandbox or SandboxSettings())
@@ -219,7 +220,7 @@ async def stack(
             port = await nursery.start(proxy.run)
             url = url.replace(f":{server.port}/", f":{port}/")
         platform = ConversimplePlatform(
-            url, API_KEY, CUSTOMER, policy or LinkPolicy(), handshake_limit=handshake_limit, metrics=metrics
+            url, api_key, CUSTOMER, policy or LinkPolicy(), handshake_limit=handshake_limit, metrics=metrics
         )
         supervisor = Supervisor(
             agents,
@@ -442,6 +443,8 @@ async def child(
     argv = [sys.executable, "-m", "orchestrator", command, *args]
     if port is not None:
         argv += ["--http-port", str(port)]
+    elif command == "run":
+        argv += ["--no-http"]
     environment = {**os.environ, "PYTHONUNBUFFERED": "1", **(env or {})}
     process = await trio.lowlevel.open_process(
         argv, cwd=ROOT, env=environment, stdout=subprocess.PIPE, stderr=subprocess.PIPE

@@ -269,3 +269,37 @@ async def test_business_error_message_reaches_the_platform_unchanged() -> None:
         reply = await peer.call_tool("1", "refund", {"order_id": "A1"})
         assert isinstance(reply, ev.ToolFailure) and reply.message == "order A1 was already refunded"
         assert await peer.call_tool("2", "whoami") == ev.ToolResult("2", "whoami", "conv-9")
+
+
+async def test_stuck_sync_tool_threads_cannot_starve_other_conversations() -> None:
+    import threading
+
+    release = threading.Event()
+
+    class Stuck(Agent):
+        agent_id = "stuck"
+
+        @tool("Blocks its worker thread until released")
+        def hang(self) -> str:
+            release.wait(10)
+            return "late"
+
+        @tool("A quick sync tool")
+        def quick(self) -> str:
+            return "quick"
+
+    shared = trio.CapacityLimiter(6)
+    settings = ToolSettings(default_timeout=0.2, min_timeout=0.1, threads_per_conversation=2)
+    bad = ToolExecutor(Stuck(), ConversationRecord("bad", "stuck"), shared, settings)
+    good = ToolExecutor(Stuck(), ConversationRecord("good", "stuck"), shared, settings)
+    try:
+        for i in range(5):  # every call times out; its thread stays stuck
+            reply = await bad.execute(ev.ToolCallRequest(f"h{i}", "hang", {}))
+            assert isinstance(reply, ev.ToolFailure) and "timed out" in reply.message
+        assert shared.borrowed_tokens <= 2  # the bad conversation holds only its own quota
+        for i in range(10):
+            assert await good.execute(ev.ToolCallRequest(f"q{i}", "quick", {})) == ev.ToolResult(
+                f"q{i}", "quick", "quick"
+            )
+    finally:
+        release.set()

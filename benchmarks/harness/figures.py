@@ -54,6 +54,21 @@ def call_stats(table: Table, mask: np.ndarray[Any, Any] | None = None) -> dict[s
     }
 
 
+def chunk_stats(table: Table) -> dict[str, Any]:
+    """Streamed replies: chunks per second and time to the first chunk (ms)."""
+    answered = table["status"] < 2
+    first = table["first_chunk"][answered & (table["first_chunk"] >= 0)]
+    chunks = table["chunks"][answered]
+    sent, done = table["sent_at"], table["sent_at"][answered] + table["latency"][answered]
+    elapsed = float(done.max() - sent.min()) if done.size else 0.0
+    return {
+        "chunks": int(chunks.sum()),
+        "chunks_per_s": round(float(chunks.sum()) / elapsed, 1) if elapsed > 0 else 0.0,
+        "first_chunk_p50_ms": round(pct(first, 50) * 1000, 3),
+        "first_chunk_p99_ms": round(pct(first, 99) * 1000, 3),
+    }
+
+
 def window_mask(table: Table, batch: int, start: float, end: float) -> np.ndarray[Any, Any]:
     """Calls of ``batch`` sent in [start, end)."""
     sent = table["sent_at"]
@@ -107,18 +122,20 @@ def resource_series(
     cpu: Sequence[float],
     loadgen_cpu: Sequence[float],
     t0: float,
-    every: int = 1,
+    window: int = 5,
 ) -> dict[str, list[float]]:
-    """RSS (MiB) and CPU % of the system under test (and the load generator's CPU %) over time."""
+    """RSS (MiB) at every sample; CPU % of the system under test and of the load generator over
+    the last ``window`` samples (CPU times tick in 10 ms: one 100 ms sample alone is ±10 %)."""
     out: dict[str, list[float]] = {"t": [], "rss_mib": [], "cpu_pct": [], "loadgen_cpu_pct": []}
-    for i in range(every, len(t), every):
-        dt = t[i] - t[i - every]
+    for i in range(1, len(t)):
+        j = max(0, i - window)
+        dt = t[i] - t[j]
         if dt <= 0:
             continue
         out["t"].append(round(t[i] - t0, 3))
         out["rss_mib"].append(round(rss[i] / 2**20, 2))
-        out["cpu_pct"].append(round((cpu[i] - cpu[i - every]) / dt * 100, 1))
-        out["loadgen_cpu_pct"].append(round((loadgen_cpu[i] - loadgen_cpu[i - every]) / dt * 100, 1))
+        out["cpu_pct"].append(round((cpu[i] - cpu[j]) / dt * 100, 1))
+        out["loadgen_cpu_pct"].append(round((loadgen_cpu[i] - loadgen_cpu[j]) / dt * 100, 1))
     return out
 
 

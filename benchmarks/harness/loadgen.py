@@ -8,7 +8,8 @@ line, on stdout (``ev``: listening, tick, opened, registered, done, dropped,
 recovered, dumped, error). Commands::
 
     {"cmd": "open", "batch": "main", "n": 1000, "calls": 20, "rate": 0, "think": 0,
-     "gated": true, "agent_id": "echo", "seed": 0, "duration": null}
+     "gated": true, "agent_id": "echo", "seed": 0, "duration": null,
+     "platform": "conversimple", "words": 20}
     {"cmd": "go", "batch": "main"}          # a gated batch starts calling
     {"cmd": "drop", "batch": "main", "share": 0.3, "outage": 0}
     {"cmd": "dump", "path": "/tmp/calls.bin"}
@@ -16,7 +17,9 @@ recovered, dumped, error). Commands::
 
 A *gated* batch registers its conversations and holds every call until ``go``
 (idle memory, then a clean start for throughput). ``think`` spaces a
-conversation's calls (seconds, jittered ±50%). With ``duration`` each of the
+conversation's calls (seconds, jittered ±50%). On ``platform`` arinova a call is a
+customer message of ``words`` words, answered by a streamed reply (its latency is
+to the completed reply; ``first_chunk`` to the first chunk). With ``duration`` each of the
 ``n`` slots runs conversations back to back until that many seconds after
 ``go`` (a soak: conversations come and go, the load stays constant).
 
@@ -51,13 +54,14 @@ try:  # where the sandbox keeps its conversation class (it moved once)
     from orchestrator.sandbox.conversation import ConversimpleConversation
 except ImportError:  # pragma: no cover - older sandbox layout
     from orchestrator.sandbox.conversimple import ConversimpleConversation  # type: ignore[attr-defined,no-redef]
-from orchestrator.sandbox.recorder import CallRecord
+from orchestrator.sandbox.arinova import ArinovaConversation
+from orchestrator.sandbox.recorder import CallRecord, ReplyRecord
 from orchestrator.sandbox.scenarios import ConversationPlan
 
 TICK = 0.2
 """Seconds between two ``tick`` events (live progress and the conversations chart)."""
 STATUS = {"ok": 0, "error": 1, "lost": 2}
-COLUMNS = ("sent_at", "latency", "status", "batch", "tool", "deliveries")
+COLUMNS = ("sent_at", "latency", "status", "batch", "tool", "deliveries", "first_chunk", "chunks")
 """The call table :meth:`Calls.dump` writes: one float64 column after another."""
 
 
@@ -71,15 +75,26 @@ class Calls:
     batch: array.array[float] = attrs.Factory(lambda: array.array("d"))
     tool: array.array[float] = attrs.Factory(lambda: array.array("d"))
     deliveries: array.array[float] = attrs.Factory(lambda: array.array("d"))
+    first_chunk: array.array[float] = attrs.Factory(lambda: array.array("d"))
+    chunks: array.array[float] = attrs.Factory(lambda: array.array("d"))
     tools: dict[str, int] = attrs.Factory(dict)
 
-    def add(self, batch: int, record: CallRecord) -> None:
+    def add(self, batch: int, record: CallRecord | ReplyRecord) -> None:
+        """A tool call (Conversimple) or a message and its streamed reply (Arinova)."""
         self.sent_at.append(record.sent_at)
         self.latency.append(-1.0 if record.latency is None else record.latency)
         self.status.append(STATUS.get(record.status, 2))
         self.batch.append(batch)
-        self.tool.append(self.tools.setdefault(record.tool_name, len(self.tools)))
-        self.deliveries.append(record.deliveries)
+        if isinstance(record, CallRecord):
+            self.tool.append(self.tools.setdefault(record.tool_name, len(self.tools)))
+            self.deliveries.append(record.deliveries)
+            self.first_chunk.append(-1.0)
+            self.chunks.append(0)
+        else:
+            self.tool.append(self.tools.setdefault("message", len(self.tools)))
+            self.deliveries.append(1)
+            self.first_chunk.append(-1.0 if record.first_chunk is None else record.first_chunk)
+            self.chunks.append(len(record.chunks))
 
     def dump(self, path: str) -> int:
         with open(path, "wb") as out:
@@ -102,9 +117,11 @@ class Batch:
     seed: int
     duration: float | None
     opened_at: float
+    platform: str = "conversimple"
+    words: int = 20
     gate: trio.Event = attrs.Factory(trio.Event)
     go_at: float | None = None
-    live: set[BenchConversation] = attrs.Factory(set)
+    live: set[BenchConversation | BenchChat] = attrs.Factory(set)
     registered: int = 0
     all_registered_at: float | None = None
     started: int = 0
@@ -136,6 +153,37 @@ class BenchConversation(ConversimpleConversation):
         if self.calls and batch.think > 0:
             await trio.sleep(batch.think * (0.5 + batch.rng.random()))
         record = await ConversimpleConversation.call(self, tool_name, arguments, *more)
+        self.calls_table.add(batch.index, record)
+        return record
+
+
+@attrs.define(eq=False)
+class BenchChat(ArinovaConversation):
+    """An Arinova conversation whose messages wait for the gate and think between turns.
+
+    Arinova has no per-conversation registration (the agent learns of a conversation
+    from its first task), so a chat counts as *registered* once its customer is ready.
+    """
+
+    batch: Batch | None = attrs.field(default=None, kw_only=True)
+    calls_table: Calls | None = attrs.field(default=None, kw_only=True)
+    announced_at: float = attrs.field(default=0.0, kw_only=True)
+    counted: bool = attrs.field(default=False, kw_only=True)
+    registered: trio.Event = attrs.field(factory=trio.Event, kw_only=True)
+    socket: Any = attrs.field(default=None, kw_only=True)
+    done: bool = attrs.field(default=False, kw_only=True)
+
+    async def ask(self, content: str, *more: Any) -> ReplyRecord:
+        batch = self.batch
+        assert batch is not None and self.calls_table is not None
+        self.registered.set()
+        if not batch.gate.is_set():
+            await batch.gate.wait()
+        elif self.messages == 0:
+            batch.setup.append(time.perf_counter() - self.announced_at)
+        if self.messages and batch.think > 0:
+            await trio.sleep(batch.think * (0.5 + batch.rng.random()))
+        record = await ArinovaConversation.ask(self, content, *more)
         self.calls_table.add(batch.index, record)
         return record
 
@@ -204,26 +252,32 @@ class LoadGenerator:
 
     async def run_slot(self, batch: Batch, slot: int) -> None:
         """One conversation, or (with a duration) conversations back to back until it is over."""
-        plan = ConversationPlan(batch.agent_id, synthetic=batch.calls)
-        router, recorder = self.server.conversimple, self.server.recorder
+        plan = ConversationPlan(batch.agent_id, batch.platform, synthetic=batch.calls, words=batch.words)
+        server, recorder = self.server, self.server.recorder
         churn = batch.duration is not None
         while True:
             self.serial += 1
             cid = f"load-{self.serial:06d}"
-            conv = BenchConversation(
-                router,
-                recorder.open(cid, batch.agent_id, "conversimple"),
-                plan,
-                batch=batch,
-                calls_table=self.calls,
-                announced_at=time.perf_counter(),
-            )
+            clog = recorder.open(cid, batch.agent_id, batch.platform)
+            now = time.perf_counter()
+            conv: BenchConversation | BenchChat
+            if batch.platform == "arinova":
+                conv = BenchChat(
+                    server.arinova, clog, plan, batch=batch, calls_table=self.calls, announced_at=now
+                )
+                run = server.arinova.run_conversation
+            else:
+                conv = BenchConversation(
+                    server.conversimple, clog, plan, batch=batch, calls_table=self.calls, announced_at=now
+                )
+                run = server.conversimple.run_conversation
             batch.live.add(conv)
             batch.started += 1
             rng = random.Random(batch.seed * 1_000_003 + self.serial)
             try:
-                await router.run_conversation(conv, rng)
+                await run(conv, rng)
             finally:
+                conv.done = True
                 batch.live.discard(conv)
                 if not conv.counted:
                     conv.counted = True
@@ -236,7 +290,8 @@ class LoadGenerator:
                     batch.failures.append(f"{cid}: {outcome}")
             if churn:  # keep the load generator's memory flat during a soak
                 recorder.conversations.pop(cid, None)
-                router.conversations.pop(cid, None)
+                server.conversimple.conversations.pop(cid, None)
+                server.arinova.conversations.pop(cid, None)
             if not churn or time.perf_counter() >= (batch.go_at or 0.0) + (batch.duration or 0.0):
                 break
         batch.ended += 1
@@ -307,7 +362,12 @@ class LoadGenerator:
 
     def counters(self) -> dict[str, int]:
         s = self.server.statistics()
-        return {"sockets": s.sockets, "sent": s.calls_sent, "answered": s.calls_answered, "ended": s.ended}
+        return {
+            "sockets": s.sockets + s.bots,
+            "sent": s.calls_sent + s.replies_sent,
+            "answered": s.calls_answered + s.replies_answered,
+            "ended": s.ended,
+        }
 
     def summary(self) -> dict[str, Any]:
         recorder = self.server.recorder

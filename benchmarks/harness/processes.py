@@ -27,7 +27,8 @@ from orchestrator.redact import redact_text
 
 ROOT = Path(__file__).resolve().parents[2]
 API_KEY = "bench"
-SYSTEMS = ("orchestrator", "conversimple-sdk")
+SYSTEMS = ("orchestrator", "conversimple-sdk", "arinova-agent-sdk")
+PLATFORM_OF_SDK = {"conversimple-sdk": "conversimple", "arinova-agent-sdk": "arinova"}
 AGENTS = {
     # workload -> (orchestrator AGENT spec, agent_id the sandbox announces)
     "echo": (str(ROOT / "examples" / "echo.py") + ":EchoAgent", "echo"),
@@ -100,8 +101,8 @@ class LoadGen:
             self._cond.notify_all()
 
     @property
-    def url(self) -> str:
-        return f"ws://127.0.0.1:{self.port}/customer_sdk/websocket"
+    def base_url(self) -> str:
+        return f"ws://127.0.0.1:{self.port}"
 
     def send(self, cmd: str, **fields: Any) -> None:
         assert self.proc.stdin is not None
@@ -165,32 +166,30 @@ class LoadGen:
 class SystemUnderTest:
     """``orchestrator run`` or the conversimple-sdk dispatcher, serving the workload's agent."""
 
-    def __init__(self, system: str, workload: str, url: str, conversations: int, log: Path) -> None:
+    def __init__(
+        self, system: str, workload: str, platform: str, base_url: str, conversations: int, log: Path
+    ) -> None:
         if system not in SYSTEMS:
             raise ValueError(f"unknown system {system!r}")
         self.system = system
         self.http_port: int | None = None
+        url = base_url + "/customer_sdk/websocket" if platform == "conversimple" else base_url
         if system == "orchestrator":
             self.http_port = free_port()
-            argv = [
-                sys.executable,
-                "-m",
-                "orchestrator",
-                "run",
-                AGENTS[workload][0],
-                "--url",
-                url,
-                "--api-key",
-                API_KEY,
-                "--http-port",
-                str(self.http_port),
-                "--max-conversations",
-                str(max(10_000, conversations + 100)),
-            ]
+            argv = [sys.executable, "-m", "orchestrator", "run", AGENTS[workload][0], "--url", url]
+            if platform == "arinova":
+                argv += ["--platform", "arinova", "--bot-token", API_KEY]
+            else:
+                argv += ["--api-key", API_KEY]
+            argv += ["--http-port", str(self.http_port)]
+            argv += ["--max-conversations", str(max(10_000, conversations + 100))]
             env = child_env()
-        else:
+        elif system == "conversimple-sdk":
             argv = [sys.executable, "-m", "benchmarks.sdk_conversimple", url, API_KEY]
             env = child_env(CONVERSIMPLE_LOG_LEVEL="WARNING")
+        else:
+            argv = [sys.executable, "-m", "benchmarks.sdk_arinova", url, API_KEY]
+            env = child_env()
         self.argv: Sequence[str] = argv
         self.log = log
         self._log = log.open("wb")

@@ -104,6 +104,19 @@ def _frame(text: str) -> tuple[str, str]:
     return match["function"], file
 
 
+def area(file: str) -> str:
+    """Where a file belongs, for a rollup: ``trio``, ``orchestrator/transport``, ``json``…"""
+    if file.startswith("orchestrator/"):
+        parts = file.split("/")
+        return "/".join(parts[:2]).removesuffix(".py")
+    if file.startswith("stdlib/"):
+        return "stdlib/" + file.split("/")[1].removesuffix(".py")
+    for library in ("attrs", "cattrs"):
+        if file.startswith(f"<{library} generated"):
+            return f"{library} (generated)"
+    return file.split("/")[0].removesuffix(".py") or "?"
+
+
 def top_functions(path: Path, top: int = 15) -> dict[str, Any]:
     """The ``top`` functions by self samples and by total samples in a raw py-spy profile."""
     own: Counter[tuple[str, str]] = Counter()
@@ -132,8 +145,12 @@ def top_functions(path: Path, top: int = 15) -> dict[str, Any]:
             for (fn, file), n in counter.most_common(top)
         ]
 
+    areas: Counter[str] = Counter()
+    for (_, file), n in own.items():
+        areas[area(file)] += n
     return {
         "samples": samples,
+        "self_by_area": {name: round(n / samples * 100, 2) for name, n in areas.most_common()},
         "partial_stacks": torn,
         "file": path.name,
         "top_self": rows(own),

@@ -60,6 +60,9 @@ class Options:
     quiet: bool = False
     profile: bool = False
     """py-spy the first orchestrator round's calls phase."""
+    platform: str = "conversimple"
+    """``arinova``: a call is a message answered by a streamed reply (``words`` words)."""
+    words: int = 20
 
     @property
     def workload(self) -> str:
@@ -95,7 +98,8 @@ class Round:
         self.sut = SystemUnderTest(
             self.system,
             o.workload,
-            self.lg.url,
+            o.platform,
+            self.lg.base_url,
             o.conversations + o.spike,
             logs / f"round{self.index}-{self.system}.log",
         )
@@ -149,6 +153,8 @@ class Round:
             width = 1.0 if self.o.scenario == "soak" else 0.25
             series["calls"] = fig.call_series(table, self.t0, width)
             f.update(fig.call_stats(table))
+            if self.o.platform == "arinova":
+                f.update(fig.chunk_stats(table))
             answered = f["calls_ok"] + f["calls_error"]
             if "cpu_s" in f and answered:
                 f["cpu_s_per_1000_calls"] = round(f["cpu_s"] / answered * 1000, 4)
@@ -208,10 +214,13 @@ class Round:
             think=think,
             duration=duration,
             agent_id=AGENTS[self.o.workload][1],
+            platform=self.o.platform,
+            words=self.o.words,
         )
         return float(self.lg.wait("opened", batch=batch, timeout=30)["at"])
 
     def wait_registered(self, batch: str, n: int, opened_at: float) -> float:
+        """All of the batch's conversations registered (Arinova: its customers are ready)."""
         at = float(
             self.lg.wait("registered", batch=batch, timeout=90 + n / 100, alive=self.sut.check_alive)["at"]
         )
@@ -243,6 +252,8 @@ class Round:
         return event
 
     def measure_idle(self, n: int) -> None:
+        if self.o.platform == "arinova":
+            return  # an Arinova agent learns of a conversation from its first message
         rss = self.sampler.rss_now()
         self.figures["idle_rss_mib"] = round(rss / 2**20, 2)
         self.figures["rss_kib_per_conversation"] = round((rss - self.base_rss) / n / 1024, 2)
