@@ -165,11 +165,7 @@ def run(
     drain_timeout: float | None,
     workers: int | None,
     config: Path | None,
-    http_host: str | None,
-    http_port: int | None,
-    no_http: bool,
-    log_level: str | None,
-    log_format: str | None,
+    **common: Any,
 ) -> None:
     """Serve AGENT classes (package.module:Class or path/to/file.py:Class) on a platform.
 
@@ -179,7 +175,7 @@ def run(
     from .loader import load_agents
     from .platforms import build_platform
 
-    overrides = common_overrides(http_host, http_port, no_http, log_level, log_format)
+    overrides = common_overrides(**common)
     overrides["platform"] = {
         "kind": platform_kind,
         "url": url,
@@ -251,25 +247,17 @@ def worker(agents: tuple[str, ...], worker_index: int, worker_count: int) -> Non
     "--repeat", type=click.IntRange(1, 100), default=1, show_default=True, help="Run each scenario N times."
 )
 @common_options
-def demo(
-    repeat: int,
-    config: Path | None,
-    http_host: str | None,
-    http_port: int | None,
-    no_http: bool,
-    log_level: str | None,
-    log_format: str | None,
-) -> None:
+def demo(repeat: int, config: Path | None, **common: Any) -> None:
     """Run the sandbox platform and the example agents together (no account needed).
 
     Simulated customers call the example agents' tools over real loopback
     WebSockets (Conversimple) and chat with a streaming agent (Arinova); live
     progress, then a summary table. Exit status 0 when every conversation completed.
     """
-    overrides = common_overrides(
-        http_host, 0 if http_port is None else http_port, no_http, log_level, log_format
-    )
-    if log_level is None:
+    if common["http_port"] is None:
+        common["http_port"] = 0  # any free port: the demo prints it
+    overrides = common_overrides(**common)
+    if common["log_level"] is None:
         overrides["logging"]["level"] = "WARNING"
     settings = load_settings(config, overrides)
     configure(settings)

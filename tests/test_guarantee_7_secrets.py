@@ -110,14 +110,20 @@ async def test_guarantee_7_no_canary_in_any_output_log_metric_status_or_report(t
         await nursery.start(server.run)
         return server
 
-    async def flag_and_url_text(nursery: trio.Nursery) -> None:
+    async def flag_text(nursery: trio.Nursery) -> None:
         server = await start_sandbox(nursery)
-        url = server.conversimple_url.replace("ws://", f"ws://user:{CANARIES['url password']}@")
-        url += f"?tenant={CANARIES['url query']}"
-        args = [*AGENTS, "--url", url, "--api-key", CANARIES["flag"], "--log-level", "debug"]
+        args = [
+            *AGENTS,
+            "--url",
+            server.conversimple_url,
+            "--api-key",
+            CANARIES["flag"],
+            "--log-level",
+            "debug",
+        ]
         async with child(*args) as running:
             shown = await serve_then_stop(running, server, tool_plan())
-        seen["flag+url, text"] = running.output + shown
+        seen["flag, text"] = running.output + shown
 
     async def env_json(nursery: trio.Nursery) -> None:
         server = await start_sandbox(nursery)
@@ -186,44 +192,70 @@ async def test_guarantee_7_no_canary_in_any_output_log_metric_status_or_report(t
         seen["load generator report"] = generator.output
         seen["load test orchestrator"] = running.output
 
-    async with trio.open_nursery() as nursery:
-        nursery.start_soon(flag_and_url_text, nursery)
-        nursery.start_soon(env_json, nursery)
-        nursery.start_soon(toml_text, nursery)
-        nursery.start_soon(arinova, nursery, True)
-        nursery.start_soon(load_report, nursery)
-        # Refused at the join (status "error", reason "unauthorized"): exit 3.
-        wrong_key = {"api_keys": frozenset({"the-right-key"})}
-        nursery.start_soon(
-            refused, nursery, "join refused", ["--api-key", CANARIES["join refused"]], {}, 3, wrong_key
-        )
-        # Refused at the HTTP handshake (401): exit 3.
-        at_handshake = {**wrong_key, "auth_at_handshake": True}
-        nursery.start_soon(
-            refused, nursery, "handshake refused", ["--log-format", "json"],
-            {"CONVERSIMPLE_API_KEY": CANARIES["handshake refused"]}, 3, at_handshake,
-        )  # fmt: skip
-        # Arinova auth_error: exit 3.
-        nursery.start_soon(
-            refused, nursery, "bot refused", ["--platform", "arinova"],
-            {"ARINOVA_BOT_TOKEN": CANARIES["bot refused"]}, 3, {"bot_tokens": {"the-right-token": "bot"}},
-        )  # fmt: skip
-        # A token-bearing URL the safety rules refuse, and a config file with a bad value: exit 2.
-        unsafe = f"ws://10.1.2.3/customer_sdk/websocket?auth_token={CANARIES['unsafe url']}"
-        nursery.start_soon(refused, nursery, "unsafe url", ["--url", unsafe, "--api-key", "x" * 12], {}, 2)
-        bad_config = tmp_path / "bad.toml"
-        bad_config.write_text(
-            f'[platform]\napi_key = "{CANARIES["bad config"]}"\nurl = "ws://127.0.0.1:1/x"\n'
-            'heartbeat_interval = "often"\nmax_attempts = -1.5\n'
-        )
-        nursery.start_soon(refused, nursery, "bad config", ["--config", str(bad_config)], {}, 2)
+    async with trio.open_nursery() as platforms:  # the sandboxes, cancelled once every run is over
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(flag_text, platforms)
+            nursery.start_soon(env_json, platforms)
+            nursery.start_soon(toml_text, platforms)
+            nursery.start_soon(arinova, platforms, True)
+            nursery.start_soon(arinova, platforms, False)
+            nursery.start_soon(load_report, platforms)
+            # Refused at the join (status "error", reason "unauthorized"): exit 3.
+            wrong_key = {"api_keys": frozenset({"the-right-key"})}
+            nursery.start_soon(
+                refused, platforms, "join refused", ["--api-key", CANARIES["join refused"]], {}, 3, wrong_key
+            )
+            # Refused at the HTTP handshake (401): exit 3.
+            at_handshake = {**wrong_key, "auth_at_handshake": True}
+            nursery.start_soon(
+                refused, platforms, "handshake refused", ["--log-format", "json"],
+                {"CONVERSIMPLE_API_KEY": CANARIES["handshake refused"]}, 3, at_handshake,
+            )  # fmt: skip
+            # Arinova auth_error: exit 3.
+            nursery.start_soon(
+                refused, platforms, "bot refused", ["--platform", "arinova"],
+                {"ARINOVA_BOT_TOKEN": CANARIES["bot refused"]}, 3, {"bot_tokens": {"the-right-token": "bot"}},
+            )  # fmt: skip
+            # A token-bearing URL the safety rules refuse, and a config file with a bad value: exit 2.
+            unsafe = f"ws://10.1.2.3/customer_sdk/websocket?auth_token={CANARIES['unsafe url']}"
+            nursery.start_soon(
+                refused, platforms, "unsafe url", ["--url", unsafe, "--api-key", "x" * 12], {}, 2
+            )
+            bad_config = tmp_path / "bad.toml"
+            bad_config.write_text(
+                f'[platform]\napi_key = "{CANARIES["bad config"]}"\nurl = "ws://127.0.0.1:1/x"\n'
+                'heartbeat_interval = "often"\nmax_attempts = -1.5\n'
+            )
+            nursery.start_soon(refused, platforms, "bad config", ["--config", str(bad_config)], {}, 2)
 
-    assert len(seen) == 12, sorted(seen)
+        platforms.cancel_scope.cancel()
+
+    assert len(seen) == 12, sorted(seen)  # every run above reported
     found = {run: leaks(text) for run, text in seen.items() if leaks(text)}
     assert not found, {run: (names, excerpt(seen[run], names)) for run, names in found.items()}
     # The refusals still said what went wrong.
     assert "unauthorized" in seen["join refused"] and "401" in seen["handshake refused"]
     assert "refusing plain ws://" in seen["unsafe url"] and "heartbeat_interval" in seen["bad config"]
+
+
+async def test_guarantee_7_password_and_query_of_the_platform_url_never_reach_a_log_line(
+    nursery: trio.Nursery,
+) -> None:
+    """A credential in the URL itself: a password (sent as ``Authorization: Basic``) and a
+    query parameter the platform wants (``?key=…``, a signed URL's ``sig=…``). Redaction
+    masks every query value of a URL; the debug wire log must not show them either."""
+    from orchestrator.sandbox.server import SandboxServer
+
+    server = SandboxServer()
+    await nursery.start(server.run)
+    url = server.conversimple_url.replace("ws://", f"ws://user:{CANARIES['url password']}@")
+    url += f"?key={CANARIES['url query']}"
+    args = [*AGENTS, "--url", url, "--api-key", CANARIES["flag"], "--log-level", "debug"]
+    async with child(*args) as running:
+        shown = await serve_then_stop(running, server, tool_plan())
+    names = leaks(running.output + shown)
+    assert not names, (names, excerpt(running.output, names))
+    nursery.cancel_scope.cancel()
 
 
 def excerpt(text: str, names: list[str]) -> list[str]:

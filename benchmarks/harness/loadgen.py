@@ -233,6 +233,8 @@ class LoadGenerator:
             int(command.get("seed", 0)),
             command.get("duration"),
             time.perf_counter(),
+            platform=command.get("platform", "conversimple"),
+            words=int(command.get("words", 20)),
         )
         batch.rng.seed(batch.seed + 7919 * batch.index)
         if not command.get("gated", False):
