@@ -95,7 +95,8 @@ def parse_target(url: str, *, allow_insecure: bool = False) -> Target:
     secure = scheme == "wss"
     if not secure and not allow_insecure and not is_loopback(host):
         raise UnsafeURLError(
-            f"refusing plain ws:// to non-loopback host {host!r}: use wss://, or allow it explicitly (--allow-insecure)"
+            f"refusing plain ws:// to non-loopback host {host!r}: "
+            "use wss://, or allow it explicitly (--allow-insecure)"
         )
     resource = quote(parts.path or "/", safe=_URI_SAFE)
     if parts.query:
