@@ -218,9 +218,6 @@ class ConversationActor:
         self._slots.acquire_nowait()
         self._active_calls += 1
         self._last_activity = trio.current_time()
-        self.record.record(
-            self._last_activity, "tool_call", {"call_id": request.call_id, "tool": request.tool_name}
-        )
         assert self._nursery is not None
         self._nursery.start_soon(self._call, request, self._slots)
 
@@ -231,8 +228,8 @@ class ConversationActor:
             if reply is not None:
                 self.record.record(
                     trio.current_time(),
-                    "tool_reply",
-                    {"call_id": reply.call_id, "ok": isinstance(reply, ev.ToolResult)},
+                    "tool_call",
+                    {"call_id": reply.call_id, "tool": reply.tool_name, "ok": type(reply) is ev.ToolResult},
                 )
                 await self.send(reply)
         finally:

@@ -22,6 +22,8 @@ from prometheus_client import (
     ProcessCollector,
 )
 
+from .collectors import FastCounter, FastHistogram
+
 UNKNOWN = "unknown"
 
 #: Seconds; tool calls range from microseconds (cached) to the max timeout.
@@ -91,7 +93,7 @@ class Metrics:
             ["reason"],
             registry=reg,
         )
-        self.mailbox_depth = Histogram(
+        self.mailbox_depth = FastHistogram(
             "orchestrator_mailbox_depth",
             "Events already waiting in a mailbox when one more is enqueued.",
             buckets=DEPTH_BUCKETS,
@@ -103,26 +105,26 @@ class Metrics:
             ["policy"],
             registry=reg,
         )
-        self.messages_in = Counter(
+        self.messages_in = FastCounter(
             "orchestrator_messages_received_total",
             "Platform messages received, by event type.",
             ["event"],
             registry=reg,
         )
-        self.messages_out = Counter(
+        self.messages_out = FastCounter(
             "orchestrator_messages_sent_total",
             "Messages sent to the platform, by event type.",
             ["event"],
             registry=reg,
         )
-        self.tool_calls = Counter(
+        self.tool_calls = FastCounter(
             "orchestrator_tool_calls_total",
             "Tool calls, by tool and outcome"
             " (ok, error, timeout, invalid_arguments, unknown_tool, cached, joined).",
             ["tool", "outcome"],
             registry=reg,
         )
-        self.tool_duration = Histogram(
+        self.tool_duration = FastHistogram(
             "orchestrator_tool_duration_seconds",
             "Time from a tool call's start to its result, by tool.",
             ["tool"],

@@ -276,8 +276,9 @@ async def test_guarantee_7_in_process_log_records_reprs_and_errors_never_carry_t
     key = "cnry-inproc-3Jd7Kq"
     caplog.set_level(logging.DEBUG)
     texts: list[str] = []
-    async with stack([Steady, Misbehaving], api_key=key) as s:
+    async with stack([Steady, Misbehaving], api_key=key, sandbox=SandboxSettings(timeout_seconds=1)) as s:
         ids = s.server.add_conversations(tool_plan())
+        ids += s.server.add_conversations(scenario(tool_turns(("hang", {}), agent_id="misbehaving")))
         await wait_until(lambda: len(s.supervisor) > 0, 20, "a conversation")
         texts += [repr(c) for c in s.supervisor.list_conversations()]
         with trio.fail_after(30):

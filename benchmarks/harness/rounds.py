@@ -24,6 +24,7 @@ mixed     steady, with the mixed-tools agent (echo, nap, a blocking sync tool, a
 from __future__ import annotations
 
 import math
+import os
 import tempfile
 import time
 from collections.abc import Callable
@@ -78,6 +79,7 @@ class Round:
         self.index = index
         self.logs = logs
         self.figures: dict[str, Any] = {"system": system, "round": index}
+        self.figures["load_avg_start"] = round(os.getloadavg()[0], 2)
         self.failures: list[str] = []
         self.marks: list[tuple[float, str]] = []
         self.batches: dict[str, int] = {}
@@ -133,7 +135,7 @@ class Round:
             code, drain = self.sut.stop(40.0 if not self.failures else 5.0)
             self.sampler.stop()
             self.lg.close()
-        self.figures.update(exit_code=code, stop_s=round(drain, 2))
+        self.figures.update(exit_code=code, stop_s=round(drain, 2), load_avg_end=round(os.getloadavg()[0], 2))
         if metrics:
             self.figures["metrics"] = metrics
         return self.finish(table, dumped)
