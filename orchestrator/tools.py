@@ -43,6 +43,7 @@ class ToolSettings:
     max_timeout: float = 600.0
     max_concurrent_calls: int = 16
     threads_per_conversation: int = 4
+    max_stuck_threads_per_tool: int = 8
     result_cache_size: int = 256
     blocking_warn_after: float = 0.1
 
@@ -93,7 +94,7 @@ class ToolExecutor:
     settings: ToolSettings = attrs.field(factory=ToolSettings)
     metrics: Metrics | None = None
     _inflight: dict[str, trio.Event | None] | None = attrs.field(init=False, default=None)
-    _own_threads: ThreadQuota | None = attrs.field(init=False, default=None)
+    _own_threads: trio.CapacityLimiter | None = attrs.field(init=False, default=None)
     _hook_called: bool = attrs.field(init=False, default=False)
     _hook_completed: bool = attrs.field(init=False, default=False)
 
@@ -101,12 +102,32 @@ class ToolExecutor:
         self._hook_called = agent_mod.overrides(self.agent, "on_tool_called")
         self._hook_completed = agent_mod.overrides(self.agent, "on_tool_completed")
 
-    def _threads(self) -> ThreadQuota:
+    async def _run_in_thread(self, tool: ToolDef, kwargs: dict[str, Any], scope: trio.CancelScope) -> Any:
+        """Run a sync tool in a worker thread under this conversation's thread quota.
+
+        A thread cannot be cancelled: on timeout the call is answered at once and
+        the thread abandoned. Its tokens are given back right away, so a tool that
+        hangs never holds the worker threads other tools need; the stuck thread is
+        counted against its tool instead, and once a tool has
+        ``max_stuck_threads_per_tool`` threads stuck, its calls fail fast.
+        """
+        key = (type(self.agent).__qualname__, tool.name)
+        stuck = _STUCK_THREADS.get(key, 0)
+        if stuck >= self.settings.max_stuck_threads_per_tool:
+            raise ToolError(f"tool {tool.name!r} is unavailable: {stuck} earlier calls are still blocked")
         if self._own_threads is None:
-            self._own_threads = ThreadQuota(
-                trio.CapacityLimiter(self.settings.threads_per_conversation), self.thread_limiter
+            self._own_threads = trio.CapacityLimiter(self.settings.threads_per_conversation)
+        quota = ThreadQuota(self._own_threads, self.thread_limiter, key)
+        try:
+            return await trio.to_thread.run_sync(
+                functools.partial(tool.func, self.agent, **kwargs),
+                # trio takes any limiter-like object; its stub says CapacityLimiter.
+                limiter=cast(trio.CapacityLimiter, quota),
+                abandon_on_cancel=True,
             )
-        return self._own_threads
+        finally:
+            if scope.cancel_called:
+                quota.abandon()
 
     @property
     def inflight(self) -> int:
@@ -180,12 +201,7 @@ class ToolExecutor:
                         tool.func(self.agent, **kwargs), tool.name, self.settings, self.metrics
                     )
                 else:
-                    value = await trio.to_thread.run_sync(
-                        functools.partial(tool.func, self.agent, **kwargs),
-                        # trio takes any limiter-like object; its stub says CapacityLimiter.
-                        limiter=cast(trio.CapacityLimiter, self._threads()),
-                        abandon_on_cancel=True,
-                    )
+                    value = await self._run_in_thread(tool, kwargs, scope)
                 reply = ToolResult(request.call_id, tool.name, to_json_value(value))
             except Exception as exc:  # a tool error is an error reply, never a crash
                 outcome = "error"
@@ -250,19 +266,25 @@ def _check_step(began: float, limit: float, tool: str, metrics: Metrics | None) 
             metrics.child(metrics.blocking_tools, tool).inc()
 
 
+#: Threads abandoned by a timeout and still running, per (agent class, tool).
+_STUCK_THREADS: dict[tuple[str, str], int] = {}
+
+
 @attrs.define(eq=False, slots=True)
 class ThreadQuota:
-    """The limiter handed to ``trio.to_thread``: a conversation's own quota, then the process's.
+    """The limiter handed to ``trio.to_thread`` for one call: the conversation's quota, then
+    the process's pool.
 
     trio releases a limiter when the *thread* ends, not when an abandoned call
-    returns. So a sync tool that blocks past its timeout keeps holding a token
-    until its thread really finishes; with this quota, one conversation's stuck
-    threads use up its own ``threads_per_conversation`` tokens, never the whole
-    process's pool that other conversations need.
+    returns. :meth:`abandon` gives both tokens back at once instead and counts
+    the thread as stuck for its tool until it really ends.
     """
 
     own: trio.CapacityLimiter
     shared: trio.CapacityLimiter
+    tool: tuple[str, str]
+    _borrower: object = None
+    _abandoned: bool = False
 
     async def acquire_on_behalf_of(self, borrower: object) -> None:
         await self.own.acquire_on_behalf_of(borrower)
@@ -271,7 +293,26 @@ class ThreadQuota:
         except BaseException:
             self.own.release_on_behalf_of(borrower)
             raise
+        self._borrower = borrower
 
     def release_on_behalf_of(self, borrower: object) -> None:
+        if self._abandoned:  # tokens went back at abandonment; the thread ended now
+            count = _STUCK_THREADS.get(self.tool, 1) - 1
+            if count > 0:
+                _STUCK_THREADS[self.tool] = count
+            else:
+                _STUCK_THREADS.pop(self.tool, None)
+            return
+        self._borrower = None
         self.shared.release_on_behalf_of(borrower)
         self.own.release_on_behalf_of(borrower)
+
+    def abandon(self) -> None:
+        """The call timed out while its thread runs on: free the tokens, count it stuck."""
+        borrower = self._borrower
+        if borrower is None or self._abandoned:
+            return  # never started, or already ended and released
+        self._abandoned = True
+        self.shared.release_on_behalf_of(borrower)
+        self.own.release_on_behalf_of(borrower)
+        _STUCK_THREADS[self.tool] = _STUCK_THREADS.get(self.tool, 0) + 1

@@ -271,8 +271,10 @@ async def test_business_error_message_reaches_the_platform_unchanged() -> None:
         assert await peer.call_tool("2", "whoami") == ev.ToolResult("2", "whoami", "conv-9")
 
 
-async def test_stuck_sync_tool_threads_cannot_starve_other_conversations() -> None:
+async def test_stuck_sync_tool_threads_cannot_starve_other_tools() -> None:
     import threading
+
+    from orchestrator.tools import _STUCK_THREADS
 
     release = threading.Event()
 
@@ -289,17 +291,26 @@ async def test_stuck_sync_tool_threads_cannot_starve_other_conversations() -> No
             return "quick"
 
     shared = trio.CapacityLimiter(6)
-    settings = ToolSettings(default_timeout=0.2, min_timeout=0.1, threads_per_conversation=2)
-    bad = ToolExecutor(Stuck(), ConversationRecord("bad", "stuck"), shared, settings)
+    settings = ToolSettings(
+        default_timeout=0.2, min_timeout=0.1, threads_per_conversation=2, max_stuck_threads_per_tool=4
+    )
+    bad = [ToolExecutor(Stuck(), ConversationRecord(f"bad{n}", "stuck"), shared, settings) for n in range(3)]
     good = ToolExecutor(Stuck(), ConversationRecord("good", "stuck"), shared, settings)
     try:
-        for i in range(5):  # every call times out; its thread stays stuck
-            reply = await bad.execute(ev.ToolCallRequest(f"h{i}", "hang", {}))
-            assert isinstance(reply, ev.ToolFailure) and "timed out" in reply.message
-        assert shared.borrowed_tokens <= 2  # the bad conversation holds only its own quota
+        replies = []
+        for i in range(6):  # calls time out and leave their threads stuck
+            replies.append(await bad[i % 3].execute(ev.ToolCallRequest(f"h{i}", "hang", {})))
+        messages = [r.message for r in replies if isinstance(r, ev.ToolFailure)]
+        assert len(messages) == 6
+        assert all("timed out" in m for m in messages[:4])
+        assert all("unavailable: 4 earlier calls are still blocked" in m for m in messages[4:])
+        assert shared.borrowed_tokens == 0  # abandoned threads gave their tokens back
         for i in range(10):
             assert await good.execute(ev.ToolCallRequest(f"q{i}", "quick", {})) == ev.ToolResult(
                 f"q{i}", "quick", "quick"
             )
     finally:
         release.set()
+    with trio.fail_after(10):
+        while _STUCK_THREADS:  # noqa: ASYNC110 - worker threads end on their own
+            await trio.sleep(0.01)
