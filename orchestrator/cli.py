@@ -276,6 +276,9 @@ def _register_optional_commands() -> None:
     from .sandbox.cli import sandbox
 
     main.add_command(sandbox)
+    from .bench import bench
+
+    main.add_command(bench)
 
 
 _register_optional_commands()

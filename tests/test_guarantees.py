@@ -25,7 +25,7 @@ import ssl
 import subprocess
 import sys
 import threading
-from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, Sequence
+from collections.abc import AsyncIterator, Callable, Mapping, Sequence
 from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Any, Literal
@@ -266,7 +266,6 @@ class MiniPlatform:
     registrations: dict[str, int] = attrs.Factory(dict)
     sockets: dict[str, MiniSocket] = attrs.Factory(dict)
     """The socket each conversation registered on last."""
-    on_answer: Callable[[dict[str, Any]], Awaitable[None]] | None = None
     _joined: list[MiniSocket] = attrs.Factory(list)
     _scope: trio.CancelScope | None = None
     _nursery: trio.Nursery | None = None
@@ -326,10 +325,7 @@ class MiniPlatform:
                     sock.conversations.add(cid)
                     await ws.send_text(sock.session.reply(frame))
                 elif isinstance(message, wire.ToolCallResponse | wire.ToolCallError):
-                    answer = codec.unstructure_tagged(message, wire.ClientMessage)[1]
-                    self.answers.append(answer)
-                    if self.on_answer is not None:
-                        await self.on_answer(answer)
+                    self.answers.append(codec.unstructure_tagged(message, wire.ClientMessage)[1])
         except (LinkError, ProtocolError):
             pass
         finally:

@@ -21,7 +21,8 @@ conversation's calls (seconds, jittered ±50%). On ``platform`` arinova a call i
 customer message of ``words`` words, answered by a streamed reply (its latency is
 to the completed reply; ``first_chunk`` to the first chunk). With ``duration`` each of the
 ``n`` slots runs conversations back to back until that many seconds after
-``go`` (a soak: conversations come and go, the load stays constant).
+``go`` (a soak: conversations come and go, the load stays constant; their lengths vary
+uniformly in [calls/2, 3·calls/2] so the slots do not stay in step).
 
 Times are ``time.perf_counter()`` seconds: CLOCK_MONOTONIC on Linux, so they
 compare with the harness's own samples of the process under test.
@@ -254,10 +255,13 @@ class LoadGenerator:
 
     async def run_slot(self, batch: Batch, slot: int) -> None:
         """One conversation, or (with a duration) conversations back to back until it is over."""
-        plan = ConversationPlan(batch.agent_id, batch.platform, synthetic=batch.calls, words=batch.words)
         server, recorder = self.server, self.server.recorder
         churn = batch.duration is not None
         while True:
+            calls = batch.calls
+            if churn and calls > 1:  # lengths vary so the slots drift apart and the load stays even
+                calls = batch.rng.randint(max(1, calls // 2), calls + calls // 2)
+            plan = ConversationPlan(batch.agent_id, batch.platform, synthetic=calls, words=batch.words)
             self.serial += 1
             cid = f"load-{self.serial:06d}"
             clog = recorder.open(cid, batch.agent_id, batch.platform)

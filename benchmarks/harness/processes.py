@@ -237,6 +237,28 @@ class SystemUnderTest:
                 out[key] = sum(s.value for s in family.samples if s.name.endswith("_total"))
         return out
 
+    def wait_idle(self, timeout: float) -> tuple[int | None, float]:
+        """Poll ``/status`` until no conversation is active (orchestrator only).
+
+        Returns (conversations still active, seconds waited); (None, 0) without an endpoint.
+        """
+        if self.http_port is None:
+            return None, 0.0
+        import httpx
+
+        started = time.perf_counter()
+        active: int | None = None
+        while True:
+            try:
+                status = httpx.get(f"http://127.0.0.1:{self.http_port}/status", timeout=10).json()
+                active = int(status["conversations"]["active"])
+            except (httpx.HTTPError, ValueError, KeyError):
+                pass
+            waited = time.perf_counter() - started
+            if active == 0 or waited >= timeout or self.proc.poll() is not None:
+                return active, waited
+            time.sleep(0.1)
+
     def stop(self, timeout: float = 40.0) -> tuple[int, float]:
         """SIGTERM (the orchestrator drains), a second SIGTERM after ``timeout`` (it exits at
         once), SIGKILL 5 s later: (exit code, seconds to stop)."""

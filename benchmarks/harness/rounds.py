@@ -130,6 +130,17 @@ class Round:
             except HarnessError as exc:
                 self.failures.append(f"no call table: {exc}")
             if self.sut.proc.poll() is None:
+                if o.platform == "conversimple" and not self.failures:
+                    # Every conversation ended at the platform: the process must let go of them.
+                    self.progress.phase = "ending"
+                    active, waited = self.sut.wait_idle(15.0)
+                    if active is not None:
+                        self.figures.update(open_after_end=active, end_wait_s=round(waited, 2))
+                        if active:
+                            self.failures.append(
+                                f"{active} conversations still active {waited:.0f} s after the platform "
+                                "ended every conversation"
+                            )
                 metrics = self.sut.scrape()
             self.progress.phase = "stopping"
             code, drain = self.sut.stop(40.0 if not self.failures else 5.0)
