@@ -25,7 +25,6 @@ from __future__ import annotations
 
 import logging
 import random
-from collections import deque
 from collections.abc import Callable, Iterable, Mapping
 from typing import Any
 
@@ -34,7 +33,6 @@ import trio
 
 from .actor import ActorExit, ActorSettings, ConversationActor, summarize
 from .agent import Agent
-from .backoff import Backoff, BackoffPolicy
 from .connection import Connection
 from .errors import (
     AdmissionError,
@@ -46,6 +44,7 @@ from .errors import (
 from .events import ConversationEnded, InboundEvent
 from .logs import agent_id_var, conversation_id_var
 from .metrics import Metrics
+from .restarts import RestartBudget, StormBreaker
 from .store import ConversationRecord, ConversationStore, MemoryStore, ResultCache
 
 log = logging.getLogger("orchestrator.supervisor")
@@ -206,8 +205,12 @@ class Supervisor:
         self._slots: dict[str, _Slot] = {}
         self._nursery: trio.Nursery | None = None
         self._draining = False
-        self._breaker_open_until: float | None = None
-        self._storm: deque[float] = deque()
+        self._breaker = StormBreaker(
+            self.settings.breaker_threshold,
+            self.settings.breaker_window,
+            self.settings.breaker_cooldown,
+            self._breaker_changed,
+        )
         self._idle = trio.Event()
         self._idle.set()
         self._started_total = 0
@@ -313,9 +316,7 @@ class Supervisor:
 
     async def _supervise(self, slot: _Slot) -> None:
         settings = self.settings
-        backoff: Backoff | None = None
-        crashes: list[float] | None = None  # run-clock times of recent crashes
-        run_clock = 0.0  # seconds this conversation spent running, excluding backoff
+        budget: RestartBudget | None = None  # made on the first crash
         outcome = "failed"
         # This task's context is its own copy: set, never reset (records carry the ids).
         conversation_id_var.set(slot.record.conversation_id)
@@ -346,7 +347,6 @@ class Supervisor:
                     reason = "crash"
                     log.warning("actor crashed: %s", _describe(exc), exc_info=exc)
                 ran = trio.current_time() - began
-                run_clock += ran
                 if exit_ is ActorExit.STOPPED or slot.stop_requested:
                     if slot.restart_requested and not self._draining:
                         slot.restart_requested = slot.stop_requested = False
@@ -367,17 +367,17 @@ class Supervisor:
                 if slot.agent_cls.restart == "temporary":
                     outcome = "failed"
                     return
-                if backoff is None or crashes is None:
-                    policy = BackoffPolicy(
-                        base=settings.backoff_min * 2, cap=settings.backoff_max, floor=settings.backoff_min
+                if budget is None:
+                    budget = RestartBudget.create(
+                        budget=settings.restart_budget,
+                        window=settings.restart_window,
+                        healthy_after=settings.healthy_after,
+                        delay_min=settings.backoff_min,
+                        delay_max=settings.backoff_max,
+                        rng=self._rng,
                     )
-                    backoff, crashes = Backoff(policy, self._rng), []
-                if ran >= settings.healthy_after:
-                    backoff.reset()
-                    crashes.clear()
-                crashes.append(run_clock)
-                crashes[:] = [t for t in crashes if t >= run_clock - settings.restart_window]
-                if len(crashes) > settings.restart_budget:
+                delay = budget.after_crash(ran)
+                if delay is None:
                     log.error(
                         "conversation over its restart budget (%d in %.1f s): failed",
                         settings.restart_budget,
@@ -386,10 +386,10 @@ class Supervisor:
                     outcome = "failed"
                     return
                 self._count_restart(slot, reason or "crash")
-                self._note_storm()
+                self._breaker.note_restart()
                 self._set_state(slot, "restarting")
                 with slot.new_scope() as scope:
-                    await trio.sleep(backoff.next_delay())
+                    await trio.sleep(delay)
                 slot.scope = None
                 if scope.cancelled_caught:
                     if slot.restart_requested and not self._draining:
@@ -431,36 +431,14 @@ class Supervisor:
 
     # ------------------------------------------------------------ breaker
 
-    def _note_storm(self) -> None:
-        now = trio.current_time()
-        window = self.settings.breaker_window
-        self._storm.append(now)
-        while self._storm and self._storm[0] < now - window:
-            self._storm.popleft()
-        if len(self._storm) >= self.settings.breaker_threshold:
-            if not self.breaker_open:
-                log.error(
-                    "restart storm (%d restarts in %.0f s): breaker open, admission stopped",
-                    len(self._storm),
-                    window,
-                )
-            self._breaker_open_until = now + self.settings.breaker_cooldown
-            if self.metrics is not None:
-                self.metrics.breaker_open.set(1)
+    def _breaker_changed(self, is_open: bool) -> None:
+        if self.metrics is not None:
+            self.metrics.breaker_open.set(1 if is_open else 0)
 
     @property
     def breaker_open(self) -> bool:
         """True while a restart storm keeps admission stopped (cooldown after the last restart)."""
-        until = self._breaker_open_until
-        if until is None:
-            return False
-        if trio.current_time() < until:
-            return True
-        self._breaker_open_until = None
-        log.info("breaker closed: restart storm over")
-        if self.metrics is not None:
-            self.metrics.breaker_open.set(0)
-        return False
+        return self._breaker.is_open
 
     # ------------------------------------------------------------ inspection
 
