@@ -191,14 +191,19 @@ class ResilientConnection:
                         task_status.started()
                     self._set_up(ws)
                     ended = False
+                    dead = False
                     try:
                         ended = await self._pump(ws, deliver)
                     except LinkError as exc:
                         reason = _reason(exc)
+                        dead = isinstance(exc, LinkTimeout)
                         log.info("link lost (%s): %s", reason, exc)
                     finally:
                         self._set_down()
-                        await ws.aclose()
+                        if dead:  # nobody is there to answer a close handshake: drop it now
+                            ws.abort()
+                        else:
+                            await ws.aclose()
                     if ended:
                         return
                     await deliver(LinkDown(reason))

@@ -35,6 +35,10 @@ _KEYED_SECRET = re.compile(
 )
 _BEARER = re.compile(r"(?i)(?P<key>\bbearer)(?P<sep>\s+)(?P<value>[\w.~+/-]+=*)")
 _URL_IN_TEXT = re.compile(r"(?i)\b(?:wss?|https?)://[^\s\"'<>]+")
+# An HTTP request line (as a WebSocket handshake logs it): its query is masked whole.
+_REQUEST_LINE = re.compile(r"(?P<head>\b(?:GET|POST|PUT|HEAD)\s+[^\s?]*\?)(?P<query>\S+)")
+# Any Authorization header: the scheme stays, the credentials go.
+_AUTHORIZATION = re.compile(r"(?i)(?P<key>\bauthorization)(?P<sep>\s*:\s*(?:\w+\s+)?)(?P<value>\S+)")
 _FORMATTER = logging.Formatter()
 
 
@@ -78,6 +82,10 @@ def redact_text(text: str, secrets: Iterable[str] = ()) -> str:
     """
     text = redact_secrets(text, secrets)
     text = _URL_IN_TEXT.sub(lambda m: redact_url(m.group(0)), text)
+    text = _REQUEST_LINE.sub(
+        lambda m: m.group("head") + "&".join(_mask_query_part(p) for p in m.group("query").split("&")), text
+    )
+    text = _AUTHORIZATION.sub(_mask_match, text)
     text = _KEYED_SECRET.sub(_mask_match, text)
     return _BEARER.sub(_mask_match, text)
 

@@ -239,6 +239,16 @@ class MemoryWebSocket:
             self.peer.close_code = code
             await self.peer._outgoing.aclose()
 
+    def abort(self) -> None:
+        """Drop the link at once, no close handshake (the peer sees it closed)."""
+        if self.close_code is None:
+            self.close_code = 1006
+        self._outgoing.close()
+        self._incoming.close()
+        if self.peer is not None and self.peer.close_code is None:
+            self.peer.close_code = 1006
+            self.peer._outgoing.close()
+
     def blackhole(self) -> None:
         """From now on nothing gets through in either direction, and nothing says so."""
         self.blackholed = True

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import signal
 
+import pytest
 import trio
 
 from orchestrator.sandbox.server import SandboxServer
@@ -44,6 +45,7 @@ def run_args(server: SandboxServer, drain_timeout: float) -> list[str]:
             "--drain-timeout", str(drain_timeout), "--log-level", "info"]  # fmt: skip
 
 
+@pytest.mark.slow
 async def test_guarantee_4_sigterm_turns_readyz_503_at_once_admits_nothing_and_finishes_calls() -> None:
     server = SandboxServer()
     async with trio.open_nursery() as nursery:
@@ -71,6 +73,7 @@ async def test_guarantee_4_sigterm_turns_readyz_503_at_once_admits_nothing_and_f
         nursery.cancel_scope.cancel()
 
 
+@pytest.mark.slow
 async def test_guarantee_4_call_longer_than_drain_timeout_is_cancelled_and_exit_is_zero_in_time() -> None:
     drain_timeout, shutdown_timeout = 2.0, float(SHUTDOWN["ORCHESTRATOR_ACTOR_SHUTDOWN_TIMEOUT"])
     server = SandboxServer()
@@ -94,6 +97,7 @@ async def test_guarantee_4_call_longer_than_drain_timeout_is_cancelled_and_exit_
         nursery.cancel_scope.cancel()
 
 
+@pytest.mark.slow
 async def test_guarantee_4_second_signal_exits_at_once_with_status_1() -> None:
     server = SandboxServer()
     async with trio.open_nursery() as nursery:

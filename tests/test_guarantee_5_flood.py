@@ -11,6 +11,7 @@ socket: the kernel buffers fill and the platform's sends block.
 
 from __future__ import annotations
 
+import pytest
 import trio
 
 from .test_guarantees import KIT, Child, MiniPlatform, child
@@ -32,6 +33,7 @@ def sample_value(metrics: str, name: str, label: str) -> float:
     return 0.0
 
 
+@pytest.mark.slow
 async def test_guarantee_5_flood_at_a_stalled_agent_meets_backpressure_and_rss_stays_flat(
     nursery: trio.Nursery,
 ) -> None:

@@ -10,6 +10,7 @@ The decoders themselves are fuzzed in ``tests/test_fuzz_decoders.py`` (hypothesi
 
 from __future__ import annotations
 
+import pytest
 import trio
 
 from .test_guarantees import CUSTOMER, KIT, MiniPlatform, child
@@ -65,6 +66,7 @@ def value(metrics: str, name: str, label: str = "") -> float:
     return total
 
 
+@pytest.mark.slow
 async def test_guarantee_6_hostile_frames_are_protocol_errors_for_their_conversation_only(
     nursery: trio.Nursery,
 ) -> None:
@@ -109,6 +111,7 @@ async def test_guarantee_6_hostile_frames_are_protocol_errors_for_their_conversa
     ]  # nothing reached the good conversation but its own calls
 
 
+@pytest.mark.slow
 async def test_guarantee_6_lone_surrogate_in_a_call_is_a_protocol_error_not_a_crash(
     nursery: trio.Nursery,
 ) -> None:

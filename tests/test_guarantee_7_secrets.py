@@ -100,6 +100,7 @@ def tool_plan() -> Any:
 AGENTS = [f"{KIT}:Steady", f"{KIT}:Misbehaving"]
 
 
+@pytest.mark.slow
 async def test_guarantee_7_no_canary_in_any_output_log_metric_status_or_report(tmp_path: Path) -> None:
     seen: dict[str, str] = {}  # what each run showed, by run
 
@@ -238,6 +239,7 @@ async def test_guarantee_7_no_canary_in_any_output_log_metric_status_or_report(t
     assert "refusing plain ws://" in seen["unsafe url"] and "heartbeat_interval" in seen["bad config"]
 
 
+@pytest.mark.slow
 async def test_guarantee_7_password_and_query_of_the_platform_url_never_reach_a_log_line(
     nursery: trio.Nursery,
 ) -> None:

@@ -535,6 +535,7 @@ async def test_guarantee_8_tool_arguments_validated_before_any_tool_code_runs() 
         assert invalid == len(bad)
 
 
+@pytest.mark.slow
 async def test_guarantee_8_http_endpoint_binds_loopback_by_default() -> None:
     server = SandboxServer()
     async with trio.open_nursery() as nursery:
@@ -551,6 +552,7 @@ async def test_guarantee_8_http_endpoint_binds_loopback_by_default() -> None:
         nursery.cancel_scope.cancel()
 
 
+@pytest.mark.slow
 async def test_guarantee_8_wss_with_an_unverifiable_certificate_fails_permanently(
     tmp_path: Path,
 ) -> None:
@@ -588,6 +590,7 @@ async def test_guarantee_8_wss_with_an_unverifiable_certificate_fails_permanentl
         nursery.cancel_scope.cancel()
 
 
+@pytest.mark.slow
 async def test_guarantee_8_plain_ws_only_to_loopback_unless_allowed() -> None:
     for url in ("ws://10.255.255.1/customer_sdk/websocket", "ws://platform.example/ws?auth_token=tok3n"):
         async with child(f"{KIT}:Steady", "--url", url, "--api-key", API_KEY, http=False) as running:

@@ -47,7 +47,7 @@ def test_redact_text_masks_registered_secrets_longest_first() -> None:
 @pytest.mark.parametrize(
     ("text", "expected"),
     [
-        (f"GET /ws?auth_token={TOKEN}&x=1", "GET /ws?auth_token=***&x=1"),
+        (f"GET /ws?auth_token={TOKEN}&x=1", "GET /ws?auth_token=***&x=***"),
         (f"token={TOKEN} next", "token=*** next"),
         (f"api_key: {TOKEN}", "api_key: ***"),
         (f'{{"type": "agent_auth", "botToken": "{TOKEN}"}}', '{"type": "agent_auth", "botToken": "***"}'),

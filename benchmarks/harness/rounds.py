@@ -97,14 +97,18 @@ class Round:
         self.lg = LoadGen(
             logs / f"round{self.index}-loadgen.log", proxy=o.via == "proxy", call_timeout=o.call_timeout
         )
-        self.sut = SystemUnderTest(
-            self.system,
-            o.workload,
-            o.platform,
-            self.lg.base_url,
-            o.conversations + o.spike,
-            logs / f"round{self.index}-{self.system}.log",
-        )
+        try:
+            self.sut = SystemUnderTest(
+                self.system,
+                o.workload,
+                o.platform,
+                self.lg.base_url,
+                o.conversations + o.spike,
+                logs / f"round{self.index}-{self.system}.log",
+            )
+        except BaseException:
+            self.lg.close()
+            raise
         self.command = self.sut.command
         self.t0 = self.sut.started_at
         self.sampler = Sampler(self.sut.proc.pid, self.lg.pid).start()

@@ -70,6 +70,7 @@ def _finite_float(text: str) -> float:
 
 
 _DECODER = json.JSONDecoder(parse_constant=_reject_constant, parse_float=_finite_float)
+_SURROGATE_ESCAPE = re.compile(r"\\u[dD][89a-fA-F]")
 _ENCODER = json.JSONEncoder(separators=(",", ":"), ensure_ascii=False, allow_nan=False)
 
 
@@ -82,6 +83,8 @@ def _check_depth(data: bytes, max_depth: int) -> None:
         data = _STRING.sub(b"", data)  # the few strings that hold brackets
     if b"[" * (max_depth + 1) in data or b"{" * (max_depth + 1) in data:
         raise FrameTooDeepError(f"frame nests JSON deeper than {max_depth} levels")
+    if not data:
+        return  # every bracket was inside a string
     for _ in range(max_depth):
         # Mark innermost pairs first so that `{[]}` loses one level per pass, not two.
         peeled = data.replace(b"[]", b"x").replace(b"{}", b"x")
@@ -124,9 +127,16 @@ def decode_frame(
     if text.count("[") + text.count("{") > max_depth:
         _check_depth(data or text.encode("utf-8", "surrogatepass"), max_depth)
     try:
-        return _DECODER.decode(text)
+        value = _DECODER.decode(text)
     except (ValueError, RecursionError) as exc:
         raise ProtocolError(f"malformed JSON: {exc}") from exc
+    if _SURROGATE_ESCAPE.search(text) is not None:
+        # "\ud800" is valid JSON but no UTF-8 text: a reply echoing it could never be sent.
+        try:
+            _ENCODER.encode(value).encode("utf-8")
+        except UnicodeEncodeError:
+            raise ProtocolError("frame contains an unpaired surrogate") from None
+    return value
 
 
 def encode_frame(value: Any) -> str:

@@ -306,7 +306,8 @@ class ConversimpleClient:
     def url(platform_url: str, api_key: str, customer_id: str | None = None) -> str:
         """The connect URL; it carries the api key: log only ``redact.redact_url`` of it."""
         cid = customer_id or customer_id_from_key(api_key)
-        return f"{platform_url}?{urlencode({'customer_id': cid, 'auth_token': api_key})}"
+        joiner = "&" if "?" in platform_url else "?"
+        return f"{platform_url}{joiner}{urlencode({'customer_id': cid, 'auth_token': api_key})}"
 
     def _push(self, message: ClientMessage) -> str:
         return encode_client_push(Frame(None, str(next(self._refs)), self.topic, message))
