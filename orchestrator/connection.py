@@ -105,6 +105,10 @@ class LinkSession(Protocol):
         """The keepalive frame to send every interval, if the protocol has one."""
         ...
 
+    def after_join(self) -> list[str]:
+        """Frames to send once joined, before anything waiting to be sent (re-registration)."""
+        ...
+
     def encode(self, event: OutboundEvent) -> str:
         """One outbound command as a frame; ProtocolError if it cannot be sent here."""
         ...
@@ -246,6 +250,8 @@ class ResilientConnection:
                             raise received.rejected
                         await self._dispatch(ws, received, deliver)
                         if received.joined:
+                            for frame in self.session.after_join():
+                                await ws.send_text(frame)
                             self._heard = trio.current_time()
                             return ws
             except trio.TooSlowError:

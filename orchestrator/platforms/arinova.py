@@ -84,6 +84,9 @@ class BotSession:
     def open(self) -> list[str]:
         return [self.client.auth()]
 
+    def after_join(self) -> list[str]:
+        return []
+
     def heartbeat(self) -> str | None:
         return self.client.ping()
 

@@ -51,6 +51,7 @@ class ChannelSession:
     api_key: str = attrs.field(repr=False)
     client: wire.ConversimpleClient
     subprotocols: Sequence[str] = (wire.SUBPROTOCOL,)
+    _registration: ev.RegisterTools | None = None
 
     def url(self) -> str:
         return wire.ConversimpleClient.url(self.platform_url, self.api_key, self.client.customer_id)
@@ -58,10 +59,21 @@ class ChannelSession:
     def open(self) -> list[str]:
         return [self.client.join()]
 
+    def after_join(self) -> list[str]:
+        """On a rejoin, the tools again, before any result waiting to be sent.
+
+        The platform matches a conversation to the socket that registered its
+        tools; a result arriving on a socket that has not registered yet would be
+        refused, so registration must come first.
+        """
+        return [] if self._registration is None else [self.client.send(self._registration)]
+
     def heartbeat(self) -> str | None:
         return self.client.heartbeat()
 
     def encode(self, event: ev.OutboundEvent) -> str:
+        if isinstance(event, ev.RegisterTools):
+            self._registration = event
         return self.client.send(event)
 
     def receive(self, text: str) -> Received:
