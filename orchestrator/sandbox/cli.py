@@ -16,13 +16,20 @@ from __future__ import annotations
 
 import signal
 import sys
+from collections.abc import Mapping
+from functools import partial
 from pathlib import Path
 from typing import Any
 
+import attrs
 import click
 import trio
+from prometheus_client import CollectorRegistry
 
+from orchestrator import __version__
 from orchestrator.errors import ConfigError
+from orchestrator.http import make_app, serve_http
+from orchestrator.metrics import Metrics
 
 from .load import LoadReport, run_load
 from .scenarios import PLATFORMS, Scenario, load_plan, load_scenario
@@ -70,6 +77,14 @@ class _Failure(click.ClickException):
     "--record", type=click.Path(dir_okay=False, path_type=Path), help="Write transcripts (JSON lines)."
 )
 @click.option("--quiet", is_flag=True, help="No progress lines.")
+@click.option(
+    "--http-port",
+    type=click.IntRange(0, 65535),
+    default=9465,
+    show_default=True,
+    help="Port of /metrics, /healthz, /readyz, /status (on --host).",
+)
+@click.option("--no-http", is_flag=True, help="Do not serve the HTTP endpoint.")
 def sandbox(**options: Any) -> None:
     """Run the bundled sandbox platform (Conversimple and Arinova) on this machine."""
     if options["scenario"] is not None and options["conversations"] is not None:
@@ -86,7 +101,8 @@ def sandbox(**options: Any) -> None:
             call_timeout=options["call_timeout"],
             record_messages=options["record"] is not None or options["conversations"] is None,
         )
-        report = trio.run(_serve, settings, scenario, options["record"], options["quiet"])
+        http = None if options["no_http"] else options["http_port"]
+        report = trio.run(_serve, settings, scenario, options["record"], options["quiet"], http)
     except ConfigError as exc:
         raise _Failure(str(exc)) from None
     except OSError as exc:
@@ -118,20 +134,45 @@ def _token(spec: str) -> tuple[str, str]:
     return token, name or DEFAULT_AGENT_NAME
 
 
+@attrs.define(eq=False)
+class _Status:
+    """The sandbox as an HTTP :class:`~orchestrator.http.StatusProvider`."""
+
+    server: SandboxServer
+
+    def readiness(self) -> tuple[bool, str]:
+        return True, "ok"
+
+    def status(self) -> Mapping[str, Any]:
+        return {"sandbox": attrs.asdict(self.server.statistics())}
+
+
 async def _serve(
-    settings: SandboxSettings, scenario: Scenario | None, record: Path | None, quiet: bool
+    settings: SandboxSettings,
+    scenario: Scenario | None,
+    record: Path | None,
+    quiet: bool,
+    http_port: int | None = None,
 ) -> LoadReport | None:
     server = SandboxServer(settings)
     report: LoadReport | None = None
     with trio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as signals:
         async with trio.open_nursery() as nursery:
             await nursery.start(server.run)
+            if http_port is not None:
+                app = make_app(
+                    Metrics(CollectorRegistry(), process=True), _Status(server), version=__version__
+                )
+                bound = await nursery.start(partial(serve_http, app, host=settings.host, port=http_port))
+                click.echo(f"  status        http://{settings.host}:{bound}/status", err=True)
             click.echo(
                 f"sandbox listening on {settings.host}:{server.port}\n"
                 f"  Conversimple  {server.conversimple_url}\n"
                 f"  Arinova       {server.base_url}/ws/agent",
                 err=True,
             )
+            if bound is not None:
+                click.echo(f"  status        http://{settings.host}:{bound}/status", err=True)
             nursery.start_soon(_stop_on_signal, signals, nursery.cancel_scope)
             if scenario is None:
                 await trio.sleep_forever()
