@@ -190,7 +190,7 @@ class ConversationActor:
         running keeps the conversation alive.
         """
         while True:
-            with trio.move_on_at(self._last_activity + idle):
+            with trio.CancelScope(deadline=self._last_activity + idle):
                 event = await self.mailbox.get()
                 self._last_activity = trio.current_time()
                 return event

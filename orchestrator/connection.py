@@ -275,7 +275,7 @@ class ResilientConnection:
             text: str | None = None
             # Only the read runs under the deadline: a deliver that waits on a full
             # mailbox (backpressure) must never be cancelled, or its event is lost.
-            with trio.move_on_at(min(next_beat, dead_at)):
+            with trio.CancelScope(deadline=min(next_beat, dead_at)):  # cheaper than move_on_at
                 try:
                     text = await ws.receive_text()
                 except ProtocolError as exc:  # oversized: the transport closed the link
