@@ -15,6 +15,7 @@ from __future__ import annotations
 import logging
 import ssl
 from collections.abc import Sequence
+from typing import Any, TypeVar
 
 import attrs
 import trio
@@ -33,7 +34,24 @@ from .dial import Target, open_stream, rejection_error
 from .interface import CLOSE_TIMEOUT, close_arguments
 from .pipe import Pipe, pipe_for
 
-__all__ = ["SansIOWebSocket", "connect"]
+__all__ = ["SansIOWebSocket", "connect", "feed_handshake"]
+
+E = TypeVar("E")
+
+
+def feed_handshake(proto: Any, data: bytes | bytearray, kind: type[E]) -> tuple[E | None, list[Any]]:
+    """Feed handshake bytes (empty = EOF) to a websockets protocol; the first ``kind``
+    event (the HTTP request or response) and whatever frames arrived right after it."""
+    if data:
+        proto.receive_data(data)
+    else:
+        proto.receive_eof()
+    events = proto.events_received()
+    for index, event in enumerate(events):
+        if isinstance(event, kind):
+            return event, events[index + 1 :]
+    return None, []
+
 
 WIRE_LOG = logging.getLogger("orchestrator.transport.wire")
 """Logger handed to the ``websockets`` protocol objects (they log opens, closes and failures).
@@ -340,15 +358,7 @@ async def _handshake(
         await pipe.send_all(b"".join(proto.data_to_send()))
         while response is None:
             data = await pipe.receive_some()
-            if data:
-                proto.receive_data(data)
-            else:
-                proto.receive_eof()
-            events = proto.events_received()
-            for index, event in enumerate(events):
-                if isinstance(event, Response):
-                    response, early = event, events[index + 1 :]
-                    break
+            response, early = feed_handshake(proto, data, Response)
             if response is None and (not data or proto.handshake_exc is not None):
                 raise HandshakeError(
                     f"{target.redacted} closed the connection during the WebSocket handshake"

@@ -24,7 +24,7 @@ from ..errors import FrameTooLargeError, LinkError
 from .dial import Stream
 from .interface import DEFAULT_MAX_FRAME_BYTES, Handler, Reject
 from .pipe import Pipe, pipe_for
-from .sansio import WIRE_LOG, SansIOWebSocket
+from .sansio import WIRE_LOG, SansIOWebSocket, feed_handshake
 
 __all__ = ["SansIOServerWebSocket", "serve"]
 
@@ -145,15 +145,7 @@ class _Acceptor:
                 data = await pipe.receive_some()
             except (trio.BrokenResourceError, trio.ClosedResourceError):
                 return None  # reset, or a failed TLS handshake
-            if data:
-                proto.receive_data(data)
-            else:
-                proto.receive_eof()
-            events = proto.events_received()
-            for index, event in enumerate(events):
-                if isinstance(event, Request):
-                    request, early = event, events[index + 1 :]
-                    break
+            request, early = feed_handshake(proto, data, Request)
             if request is None and (not data or proto.handshake_exc is not None):
                 await _write_quietly(pipe, proto.data_to_send())  # the 4xx, if any
                 return None
