@@ -116,6 +116,7 @@ class Demo:
                             await trio.sleep(0.125)
                 live.update(self._progress(server, ids, running))
             report = server.report(ids)
+            self.console.print()
             self.console.print(self._summary(server, ids, running))
             if timeout.cancelled_caught:
                 self.console.print("[red]demo timed out before every conversation ended[/]")
