@@ -15,19 +15,29 @@ from .agent import Agent
 from .errors import AgentDefinitionError, AgentSpecError
 
 
-def load_agent(spec: str) -> type[Agent]:
-    """The Agent subclass named by ``spec``."""
+def load_object(spec: str, base_dir: Path | None = None) -> object:
+    """Whatever ``spec`` names (``package.module:Name`` or ``path/to/file.py:Name``).
+
+    A relative file path is resolved against ``base_dir`` (default: the current
+    directory). Raises AgentSpecError with a one-line message.
+    """
     target, sep, attr = spec.rpartition(":")
     if not sep or not target or not attr:
         raise AgentSpecError(
-            f"bad agent spec {spec!r}: expected package.module:Class or path/to/file.py:Class"
+            f"bad agent spec {spec!r} is not valid: expected package.module:Class or path/to/file.py:Class"
         )
-    module = _load_module(spec, target)
+    module = _load_module(spec, target, base_dir)
     try:
-        obj = getattr(module, attr)
+        return getattr(module, attr)
     except AttributeError:
         raise AgentSpecError(f"bad agent spec {spec!r}: {target} has no attribute {attr!r}") from None
+
+
+def load_agent(spec: str) -> type[Agent]:
+    """The Agent subclass named by ``spec``."""
+    obj = load_object(spec)
     if not (isinstance(obj, type) and issubclass(obj, Agent)):
+        attr = spec.rpartition(":")[2]
         raise AgentSpecError(f"bad agent spec {spec!r}: {attr} is not an orchestrator.Agent subclass")
     return obj
 
@@ -45,24 +55,29 @@ def load_agents(specs: list[str] | tuple[str, ...]) -> list[type[Agent]]:
     return agents
 
 
-def _load_module(spec: str, target: str) -> object:
+def _load_module(spec: str, target: str, base_dir: Path | None) -> object:
     try:
         if target.endswith(".py") or "/" in target or "\\" in target:
-            return _load_file(spec, Path(target))
+            path = Path(target)
+            if base_dir is not None and not path.is_absolute():
+                path = base_dir / path
+            return _load_file(spec, path)
         return importlib.import_module(target)
     except AgentSpecError:
         raise
     except AgentDefinitionError as exc:
         raise AgentSpecError(f"agent in {spec!r} is invalid: {exc}") from exc
     except ModuleNotFoundError as exc:
-        raise AgentSpecError(f"bad agent spec {spec!r}: no module named {exc.name!r}") from exc
+        raise AgentSpecError(
+            f"bad agent spec {spec!r}: importing {target!r} failed: no module named {exc.name!r}"
+        ) from exc
     except Exception as exc:  # user code failed while importing: report it in one line
         raise AgentSpecError(f"importing {target!r} failed: {type(exc).__name__}: {exc}") from exc
 
 
 def _load_file(spec: str, path: Path) -> object:
     if not path.is_file():
-        raise AgentSpecError(f"bad agent spec {spec!r}: file not found: {path}")
+        raise AgentSpecError(f"bad agent spec {spec!r}: file not found ({path} does not exist)")
     name = f"_orchestrator_agent_{path.stem}_{abs(hash(path.resolve())) % 10**8}"
     if name in sys.modules:
         return sys.modules[name]

@@ -14,17 +14,14 @@ error is attached to the agent message it produced.
 from __future__ import annotations
 
 import functools
-import importlib
-import importlib.util
 import inspect
 import json
-import sys
 from collections.abc import AsyncIterator, Callable, Iterable, Mapping
 from contextlib import aclosing
 from pathlib import Path
 from typing import Any
 
-from ..errors import AgentSpecError
+from ..loader import load_object
 from .errors import ParticipantError
 from .models import Conversation, Message, ParticipantRole, ToolCall, converter
 from .participants import Participant
@@ -195,32 +192,8 @@ class AgentParticipant(Participant):
 def load_agent_class(spec: str, base_dir: Path | None = None) -> Any:
     """The class named by ``package.module:Class`` or ``path/to/file.py:Class``.
 
+    Any class with ``on_message`` will do, not only an :class:`orchestrator.Agent`.
     A relative file path is resolved against ``base_dir`` (default: the current
     directory). Raises :class:`AgentSpecError`.
     """
-    module_name, sep, attr = spec.rpartition(":")
-    if not sep or not module_name or not attr:
-        raise AgentSpecError(f"agent spec {spec!r} is not 'package.module:Class' or 'file.py:Class'")
-    try:
-        if module_name.endswith(".py"):
-            path = Path(module_name)
-            path = path if path.is_absolute() else (base_dir or Path.cwd()) / path
-            if not path.is_file():
-                raise AgentSpecError(f"agent file {path} does not exist")
-            unique = f"_orchestrator_agent_{abs(hash(str(path.resolve())))}"
-            module_spec = importlib.util.spec_from_file_location(unique, path)
-            if module_spec is None or module_spec.loader is None:
-                raise AgentSpecError(f"cannot import {path}")
-            module = importlib.util.module_from_spec(module_spec)
-            sys.modules[unique] = module
-            module_spec.loader.exec_module(module)
-        else:
-            module = importlib.import_module(module_name)
-    except AgentSpecError:
-        raise
-    except Exception as exc:  # importing user code can raise anything
-        raise AgentSpecError(f"importing {module_name} failed: {type(exc).__name__}: {exc}") from exc
-    cls = getattr(module, attr, None)
-    if cls is None:
-        raise AgentSpecError(f"{module_name} has no attribute {attr!r}")
-    return cls
+    return load_object(spec, base_dir)
