@@ -20,7 +20,6 @@ from __future__ import annotations
 
 import math
 import os
-import socket
 import ssl
 import subprocess
 import sys
@@ -51,6 +50,7 @@ from orchestrator.sandbox.server import SandboxServer
 from orchestrator.sandbox.settings import SandboxSettings
 from orchestrator.supervisor import Supervisor, SupervisorSettings
 from orchestrator.transport import ServerWebSocket, serve
+from tests.helpers import free_port
 
 ROOT = Path(__file__).resolve().parent.parent
 KIT = "tests/test_guarantees.py"
@@ -148,12 +148,6 @@ class Stalled(Agent):
 def sample(metrics: Metrics, name: str, **labels: str) -> float:
     value = metrics.registry.get_sample_value(name, labels)
     return 0.0 if value is None else value
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 async def wait_until(predicate: Callable[[], bool], within: float, what: str, every: float = 0.02) -> float:

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import os
 import signal
-import socket
 import subprocess
 import sys
 from collections.abc import AsyncIterator
@@ -21,15 +20,10 @@ import trio
 
 from orchestrator.sandbox.scenarios import parse_scenario
 from orchestrator.sandbox.server import SandboxServer
+from tests.helpers import free_port
 
 ROOT = Path(__file__).resolve().parent.parent
 CANARY = "canary-signal-key-5521"
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 @asynccontextmanager

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import os
 import signal
-import socket
 import subprocess
 import sys
 from pathlib import Path
@@ -16,6 +15,7 @@ import trio
 from orchestrator.sandbox.scenarios import parse_scenario
 from orchestrator.sandbox.server import SandboxServer
 from orchestrator.workers import owner
+from tests.helpers import free_port
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -29,12 +29,6 @@ def test_rendezvous_ownership_is_deterministic_and_spread() -> None:
     # Growing the pool moves only the conversations the new worker wins.
     moved = sum(1 for cid, old in zip(ids, first, strict=True) if owner(cid, 5) not in (old, 4))
     assert moved == 0
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 @pytest.mark.slow
