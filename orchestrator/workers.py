@@ -155,8 +155,7 @@ class WorkerPool:
                         task_status=task_status,
                     )
                 )
-            session = platform._session(None)
-            control = ResilientConnection(session, platform.policy, platform.handshakes, self.metrics)
+            control = platform.control_connection(self.metrics)
             nursery.start_soon(control.run, self._route)
             nursery.start_soon(self._signals, nursery.cancel_scope)
         return self.exit_code
@@ -263,7 +262,7 @@ class PipePlatform:
     async def run(
         self, supervisor: Supervisor, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED
     ) -> None:
-        self.inner._supervisor = supervisor
+        self.inner.bind(supervisor)
         stdin = trio.lowlevel.FdStream(os.dup(sys.stdin.fileno()))
         task_status.started()
         buffer = b""

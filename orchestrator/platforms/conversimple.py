@@ -148,6 +148,15 @@ class ConversimplePlatform:
         client = wire.ConversimpleClient(self.customer_id, conversation_id, max_bytes=policy.max_frame_bytes)
         return ChannelSession(self.url, self.api_key, client)
 
+    def bind(self, supervisor: Supervisor) -> None:
+        """Use ``supervisor``'s metrics for the connections this platform makes."""
+        self._supervisor = supervisor
+
+    def control_connection(self, metrics: Metrics | None) -> ResilientConnection:
+        """A connection to the customer channel that serves no conversation (it hears
+        ``conversation_ready``)."""
+        return ResilientConnection(self._session(None), self.policy, self.handshakes, metrics)
+
     def connect(self, record: ConversationRecord) -> ResilientConnection:
         metrics = self.metrics or (self._supervisor.metrics if self._supervisor else None)
         return ResilientConnection(
@@ -158,9 +167,9 @@ class ConversimplePlatform:
         self, supervisor: Supervisor, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED
     ) -> None:
         """Hold the control connection and admit every announced conversation."""
-        self._supervisor = supervisor
+        self.bind(supervisor)
         metrics = self.metrics or supervisor.metrics
-        control = ResilientConnection(self._session(None), self.policy, self.handshakes, metrics)
+        control = self.control_connection(metrics)
 
         async def deliver(event: Any) -> None:
             if isinstance(event, wire.ConversationReady):
