@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import enum
 import logging
+import math
 from collections.abc import Mapping
 from typing import Any
 
@@ -25,8 +26,8 @@ from .errors import ConversationFailedError, LinkError
 from .mailbox import Mailbox, OverflowPolicy
 from .metrics import Metrics
 from .replies import answer_message
-from .store import ConversationRecord
-from .tools import ToolExecutor, ToolSettings
+from .store import CallOutcome, ConversationRecord
+from .tools import RunningCall, ToolExecutor, ToolSettings
 
 log = logging.getLogger("orchestrator.actor")
 
@@ -73,7 +74,15 @@ _EVENT_NAMES: dict[type[Any], str] = {
 
 @attrs.define(eq=False, slots=True)
 class ConversationActor:
-    """Hosts one conversation until it ends, crashes or is cancelled."""
+    """Hosts one conversation until it ends, crashes or is cancelled.
+
+    Tool calls run in place, in the task serving the mailbox: a call that
+    completes without waiting (validation, a pure async tool, a cached reply)
+    costs no task and no cancel scope. When a call has to wait, the task keeps
+    that call, enforces its deadline on a scope entered once per task, and a new
+    task takes over the mailbox, so calls still run concurrently up to
+    ``max_concurrent_calls``.
+    """
 
     record: ConversationRecord
     agent_cls: type[Agent]
@@ -83,12 +92,16 @@ class ConversationActor:
     metrics: Metrics | None = None
     mailbox: Mailbox[ev.InboundEvent] = attrs.field(init=False)
     executor: ToolExecutor | None = attrs.field(init=False, default=None)
-    _slots: trio.Semaphore | None = attrs.field(init=False, default=None)
     _last_activity: float = attrs.field(init=False, default=0.0)
     _active_calls: int = attrs.field(init=False, default=0)
+    _slot_freed: trio.lowlevel.ParkingLot | None = attrs.field(init=False, default=None)
     _calls_done: trio.Event | None = attrs.field(init=False, default=None)
     _nursery: trio.Nursery | None = attrs.field(init=False, default=None)
     _cancelled: bool = attrs.field(init=False, default=False)
+    # Set once the mailbox loop has moved to another task: how it ended there.
+    _loop_over: trio.Event | None = attrs.field(init=False, default=None)
+    _loop_exit: ActorExit = attrs.field(init=False, default=ActorExit.COMPLETED)
+    _crashed: bool = attrs.field(init=False, default=False)
 
     def __attrs_post_init__(self) -> None:
         self.mailbox = Mailbox(self.settings.mailbox_capacity, self.settings.mailbox_policy)
@@ -119,11 +132,18 @@ class ConversationActor:
                 task_status.started()
                 try:
                     await call_hook(agent, "on_conversation_started", self.record)
-                    exit_ = await self._loop(agent, nursery)
+                    self._last_activity = trio.current_time()
+                    served = await self._serve(agent)
+                    if served is None:  # this task kept a call; the loop went on elsewhere
+                        assert self._loop_over is not None
+                        await self._loop_over.wait()
+                        served = self._loop_exit
+                    exit_ = served
                     await self._calls_finished()
                 except trio.Cancelled:
-                    with trio.move_on_after(self.settings.shutdown_timeout, shield=True):
-                        await call_hook(agent, "on_conversation_ended", self.record)
+                    if not self._crashed:
+                        with trio.move_on_after(self.settings.shutdown_timeout, shield=True):
+                            await call_hook(agent, "on_conversation_ended", self.record)
                     raise
                 await call_hook(agent, "on_conversation_ended", self.record)
                 nursery.cancel_scope.cancel()  # closes the connection
@@ -151,44 +171,60 @@ class ConversationActor:
         if self.metrics is not None:
             self.metrics.child(self.metrics.messages_in, _EVENT_NAMES.get(type(event), "unknown")).inc()
             self.metrics.mailbox_depth.observe(len(mailbox))
-        if (
-            type(event) is ev.ToolCallRequest
-            and self._nursery is not None
-            and mailbox.consumer_waiting
-            and not len(mailbox)
-            and (self._slots is None or self._slots.value > 0)
-        ):
-            # Fast path: the actor is idle in get() with nothing queued, so starting
-            # the call is exactly what it would do next; doing it here saves a task
-            # switch per call. Order is kept: nothing is queued ahead of this event.
-            await trio.lowlevel.checkpoint_if_cancelled()
-            self._spawn_call(event)
-            return
         if not await mailbox.put(event) and self.metrics is not None:
             self.metrics.child(self.metrics.mailbox_overflows, mailbox.policy.value).inc()
 
-    async def _loop(self, agent: Agent, nursery: trio.Nursery) -> ActorExit:
-        mailbox = self.mailbox
-        idle = self.settings.idle_timeout
-        self._last_activity = trio.current_time()
+    async def _serve(self, agent: Agent) -> ActorExit | None:
+        """Serve the mailbox in this task: how the conversation ended, or None once
+        this task kept a call that had to wait (the loop then goes on in another)."""
+        event = await self._next_event()
+        # Until its first call a task needs no scope: idle actors stay small.
+        while type(event) is not ev.ToolCallRequest:
+            if event is None:
+                return ActorExit.IDLE
+            if type(event) is ev.ConversationEnded:
+                self.record.record(trio.current_time(), "ended", {"reason": event.reason})
+                return ActorExit.COMPLETED
+            await self._handle(agent, event)
+            event = await self._next_event()
+        keeper = _Keeper(self, agent)
+        with keeper.scope:
+            exit_ = await self._serve_calls(agent, event, keeper)
+        if not keeper.scope.cancelled_caught:
+            return exit_
+        # The call this task kept ran past its deadline.
+        assert self.executor is not None and keeper.call is not None
+        try:
+            await self._send_reply(self.executor.timed_out(keeper.call))
+        finally:
+            self._end_call()
+        return None
+
+    async def _serve_calls(
+        self, agent: Agent, event: ev.InboundEvent | None, keeper: _Keeper
+    ) -> ActorExit | None:
         while True:
-            event = await mailbox.get() if idle is None else await self._next_event(idle)
             if event is None:
                 return ActorExit.IDLE
             if type(event) is ev.ToolCallRequest:
-                await self._start_call(event, nursery)
+                if await self._call(event, keeper):
+                    return None
             elif type(event) is ev.ConversationEnded:
                 self.record.record(trio.current_time(), "ended", {"reason": event.reason})
                 return ActorExit.COMPLETED
             else:
                 await self._handle(agent, event)
+            event = await self._next_event()
 
-    async def _next_event(self, idle: float) -> ev.InboundEvent | None:
-        """The next event, or None after ``idle`` seconds without activity.
+    async def _next_event(self) -> ev.InboundEvent | None:
+        """The next event, or None after ``idle_timeout`` seconds without activity.
 
         Activity is an inbound event or a tool call finishing; a call still
         running keeps the conversation alive.
         """
+        idle = self.settings.idle_timeout
+        if idle is None:
+            return await self.mailbox.get()
         while True:
             with trio.CancelScope(deadline=self._last_activity + idle):
                 event = await self.mailbox.get()
@@ -205,39 +241,64 @@ class ConversationActor:
             self._calls_done = trio.Event()
             await self._calls_done.wait()
 
-    async def _start_call(self, request: ev.ToolCallRequest, calls: trio.Nursery) -> None:
-        """Start a call once a per-actor slot is free (waiting here is backpressure)."""
-        if self._slots is not None and self._slots.value == 0:
-            await self._slots.acquire()
-            self._slots.release()
-        self._spawn_call(request)
+    async def _call(self, request: ev.ToolCallRequest, keeper: _Keeper) -> bool:
+        """Run one call in this task; True if it had to wait (this task then kept it).
 
-    def _spawn_call(self, request: ev.ToolCallRequest) -> None:
-        if self._slots is None:
-            self._slots = trio.Semaphore(self.settings.tools.max_concurrent_calls)
-        self._slots.acquire_nowait()
+        Waits first for a free slot under ``max_concurrent_calls`` (backpressure).
+        """
+        limit = self.settings.tools.max_concurrent_calls
+        while self._active_calls >= limit:
+            if self._slot_freed is None:
+                self._slot_freed = trio.lowlevel.ParkingLot()
+            await self._slot_freed.park()
         self._active_calls += 1
         self._last_activity = trio.current_time()
-        assert self._nursery is not None
-        self._nursery.start_soon(self._call, request, self._slots)
-
-    async def _call(self, request: ev.ToolCallRequest, slots: trio.Semaphore) -> None:
+        assert self.executor is not None
+        # A timeout cancels out of here into _serve, which answers and ends the call.
+        reply = await self.executor.execute_inline(request, keeper.suspend)
+        kept = keeper.call is not None
+        if kept:
+            keeper.scope.deadline = math.inf  # the tool is done; sending is not under its timeout
         try:
-            assert self.executor is not None
-            reply = await self.executor.execute(request)
             if reply is not None:
-                self.record.record(
-                    trio.current_time(),
-                    "tool_call",
-                    {"call_id": reply.call_id, "tool": reply.tool_name, "ok": type(reply) is ev.ToolResult},
-                )
-                await self.send(reply)
+                await self._send_reply(reply)
         finally:
-            self._last_activity = trio.current_time()
-            self._active_calls -= 1
-            if not self._active_calls and self._calls_done is not None:
-                self._calls_done.set()
-            slots.release()
+            self._end_call()
+        return kept
+
+    def _end_call(self) -> None:
+        self._last_activity = trio.current_time()
+        self._active_calls -= 1
+        if not self._active_calls and self._calls_done is not None:
+            self._calls_done.set()
+        if self._slot_freed:
+            self._slot_freed.unpark()
+
+    async def _send_reply(self, reply: CallOutcome) -> None:
+        self.record.record(
+            trio.current_time(),
+            "tool_call",
+            {"call_id": reply.call_id, "tool": reply.tool_name, "ok": type(reply) is ev.ToolResult},
+        )
+        await self.send(reply)
+
+    def _hand_off(self, agent: Agent) -> None:
+        """This task keeps a waiting call: a new task takes over the mailbox."""
+        if self._loop_over is None:
+            self._loop_over = trio.Event()
+        assert self._nursery is not None
+        self._nursery.start_soon(self._serve_elsewhere, agent)
+
+    async def _serve_elsewhere(self, agent: Agent) -> None:
+        try:
+            exit_ = await self._serve(agent)
+        except Exception:
+            self._crashed = True  # the nursery fails the actor; on_conversation_ended is skipped
+            raise
+        if exit_ is not None:
+            assert self._loop_over is not None
+            self._loop_exit = exit_
+            self._loop_over.set()
 
     async def send(self, event: ev.OutboundEvent) -> None:
         """Send one command to the platform (waits through a reconnect)."""
@@ -295,3 +356,19 @@ def summarize(actor: ConversationActor) -> Mapping[str, Any]:
         "mailbox_dropped": stats.dropped,
         "inflight_calls": 0 if actor.executor is None else actor.executor.inflight,
     }
+
+
+@attrs.define(eq=False, slots=True)
+class _Keeper:
+    """One mailbox task's cancel scope, and the call it kept if one had to wait."""
+
+    actor: ConversationActor
+    agent: Agent
+    scope: trio.CancelScope = attrs.field(init=False, factory=trio.CancelScope)
+    call: RunningCall | None = attrs.field(init=False, default=None)
+
+    def suspend(self, call: RunningCall) -> None:
+        """The executor's ``on_suspend``: keep ``call`` here, under its deadline."""
+        self.call = call
+        self.scope.deadline = call.deadline
+        self.actor._hand_off(self.agent)

@@ -16,7 +16,7 @@ import functools
 import logging
 import time
 import types
-from collections.abc import Coroutine, Generator, Mapping
+from collections.abc import Callable, Coroutine, Generator, Mapping
 from typing import Any, cast
 
 import attrs
@@ -93,7 +93,7 @@ class ToolExecutor:
     thread_limiter: trio.CapacityLimiter
     settings: ToolSettings = attrs.field(factory=ToolSettings)
     metrics: Metrics | None = None
-    _inflight: dict[str, trio.Event | None] | None = attrs.field(init=False, default=None)
+    _inflight: set[str] | None = attrs.field(init=False, default=None)
     _own_threads: trio.CapacityLimiter | None = attrs.field(init=False, default=None)
     _hook_called: bool = attrs.field(init=False, default=False)
     _hook_completed: bool = attrs.field(init=False, default=False)
@@ -102,7 +102,7 @@ class ToolExecutor:
         self._hook_called = agent_mod.overrides(self.agent, "on_tool_called")
         self._hook_completed = agent_mod.overrides(self.agent, "on_tool_completed")
 
-    async def _run_in_thread(self, tool: ToolDef, kwargs: dict[str, Any], scope: trio.CancelScope) -> Any:
+    async def _run_in_thread(self, tool: ToolDef, kwargs: dict[str, Any]) -> Any:
         """Run a sync tool in a worker thread under this conversation's thread quota.
 
         A thread cannot be cancelled: on timeout the call is answered at once and
@@ -125,9 +125,9 @@ class ToolExecutor:
                 limiter=cast(trio.CapacityLimiter, quota),
                 abandon_on_cancel=True,
             )
-        finally:
-            if scope.cancel_called:
-                quota.abandon()
+        except trio.Cancelled:
+            quota.abandon()
+            raise
 
     @property
     def inflight(self) -> int:
@@ -148,79 +148,104 @@ class ToolExecutor:
         Returns the reply to send, or None when this request must not be answered:
         the same ``call_id`` is already running (its first request answers, once),
         or the call was cancelled before completing (nothing is cached then, so a
-        redelivery runs it). Cancellation cancels the tool.
+        redelivery runs it). Cancellation cancels the tool. The call's timeout is
+        enforced here; :meth:`execute_inline` leaves that to its caller.
+        """
+        suspended: list[RunningCall] = []
+        with trio.CancelScope() as scope:
+
+            def on_suspend(call: RunningCall) -> None:
+                scope.deadline = call.deadline
+                suspended.append(call)
+
+            reply = await self.execute_inline(request, on_suspend)
+        if scope.cancelled_caught:
+            return self.timed_out(suspended[0])
+        if not suspended:
+            await trio.lowlevel.checkpoint()  # an async call is a checkpoint, even one that never waited
+        return reply
+
+    async def execute_inline(
+        self, request: ToolCallRequest, on_suspend: Callable[[RunningCall], object]
+    ) -> CallOutcome | None:
+        """:meth:`execute` without a timeout scope of its own, for a caller that runs
+        calls in place.
+
+        A call that completes without waiting (the common case: validation, a pure
+        async tool, the cache) costs no cancel scope and no task. The first time the
+        call would wait (the tool awaits, a sync tool goes to its thread, a hook
+        waits), ``on_suspend(call)`` is called before the wait: from then on the
+        caller must enforce ``call.deadline`` on a scope it entered before this
+        call, and answer :meth:`timed_out` if that scope fires.
         """
         cached = self.record.results.get(request.call_id)
         if cached is not None:
             self._count(cached.tool_name, "cached")
-            await trio.lowlevel.checkpoint()
             return cached
         inflight = self._inflight
         if inflight is None:
-            inflight = self._inflight = {}
+            inflight = self._inflight = set()
         if request.call_id in inflight:
-            # A redelivery of a call still running: the first request's task sends
-            # the one reply; answering twice would be a duplicate on the platform.
+            # A redelivery of a call still running: its first request sends the one
+            # reply; answering twice would be a duplicate on the platform.
             self._count(request.tool_name if request.tool_name in self.agent.__tools__ else UNKNOWN, "joined")
-            waiter = inflight[request.call_id]
-            if waiter is None:
-                waiter = inflight[request.call_id] = trio.Event()
-            await waiter.wait()
             return None
-        inflight[request.call_id] = None  # an Event is made only if someone joins
+        inflight.add(request.call_id)
         try:
-            reply = await self._run(request)
+            reply = await self._run(request, on_suspend)
             self.record.results.put(reply)
             return reply
         finally:
-            waiter = inflight.pop(request.call_id)
-            if waiter is not None:
-                waiter.set()
+            inflight.discard(request.call_id)
 
-    async def _run(self, request: ToolCallRequest) -> CallOutcome:
+    def timed_out(self, call: RunningCall) -> ToolFailure:
+        """The reply for a call whose deadline passed: cached, counted and timed."""
+        tool = call.tool.name
+        reply = self._failure(
+            call.request, f"tool {tool!r} timed out after {call.deadline - call.started:g} s"
+        )
+        self.record.results.put(reply)
+        if self.metrics is not None:
+            self.metrics.child(self.metrics.tool_duration, tool).observe(trio.current_time() - call.started)
+        self._count(tool, "timeout")
+        return reply
+
+    async def _run(
+        self, request: ToolCallRequest, on_suspend: Callable[[RunningCall], object]
+    ) -> CallOutcome:
         tool = self.agent.__tools__.get(request.tool_name)
         if tool is None:
             self._count(UNKNOWN, "unknown_tool")
-            await trio.lowlevel.checkpoint()
             return self._failure(request, f"unknown tool {request.tool_name!r}")
         try:
             kwargs = tool.signature.bind(request.arguments)
         except ToolArgumentsError as exc:
             self._count(tool.name, "invalid_arguments")
-            await trio.lowlevel.checkpoint()
             return self._failure(request, f"invalid arguments for tool {tool.name!r}: {exc}")
-        if self._hook_called:
-            await agent_mod.call_hook(self.agent, "on_tool_called", tool.name, kwargs)
         started = trio.current_time()
+        call = RunningCall(request, tool, started, started + self.timeout_for(tool, request.timeout_seconds))
+        settings, metrics = self.settings, self.metrics
+        if self._hook_called:
+            hook = agent_mod.call_hook(self.agent, "on_tool_called", tool.name, kwargs)
+            await _drive(hook, call, on_suspend, None, settings, metrics)
         outcome = "ok"
         reply: CallOutcome
-        # A bare CancelScope, not move_on_after: that one is a generator-based context
-        # manager, and a scope per call is the hottest allocation in the runtime.
-        with trio.CancelScope(deadline=started + self.timeout_for(tool, request.timeout_seconds)) as scope:
-            try:
-                if tool.is_async:
-                    value = await _watch_blocking(
-                        tool.func(self.agent, **kwargs), tool.name, self.settings, self.metrics
-                    )
-                else:
-                    value = await self._run_in_thread(tool, kwargs, scope)
-                reply = ToolResult(request.call_id, tool.name, to_json_value(value))
-            except Exception as exc:  # a tool error is an error reply, never a crash
-                outcome = "error"
-                if not isinstance(exc, ToolError):
-                    log.info("tool %s raised %s: %s", tool.name, type(exc).__name__, exc)
-                # The exception's message, as conversimple-sdk sends it: the LLM reads it.
-                reply = self._failure(request, str(exc) or type(exc).__name__)
-        if scope.cancelled_caught:
-            outcome = "timeout"
-            reply = self._failure(
-                request, f"tool {tool.name!r} timed out after {scope.deadline - started:g} s"
-            )
-        if self.metrics is not None:
-            self.metrics.child(self.metrics.tool_duration, tool.name).observe(trio.current_time() - started)
+        try:
+            body = tool.func(self.agent, **kwargs) if tool.is_async else self._run_in_thread(tool, kwargs)
+            value = await _drive(body, call, on_suspend, tool.name, settings, metrics)
+            reply = ToolResult(request.call_id, tool.name, to_json_value(value))
+        except Exception as exc:  # a tool error is an error reply, never a crash
+            outcome = "error"
+            if not isinstance(exc, ToolError):
+                log.info("tool %s raised %s: %s", tool.name, type(exc).__name__, exc)
+            # The exception's message, as conversimple-sdk sends it: the LLM reads it.
+            reply = self._failure(request, str(exc) or type(exc).__name__)
+        if metrics is not None:
+            metrics.child(metrics.tool_duration, tool.name).observe(trio.current_time() - started)
         self._count(tool.name, outcome)
-        if self._hook_completed and isinstance(reply, ToolResult):
-            await agent_mod.call_hook(self.agent, "on_tool_completed", tool.name, reply.result)
+        if self._hook_completed and type(reply) is ToolResult:
+            hook = agent_mod.call_hook(self.agent, "on_tool_completed", tool.name, reply.result)
+            await _drive(hook, call, on_suspend, None, settings, metrics)
         return reply
 
     def _failure(self, request: ToolCallRequest, message: str) -> ToolFailure:
@@ -231,14 +256,32 @@ class ToolExecutor:
             self.metrics.child(self.metrics.tool_calls, tool, outcome).inc()
 
 
-@types.coroutine
-def _watch_blocking(
-    coro: Coroutine[Any, Any, Any], tool: str, settings: ToolSettings, metrics: Metrics | None
-) -> Generator[Any, Any, Any]:
-    """Drive ``coro`` step by step, timing each step in real time.
+@attrs.define(eq=False, slots=True)
+class RunningCall:
+    """A call that had to wait: what its caller needs to time it out."""
 
-    A step that holds the event loop past ``blocking_warn_after`` (an async tool
-    calling ``time.sleep``, say) is logged with the tool's name and counted.
+    request: ToolCallRequest
+    tool: ToolDef
+    started: float
+    deadline: float
+    suspended: bool = False
+
+
+@types.coroutine
+def _drive(
+    coro: Coroutine[Any, Any, Any],
+    call: RunningCall,
+    on_suspend: Callable[[RunningCall], object],
+    tool: str | None,
+    settings: ToolSettings,
+    metrics: Metrics | None,
+) -> Generator[Any, Any, Any]:
+    """Run ``coro`` in the current task, step by step.
+
+    Before its first wait, ``on_suspend(call)`` is told (once per call). When
+    ``tool`` is named, each step is timed in real time: a step that holds the
+    event loop past ``blocking_warn_after`` (an async tool calling
+    ``time.sleep``, say) is logged with the tool's name and counted.
     """
     limit = settings.blocking_warn_after
     send: Any = None
@@ -248,9 +291,14 @@ def _watch_blocking(
         try:
             yielded = coro.send(send) if throw is None else coro.throw(throw)
         except StopIteration as stop:
-            _check_step(began, limit, tool, metrics)
+            if tool is not None:
+                _check_step(began, limit, tool, metrics)
             return stop.value
-        _check_step(began, limit, tool, metrics)
+        if tool is not None:
+            _check_step(began, limit, tool, metrics)
+        if not call.suspended:
+            call.suspended = True
+            on_suspend(call)
         try:
             send, throw = (yield yielded), None
         except GeneratorExit:
