@@ -1,6 +1,6 @@
 """The runtime alone: supervisor, actors, mailboxes and tool executors over in-memory connections.
 
-    python benchmarks/runtime.py [--actors 10000] [--calls 20000] [--rounds 5]
+    python benchmarks/runtime.py [--actors 10000] [--calls 20000] [--rounds 10]
 
 Measures spawn time and RSS per idle actor for N actors (the connection
 excluded: a NullConnection holds no buffers); then, with those N actors still
@@ -32,6 +32,7 @@ from benchmarks._common import emit_json, machine_facts, print_facts, print_tabl
 from orchestrator import events as ev
 from orchestrator.agent import Agent, tool
 from orchestrator.metrics import Metrics
+from orchestrator.service import tune_gc
 from orchestrator.store import ConversationRecord
 from orchestrator.supervisor import Supervisor, SupervisorSettings
 from orchestrator.testing import MemoryConnection, MemoryPeer, NullConnection
@@ -128,6 +129,7 @@ async def _floor_connection(*, task_status: trio.TaskStatus[MemoryPeer] = trio.T
 async def main(actors: int, calls: int, rounds: int) -> None:
     facts = machine_facts()
     print_facts(facts)
+    tune_gc()  # the collector settings `orchestrator run` uses
     measured = await measure(actors, calls, rounds)
     floor = measured["floor"]
     figures = {
@@ -160,6 +162,6 @@ if __name__ == "__main__":
     )
     parser.add_argument("--actors", type=int, default=10_000)
     parser.add_argument("--calls", type=int, default=20_000, help="calls per kind, over all rounds")
-    parser.add_argument("--rounds", type=int, default=5, help="alternating rounds; the best of each counts")
+    parser.add_argument("--rounds", type=int, default=10, help="alternating rounds; the best of each counts")
     opts = parser.parse_args()
     trio.run(main, opts.actors, opts.calls, opts.rounds)

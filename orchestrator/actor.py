@@ -51,27 +51,6 @@ class ActorSettings:
     tools: ToolSettings = attrs.field(factory=ToolSettings)
 
 
-_EVENT_NAMES: dict[type[Any], str] = {
-    ev.LinkUp: "link_up",
-    ev.LinkDown: "link_down",
-    ev.ConversationStarted: "conversation_started",
-    ev.ConversationEnded: "conversation_ended",
-    ev.ToolCallRequest: "tool_call_request",
-    ev.CustomerMessage: "customer_message",
-    ev.ConfigUpdate: "config_update",
-    ev.PlatformNotice: "platform_notice",
-    ev.PlatformError: "platform_error",
-    ev.UnknownEvent: "unknown",
-    ev.ProtocolViolation: "protocol_violation",
-    ev.RegisterTools: "register_tools",
-    ev.ToolResult: "tool_result",
-    ev.ToolFailure: "tool_failure",
-    ev.ReplyChunk: "reply_chunk",
-    ev.ReplyComplete: "reply_complete",
-    ev.ReplyFailure: "reply_failure",
-}
-
-
 @attrs.define(eq=False, slots=True)
 class ConversationActor:
     """Hosts one conversation until it ends, crashes or is cancelled.
@@ -169,8 +148,7 @@ class ConversationActor:
     async def _deliver(self, event: ev.InboundEvent) -> None:
         mailbox = self.mailbox
         if self.metrics is not None:
-            self.metrics.child(self.metrics.messages_in, _EVENT_NAMES.get(type(event), "unknown")).inc()
-            self.metrics.mailbox_depth.observe(len(mailbox))
+            self.metrics.received(event, len(mailbox))
         if not await mailbox.put(event) and self.metrics is not None:
             self.metrics.child(self.metrics.mailbox_overflows, mailbox.policy.value).inc()
 
@@ -252,7 +230,6 @@ class ConversationActor:
                 self._slot_freed = trio.lowlevel.ParkingLot()
             await self._slot_freed.park()
         self._active_calls += 1
-        self._last_activity = trio.current_time()
         assert self.executor is not None
         # A timeout cancels out of here into _serve, which answers and ends the call.
         reply = await self.executor.execute_inline(request, keeper.suspend)
@@ -267,7 +244,8 @@ class ConversationActor:
         return kept
 
     def _end_call(self) -> None:
-        self._last_activity = trio.current_time()
+        if self.settings.idle_timeout is not None:  # a call ending is activity
+            self._last_activity = trio.current_time()
         self._active_calls -= 1
         if not self._active_calls and self._calls_done is not None:
             self._calls_done.set()
@@ -304,7 +282,7 @@ class ConversationActor:
         """Send one command to the platform (waits through a reconnect)."""
         await self.connection.send(event)
         if self.metrics is not None:
-            self.metrics.child(self.metrics.messages_out, _EVENT_NAMES[type(event)]).inc()
+            self.metrics.sent(event)
 
     async def _handle(self, agent: Agent, event: ev.InboundEvent) -> None:
         if isinstance(event, ev.LinkUp):

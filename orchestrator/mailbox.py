@@ -42,7 +42,8 @@ class MailboxStatistics:
     closed: bool
 
 
-@attrs.define(eq=False)
+# No validators on assignment: the hot path assigns ``_getter`` twice per event.
+@attrs.define(eq=False, on_setattr=attrs.setters.NO_OP)
 class Mailbox(Generic[T]):
     """Bounded FIFO with one consumer and any number of producers."""
 
@@ -134,19 +135,16 @@ class Mailbox(Generic[T]):
         """
         await trio.lowlevel.checkpoint_if_cancelled()
         while True:
-            try:
+            if self._items or self._closed:
                 return self.get_nowait()
-            except trio.WouldBlock:
-                pass
             if self._getter is not None:
                 raise trio.BusyResourceError("another task is already waiting in Mailbox.get")
             self._getter = trio.lowlevel.current_task()
+            await trio.lowlevel.wait_task_rescheduled(self._abort_get)
 
-            def abort(_: object) -> trio.lowlevel.Abort:
-                self._getter = None
-                return trio.lowlevel.Abort.SUCCEEDED
-
-            await trio.lowlevel.wait_task_rescheduled(abort)
+    def _abort_get(self, _: object) -> trio.lowlevel.Abort:
+        self._getter = None
+        return trio.lowlevel.Abort.SUCCEEDED
 
     def close(self) -> None:
         """Refuse new events; waiting producers fail, the consumer drains what is left."""

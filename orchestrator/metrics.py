@@ -22,7 +22,8 @@ from prometheus_client import (
     ProcessCollector,
 )
 
-from .collectors import FastCounter, FastHistogram
+from . import events as ev
+from .collectors import CounterChild, FastCounter, FastHistogram, HistogramChild
 
 UNKNOWN = "unknown"
 
@@ -53,12 +54,37 @@ DEPTH_BUCKETS = (0, 1, 2, 4, 8, 16, 32, 64, 128, 256, 512, 1024)
 CONVERSATION_STATES = ("starting", "running", "restarting", "stopping")
 
 
+#: The ``event`` label of the message counters, by event class.
+EVENT_LABELS: dict[type[Any], str] = {
+    ev.LinkUp: "link_up",
+    ev.LinkDown: "link_down",
+    ev.ConversationStarted: "conversation_started",
+    ev.ConversationEnded: "conversation_ended",
+    ev.ToolCallRequest: "tool_call_request",
+    ev.CustomerMessage: "customer_message",
+    ev.ConfigUpdate: "config_update",
+    ev.PlatformNotice: "platform_notice",
+    ev.PlatformError: "platform_error",
+    ev.UnknownEvent: "unknown",
+    ev.ProtocolViolation: "protocol_violation",
+    ev.RegisterTools: "register_tools",
+    ev.ToolResult: "tool_result",
+    ev.ToolFailure: "tool_failure",
+    ev.ReplyChunk: "reply_chunk",
+    ev.ReplyComplete: "reply_complete",
+    ev.ReplyFailure: "reply_failure",
+}
+
+
 class Metrics:
     """Every collector the runtime updates, registered on one registry."""
 
     def __init__(self, registry: CollectorRegistry | None = None, *, process: bool = False) -> None:
         reg = REGISTRY if registry is None else registry
         self._children: dict[tuple[int, tuple[str, ...]], Any] = {}
+        self._received: dict[type[Any], CounterChild] = {}
+        self._sent: dict[type[Any], CounterChild] = {}
+        self._tool_series: dict[tuple[str, str], tuple[CounterChild, HistogramChild]] = {}
         self.registry = reg
         if process and reg is not REGISTRY:
             ProcessCollector(registry=reg)
@@ -99,6 +125,7 @@ class Metrics:
             buckets=DEPTH_BUCKETS,
             registry=reg,
         )
+        self._depth: HistogramChild = self.mailbox_depth.labels()
         self.mailbox_overflows = Counter(
             "orchestrator_mailbox_overflows_total",
             "Events dropped or refused by a full mailbox, by policy.",
@@ -188,6 +215,31 @@ class Metrics:
             ["tool"],
             registry=reg,
         )
+
+    def received(self, event: object, depth: int) -> None:
+        """Count one inbound event, and the mailbox depth it found (the per-event hot path)."""
+        child = self._received.get(type(event))
+        if child is None:
+            label = EVENT_LABELS.get(type(event), "unknown")
+            child = self._received[type(event)] = self.messages_in.labels(label)
+        child.value += 1
+        self._depth.observe(depth)
+
+    def tool_finished(self, tool: str, outcome: str, seconds: float) -> None:
+        """Count one tool call that ran, by outcome, and time it."""
+        series = self._tool_series.get((tool, outcome))
+        if series is None:
+            series = (self.tool_calls.labels(tool, outcome), self.tool_duration.labels(tool))
+            self._tool_series[(tool, outcome)] = series
+        series[0].value += 1
+        series[1].observe(seconds)
+
+    def sent(self, event: object) -> None:
+        """Count one outbound event."""
+        child = self._sent.get(type(event))
+        if child is None:
+            child = self._sent[type(event)] = self.messages_out.labels(EVENT_LABELS[type(event)])
+        child.value += 1
 
     def child(self, metric: Any, *labels: str) -> Any:
         """``metric.labels(*labels)``, cached: the hot paths skip prometheus' lock and lookup."""

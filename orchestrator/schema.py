@@ -48,8 +48,16 @@ __all__ = ["CompiledSignature", "compile_signature", "docstring_params", "docstr
 
 _Validator = Callable[[Any], Any]
 _NO_DEFAULT: Any = object()
-_KINDS = {type(None): "null", bool: "boolean", int: "integer", float: "number",
-          str: "string", list: "array", tuple: "array", dict: "object"}
+_KINDS = {
+    type(None): "null",
+    bool: "boolean",
+    int: "integer",
+    float: "number",
+    str: "string",
+    list: "array",
+    tuple: "array",
+    dict: "object",
+}
 
 
 class _Mismatch(Exception):
@@ -158,8 +166,13 @@ def _check_null(value: Any) -> Any:
 
 _SCALARS = {
     t: _Node({"type": _KINDS[t]}, check, _KINDS[t])
-    for t, check in ((str, _check_str), (int, _check_int), (float, _check_float),
-                     (bool, _check_bool), (type(None), _check_null))
+    for t, check in (
+        (str, _check_str),
+        (int, _check_int),
+        (float, _check_float),
+        (bool, _check_bool),
+        (type(None), _check_null),
+    )
 }
 _NULL = _SCALARS[type(None)]
 _ANY = _Node({}, _identity, "any value")
@@ -246,8 +259,7 @@ def _fixed_tuple(items: list[_Node]) -> _Node:
             raise exc.inside(f"[{len(out)}]") from None
         return tuple(out)
 
-    schema = {"type": "array", "prefixItems": [i.schema for i in items],
-              "minItems": size, "maxItems": size}
+    schema = {"type": "array", "prefixItems": [i.schema for i in items], "minItems": size, "maxItems": size}
     return _Node(schema, check, "array")
 
 
@@ -319,8 +331,7 @@ def _object(props: list[_Property], what: str) -> tuple[dict[str, Any], _Validat
         name: _property(node, _NO_DEFAULT if mandatory else default, text)
         for name, node, mandatory, default, text in props
     }
-    schema = {"type": "object", "properties": properties, "required": order,
-              "additionalProperties": False}
+    schema = {"type": "object", "properties": properties, "required": order, "additionalProperties": False}
     return schema, check
 
 
@@ -333,12 +344,18 @@ def _record(cls: type, stack: tuple[type, ...]) -> _Node:
     except Exception as exc:  # NameError, TypeError, SyntaxError from user annotations
         raise _Unsupported(f"cannot resolve the type hints of {cls.__qualname__}: {exc}") from exc
     if attrs.has(cls):
-        fields = [(a.alias or a.name, a.name, a.default is attrs.NOTHING, a.default)
-                  for a in attrs.fields(cls) if a.init]
+        fields = [
+            (a.alias or a.name, a.name, a.default is attrs.NOTHING, a.default)
+            for a in attrs.fields(cls)
+            if a.init
+        ]
     else:
         missing = dataclasses.MISSING
-        fields = [(f.name, f.name, f.default is missing and f.default_factory is missing,
-                   f.default) for f in dataclasses.fields(cls) if f.init]
+        fields = [
+            (f.name, f.name, f.default is missing and f.default_factory is missing, f.default)
+            for f in dataclasses.fields(cls)
+            if f.init
+        ]
     props: list[_Property] = []
     for name, attribute, mandatory, default in fields:
         try:
@@ -409,8 +426,9 @@ def _compile(hint: Any, stack: tuple[type, ...] = ()) -> _Node:
         if issubclass(hint, enum.Enum):
             members = list(hint)
             if not all(type(m.value) in (str, int, float, bool) for m in members):
-                raise _Unsupported(f"unsupported type hint {_hint_name(hint)} "
-                                   "(enum values must be str, int, float or bool)")
+                raise _Unsupported(
+                    f"unsupported type hint {_hint_name(hint)} (enum values must be str, int, float or bool)"
+                )
             return _choice([m.value for m in members], members)
         if attrs.has(hint) or dataclasses.is_dataclass(hint):
             return _record(hint, stack)
@@ -493,7 +511,8 @@ def compile_signature(func: Callable[..., Any], *, agent: str, tool: str) -> Com
     except (TypeError, ValueError) as exc:
         raise AgentDefinitionError(f"{where}: cannot read the signature: {exc}") from exc
     if not parameters or parameters[0].kind not in (
-        inspect.Parameter.POSITIONAL_ONLY, inspect.Parameter.POSITIONAL_OR_KEYWORD
+        inspect.Parameter.POSITIONAL_ONLY,
+        inspect.Parameter.POSITIONAL_OR_KEYWORD,
     ):
         raise AgentDefinitionError(f"{where}: a tool must be a method taking self first")
     parameters = parameters[1:]
@@ -560,9 +579,7 @@ def _is_underline(lines: list[str], i: int) -> bool:
     return i < len(lines) and set(lines[i].strip()) == {"-"}
 
 
-def _read_section(
-    lines: list[str], i: int, header_indent: int, found: dict[str, str], *, numpy: bool
-) -> int:
+def _read_section(lines: list[str], i: int, header_indent: int, found: dict[str, str], *, numpy: bool) -> int:
     """Read one section's entries into ``found``; return the index of the line after it.
 
     An entry line sits at the section's first indentation; deeper lines continue

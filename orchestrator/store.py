@@ -9,7 +9,6 @@ persistent one.
 
 from __future__ import annotations
 
-from collections import OrderedDict
 from collections.abc import Iterator, Mapping
 from typing import Any, NamedTuple, Protocol
 
@@ -25,7 +24,8 @@ class ResultCache:
     """Completed tool replies by ``call_id``, oldest evicted past ``maxsize``."""
 
     maxsize: int = 256
-    _entries: OrderedDict[str, CallOutcome] | None = attrs.field(init=False, default=None)
+    # A plain dict keeps insertion order and is cheaper to fill than an OrderedDict.
+    _entries: dict[str, CallOutcome] | None = attrs.field(init=False, default=None)
 
     def get(self, call_id: str) -> CallOutcome | None:
         """The stored reply for ``call_id``, if any."""
@@ -37,10 +37,11 @@ class ResultCache:
         """Remember a completed reply; evicts the oldest past ``maxsize``."""
         if self._entries is None:
             # Allocated lazily: most idle conversations never complete a call.
-            self._entries = OrderedDict()
-        self._entries[reply.call_id] = reply
-        if len(self._entries) > self.maxsize:
-            self._entries.popitem(last=False)
+            self._entries = {}
+        entries = self._entries
+        entries[reply.call_id] = reply
+        if len(entries) > self.maxsize:
+            del entries[next(iter(entries))]
 
     def __len__(self) -> int:
         return 0 if self._entries is None else len(self._entries)

@@ -61,11 +61,14 @@ def to_json_value(value: Any) -> Any:
 
     Raises TypeError naming the first value that JSON cannot carry.
     """
+    kind = type(value)
+    if kind is str or kind is int or kind is bool or value is None:
+        return value
     if isinstance(value, _SCALARS):
         if isinstance(value, float) and value != value:  # NaN has no JSON form
             raise TypeError("NaN is not valid JSON")
         return value
-    if isinstance(value, Mapping):
+    if kind is dict or isinstance(value, Mapping):
         out = {}
         for key, item in value.items():
             if not isinstance(key, str):
@@ -183,20 +186,20 @@ class ToolExecutor:
             self._count(cached.tool_name, "cached")
             return cached
         inflight = self._inflight
-        if inflight is None:
-            inflight = self._inflight = set()
-        if request.call_id in inflight:
+        if inflight and request.call_id in inflight:
             # A redelivery of a call still running: its first request sends the one
             # reply; answering twice would be a duplicate on the platform.
             self._count(request.tool_name if request.tool_name in self.agent.__tools__ else UNKNOWN, "joined")
             return None
-        inflight.add(request.call_id)
         try:
             reply = await self._run(request, on_suspend)
-            self.record.results.put(reply)
-            return reply
         finally:
-            inflight.discard(request.call_id)
+            # Only a call that waited is ever in flight: one that did not was never seen
+            # unfinished by anybody.
+            if self._inflight:
+                self._inflight.discard(request.call_id)
+        self.record.results.put(reply)
+        return reply
 
     def timed_out(self, call: RunningCall) -> ToolFailure:
         """The reply for a call whose deadline passed: cached, counted and timed."""
@@ -206,8 +209,7 @@ class ToolExecutor:
         )
         self.record.results.put(reply)
         if self.metrics is not None:
-            self.metrics.child(self.metrics.tool_duration, tool).observe(trio.current_time() - call.started)
-        self._count(tool, "timeout")
+            self.metrics.tool_finished(tool, "timeout", trio.current_time() - call.started)
         return reply
 
     async def _run(
@@ -223,16 +225,33 @@ class ToolExecutor:
             self._count(tool.name, "invalid_arguments")
             return self._failure(request, f"invalid arguments for tool {tool.name!r}: {exc}")
         started = trio.current_time()
-        call = RunningCall(request, tool, started, started + self.timeout_for(tool, request.timeout_seconds))
         settings, metrics = self.settings, self.metrics
+        call: RunningCall | None = None  # made only once the call has to wait
         if self._hook_called:
+            call = self._waiting(request, tool, started)
             hook = agent_mod.call_hook(self.agent, "on_tool_called", tool.name, kwargs)
             await _drive(hook, call, on_suspend, None, settings, metrics)
         outcome = "ok"
         reply: CallOutcome
         try:
             body = tool.func(self.agent, **kwargs) if tool.is_async else self._run_in_thread(tool, kwargs)
-            value = await _drive(body, call, on_suspend, tool.name, settings, metrics)
+            if call is None:
+                # The first step runs right here: most tools finish in it, and then
+                # there is nothing to time out and no generator to drive them.
+                began = time.perf_counter()
+                try:
+                    first = body.send(None)
+                except StopIteration as stop:
+                    if time.perf_counter() - began > settings.blocking_warn_after:
+                        _blocked(time.perf_counter() - began, tool.name, metrics)
+                    value = stop.value
+                else:
+                    if time.perf_counter() - began > settings.blocking_warn_after:
+                        _blocked(time.perf_counter() - began, tool.name, metrics)
+                    call = self._waiting(request, tool, started)
+                    value = await _drive(body, call, on_suspend, tool.name, settings, metrics, first)
+            else:
+                value = await _drive(body, call, on_suspend, tool.name, settings, metrics)
             reply = ToolResult(request.call_id, tool.name, to_json_value(value))
         except Exception as exc:  # a tool error is an error reply, never a crash
             outcome = "error"
@@ -241,12 +260,20 @@ class ToolExecutor:
             # The exception's message, as conversimple-sdk sends it: the LLM reads it.
             reply = self._failure(request, str(exc) or type(exc).__name__)
         if metrics is not None:
-            metrics.child(metrics.tool_duration, tool.name).observe(trio.current_time() - started)
-        self._count(tool.name, outcome)
+            metrics.tool_finished(tool.name, outcome, trio.current_time() - started)
         if self._hook_completed and type(reply) is ToolResult:
+            if call is None:
+                call = self._waiting(request, tool, started)
             hook = agent_mod.call_hook(self.agent, "on_tool_completed", tool.name, reply.result)
             await _drive(hook, call, on_suspend, None, settings, metrics)
         return reply
+
+    def _waiting(self, request: ToolCallRequest, tool: ToolDef, started: float) -> RunningCall:
+        """The call is about to wait: it is now in flight, under its timeout."""
+        if self._inflight is None:
+            self._inflight = set()
+        self._inflight.add(request.call_id)
+        return RunningCall(request, tool, started, started + self.timeout_for(tool, request.timeout_seconds))
 
     def _failure(self, request: ToolCallRequest, message: str) -> ToolFailure:
         return ToolFailure(request.call_id, request.tool_name, message, time.time())
@@ -267,6 +294,9 @@ class RunningCall:
     suspended: bool = False
 
 
+_NOT_STARTED: Any = object()
+
+
 @types.coroutine
 def _drive(
     coro: Coroutine[Any, Any, Any],
@@ -275,27 +305,32 @@ def _drive(
     tool: str | None,
     settings: ToolSettings,
     metrics: Metrics | None,
+    first: Any = _NOT_STARTED,
 ) -> Generator[Any, Any, Any]:
     """Run ``coro`` in the current task, step by step.
 
     Before its first wait, ``on_suspend(call)`` is told (once per call). When
     ``tool`` is named, each step is timed in real time: a step that holds the
     event loop past ``blocking_warn_after`` (an async tool calling
-    ``time.sleep``, say) is logged with the tool's name and counted.
+    ``time.sleep``, say) is logged with the tool's name and counted. ``first``
+    is what ``coro`` yielded if its first step already ran.
     """
     limit = settings.blocking_warn_after
     send: Any = None
     throw: BaseException | None = None
     while True:
-        began = time.perf_counter()
-        try:
-            yielded = coro.send(send) if throw is None else coro.throw(throw)
-        except StopIteration as stop:
+        if first is _NOT_STARTED:
+            began = time.perf_counter()
+            try:
+                yielded = coro.send(send) if throw is None else coro.throw(throw)
+            except StopIteration as stop:
+                if tool is not None:
+                    _check_step(began, limit, tool, metrics)
+                return stop.value
             if tool is not None:
                 _check_step(began, limit, tool, metrics)
-            return stop.value
-        if tool is not None:
-            _check_step(began, limit, tool, metrics)
+        else:
+            yielded, first = first, _NOT_STARTED
         if not call.suspended:
             call.suspended = True
             on_suspend(call)
@@ -311,9 +346,13 @@ def _drive(
 def _check_step(began: float, limit: float, tool: str, metrics: Metrics | None) -> None:
     held = time.perf_counter() - began
     if held > limit:
-        log.warning("async tool %r blocked the event loop for %.3f s", tool, held)
-        if metrics is not None:
-            metrics.child(metrics.blocking_tools, tool).inc()
+        _blocked(held, tool, metrics)
+
+
+def _blocked(held: float, tool: str, metrics: Metrics | None) -> None:
+    log.warning("async tool %r blocked the event loop for %.3f s", tool, held)
+    if metrics is not None:
+        metrics.child(metrics.blocking_tools, tool).inc()
 
 
 #: Threads abandoned by a timeout and still running, per (agent class, tool).
