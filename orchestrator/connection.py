@@ -29,6 +29,7 @@ from .errors import (
     RetriesExhaustedError,
 )
 from .events import ConversationEnded, InboundEvent, LinkDown, LinkUp, OutboundEvent
+from .linkwatch import link_watch
 from .metrics import Metrics
 from .protocols import codec
 from .transport import WebSocket
@@ -148,7 +149,8 @@ class ResilientConnection:
     * Handshakes (TCP, TLS, upgrade, join) hold a slot of the shared
       ``handshakes`` limiter, so thousands of reconnecting links do not stampede.
     * A heartbeat every ``heartbeat_interval``; nothing heard for two intervals
-      means a dead link: close it and reconnect.
+      means a dead link: close it and reconnect. Both are timed by the process's
+      :mod:`~orchestrator.linkwatch`, not per frame.
     * Permanent errors (auth, suspension, HTTP 400/401/403, certificates) open
       the breaker: no retry, ``run`` raises PermanentLinkError.
     * ``send`` waits through a reconnect and resends what a drop interrupted.
@@ -165,6 +167,8 @@ class ResilientConnection:
     _up: trio.Event = attrs.field(init=False, factory=trio.Event)
     _failed: LinkError | None = attrs.field(init=False, default=None)
     _heard: float = attrs.field(init=False, default=0.0)
+    _next_beat: float = attrs.field(init=False, default=math.inf)
+    _dead: WebSocket | None = attrs.field(init=False, default=None)  # declared dead by the watch
 
     async def run(
         self, deliver: Deliver, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED
@@ -264,40 +268,52 @@ class ResilientConnection:
     async def _pump(self, ws: WebSocket, deliver: Deliver) -> bool:
         """Read frames until the conversation ends (True) or the link fails (raises).
 
-        Heartbeats are sent from this same loop (no extra task per link): it
-        wakes for whichever comes first, a frame, the next beat, or the
-        dead-link deadline (nothing heard for two intervals).
+        Heartbeats and the dead-link check (nothing heard for two intervals) are
+        the process's :class:`~orchestrator.linkwatch.LinkWatch`'s job: this loop
+        only notes when it last heard the peer, so a frame costs no timer.
         """
         interval = self.policy.heartbeat_interval
-        next_beat = trio.current_time() + interval if interval > 0 else math.inf
+        if interval > 0:
+            self._next_beat = trio.current_time() + interval
+            link_watch().watch(self, min(self._next_beat, self._heard + 2 * interval))
         while True:
-            dead_at = self._heard + 2 * interval if interval > 0 else math.inf
-            text: str | None = None
-            # Only the read runs under the deadline: a deliver that waits on a full
-            # mailbox (backpressure) must never be cancelled, or its event is lost.
-            with trio.CancelScope(deadline=min(next_beat, dead_at)):  # cheaper than move_on_at
-                try:
-                    text = await ws.receive_text()
-                except ProtocolError as exc:  # oversized: the transport closed the link
-                    await deliver(codec.violation(exc))
-                    raise LinkClosedError(f"link closed after a protocol error: {exc}") from exc
-            if text is not None:
-                self._heard = trio.current_time()
-                received = self.session.receive(text)
-                if received.closed:
-                    raise LinkClosedError("the platform closed the channel")
+            try:
+                text = await ws.receive_text()
+            except ProtocolError as exc:  # oversized: the transport closed the link
+                await deliver(codec.violation(exc))
+                raise LinkClosedError(f"link closed after a protocol error: {exc}") from exc
+            except LinkError:
+                if self._dead is ws:
+                    raise LinkTimeout(f"nothing heard for {2 * interval:g} s: dead link") from None
+                raise
+            received = self.session.receive(text)
+            if received.closed:
+                raise LinkClosedError("the platform closed the channel")
+            # Time spent waiting on the actor (backpressure) is not silence from the peer.
+            self._heard = math.inf
+            try:
                 if await self._dispatch(ws, received, deliver):
                     return True
-                # Time spent waiting on the actor is not silence from the peer.
+            finally:
                 self._heard = trio.current_time()
-            now = trio.current_time()
-            if text is None and now >= dead_at:
-                raise LinkTimeout(f"nothing heard for {2 * interval:g} s: dead link")
-            if now >= next_beat:
-                next_beat = now + interval
-                frame = self.session.heartbeat()
-                if frame is not None:
-                    await ws.send_text(frame)
+
+    def check_link(self, now: float) -> float | None:
+        """For the link watch: send a heartbeat or declare the link dead when due."""
+        ws = self._ws
+        if ws is None or self._dead is ws:
+            return None  # down or being replaced: the next link registers itself
+        interval = self.policy.heartbeat_interval
+        dead_at = self._heard + 2 * interval
+        if now >= dead_at:
+            self._dead = ws
+            ws.abort()  # the reader fails at once and reports a dead link
+            return None
+        if now >= self._next_beat:
+            self._next_beat = now + interval
+            frame = self.session.heartbeat()
+            if frame is not None:
+                link_watch().spawn(_send_beat, ws, frame)
+        return min(self._next_beat, dead_at)
 
     async def _dispatch(self, ws: WebSocket, received: Received, deliver: Deliver) -> bool:
         for reply in received.replies:
@@ -343,6 +359,14 @@ class ResilientConnection:
     def _count(counter: Any, reason: str) -> None:
         if counter:
             counter.labels(reason).inc()
+
+
+async def _send_beat(ws: WebSocket, frame: str) -> None:
+    """One heartbeat, sent from the link watch; a failure is the reader's to notice."""
+    try:
+        await ws.send_text(frame)
+    except Exception as exc:
+        log.debug("heartbeat not sent: %s", exc)
 
 
 def _reason(exc: LinkError) -> str:

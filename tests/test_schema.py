@@ -93,9 +93,7 @@ def _address_schema() -> dict[str, Any]:
 
 
 class SupportAgent:
-    def ticket(
-        self, subject: str, count: int = 3, priority: Literal["low", "high"] = "low"
-    ) -> str:
+    def ticket(self, subject: str, count: int = 3, priority: Literal["low", "high"] = "low") -> str:
         """Open a support ticket.
 
         The ticket goes to the on-call queue.
@@ -476,71 +474,98 @@ def test_bind_accepts_an_integral_float_as_int() -> None:
 
 
 _ORDER: dict[str, Any] = {"id": 1, "ship_to": {"street": "s", "zip": "z"}}
-_BASE: dict[str, Any] = {"order": _ORDER, "point": {"x": 0}, "priority": "low", "level": 1,
-                         "pair": [1, "a"]}
+_BASE: dict[str, Any] = {"order": _ORDER, "point": {"x": 0}, "priority": "low", "level": 1, "pair": [1, "a"]}
 
 
 @pytest.mark.parametrize(
     ("tool", "arguments", "message"),
     [
         ("ticket", {}, "missing required argument 'subject'"),
-        ("everything", {}, "missing required arguments 'order', 'point', 'priority', 'level', "
-                           "'pair'"),
+        ("everything", {}, "missing required arguments 'order', 'point', 'priority', 'level', 'pair'"),
         ("ticket", {"subject": "s", "foo": 1}, "unexpected argument 'foo'"),
         ("ticket", ["subject"], "arguments must be a JSON object, got array"),
         ("ticket", None, "arguments must be a JSON object, got null"),
         ("ticket", {"subject": 1}, "argument 'subject': expected string, got integer"),
-        ("ticket", {"subject": "s", "count": True},
-         "argument 'count': expected integer, got boolean"),
-        ("ticket", {"subject": "s", "count": 1.5},
-         "argument 'count': expected integer, got number"),
-        ("ticket", {"subject": "s", "count": "3"},
-         "argument 'count': expected integer, got string"),
-        ("ticket", {"subject": "s", "priority": "urgent"},
-         "argument 'priority': expected one of 'low', 'high', got 'urgent'"),
+        ("ticket", {"subject": "s", "count": True}, "argument 'count': expected integer, got boolean"),
+        ("ticket", {"subject": "s", "count": 1.5}, "argument 'count': expected integer, got number"),
+        ("ticket", {"subject": "s", "count": "3"}, "argument 'count': expected integer, got string"),
+        (
+            "ticket",
+            {"subject": "s", "priority": "urgent"},
+            "argument 'priority': expected one of 'low', 'high', got 'urgent'",
+        ),
         ("everything", {**_BASE, "ratio": False}, "argument 'ratio': expected number, got boolean"),
         ("everything", {**_BASE, "ratio": 10**400}, "argument 'ratio': number out of range"),
         ("everything", {**_BASE, "flag": 1}, "argument 'flag': expected boolean, got integer"),
-        ("everything", {**_BASE, "priority": "LOW"},
-         "argument 'priority': expected one of 'low', 'high', got 'LOW'"),
-        ("everything", {**_BASE, "level": True},
-         "argument 'level': expected one of 1, 2, got True"),
-        ("everything", {**_BASE, "pair": [1, "a", 2]},
-         "argument 'pair': expected an array of 2 items, got 3"),
-        ("everything", {**_BASE, "pair": [1, 2]},
-         "argument 'pair[1]': expected string, got integer"),
+        (
+            "everything",
+            {**_BASE, "priority": "LOW"},
+            "argument 'priority': expected one of 'low', 'high', got 'LOW'",
+        ),
+        ("everything", {**_BASE, "level": True}, "argument 'level': expected one of 1, 2, got True"),
+        (
+            "everything",
+            {**_BASE, "pair": [1, "a", 2]},
+            "argument 'pair': expected an array of 2 items, got 3",
+        ),
+        ("everything", {**_BASE, "pair": [1, 2]}, "argument 'pair[1]': expected string, got integer"),
         ("everything", {**_BASE, "pair": "1a"}, "argument 'pair': expected array, got string"),
-        ("everything", {**_BASE, "many": [1, "2"]},
-         "argument 'many[1]': expected number, got string"),
-        ("everything", {**_BASE, "labels": {"a": "b"}},
-         "argument 'labels[\"a\"]': expected integer, got string"),
-        ("everything", {**_BASE, "labels": [1]},
-         "argument 'labels': expected object or null, got array"),
-        ("everything", {**_BASE, "mixed": [1, "b"]},
-         "argument 'mixed[1]': expected integer, got string"),
-        ("everything", {**_BASE, "mixed": 1.5},
-         "argument 'mixed': expected integer, array or string, got number"),
-        ("everything", {**_BASE, "order": {"id": 1, "ship_to": {"street": "s", "zip": 1}}},
-         "argument 'order.ship_to.zip': expected string, got integer"),
-        ("everything", {**_BASE, "order": {"id": 1, "ship_to": {"street": "s"}}},
-         "argument 'order.ship_to': missing required field 'zip'"),
-        ("everything", {**_BASE, "order": {"id": 1, "ship_to": {}}},
-         "argument 'order.ship_to': missing required fields 'street', 'zip'"),
-        ("everything", {**_BASE, "order": {"id": 1, "ship_to": "home"}},
-         "argument 'order.ship_to': expected object, got string"),
-        ("everything", {**_BASE, "order": {**_ORDER, "extra": 1}},
-         "argument 'order': unexpected field 'extra'"),
-        ("everything", {**_BASE, "order": {**_ORDER, "points": [{"x": 1}, {"x": "a"}]}},
-         "argument 'order.points[1].x': expected number, got string"),
-        ("everything", {**_BASE, "point": {"x": 1, "tags": [None]}},
-         "argument 'point.tags[0]': expected string, got null"),
-        ("everything", {**_BASE, "private": {"_secret": "s"}},
-         "argument 'private': unexpected field '_secret'"),
+        ("everything", {**_BASE, "many": [1, "2"]}, "argument 'many[1]': expected number, got string"),
+        (
+            "everything",
+            {**_BASE, "labels": {"a": "b"}},
+            "argument 'labels[\"a\"]': expected integer, got string",
+        ),
+        ("everything", {**_BASE, "labels": [1]}, "argument 'labels': expected object or null, got array"),
+        ("everything", {**_BASE, "mixed": [1, "b"]}, "argument 'mixed[1]': expected integer, got string"),
+        (
+            "everything",
+            {**_BASE, "mixed": 1.5},
+            "argument 'mixed': expected integer, array or string, got number",
+        ),
+        (
+            "everything",
+            {**_BASE, "order": {"id": 1, "ship_to": {"street": "s", "zip": 1}}},
+            "argument 'order.ship_to.zip': expected string, got integer",
+        ),
+        (
+            "everything",
+            {**_BASE, "order": {"id": 1, "ship_to": {"street": "s"}}},
+            "argument 'order.ship_to': missing required field 'zip'",
+        ),
+        (
+            "everything",
+            {**_BASE, "order": {"id": 1, "ship_to": {}}},
+            "argument 'order.ship_to': missing required fields 'street', 'zip'",
+        ),
+        (
+            "everything",
+            {**_BASE, "order": {"id": 1, "ship_to": "home"}},
+            "argument 'order.ship_to': expected object, got string",
+        ),
+        (
+            "everything",
+            {**_BASE, "order": {**_ORDER, "extra": 1}},
+            "argument 'order': unexpected field 'extra'",
+        ),
+        (
+            "everything",
+            {**_BASE, "order": {**_ORDER, "points": [{"x": 1}, {"x": "a"}]}},
+            "argument 'order.points[1].x': expected number, got string",
+        ),
+        (
+            "everything",
+            {**_BASE, "point": {"x": 1, "tags": [None]}},
+            "argument 'point.tags[0]': expected string, got null",
+        ),
+        (
+            "everything",
+            {**_BASE, "private": {"_secret": "s"}},
+            "argument 'private': unexpected field '_secret'",
+        ),
     ],
 )
-def test_bind_rejects_with_a_message_naming_the_path(
-    tool: str, arguments: Any, message: str
-) -> None:
+def test_bind_rejects_with_a_message_naming_the_path(tool: str, arguments: Any, message: str) -> None:
     with pytest.raises(ToolArgumentsError) as info:
         _compile(tool).bind(arguments)
     assert str(info.value) == message
@@ -562,13 +587,29 @@ def test_bind_optional_accepts_null() -> None:
 
 _json = st.recursive(
     st.none() | st.booleans() | st.integers() | st.floats() | st.text(max_size=5),
-    lambda inner: st.lists(inner, max_size=4) | st.dictionaries(st.text(max_size=5), inner,
-                                                                 max_size=4),
+    lambda inner: st.lists(inner, max_size=4) | st.dictionaries(st.text(max_size=5), inner, max_size=4),
     max_leaves=12,
 )
 _names = st.sampled_from(
-    ["order", "point", "priority", "level", "pair", "many", "labels", "ratio", "flag",
-     "anything", "mixed", "private", "ship_to", "x", "id", "subject", "count"]
+    [
+        "order",
+        "point",
+        "priority",
+        "level",
+        "pair",
+        "many",
+        "labels",
+        "ratio",
+        "flag",
+        "anything",
+        "mixed",
+        "private",
+        "ship_to",
+        "x",
+        "id",
+        "subject",
+        "count",
+    ]
 )
 _structured = st.fixed_dictionaries(
     {},
