@@ -38,6 +38,8 @@ log = logging.getLogger("orchestrator.connection")
 
 Deliver = Callable[[InboundEvent], Awaitable[None]]
 
+_JITTER = random.Random()  # backoff jitter for links not given their own generator
+
 
 class Connection(Protocol):
     """One conversation's logical link to the platform."""
@@ -161,7 +163,8 @@ class ResilientConnection:
     handshakes: trio.CapacityLimiter
     metrics: Metrics | None = None
     ssl_context: ssl.SSLContext | None = None
-    rng: random.Random = attrs.field(factory=random.Random)
+    # One generator for every link: a Random holds 2.5 KB of state, per link that adds up.
+    rng: random.Random = attrs.field(factory=lambda: _JITTER)
     dial: Dial | None = None
     _ws: WebSocket | None = attrs.field(init=False, default=None)
     _up: trio.Event = attrs.field(init=False, factory=trio.Event)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import gc
 import importlib
 import importlib.util
 import shutil
@@ -12,6 +13,7 @@ import traceback
 from collections.abc import Callable, Mapping
 from functools import partial
 from pathlib import Path
+from types import ModuleType
 from typing import Any
 
 import attrs
@@ -19,7 +21,7 @@ import pytest
 import trio
 import trio_websocket
 from websockets.frames import Close, Frame, Opcode
-from websockets.http11 import Request
+from websockets.http11 import Request, Response
 from websockets.protocol import State
 from websockets.server import ServerProtocol
 
@@ -161,6 +163,27 @@ async def test_connect_negotiates_subprotocol(nursery: trio.Nursery, impl: str) 
     single = await connect(url(port), subprotocols="phoenix-websocket", implementation=impl)
     assert single.subprotocol == "phoenix-websocket"  # a bare string is one subprotocol
     await single.aclose()
+
+
+async def test_sansio_link_keeps_no_handshake_response(nursery: trio.Nursery) -> None:
+    """An open link holds no HTTP response: its headers are 2 KB per idle conversation."""
+    port = await start_server(nursery, echo, subprotocols=["phoenix-websocket"])
+    ws = await connect(url(port), subprotocols=["phoenix-websocket"], implementation="sansio")
+    seen: set[int] = set()
+    frontier: list[Any] = [ws]
+    for _ in range(8):  # everything reachable from the link, eight references deep
+        found = []
+        for obj in frontier:
+            for ref in gc.get_referents(obj):
+                if id(ref) not in seen and not isinstance(ref, type | ModuleType):
+                    seen.add(id(ref))
+                    found.append(ref)
+        assert not any(isinstance(obj, Response) for obj in found)
+        frontier = found
+    assert ws.subprotocol == "phoenix-websocket"
+    await ws.send_text("still works")
+    assert await ws.receive_text() == "still works"
+    await ws.aclose()
 
 
 # Closing

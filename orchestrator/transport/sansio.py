@@ -354,10 +354,12 @@ async def _handshake(
         request.headers["Authorization"] = target.authorization
     proto.send_request(request)
     response: Response | None = None
+    tail = b""  # the last bytes of the handshake: did anything follow the response?
     try:
         await pipe.send_all(b"".join(proto.data_to_send()))
         while response is None:
             data = await pipe.receive_some()
+            tail = (tail + data)[-4:]
             response, early = feed_handshake(proto, data, Response)
             if response is None and (not data or proto.handshake_exc is not None):
                 raise HandshakeError(
@@ -375,6 +377,20 @@ async def _handshake(
         raise HandshakeError(
             f"invalid WebSocket handshake response from {target.redacted}: {failure}"
         ) from failure
+    if tail == b"\r\n\r\n" and not proto.extensions:
+        proto = _opened(proto, max_frame_bytes)
     ws = SansIOWebSocket(pipe, proto, target.redacted, max_frame_bytes, proto.subprotocol)
     await ws.accept_early_frames(early)
     return ws
+
+
+def _opened(handshaken: ClientProtocol, max_frame_bytes: int) -> ClientProtocol:
+    """A protocol object born OPEN, in place of one that has just completed its handshake.
+
+    The generator that parsed the handshake response keeps it (and its headers,
+    2 KB) alive for the life of the link. Only valid when no byte followed the
+    response, so the new parser starts exactly at the first frame.
+    """
+    opened = ClientProtocol(handshaken.uri, state=State.OPEN, max_size=max_frame_bytes, logger=WIRE_LOG)
+    opened.subprotocol = handshaken.subprotocol
+    return opened
