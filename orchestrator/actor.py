@@ -107,7 +107,7 @@ class ConversationActor:
                 self._nursery = nursery
                 if self._cancelled:
                     nursery.cancel_scope.cancel()
-                await nursery.start(self.connection.run, self._deliver)
+                await nursery.start(self.connection.run, self._deliver, name="orchestrator.connection")
                 task_status.started()
                 try:
                     await call_hook(agent, "on_conversation_started", self.record)
@@ -265,7 +265,7 @@ class ConversationActor:
         if self._loop_over is None:
             self._loop_over = trio.Event()
         assert self._nursery is not None
-        self._nursery.start_soon(self._serve_elsewhere, agent)
+        self._nursery.start_soon(self._serve_elsewhere, agent, name="orchestrator.mailbox")
 
     async def _serve_elsewhere(self, agent: Agent) -> None:
         try:

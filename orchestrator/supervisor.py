@@ -287,7 +287,8 @@ class Supervisor:
         self._started_total += 1
         if self.metrics is not None:
             self.metrics.conversations_started.labels(agent_id).inc()
-        self._nursery.start_soon(self._supervise, slot)
+        # A shared name: trio would format one string per task, 10,000 of them.
+        self._nursery.start_soon(self._supervise, slot, name="orchestrator.conversation")
 
     async def start_conversation(
         self, conversation_id: str, agent_id: str, metadata: Mapping[str, Any] | None = None
