@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import enum
 import logging
-import math
 from collections.abc import Mapping
 from typing import Any
 
@@ -168,12 +167,18 @@ class ConversationActor:
         keeper = _Keeper(self, agent)
         with keeper.scope:
             exit_ = await self._serve_calls(agent, event, keeper)
-        if not keeper.scope.cancelled_caught:
+        if keeper.call is None:
             return exit_
-        # The call this task kept ran past its deadline.
-        assert self.executor is not None and keeper.call is not None
+        # This task kept a call that waited. Its reply goes out here, outside the
+        # call's timeout scope: a call that completed is answered with its result
+        # even if its deadline passed in the meantime.
+        assert self.executor is not None
         try:
-            await self._send_reply(self.executor.timed_out(keeper.call))
+            reply = keeper.reply
+            if keeper.scope.cancelled_caught:
+                reply = self.executor.timed_out(keeper.call)
+            if reply is not None:
+                await self._send_reply(reply)
         finally:
             self._end_call()
         return None
@@ -233,15 +238,15 @@ class ConversationActor:
         assert self.executor is not None
         # A timeout cancels out of here into _serve, which answers and ends the call.
         reply = await self.executor.execute_inline(request, keeper.suspend)
-        kept = keeper.call is not None
-        if kept:
-            keeper.scope.deadline = math.inf  # the tool is done; sending is not under its timeout
+        if keeper.call is not None:
+            keeper.reply = reply  # _serve sends it and ends the call, outside the timeout
+            return True
         try:
             if reply is not None:
                 await self._send_reply(reply)
         finally:
             self._end_call()
-        return kept
+        return False
 
     def _end_call(self) -> None:
         if self.settings.idle_timeout is not None:  # a call ending is activity
@@ -344,9 +349,12 @@ class _Keeper:
     agent: Agent
     scope: trio.CancelScope = attrs.field(init=False, factory=trio.CancelScope)
     call: RunningCall | None = attrs.field(init=False, default=None)
+    reply: CallOutcome | None = attrs.field(init=False, default=None)
 
     def suspend(self, call: RunningCall) -> None:
-        """The executor's ``on_suspend``: keep ``call`` here, under its deadline."""
-        self.call = call
+        """The executor's ``on_suspend``: keep ``call`` here, under its deadline (told
+        again whenever the deadline changes)."""
         self.scope.deadline = call.deadline
-        self.actor._hand_off(self.agent)
+        if self.call is None:
+            self.call = call
+            self.actor._hand_off(self.agent)

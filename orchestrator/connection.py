@@ -278,7 +278,7 @@ class ResilientConnection:
         interval = self.policy.heartbeat_interval
         if interval > 0:
             self._next_beat = trio.current_time() + interval
-            link_watch().watch(self, min(self._next_beat, self._heard + 2 * interval))
+            link_watch().watch(self, min(self._next_beat, self._heard + 2 * interval), ws)
         while True:
             try:
                 text = await ws.receive_text()
@@ -300,11 +300,11 @@ class ResilientConnection:
             finally:
                 self._heard = trio.current_time()
 
-    def check_link(self, now: float) -> float | None:
+    def check_link(self, now: float, token: object) -> float | None:
         """For the link watch: send a heartbeat or declare the link dead when due."""
         ws = self._ws
-        if ws is None or self._dead is ws:
-            return None  # down or being replaced: the next link registers itself
+        if ws is None or ws is not token or self._dead is ws:
+            return None  # down or replaced: each new link registers itself
         interval = self.policy.heartbeat_interval
         dead_at = self._heard + 2 * interval
         if now >= dead_at:

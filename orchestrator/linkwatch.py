@@ -28,8 +28,12 @@ log = logging.getLogger("orchestrator.linkwatch")
 
 
 class Watched(Protocol):
-    def check_link(self, now: float) -> float | None:
-        """Heartbeat or fail the link if due; the next time to check it, or None to forget it."""
+    def check_link(self, now: float, token: object) -> float | None:
+        """Heartbeat or fail the link if due; the next time to check it, or None to forget it.
+
+        ``token`` is what :meth:`LinkWatch.watch` was given: a link that has
+        reconnected since answers None for its old registration.
+        """
         ...
 
 
@@ -37,14 +41,14 @@ class Watched(Protocol):
 class LinkWatch:
     """The timer heap of every watched link in one trio run."""
 
-    _heap: list[tuple[float, int, Watched]] = attrs.field(factory=list)
+    _heap: list[tuple[float, int, Watched, object]] = attrs.field(factory=list)
     _order: itertools.count[int] = attrs.field(factory=itertools.count)
     _nearer: trio.Event = attrs.field(factory=trio.Event)
     _nursery: trio.Nursery | None = None
 
-    def watch(self, link: Watched, at: float) -> None:
-        """Check ``link`` at trio time ``at`` (and then whenever it says)."""
-        heapq.heappush(self._heap, (at, next(self._order), link))
+    def watch(self, link: Watched, at: float, token: object) -> None:
+        """Check ``link`` at trio time ``at`` (and then whenever it says), passing ``token``."""
+        heapq.heappush(self._heap, (at, next(self._order), link, token))
         if self._heap[0][2] is link:
             self._nearer.set()
 
@@ -68,14 +72,14 @@ class LinkWatch:
                     await self._nearer.wait()
                 now = trio.current_time()
                 while heap and heap[0][0] <= now:
-                    _, _, link = heapq.heappop(heap)
+                    _, _, link, token = heapq.heappop(heap)
                     try:
-                        again = link.check_link(now)
+                        again = link.check_link(now, token)
                     except Exception:  # a bug in one link must not stop every heartbeat
                         log.exception("link check failed; the link is no longer watched")
                         continue
                     if again is not None:
-                        heapq.heappush(heap, (again, next(self._order), link))
+                        heapq.heappush(heap, (again, next(self._order), link, token))
 
 
 _WATCH: trio.lowlevel.RunVar[LinkWatch] = trio.lowlevel.RunVar("orchestrator_link_watch")

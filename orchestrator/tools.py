@@ -14,6 +14,7 @@ from __future__ import annotations
 import enum
 import functools
 import logging
+import math
 import time
 import types
 from collections.abc import Callable, Coroutine, Generator, Mapping
@@ -177,9 +178,10 @@ class ToolExecutor:
         A call that completes without waiting (the common case: validation, a pure
         async tool, the cache) costs no cancel scope and no task. The first time the
         call would wait (the tool awaits, a sync tool goes to its thread, a hook
-        waits), ``on_suspend(call)`` is called before the wait: from then on the
-        caller must enforce ``call.deadline`` on a scope it entered before this
-        call, and answer :meth:`timed_out` if that scope fires.
+        waits), ``on_suspend(call)`` is called before the wait, and again whenever
+        ``call.deadline`` changes (hooks run without one): the caller must enforce
+        ``call.deadline`` on a scope it entered before this call, and answer
+        :meth:`timed_out` if that scope fires.
         """
         cached = self.record.results.get(request.call_id)
         if cached is not None:
@@ -224,13 +226,13 @@ class ToolExecutor:
         except ToolArgumentsError as exc:
             self._count(tool.name, "invalid_arguments")
             return self._failure(request, f"invalid arguments for tool {tool.name!r}: {exc}")
-        started = trio.current_time()
         settings, metrics = self.settings, self.metrics
         call: RunningCall | None = None  # made only once the call has to wait
-        if self._hook_called:
-            call = self._waiting(request, tool, started)
+        if self._hook_called:  # hooks are not under the tool's timeout
+            call = self._waiting(request, tool, trio.current_time(), math.inf)
             hook = agent_mod.call_hook(self.agent, "on_tool_called", tool.name, kwargs)
             await _drive(hook, call, on_suspend, None, settings, metrics)
+        started = trio.current_time()
         outcome = "ok"
         reply: CallOutcome
         try:
@@ -248,9 +250,14 @@ class ToolExecutor:
                 else:
                     if time.perf_counter() - began > settings.blocking_warn_after:
                         _blocked(time.perf_counter() - began, tool.name, metrics)
-                    call = self._waiting(request, tool, started)
+                    timeout = self.timeout_for(tool, request.timeout_seconds)
+                    call = self._waiting(request, tool, started, started + timeout)
                     value = await _drive(body, call, on_suspend, tool.name, settings, metrics, first)
             else:
+                call.started = started
+                call.deadline = started + self.timeout_for(tool, request.timeout_seconds)
+                if call.suspended:
+                    on_suspend(call)  # the caller keeps it: the deadline now applies
                 value = await _drive(body, call, on_suspend, tool.name, settings, metrics)
             reply = ToolResult(request.call_id, tool.name, to_json_value(value))
         except Exception as exc:  # a tool error is an error reply, never a crash
@@ -263,17 +270,22 @@ class ToolExecutor:
             metrics.tool_finished(tool.name, outcome, trio.current_time() - started)
         if self._hook_completed and type(reply) is ToolResult:
             if call is None:
-                call = self._waiting(request, tool, started)
+                call = self._waiting(request, tool, started, math.inf)
+            elif call.suspended:
+                call.deadline = math.inf
+                on_suspend(call)  # the tool is done: its timeout no longer applies
             hook = agent_mod.call_hook(self.agent, "on_tool_completed", tool.name, reply.result)
             await _drive(hook, call, on_suspend, None, settings, metrics)
         return reply
 
-    def _waiting(self, request: ToolCallRequest, tool: ToolDef, started: float) -> RunningCall:
-        """The call is about to wait: it is now in flight, under its timeout."""
+    def _waiting(
+        self, request: ToolCallRequest, tool: ToolDef, started: float, deadline: float
+    ) -> RunningCall:
+        """The call is about to wait: it is now in flight, until ``deadline``."""
         if self._inflight is None:
             self._inflight = set()
         self._inflight.add(request.call_id)
-        return RunningCall(request, tool, started, started + self.timeout_for(tool, request.timeout_seconds))
+        return RunningCall(request, tool, started, deadline)
 
     def _failure(self, request: ToolCallRequest, message: str) -> ToolFailure:
         return ToolFailure(request.call_id, request.tool_name, message, time.time())

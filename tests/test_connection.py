@@ -20,6 +20,7 @@ from orchestrator.errors import (
     PermanentLinkError,
     RetriesExhaustedError,
 )
+from orchestrator.linkwatch import link_watch
 from orchestrator.metrics import Metrics
 from orchestrator.platforms.conversimple import ChannelSession
 from orchestrator.protocols import conversimple as wire
@@ -243,6 +244,26 @@ async def test_blackholed_link_is_detected_within_two_heartbeats(
         await inbox.wait_for(ev.LinkDown)
         assert trio.current_time() - cut <= 2 * 30
         await inbox.wait_for(ev.LinkUp, 2)
+        nursery.cancel_scope.cancel()
+
+
+async def test_reconnected_link_is_watched_once_with_one_heartbeat_per_interval(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    async with trio.open_nursery() as nursery:
+        dial = FakeDialer(nursery)
+        policy = LinkPolicy(heartbeat_interval=30, backoff_initial=0.1, backoff_max=0.2)
+        conn = make_connection(dial, policy=policy)
+        inbox = Inbox()
+        await nursery.start(conn.run, inbox.deliver)
+        for drop in range(5):  # quick reconnects, each well inside one heartbeat interval
+            await trio.sleep(1)
+            await dial.channels[-1].ws.aclose()
+            await inbox.wait_for(ev.LinkUp, drop + 2)
+        await trio.sleep(300)
+        assert len(link_watch()) == 1  # the old links' entries are gone
+        beats = sum(isinstance(p, wire.Heartbeat) for p in dial.channels[-1].pushes)
+        assert beats == 10
         nursery.cancel_scope.cancel()
 
 

@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import base64
 import contextlib
 import gc
+import hashlib
 import importlib
 import importlib.util
 import shutil
@@ -184,6 +186,41 @@ async def test_sansio_link_keeps_no_handshake_response(nursery: trio.Nursery) ->
     await ws.send_text("still works")
     assert await ws.receive_text() == "still works"
     await ws.aclose()
+
+
+@pytest.mark.parametrize("split", [0, 4, 5])
+async def test_sansio_first_frame_split_across_the_handshake_survives(
+    nursery: trio.Nursery, split: int
+) -> None:
+    """Bytes of a first frame that arrive with the 101 response are never lost, whatever
+    they end with (here CRLFCRLF, like the end of the response)."""
+    payload = b'{\r\n\r\n"a": 1}'
+    frame = bytes([0x81, len(payload)]) + payload
+
+    async def handshake_then_frame(stream: trio.SocketStream) -> None:
+        request = b""
+        while b"\r\n\r\n" not in request:
+            request += await stream.receive_some(4096)
+        key = next(
+            line.split(b":", 1)[1].strip()
+            for line in request.split(b"\r\n")
+            if line.lower().startswith(b"sec-websocket-key")
+        )
+        accept = base64.b64encode(hashlib.sha1(key + b"258EAFA5-E914-47DA-95CA-C5AB0DC85B11").digest())
+        response = (
+            b"HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
+            b"Sec-WebSocket-Accept: " + accept + b"\r\n\r\n"
+        )
+        await stream.send_all(response + frame[: 2 + split])
+        await trio.sleep(0.1)
+        await stream.send_all(frame[2 + split :])
+        await trio.sleep(1)
+
+    listeners = await nursery.start(trio.serve_tcp, handshake_then_frame, 0)
+    port = listeners[0].socket.getsockname()[1]
+    ws = await connect(f"ws://127.0.0.1:{port}/", implementation="sansio")
+    assert await ws.receive_text() == payload.decode()
+    ws.abort()
 
 
 # Closing

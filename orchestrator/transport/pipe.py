@@ -31,6 +31,7 @@ __all__ = ["RECEIVE_SIZE", "FdPipe", "Pipe", "StreamPipe", "pipe_for", "set_rese
 RECEIVE_SIZE = 65536
 """Bytes asked of the kernel per read."""
 
+
 # Every read lands in one buffer per thread and leaves as a bytes object of its own
 # size. Reading into a fresh 64 KiB allocation and shrinking it, once per message,
 # fragmented the C heap: RSS crept up over hours of traffic.

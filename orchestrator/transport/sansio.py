@@ -377,7 +377,7 @@ async def _handshake(
         raise HandshakeError(
             f"invalid WebSocket handshake response from {target.redacted}: {failure}"
         ) from failure
-    if tail == b"\r\n\r\n" and not proto.extensions:
+    if tail == b"\r\n\r\n" and not early and not proto.reader.buffer and not proto.extensions:
         proto = _opened(proto, max_frame_bytes)
     ws = SansIOWebSocket(pipe, proto, target.redacted, max_frame_bytes, proto.subprotocol)
     await ws.accept_early_frames(early)
@@ -389,7 +389,8 @@ def _opened(handshaken: ClientProtocol, max_frame_bytes: int) -> ClientProtocol:
 
     The generator that parsed the handshake response keeps it (and its headers,
     2 KB) alive for the life of the link. Only valid when no byte followed the
-    response, so the new parser starts exactly at the first frame.
+    response (the read ended with it and nothing is buffered or parsed), so the
+    new parser starts exactly at the first frame.
     """
     opened = ClientProtocol(handshaken.uri, state=State.OPEN, max_size=max_frame_bytes, logger=WIRE_LOG)
     opened.subprotocol = handshaken.subprotocol
