@@ -29,7 +29,7 @@ from .errors import (
     RetriesExhaustedError,
 )
 from .events import ConversationEnded, InboundEvent, LinkDown, LinkUp, OutboundEvent
-from .linkwatch import link_watch
+from .linkwatch import Watch, link_watch
 from .metrics import Metrics
 from .protocols import codec
 from .transport import WebSocket
@@ -276,9 +276,17 @@ class ResilientConnection:
         only notes when it last heard the peer, so a frame costs no timer.
         """
         interval = self.policy.heartbeat_interval
+        watch: Watch | None = None
         if interval > 0:
             self._next_beat = trio.current_time() + interval
-            link_watch().watch(self, min(self._next_beat, self._heard + 2 * interval), ws)
+            watch = link_watch().watch(self, min(self._next_beat, self._heard + 2 * interval), ws)
+        try:
+            return await self._read_frames(ws, deliver, interval)
+        finally:
+            if watch is not None:
+                watch.cancel()
+
+    async def _read_frames(self, ws: WebSocket, deliver: Deliver, interval: float) -> bool:
         while True:
             try:
                 text = await ws.receive_text()

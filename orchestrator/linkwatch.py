@@ -37,23 +37,39 @@ class Watched(Protocol):
         ...
 
 
+@attrs.define(eq=False, slots=True)
+class Watch:
+    """One link's place in the heap. :meth:`cancel` lets the link go at once: a finished
+    conversation must not stay in memory until its next heartbeat would have been due."""
+
+    link: Watched | None
+    token: object
+
+    def cancel(self) -> None:
+        self.link = self.token = None
+
+
 @attrs.define(eq=False)
 class LinkWatch:
     """The timer heap of every watched link in one trio run."""
 
-    _heap: list[tuple[float, int, Watched, object]] = attrs.field(factory=list)
+    _heap: list[tuple[float, int, Watch]] = attrs.field(factory=list)
     _order: itertools.count[int] = attrs.field(factory=itertools.count)
     _nearer: trio.Event = attrs.field(factory=trio.Event)
     _nursery: trio.Nursery | None = None
 
-    def watch(self, link: Watched, at: float, token: object) -> None:
-        """Check ``link`` at trio time ``at`` (and then whenever it says), passing ``token``."""
-        heapq.heappush(self._heap, (at, next(self._order), link, token))
-        if self._heap[0][2] is link:
+    def watch(self, link: Watched, at: float, token: object) -> Watch:
+        """Check ``link`` at trio time ``at`` (and then whenever it says), passing ``token``;
+        cancel the returned :class:`Watch` when the link is done."""
+        entry = Watch(link, token)
+        heapq.heappush(self._heap, (at, next(self._order), entry))
+        if self._heap[0][2] is entry:
             self._nearer.set()
+        return entry
 
     def __len__(self) -> int:
-        return len(self._heap)
+        """Links watched now (cancelled entries not yet due are not counted)."""
+        return sum(entry.link is not None for _, _, entry in self._heap)
 
     def spawn(self, send: Callable[..., Awaitable[Any]], *args: Any) -> None:
         """Run a heartbeat send in the watch's nursery; it must not raise."""
@@ -72,14 +88,17 @@ class LinkWatch:
                     await self._nearer.wait()
                 now = trio.current_time()
                 while heap and heap[0][0] <= now:
-                    _, _, link, token = heapq.heappop(heap)
+                    _, _, entry = heapq.heappop(heap)
+                    link = entry.link
+                    if link is None:
+                        continue  # cancelled
                     try:
-                        again = link.check_link(now, token)
+                        again = link.check_link(now, entry.token)
                     except Exception:  # a bug in one link must not stop every heartbeat
                         log.exception("link check failed; the link is no longer watched")
                         continue
                     if again is not None:
-                        heapq.heappush(heap, (again, next(self._order), link, token))
+                        heapq.heappush(heap, (again, next(self._order), entry))
 
 
 _WATCH: trio.lowlevel.RunVar[LinkWatch] = trio.lowlevel.RunVar("orchestrator_link_watch")

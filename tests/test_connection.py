@@ -267,6 +267,21 @@ async def test_reconnected_link_is_watched_once_with_one_heartbeat_per_interval(
         nursery.cancel_scope.cancel()
 
 
+async def test_a_finished_link_is_let_go_by_the_watch_at_once(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    async with trio.open_nursery() as nursery:
+        dial = FakeDialer(nursery)
+        conn = make_connection(dial, policy=LinkPolicy(heartbeat_interval=30))
+        async with trio.open_nursery() as link:
+            link.start_soon(conn.run, Inbox().deliver)
+            await trio.sleep(1)
+            assert len(link_watch()) == 1
+            link.cancel_scope.cancel()
+        assert len(link_watch()) == 0  # long before its next heartbeat was due
+        nursery.cancel_scope.cancel()
+
+
 async def test_retry_limits_give_up(autojump_clock: trio.testing.MockClock) -> None:
     async with trio.open_nursery() as nursery:
         dial = FakeDialer(nursery, outcome=lambda n: HandshakeError("refused"))
