@@ -313,6 +313,7 @@ async def test_stuck_sync_tool_threads_cannot_starve_other_tools() -> None:
             )
     finally:
         release.set()
+    own = (Stuck.__qualname__, "hang")  # other tests' abandoned threads may outlive their trio run
     with trio.fail_after(10):
-        while _STUCK_THREADS:  # noqa: ASYNC110 - worker threads end on their own
+        while own in _STUCK_THREADS:  # noqa: ASYNC110 - worker threads end on their own
             await trio.sleep(0.01)
