@@ -85,6 +85,12 @@ class SansIOWebSocket:
     _failure: str | None = None
     _writing: bool = False
     _write_lot: trio.lowlevel.ParkingLot | None = None
+    # Frames queued in the protocol so far, and how many of them have been written:
+    # a sender that finds the socket busy queues its frame and waits for a writer to
+    # carry it, so frames sent at the same moment leave in one system call.
+    _queued: int = 0
+    _flushed: int = 0
+    _flush_lot: trio.lowlevel.ParkingLot | None = None
     _reading: bool = False
     _closed: bool = False
     _dropped: bool = False
@@ -107,20 +113,37 @@ class SansIOWebSocket:
 
     async def send_text(self, text: str) -> None:
         data = text.encode()
+        proto = self._proto
+        if proto.state is not _OPEN or self._dropped:
+            await trio.lowlevel.checkpoint()
+            raise self._closed_error()
+        proto.send_text(data)
+        self._queued += 1
         if self._writing:
-            await self._wait_write_turn()
-        else:
-            self._writing = True  # uncontended: no extra await on the hot path
+            # Another task holds the write turn: it writes everything queued before it
+            # lets go, this frame included. (Cancelled while waiting, the frame still goes.)
+            await self._wait_flushed(self._queued)
+            return
+        self._writing = True  # uncontended: no extra await on the hot path
         try:
-            proto = self._proto
-            if proto.state is not _OPEN or self._dropped:
-                await trio.lowlevel.checkpoint()
-                raise self._closed_error()
-            proto.send_text(data)
             if not await self._write_queued():
                 raise self._closed_error()
         finally:
             self._release_write_turn()
+
+    async def _wait_flushed(self, frame: int) -> None:
+        lot = self._flush_lot
+        if lot is None:
+            lot = self._flush_lot = trio.lowlevel.ParkingLot()
+        while self._flushed < frame:
+            if self._dropped:
+                await trio.lowlevel.checkpoint()
+                raise self._closed_error()
+            if not self._writing:  # the holder let go before this frame was written
+                await self._flush()
+                continue
+            await lot.park()
+        await trio.lowlevel.checkpoint()
 
     async def _acquire_write_turn(self) -> None:
         if self._writing:
@@ -157,10 +180,12 @@ class SansIOWebSocket:
         proto = self._proto
         pipe = self._pipe
         while True:
+            upto = self._queued
             writes = proto.data_to_send()
             if self._dropped:
                 return False
             if not writes:
+                self._written(upto)
                 return True
             eof = not writes[-1]  # websockets queues b"" (SEND_EOF) to ask for a TCP close
             if eof:
@@ -176,6 +201,14 @@ class SansIOWebSocket:
             except BaseException:
                 self._drop()  # cancelled mid-frame: what reached the peer is unknown
                 raise
+            self._written(upto)
+
+    def _written(self, upto: int) -> None:
+        """Frames up to ``upto`` have left: wake the senders waiting on them."""
+        if upto > self._flushed:
+            self._flushed = upto
+            if self._flush_lot:
+                self._flush_lot.unpark_all()
 
     # Receiving
 
@@ -299,12 +332,16 @@ class SansIOWebSocket:
         if not self._dropped:
             self._dropped = True
             self._pipe.abort()
+        if self._flush_lot:
+            self._flush_lot.unpark_all()
 
     def _drop(self) -> None:
         """Close the socket now (synchronously, so it is safe in any ``finally``)."""
         if not self._dropped:
             self._dropped = True
             self._pipe.close()
+        if self._flush_lot:
+            self._flush_lot.unpark_all()  # senders waiting on a writer learn the link is gone
 
     def _closed_error(self) -> LinkClosedError | FrameTooLargeError:
         if isinstance(self._proto.parser_exc, PayloadTooBig):
