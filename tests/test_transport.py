@@ -120,6 +120,42 @@ async def test_connect_concurrent_senders_never_interleave(nursery: trio.Nursery
     await ws.aclose()
 
 
+async def test_sansio_frames_sent_at_once_share_system_calls(nursery: trio.Nursery) -> None:
+    """Senders that find the socket busy hand their frame to the writer already at it:
+    every frame arrives whole and in each sender's order, in fewer writes than frames."""
+    port = await start_server(nursery, echo)
+    ws = await connect(url(port), implementation="sansio")
+
+    class CountingPipe:
+        def __init__(self, pipe: Any) -> None:
+            self.pipe, self.writes = pipe, 0
+
+        async def send_all(self, data: bytes) -> None:
+            self.writes += 1
+            await self.pipe.send_all(data)
+
+        def __getattr__(self, name: str) -> Any:
+            return getattr(self.pipe, name)
+
+    counting = CountingPipe(ws._pipe)  # type: ignore[attr-defined]
+    ws._pipe = counting  # type: ignore[attr-defined]
+    received: list[str] = []
+
+    async def sender(who: int) -> None:
+        for n in range(5):
+            await ws.send_text(f"{who}:{n}")
+
+    async with trio.open_nursery() as senders:
+        for who in range(40):
+            senders.start_soon(sender, who)
+        while len(received) < 200:
+            received.append(await ws.receive_text())
+    for who in range(40):
+        assert [m for m in received if m.startswith(f"{who}:")] == [f"{who}:{n}" for n in range(5)]
+    assert counting.writes < 100, counting.writes
+    await ws.aclose()
+
+
 @both
 async def test_receive_cancelled_leaves_link_usable(
     nursery: trio.Nursery, autojump_clock: trio.testing.MockClock, impl: str
