@@ -244,12 +244,9 @@ class ToolExecutor:
                 try:
                     first = body.send(None)
                 except StopIteration as stop:
-                    if time.perf_counter() - began > settings.blocking_warn_after:
-                        _blocked(time.perf_counter() - began, tool.name, metrics)
-                    value = stop.value
-                else:
-                    if time.perf_counter() - began > settings.blocking_warn_after:
-                        _blocked(time.perf_counter() - began, tool.name, metrics)
+                    first, value = _NOT_STARTED, stop.value
+                _check_step(began, settings.blocking_warn_after, tool.name, metrics)
+                if first is not _NOT_STARTED:  # it waits: keep driving it from where it stopped
                     timeout = self.timeout_for(tool, request.timeout_seconds)
                     call = self._waiting(request, tool, started, started + timeout)
                     value = await _drive(body, call, on_suspend, tool.name, settings, metrics, first)
@@ -358,13 +355,9 @@ def _drive(
 def _check_step(began: float, limit: float, tool: str, metrics: Metrics | None) -> None:
     held = time.perf_counter() - began
     if held > limit:
-        _blocked(held, tool, metrics)
-
-
-def _blocked(held: float, tool: str, metrics: Metrics | None) -> None:
-    log.warning("async tool %r blocked the event loop for %.3f s", tool, held)
-    if metrics is not None:
-        metrics.child(metrics.blocking_tools, tool).inc()
+        log.warning("async tool %r blocked the event loop for %.3f s", tool, held)
+        if metrics is not None:
+            metrics.child(metrics.blocking_tools, tool).inc()
 
 
 #: Threads abandoned by a timeout and still running, per (agent class, tool).

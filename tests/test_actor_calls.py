@@ -65,6 +65,13 @@ class Exits:
         self.exits.append(await actor.run())
         self.ended.set()
 
+    async def end(self, peer: MemoryPeer) -> None:
+        """End the conversation; the actor must return COMPLETED (every call counted out)."""
+        await peer.end()
+        with trio.fail_after(10):
+            await self.ended.wait()
+        assert self.exits == [ActorExit.COMPLETED]
+
 
 async def reply_to(peer: MemoryPeer, call_id: str) -> Any:
     while True:
@@ -85,10 +92,7 @@ async def test_call_completing_past_its_deadline_is_answered_with_its_result(
         await peer.request_tool("k1", "commit")
         assert await reply_to(peer, "k1") == ev.ToolResult("k1", "commit", "committed")
         # And the conversation still ends: the call was counted out exactly once.
-        await peer.end()
-        with trio.fail_after(10):
-            await exits.ended.wait()
-    assert exits.exits == [ActorExit.COMPLETED]
+        await exits.end(peer)
     assert actor.record.results.get("k1") == ev.ToolResult("k1", "commit", "committed")
 
 
@@ -122,7 +126,4 @@ async def test_a_waiting_call_does_not_hold_up_the_next_and_times_out_alone(
         slow = await reply_to(peer, "slow")
         assert isinstance(slow, ev.ToolFailure) and "timed out after 1 s" in slow.message
         assert trio.current_time() - start == 1
-        await peer.end()
-        with trio.fail_after(10):
-            await exits.ended.wait()
-    assert exits.exits == [ActorExit.COMPLETED]
+        await exits.end(peer)
