@@ -1,10 +1,13 @@
 """One conversation: its Connection, Mailbox, ToolExecutor and Agent instance.
 
-The actor runs in its own nursery. The connection pumps inbound events into the
-mailbox (waiting when it is full, so a fast peer meets backpressure); the actor
-takes them one at a time, runs tool calls concurrently up to a per-actor limit
-and sends each reply back through the connection. A tool failure is a reply; an
-exception in a lifecycle hook or a broken link ends the actor, and the
+The actor runs in its own nursery. A :class:`~orchestrator.connection.PullConnection`
+(under the default ``block`` mailbox policy) is read by the task that serves the
+calls, so an event costs no task switch and a busy actor meets backpressure from
+the socket; any other connection pumps inbound events into the mailbox (waiting
+when it is full). The actor takes events one at a time (the mailbox first: events
+handed in from elsewhere wait there), runs tool calls concurrently up to a
+per-actor limit and sends each reply back through the connection. A tool failure
+is a reply; an exception in a lifecycle hook or a broken link ends the actor, and the
 supervisor decides what happens next.
 """
 
@@ -20,7 +23,7 @@ import trio
 
 from . import events as ev
 from .agent import Agent, call_hook, overrides
-from .connection import Connection
+from .connection import Connection, PullConnection, pulled
 from .errors import ConversationFailedError, LinkError
 from .mailbox import Mailbox, OverflowPolicy
 from .metrics import Metrics
@@ -70,6 +73,7 @@ class ConversationActor:
     metrics: Metrics | None = None
     mailbox: Mailbox[ev.InboundEvent] = attrs.field(init=False)
     executor: ToolExecutor | None = attrs.field(init=False, default=None)
+    _pull: PullConnection | None = attrs.field(init=False, default=None)
     _last_activity: float = attrs.field(init=False, default=0.0)
     _active_calls: int = attrs.field(init=False, default=0)
     _slot_freed: trio.lowlevel.ParkingLot | None = attrs.field(init=False, default=None)
@@ -106,7 +110,13 @@ class ConversationActor:
                 self._nursery = nursery
                 if self._cancelled:
                     nursery.cancel_scope.cancel()
-                await nursery.start(self.connection.run, self._deliver, name="orchestrator.connection")
+                # A drop policy needs events queued to drop: those actors are pushed to.
+                if self.settings.mailbox_policy is OverflowPolicy.BLOCK:
+                    self._pull = pulled(self.connection)
+                if self._pull is not None:
+                    await nursery.start(self._pull.maintain, name="orchestrator.connection")
+                else:
+                    await nursery.start(self.connection.run, self._deliver, name="orchestrator.connection")
                 task_status.started()
                 try:
                     await call_hook(agent, "on_conversation_started", self.record)
@@ -143,6 +153,15 @@ class ConversationActor:
         self._cancelled = True
         if self._nursery is not None:
             self._nursery.cancel_scope.cancel()
+
+    def notify(self, event: ev.InboundEvent) -> None:
+        """Hand in an event that arrived elsewhere (the control connection).
+
+        Raises MailboxFullError or MailboxClosedError if the mailbox refuses it.
+        """
+        self.mailbox.put_nowait(event)
+        if self._pull is not None:
+            self._pull.wake()  # its reader may be in the socket, not at the mailbox
 
     async def _deliver(self, event: ev.InboundEvent) -> None:
         mailbox = self.mailbox
@@ -207,16 +226,29 @@ class ConversationActor:
         """
         idle = self.settings.idle_timeout
         if idle is None:
-            return await self.mailbox.get()
+            return await self._take()
         while True:
             with trio.CancelScope(deadline=self._last_activity + idle):
-                event = await self.mailbox.get()
+                event = await self._take()
                 self._last_activity = trio.current_time()
                 return event
             if self._active_calls:
                 self._last_activity = trio.current_time()
             elif trio.current_time() >= self._last_activity + idle:
                 return None
+
+    async def _take(self) -> ev.InboundEvent:
+        pull = self._pull
+        if pull is None:
+            return await self.mailbox.get()
+        mailbox = self.mailbox
+        while not mailbox:
+            event = await pull.receive()
+            if event is not None:
+                if self.metrics is not None:
+                    self.metrics.received(event, 0)
+                return event
+        return mailbox.get_nowait()
 
     async def _calls_finished(self) -> None:
         """Wait until every started call has sent its reply."""

@@ -12,7 +12,7 @@ import math
 import random
 import ssl
 from collections.abc import Awaitable, Callable, Sequence
-from typing import Any, Protocol
+from typing import Any, Protocol, cast
 
 import attrs
 import trio
@@ -70,6 +70,45 @@ class Connection(Protocol):
         Raises :class:`~orchestrator.errors.LinkError` if the link failed for good.
         """
         ...
+
+
+class PullConnection(Connection, Protocol):
+    """A connection its actor reads itself: no task between the socket and the call.
+
+    The actor runs :meth:`maintain` (not ``run``) and takes each event with
+    :meth:`receive` in the task that serves its calls, so an event costs no task
+    switch. The link is read only while a task waits in ``receive``: a busy
+    actor meets backpressure from the socket, and time it spends busy is not
+    silence from the peer.
+    """
+
+    async def maintain(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
+        """Hold the link up for ``receive`` as ``run`` does for ``deliver``: the same
+        reconnects, heartbeats and failures; returns once ``receive`` has handed out
+        ``ConversationEnded``."""
+        ...
+
+    async def receive(self) -> InboundEvent | None:
+        """The next inbound event (``LinkUp`` and ``LinkDown`` included), waiting for it.
+
+        Returns None after :meth:`wake`. One task at a time may receive.
+        Cancellation loses no event.
+        """
+        ...
+
+    def wake(self) -> None:
+        """Make a ``receive`` in progress return None soon (its caller has news
+        from elsewhere). A protocol with a heartbeat sends one now; the reply wakes
+        the reader within a round trip."""
+        ...
+
+
+def pulled(connection: Connection) -> PullConnection | None:
+    """``connection`` as a :class:`PullConnection`, if it is one (a class check: cheap)."""
+    kind = type(connection)
+    if hasattr(kind, "maintain") and hasattr(kind, "receive") and hasattr(kind, "wake"):
+        return cast(PullConnection, connection)
+    return None
 
 
 # ---------------------------------------------------------------- the resilient link
@@ -156,6 +195,10 @@ class ResilientConnection:
     * Permanent errors (auth, suspension, HTTP 400/401/403, certificates) open
       the breaker: no retry, ``run`` raises PermanentLinkError.
     * ``send`` waits through a reconnect and resends what a drop interrupted.
+
+    Read either way: ``run(deliver)`` reads in its own task and pushes each
+    event; ``maintain()`` leaves the reading to whoever calls ``receive()``
+    (a :class:`PullConnection`, as actors use it).
     """
 
     session: LinkSession
@@ -172,10 +215,26 @@ class ResilientConnection:
     _heard: float = attrs.field(init=False, default=0.0)
     _next_beat: float = attrs.field(init=False, default=math.inf)
     _dead: WebSocket | None = attrs.field(init=False, default=None)  # declared dead by the watch
+    # Under maintain(): events not yet taken by receive(), the link receive() may read,
+    # maintain's task parked until that link ends and how it ended (None: the
+    # conversation ended), and a reader's wake-up while there is nothing to read.
+    _inbox: list[InboundEvent] | None = attrs.field(init=False, default=None)
+    _readable: WebSocket | None = attrs.field(init=False, default=None)
+    _holder: trio.lowlevel.Task | None = attrs.field(init=False, default=None)
+    _loss: LinkError | None = attrs.field(init=False, default=None)
+    _news: trio.Event | None = attrs.field(init=False, default=None)
+    _woken: bool = attrs.field(init=False, default=False)
 
     async def run(
         self, deliver: Deliver, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED
     ) -> None:
+        await self._hold(deliver, task_status)
+
+    async def maintain(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
+        self._inbox = []
+        await self._hold(self._queue, task_status)
+
+    async def _hold(self, deliver: Deliver, task_status: trio.TaskStatus[None]) -> None:
         backoff = Backoff(self.policy.backoff(), self.rng)
         first_failure: float | None = None
         connected_once = False
@@ -281,12 +340,107 @@ class ResilientConnection:
             self._next_beat = trio.current_time() + interval
             watch = link_watch().watch(self, min(self._next_beat, self._heard + 2 * interval), ws)
         try:
-            return await self._read_frames(ws, deliver, interval)
+            if self._inbox is None:
+                return await self._read_frames(ws, deliver)
+            return await self._until_lost(ws)
         finally:
             if watch is not None:
                 watch.cancel()
 
-    async def _read_frames(self, ws: WebSocket, deliver: Deliver, interval: float) -> bool:
+    async def _until_lost(self, ws: WebSocket) -> bool:
+        """``maintain``'s half of a link: wait for ``receive`` to see it end."""
+        self._readable, self._loss = ws, None
+        self._heard = math.inf  # nobody listens until a reader comes
+        self._tell_reader()  # the link is up: a reader waiting for it reads now
+        self._holder = trio.lowlevel.current_task()
+        try:
+            await trio.lowlevel.wait_task_rescheduled(self._abort_hold)
+        finally:
+            self._readable = self._holder = None
+        if self._loss is not None:
+            raise self._loss
+        return True
+
+    def _abort_hold(self, _: object) -> trio.lowlevel.Abort:
+        self._holder = None
+        return trio.lowlevel.Abort.SUCCEEDED
+
+    def _lose(self, ws: WebSocket, loss: LinkError | None) -> None:
+        """The reader (or a failed send) saw ``ws`` end: ``maintain`` takes it from here."""
+        if self._readable is ws:
+            self._readable, self._loss = None, loss
+            holder, self._holder = self._holder, None
+            if holder is not None:
+                trio.lowlevel.reschedule(holder)
+
+    async def receive(self) -> InboundEvent | None:
+        inbox = self._inbox
+        assert inbox is not None, "receive() reads a connection held by maintain()"
+        while True:
+            if inbox:
+                self._heard = math.inf  # time the actor spends on it is not silence from the peer
+                return inbox.pop(0)
+            if self._woken:
+                self._woken = False
+                self._heard = math.inf
+                return None
+            ws = self._readable
+            if ws is None:  # down, or ending: wait for news
+                self._news = trio.Event()
+                await self._news.wait()
+                continue
+            if self._heard == math.inf:  # listening again after the actor had the last event
+                self._heard = trio.current_time()
+            try:
+                text = await ws.receive_text()
+            except ProtocolError as exc:  # oversized: the transport closed the link
+                inbox.append(codec.violation(exc))
+                self._lose(ws, LinkClosedError(f"link closed after a protocol error: {exc}"))
+                continue
+            except LinkError as exc:
+                self._lose(ws, self._dead_link() if self._dead is ws else exc)
+                continue
+            received = self.session.receive(text)
+            if received.closed:
+                self._lose(ws, LinkClosedError("the platform closed the channel"))
+                continue
+            inbox.extend(received.events)  # before any wait: a cancelled reader loses nothing
+            self._heard = trio.current_time()
+            if any(type(event) is ConversationEnded for event in received.events):
+                self._lose(ws, None)
+            if received.ignored is not None:
+                self._count(self.metrics and self.metrics.events_ignored, received.ignored)
+            try:
+                for reply in received.replies:
+                    await ws.send_text(reply)
+            except LinkError as exc:
+                self._lose(ws, exc)
+
+    def wake(self) -> None:
+        self._woken = True
+        if self._tell_reader():
+            return
+        ws = self._ws
+        frame = None if ws is None else self.session.heartbeat()
+        if frame is not None:  # a reader in the socket wakes on the reply
+            link_watch().spawn(_send_beat, ws, frame)
+
+    async def _queue(self, event: InboundEvent) -> None:
+        """``maintain``'s deliver: events it makes itself wait in the inbox for ``receive``."""
+        assert self._inbox is not None
+        self._inbox.append(event)
+        self._tell_reader()
+        await trio.lowlevel.checkpoint()
+
+    def _tell_reader(self) -> bool:
+        """Wake a reader waiting for news (not one in the socket); True if there was one."""
+        news, self._news = self._news, None
+        if news is None:
+            return False
+        news.set()
+        return True
+
+    async def _read_frames(self, ws: WebSocket, deliver: Deliver) -> bool:
         while True:
             try:
                 text = await ws.receive_text()
@@ -295,7 +449,7 @@ class ResilientConnection:
                 raise LinkClosedError(f"link closed after a protocol error: {exc}") from exc
             except LinkError:
                 if self._dead is ws:
-                    raise LinkTimeout(f"nothing heard for {2 * interval:g} s: dead link") from None
+                    raise self._dead_link() from None
                 raise
             received = self.session.receive(text)
             if received.closed:
@@ -307,6 +461,9 @@ class ResilientConnection:
                     return True
             finally:
                 self._heard = trio.current_time()
+
+    def _dead_link(self) -> LinkTimeout:
+        return LinkTimeout(f"nothing heard for {2 * self.policy.heartbeat_interval:g} s: dead link")
 
     def check_link(self, now: float, token: object) -> float | None:
         """For the link watch: send a heartbeat or declare the link dead when due."""
@@ -351,6 +508,8 @@ class ResilientConnection:
                 return
             except LinkClosedError:
                 if self._ws is ws:
+                    # With no reader in the socket (a busy actor), maintain() learns it here.
+                    self._lose(ws, LinkClosedError("link lost while sending"))
                     self._set_down()
 
     def _set_up(self, ws: WebSocket) -> None:
@@ -365,6 +524,7 @@ class ResilientConnection:
     def _fail(self, exc: LinkError) -> None:
         self._failed = exc
         self._up.set()  # wake senders so they see the failure
+        self._tell_reader()
 
     @staticmethod
     def _count(counter: Any, reason: str) -> None:

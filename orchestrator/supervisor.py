@@ -473,7 +473,7 @@ class Supervisor:
         if slot is None or slot.actor is None:
             return False
         try:
-            slot.actor.mailbox.put_nowait(event)
+            slot.actor.notify(event)
         except (MailboxFullError, MailboxClosedError):
             if isinstance(event, ConversationEnded):
                 self.stop(conversation_id)

@@ -18,6 +18,7 @@ Test sync tools with the real clock, or make the tool async for the test.
 
 from __future__ import annotations
 
+import contextlib
 import math
 from collections.abc import Mapping
 from typing import Any
@@ -41,8 +42,9 @@ class MemoryPeer:
     link_up: bool = False
     fail_next_connect: LinkError | None = None
     sent: list[ev.OutboundEvent] = attrs.field(factory=list)
-    _to_actor: trio.MemorySendChannel[ev.InboundEvent | LinkError] = attrs.field(init=False)
-    _from_platform: trio.MemoryReceiveChannel[ev.InboundEvent | LinkError] = attrs.field(init=False)
+    # None is a wake-up (MemoryConnection.wake), never an event.
+    _to_actor: trio.MemorySendChannel[ev.InboundEvent | LinkError | None] = attrs.field(init=False)
+    _from_platform: trio.MemoryReceiveChannel[ev.InboundEvent | LinkError | None] = attrs.field(init=False)
     _to_test: trio.MemorySendChannel[ev.OutboundEvent] = attrs.field(init=False)
     _from_actor: trio.MemoryReceiveChannel[ev.OutboundEvent] = attrs.field(init=False)
     _up: trio.Event = attrs.field(init=False, factory=trio.Event)
@@ -121,7 +123,7 @@ class MemoryPeer:
 
     # -------------------------------------------------- used by MemoryConnection
 
-    async def _serve(self, deliver: Deliver, task_status: trio.TaskStatus[None]) -> None:
+    async def _open(self) -> ev.LinkUp:
         self.connects += 1
         failure, self.fail_next_connect = self.fail_next_connect, None
         if failure is not None:
@@ -130,10 +132,15 @@ class MemoryPeer:
         self.link_up = True
         self._up.set()
         self._connected.set()
-        await deliver(ev.LinkUp(reconnect=self.connects > 1))
+        return ev.LinkUp(reconnect=self.connects > 1)
+
+    async def _serve(self, deliver: Deliver, task_status: trio.TaskStatus[None]) -> None:
+        await deliver(await self._open())
         task_status.started()
         while True:
             event = await self._from_platform.receive()
+            if event is None:  # a wake-up for a pulled connection: nothing to deliver
+                continue
             if isinstance(event, LinkError):
                 raise event
             await deliver(event)
@@ -149,14 +156,56 @@ class MemoryPeer:
 
 @attrs.define(eq=False, slots=True)
 class MemoryConnection:
-    """A :class:`~orchestrator.connection.Connection` bound to a :class:`MemoryPeer`."""
+    """A :class:`~orchestrator.connection.PullConnection` bound to a :class:`MemoryPeer`.
+
+    An actor reads it with ``receive`` (as it reads a WebSocket connection);
+    ``run(deliver)`` pushes instead, for code that wants a plain Connection.
+    """
 
     peer: MemoryPeer
+    _first: ev.LinkUp | None = attrs.field(init=False, default=None)
+    _woken: bool = attrs.field(init=False, default=False)
+    _done: trio.Event = attrs.field(init=False, factory=trio.Event)
+    _failure: LinkError | None = attrs.field(init=False, default=None)
 
     async def run(
         self, deliver: Deliver, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED
     ) -> None:
         await self.peer._serve(deliver, task_status)
+
+    async def maintain(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
+        self._first = await self.peer._open()
+        task_status.started()
+        await self._done.wait()
+        if self._failure is not None:
+            raise self._failure
+
+    async def receive(self) -> ev.InboundEvent | None:
+        first, self._first = self._first, None
+        if first is not None:
+            await trio.lowlevel.checkpoint()
+            return first
+        if self._woken or self._done.is_set():
+            self._woken = False
+            if self._done.is_set():
+                await trio.sleep_forever()  # the link is over: maintain() returns or raises
+            await trio.lowlevel.checkpoint()
+            return None
+        event = await self.peer._from_platform.receive()
+        if isinstance(event, LinkError):
+            self._failure = event
+            self._done.set()
+            await trio.sleep_forever()
+        if event is None:
+            self._woken = False
+        elif isinstance(event, ev.ConversationEnded):
+            self._done.set()
+        return event
+
+    def wake(self) -> None:
+        self._woken = True
+        with contextlib.suppress(trio.WouldBlock):  # full: the reader is not waiting
+            self.peer._to_actor.send_nowait(None)
 
     async def send(self, event: ev.OutboundEvent) -> None:
         await self.peer._accept(event)

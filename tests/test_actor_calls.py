@@ -2,7 +2,8 @@
 
 These pin the edges of that design: a reply is sent outside the call's timeout, hooks
 are not under it, a waiting call does not hold up the next one, and a conversation
-always finishes after its last call.
+always finishes after its last call. An actor reads a pull connection in that same
+task: the event that asks for a call never crosses to another task.
 """
 
 from __future__ import annotations
@@ -15,6 +16,7 @@ import trio.testing
 from orchestrator import events as ev
 from orchestrator.actor import ActorExit, ActorSettings, ConversationActor
 from orchestrator.agent import Agent, tool
+from orchestrator.mailbox import OverflowPolicy
 from orchestrator.store import ConversationRecord
 from orchestrator.testing import MemoryConnection, MemoryPeer
 from orchestrator.tools import ToolSettings
@@ -127,3 +129,94 @@ async def test_a_waiting_call_does_not_hold_up_the_next_and_times_out_alone(
         assert isinstance(slow, ev.ToolFailure) and "timed out after 1 s" in slow.message
         assert trio.current_time() - start == 1
         await exits.end(peer)
+
+
+class TaskNoted(Agent):
+    agent_id = "noted"
+    tasks: list[trio.lowlevel.Task] = []
+
+    @tool("notes the task it runs in")
+    async def note(self) -> str:
+        TaskNoted.tasks.append(trio.lowlevel.current_task())
+        return "noted"
+
+
+class ReaderNoted(MemoryConnection):
+    """A MemoryConnection that notes which task read each event."""
+
+    readers: list[trio.lowlevel.Task] = []
+
+    async def receive(self) -> ev.InboundEvent | None:
+        event = await super().receive()
+        if isinstance(event, ev.ToolCallRequest):
+            ReaderNoted.readers.append(trio.lowlevel.current_task())
+        return event
+
+
+async def test_a_call_runs_in_the_task_that_read_its_request(autojump_clock: trio.testing.MockClock) -> None:
+    peer = MemoryPeer("c1")
+    actor = make_actor(TaskNoted, peer)
+    actor.connection = ReaderNoted(peer)
+    TaskNoted.tasks.clear()
+    ReaderNoted.readers.clear()
+    async with trio.open_nursery() as nursery:
+        exits = Exits()
+        nursery.start_soon(exits.run, actor)
+        await peer.wait_connected()
+        for i in range(3):
+            assert await peer.call_tool(f"n{i}", "note") == ev.ToolResult(f"n{i}", "note", "noted")
+        await exits.end(peer)
+    assert len(TaskNoted.tasks) == 3 and TaskNoted.tasks == ReaderNoted.readers
+
+
+async def test_an_end_handed_in_from_elsewhere_reaches_an_actor_waiting_on_its_link(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    """The control connection's conversation_ended, while the actor's reader waits in
+    its own link, ends the conversation at once (the link stays quiet)."""
+    peer = MemoryPeer("c1")
+    actor = make_actor(Timed, peer)
+    async with trio.open_nursery() as nursery:
+        exits = Exits()
+        nursery.start_soon(exits.run, actor)
+        await peer.wait_connected()
+        assert await peer.call_tool("q", "quick") == ev.ToolResult("q", "quick", "ok")
+        await trio.testing.wait_all_tasks_blocked()
+        asked = trio.current_time()
+        actor.notify(ev.ConversationEnded("ended on the control channel"))
+        with trio.fail_after(1):
+            await exits.ended.wait()
+        assert exits.exits == [ActorExit.COMPLETED] and trio.current_time() == asked
+
+
+async def test_a_drop_policy_actor_still_queues_and_drops_in_its_mailbox(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    """Pulling would leave nothing to drop: an actor with a drop policy is pushed to."""
+
+    class Slow(Agent):
+        agent_id = "slow"
+        seen: list[int] = []
+
+        async def on_config_update(self, config: Any) -> None:
+            await trio.sleep(10)
+            Slow.seen.append(config["n"])
+
+    peer = MemoryPeer("c1")
+    actor = ConversationActor(
+        ConversationRecord("c1", "slow"),
+        Slow,
+        MemoryConnection(peer),
+        trio.CapacityLimiter(4),
+        ActorSettings(mailbox_capacity=1, mailbox_policy=OverflowPolicy.DROP_NEWEST),
+    )
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(actor.run)
+        await peer.wait_connected()
+        await peer.send(ev.ConfigUpdate({"n": 0}))
+        await trio.testing.wait_all_tasks_blocked()  # the actor is busy with it
+        for n in range(1, 4):
+            await peer.send(ev.ConfigUpdate({"n": n}))
+        await trio.sleep(100)
+        assert Slow.seen == [0, 1] and actor.mailbox.statistics().dropped == 2
+        nursery.cancel_scope.cancel()

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import bisect
 import random
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 import attrs
@@ -122,12 +122,41 @@ class Inbox:
             await self.changed.wait()
 
 
-async def test_joins_delivers_events_and_sends(autojump_clock: trio.testing.MockClock) -> None:
+Deliver = Callable[[Any], Awaitable[None]]
+
+#: The two ways to read a link: ``run`` pushes to ``deliver``; ``maintain`` leaves the
+#: reading to a task calling ``receive`` (as an actor does).
+MODES = pytest.mark.parametrize("mode", ["push", "pull"])
+
+
+async def start_link(nursery: trio.Nursery, conn: ResilientConnection, deliver: Deliver, mode: str) -> None:
+    """Hold ``conn`` up and hand its events to ``deliver``; returns once LinkUp is delivered."""
+    if mode == "push":
+        await nursery.start(conn.run, deliver)
+        return
+    await nursery.start(conn.maintain)
+
+    async def read(*, task_status: trio.TaskStatus[None]) -> None:
+        while True:
+            event = await conn.receive()
+            if event is None:
+                continue
+            await deliver(event)
+            if isinstance(event, ev.LinkUp) and not event.reconnect:
+                task_status.started()
+            if isinstance(event, ev.ConversationEnded):
+                return
+
+    await nursery.start(read)
+
+
+@MODES
+async def test_joins_delivers_events_and_sends(autojump_clock: trio.testing.MockClock, mode: str) -> None:
     async with trio.open_nursery() as nursery:
         dial = FakeDialer(nursery)
         conn = make_connection(dial)
         inbox = Inbox()
-        await nursery.start(conn.run, inbox.deliver)
+        await start_link(nursery, conn, inbox.deliver, mode)
         assert inbox.events == [ev.LinkUp(reconnect=False)]
         channel = dial.channels[0]
         await channel.push(wire.ToolCallRequest("c1", "echo", {"text": "hi"}, 5.0, "conv-1"))
@@ -202,12 +231,15 @@ async def test_breaker_off_retries_permanent_errors(autojump_clock: trio.testing
         nursery.cancel_scope.cancel()
 
 
-async def test_reconnects_rejoins_and_resends_after_a_drop(autojump_clock: trio.testing.MockClock) -> None:
+@MODES
+async def test_reconnects_rejoins_and_resends_after_a_drop(
+    autojump_clock: trio.testing.MockClock, mode: str
+) -> None:
     async with trio.open_nursery() as nursery:
         dial = FakeDialer(nursery, outcome=lambda n: HandshakeError("refused") if n in (2, 3) else None)
         conn = make_connection(dial)
         inbox = Inbox()
-        await nursery.start(conn.run, inbox.deliver)
+        await start_link(nursery, conn, inbox.deliver, mode)
         await dial.channels[0].ws.aclose()  # the server drops the link
         await inbox.wait_for(ev.LinkDown)
         sent_while_down = trio.Event()
@@ -228,14 +260,15 @@ async def test_reconnects_rejoins_and_resends_after_a_drop(autojump_clock: trio.
         nursery.cancel_scope.cancel()
 
 
+@MODES
 async def test_blackholed_link_is_detected_within_two_heartbeats(
-    autojump_clock: trio.testing.MockClock,
+    autojump_clock: trio.testing.MockClock, mode: str
 ) -> None:
     async with trio.open_nursery() as nursery:
         dial = FakeDialer(nursery)
         conn = make_connection(dial, policy=LinkPolicy(heartbeat_interval=30))
         inbox = Inbox()
-        await nursery.start(conn.run, inbox.deliver)
+        await start_link(nursery, conn, inbox.deliver, mode)
         await trio.sleep(100)  # heartbeats are answered: the link stays up
         assert len(dial.attempts) == 1
         assert sum(isinstance(p, wire.Heartbeat) for p in dial.channels[0].pushes) == 3
@@ -247,15 +280,16 @@ async def test_blackholed_link_is_detected_within_two_heartbeats(
         nursery.cancel_scope.cancel()
 
 
+@MODES
 async def test_reconnected_link_is_watched_once_with_one_heartbeat_per_interval(
-    autojump_clock: trio.testing.MockClock,
+    autojump_clock: trio.testing.MockClock, mode: str
 ) -> None:
     async with trio.open_nursery() as nursery:
         dial = FakeDialer(nursery)
         policy = LinkPolicy(heartbeat_interval=30, backoff_initial=0.1, backoff_max=0.2)
         conn = make_connection(dial, policy=policy)
         inbox = Inbox()
-        await nursery.start(conn.run, inbox.deliver)
+        await start_link(nursery, conn, inbox.deliver, mode)
         for drop in range(5):  # quick reconnects, each well inside one heartbeat interval
             await trio.sleep(1)
             await dial.channels[-1].ws.aclose()
@@ -349,15 +383,16 @@ async def test_handshakes_are_limited(autojump_clock: trio.testing.MockClock) ->
         nursery.cancel_scope.cancel()
 
 
+@MODES
 async def test_oversized_frame_is_a_protocol_violation_then_reconnect(
-    autojump_clock: trio.testing.MockClock,
+    autojump_clock: trio.testing.MockClock, mode: str
 ) -> None:
     async with trio.open_nursery() as nursery:
         dial = FakeDialer(nursery)
         conn = make_connection(dial, policy=LinkPolicy(max_frame_bytes=100))
         conn.session.client.max_bytes = 100  # type: ignore[attr-defined]
         inbox = Inbox()
-        await nursery.start(conn.run, inbox.deliver)
+        await start_link(nursery, conn, inbox.deliver, mode)
         await dial.channels[0].ws.send_text("[" * 10 + "]" * 10 + " " * 200)
         await inbox.wait_for(ev.ProtocolViolation)
         assert inbox.events[-1].reason == "frame_too_large"
@@ -367,8 +402,9 @@ async def test_oversized_frame_is_a_protocol_violation_then_reconnect(
         nursery.cancel_scope.cancel()
 
 
+@MODES
 async def test_backpressure_never_loses_events_or_fakes_a_dead_link(
-    autojump_clock: trio.testing.MockClock,
+    autojump_clock: trio.testing.MockClock, mode: str
 ) -> None:
     async with trio.open_nursery() as nursery:
         dial = FakeDialer(nursery)
@@ -381,7 +417,7 @@ async def test_backpressure_never_loses_events_or_fakes_a_dead_link(
                 await gate.wait()  # the actor's mailbox is full for a long time
             got.append(event)
 
-        await nursery.start(conn.run, slow_deliver)
+        await start_link(nursery, conn, slow_deliver, mode)
         for i in range(3):
             await dial.channels[0].push(wire.ToolCallRequest(f"c{i}", "echo", {}, None, "conv-1"))
         await trio.sleep(200)  # far past two heartbeat intervals
@@ -389,4 +425,67 @@ async def test_backpressure_never_loses_events_or_fakes_a_dead_link(
         await trio.testing.wait_all_tasks_blocked()
         assert [e.call_id for e in got if isinstance(e, ev.ToolCallRequest)] == ["c0", "c1", "c2"]
         assert len(dial.attempts) == 1  # no reconnect was faked
+        nursery.cancel_scope.cancel()
+
+
+async def test_pulled_link_is_read_only_when_asked(autojump_clock: trio.testing.MockClock) -> None:
+    """Under maintain() nothing reads ahead of the reader: a busy actor's frames wait in
+    the socket (backpressure), and a silence it causes is not a dead link."""
+    async with trio.open_nursery() as nursery:
+        dial = FakeDialer(nursery)
+        conn = make_connection(dial, policy=LinkPolicy(heartbeat_interval=30))
+        await nursery.start(conn.maintain)
+        assert await conn.receive() == ev.LinkUp(reconnect=False)
+        for i in range(3):
+            await dial.channels[0].push(wire.ToolCallRequest(f"c{i}", "echo", {}, None, "conv-1"))
+        await trio.sleep(200)  # nobody reads, far past two heartbeat intervals
+        assert len(dial.attempts) == 1
+        assert [(await conn.receive()).call_id for _ in range(3)] == ["c0", "c1", "c2"]  # type: ignore[union-attr]
+        nursery.cancel_scope.cancel()
+
+
+async def test_pulled_link_wakes_a_reader_in_the_socket_within_a_round_trip(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    async with trio.open_nursery() as nursery:
+        dial = FakeDialer(nursery)
+        conn = make_connection(dial, policy=LinkPolicy(heartbeat_interval=30))
+        await nursery.start(conn.maintain)
+        assert await conn.receive() == ev.LinkUp(reconnect=False)
+        woke_at: list[float] = []
+
+        async def read() -> None:
+            assert await conn.receive() is None
+            woke_at.append(trio.current_time())
+
+        nursery.start_soon(read)
+        await trio.sleep(5)
+        conn.wake()
+        asked = trio.current_time()
+        await trio.testing.wait_all_tasks_blocked()
+        assert woke_at == [asked]  # the heartbeat's reply woke it, long before the next beat
+        assert sum(isinstance(p, wire.Heartbeat) for p in dial.channels[0].pushes) == 1
+        nursery.cancel_scope.cancel()
+
+
+async def test_pulled_link_lost_while_nobody_reads_is_reconnected_by_a_send(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    """A busy actor is not reading; its reply finds the link dropped. The reply waits for
+    the reconnect and goes out on the new link: it is never lost."""
+    async with trio.open_nursery() as nursery:
+        dial = FakeDialer(nursery)
+        conn = make_connection(dial, policy=LinkPolicy(heartbeat_interval=30, backoff_initial=1))
+        await nursery.start(conn.maintain)
+        assert await conn.receive() == ev.LinkUp(reconnect=False)
+        await dial.channels[0].ws.aclose()
+        with trio.fail_after(30):
+            await conn.send(ev.ToolResult("c1", "echo", "late"))
+        assert len(dial.attempts) == 2
+        await trio.testing.wait_all_tasks_blocked()
+        assert wire.ToolCallResponse("c1", "conv-1", "late", "echo") in dial.channels[1].pushes
+        assert [await conn.receive(), await conn.receive()] == [
+            ev.LinkDown("closed"),
+            ev.LinkUp(reconnect=True),
+        ]
         nursery.cancel_scope.cancel()

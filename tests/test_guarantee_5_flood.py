@@ -5,8 +5,9 @@ The orchestrator runs as a real ``orchestrator run`` subprocess (its RSS measure
 psutil); the platform is :class:`MiniPlatform` in this process. Once the conversation has
 registered, the platform tries to push 200 MB of ``tool_call_request`` frames (64 KiB each)
 as fast as TCP allows at an agent whose tool never returns. The actor runs
-``max_concurrent_calls`` of them, queues ``mailbox_capacity`` more, then stops reading its
-socket: the kernel buffers fill and the platform's sends block.
+``max_concurrent_calls`` of them, then stops reading its socket (it reads its link only
+when it can take the next event, so nothing queues in between): the kernel buffers fill
+and the platform's sends block.
 """
 
 from __future__ import annotations
@@ -23,7 +24,7 @@ MAX_RSS_GROWTH = 20 * MB
 STALL = 3.0
 """Seconds without a byte sent that count as the flooder being blocked by backpressure."""
 DEADLINE = 45.0
-MAILBOX, CONCURRENT = 64, 16  # the defaults
+CONCURRENT = 16  # the default
 
 
 def sample_value(metrics: str, name: str, label: str) -> float:
@@ -84,8 +85,9 @@ async def test_guarantee_5_flood_at_a_stalled_agent_meets_backpressure_and_rss_s
         f"flooder sent {sent / MB:.1f} MB ({frames} frames) then was blocked for {blocked_for:.1f} s; "
         f"the orchestrator took {received:.0f} requests; RSS grew {growth / MB:.1f} MB"
     )
+    print(summary)  # shown with -rA: the figures docs/guarantees.md quotes
     assert sent < FLOOD_BYTES and blocked_for >= STALL, summary  # backpressure reached the sender
-    assert received <= CONCURRENT + MAILBOX + 4, summary  # the queue stayed bounded
+    assert received <= CONCURRENT + 2, summary  # read only what it could take
     assert growth < MAX_RSS_GROWTH, summary
 
 
