@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import enum
 import logging
-from collections.abc import Mapping
+from collections.abc import Awaitable, Mapping
 from typing import Any
 
 import attrs
@@ -218,15 +218,18 @@ class ConversationActor:
                 await self._handle(agent, event)
             event = await self._next_event()
 
-    async def _next_event(self) -> ev.InboundEvent | None:
+    def _next_event(self) -> Awaitable[ev.InboundEvent | None]:
         """The next event, or None after ``idle_timeout`` seconds without activity.
 
         Activity is an inbound event or a tool call finishing; a call still
-        running keeps the conversation alive.
+        running keeps the conversation alive. (Not a coroutine of its own without
+        an idle timeout: one frame less for every idle conversation to hold.)
         """
-        idle = self.settings.idle_timeout
-        if idle is None:
-            return await self._take()
+        if self.settings.idle_timeout is None:
+            return self._take()
+        return self._next_event_or_idle(self.settings.idle_timeout)
+
+    async def _next_event_or_idle(self, idle: float) -> ev.InboundEvent | None:
         while True:
             with trio.CancelScope(deadline=self._last_activity + idle):
                 event = await self._take()

@@ -11,7 +11,7 @@ import logging
 import math
 import random
 import ssl
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Awaitable, Callable, Coroutine, Sequence
 from typing import Any, Protocol, cast
 
 import attrs
@@ -230,9 +230,12 @@ class ResilientConnection:
     ) -> None:
         await self._hold(deliver, task_status)
 
-    async def maintain(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
+    def maintain(
+        self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED
+    ) -> Coroutine[Any, Any, None]:
+        # Not a coroutine of its own: one frame less for every idle conversation to hold.
         self._inbox = []
-        await self._hold(self._queue, task_status)
+        return self._hold(self._queue, task_status)
 
     async def _hold(self, deliver: Deliver, task_status: trio.TaskStatus[None]) -> None:
         backoff = Backoff(self.policy.backoff(), self.rng)
@@ -342,24 +345,21 @@ class ResilientConnection:
         try:
             if self._inbox is None:
                 return await self._read_frames(ws, deliver)
-            return await self._until_lost(ws)
+            # maintain(): receive() reads; this task waits for it to see the link end.
+            self._readable, self._loss = ws, None
+            self._heard = math.inf  # nobody listens until a reader comes
+            self._tell_reader()  # the link is up: a reader waiting for it reads now
+            self._holder = trio.lowlevel.current_task()
+            try:
+                await trio.lowlevel.wait_task_rescheduled(self._abort_hold)
+            finally:
+                self._readable = self._holder = None
+            if self._loss is not None:
+                raise self._loss
+            return True
         finally:
             if watch is not None:
                 watch.cancel()
-
-    async def _until_lost(self, ws: WebSocket) -> bool:
-        """``maintain``'s half of a link: wait for ``receive`` to see it end."""
-        self._readable, self._loss = ws, None
-        self._heard = math.inf  # nobody listens until a reader comes
-        self._tell_reader()  # the link is up: a reader waiting for it reads now
-        self._holder = trio.lowlevel.current_task()
-        try:
-            await trio.lowlevel.wait_task_rescheduled(self._abort_hold)
-        finally:
-            self._readable = self._holder = None
-        if self._loss is not None:
-            raise self._loss
-        return True
 
     def _abort_hold(self, _: object) -> trio.lowlevel.Abort:
         self._holder = None
