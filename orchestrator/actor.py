@@ -24,9 +24,9 @@ import trio
 from . import events as ev
 from .agent import Agent, call_hook, overrides
 from .connection import Connection, PullConnection, pulled
-from .errors import ConversationFailedError, LinkError
+from .errors import ConversationFailedError, ConversationOverError, LinkError
 from .mailbox import Mailbox, OverflowPolicy
-from .metrics import Metrics
+from .metrics import EVENT_LABELS, Metrics
 from .replies import answer_message
 from .store import CallOutcome, ConversationRecord
 from .tools import RunningCall, ToolExecutor, ToolSettings
@@ -319,8 +319,24 @@ class ConversationActor:
             self._loop_over.set()
 
     async def send(self, event: ev.OutboundEvent) -> None:
-        """Send one command to the platform (waits through a reconnect)."""
-        await self.connection.send(event)
+        """Send one command to the platform (waits through a reconnect).
+
+        Once the platform has ended the conversation there is nowhere to send: a
+        call that finishes after the end is logged and counted as unsent, and the
+        actor goes on to end (it never waits for a link that will not come back).
+        """
+        try:
+            await self.connection.send(event)
+        except ConversationOverError:
+            call_id = getattr(event, "call_id", None)
+            log.info(
+                "%s%s not sent: the conversation has ended",
+                type(event).__name__,
+                "" if call_id is None else f" for call {call_id}",
+            )
+            if self.metrics is not None:
+                self.metrics.child(self.metrics.messages_unsent, EVENT_LABELS[type(event)]).inc()
+            return
         if self.metrics is not None:
             self.metrics.sent(event)
 

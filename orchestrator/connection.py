@@ -20,6 +20,7 @@ import trio
 from . import transport
 from .backoff import Backoff, BackoffPolicy
 from .errors import (
+    ConversationOverError,
     HandshakeError,
     LinkClosedError,
     LinkError,
@@ -67,7 +68,9 @@ class Connection(Protocol):
 
         While the link is down this waits for the reconnect; a send interrupted
         by a drop is sent again on the new link, so a result is never dropped.
-        Raises :class:`~orchestrator.errors.LinkError` if the link failed for good.
+        Raises :class:`~orchestrator.errors.LinkError` if the link failed for good,
+        and :class:`~orchestrator.errors.ConversationOverError` once the platform
+        has ended the conversation (a call still running then has nowhere to answer).
         """
         ...
 
@@ -215,6 +218,7 @@ class ResilientConnection:
     _heard: float = attrs.field(init=False, default=0.0)
     _next_beat: float = attrs.field(init=False, default=math.inf)
     _dead: WebSocket | None = attrs.field(init=False, default=None)  # declared dead by the watch
+    _over: bool = attrs.field(init=False, default=False)  # the platform ended the conversation
     # Under maintain(): events not yet taken by receive(), the link receive() may read,
     # maintain's task parked until that link ends and how it ended (None: the
     # conversation ended), and a reader's wake-up while there is nothing to read.
@@ -278,6 +282,8 @@ class ResilientConnection:
                         else:
                             await ws.aclose()
                     if ended:
+                        self._over = True
+                        self._up.set()  # wake senders waiting for a link that will not come
                         return
                     await deliver(LinkDown(reason))
                 now = trio.current_time()
@@ -474,6 +480,7 @@ class ResilientConnection:
         dead_at = self._heard + 2 * interval
         if now >= dead_at:
             self._dead = ws
+            self._lose(ws, self._dead_link())  # maintain() learns it even with no reader
             ws.abort()  # the reader fails at once and reports a dead link
             return None
         if now >= self._next_beat:
@@ -501,6 +508,8 @@ class ResilientConnection:
             if ws is None:
                 if self._failed is not None:
                     raise self._failed
+                if self._over:
+                    raise ConversationOverError("the platform ended the conversation")
                 await self._up.wait()
                 continue
             try:
@@ -509,7 +518,10 @@ class ResilientConnection:
             except LinkClosedError:
                 if self._ws is ws:
                     # With no reader in the socket (a busy actor), maintain() learns it here.
-                    self._lose(ws, LinkClosedError("link lost while sending"))
+                    lost = (
+                        self._dead_link() if self._dead is ws else LinkClosedError("link lost while sending")
+                    )
+                    self._lose(ws, lost)
                     self._set_down()
 
     def _set_up(self, ws: WebSocket) -> None:

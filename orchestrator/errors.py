@@ -19,6 +19,7 @@ translated at one boundary per library with ``raise X from exc``::
     ├── AdmissionError                 a conversation the supervisor would not start
     ├── ConversationNotFoundError      no such conversation (inspection API)
     ├── ConversationFailedError        over the restart budget, or a permanent error
+    ├── ConversationOverError          a send after the platform ended the conversation
     ├── ProtocolError                  a frame that breaks the wire protocol
     │   ├── FrameTooLargeError         over the frame-size limit
     │   └── FrameTooDeepError          over the JSON nesting limit
@@ -106,6 +107,10 @@ class ConversationNotFoundError(OrchestratorError):
 
 class ConversationFailedError(OrchestratorError):
     """A conversation ended as failed: over its restart budget or a permanent error."""
+
+
+class ConversationOverError(OrchestratorError):
+    """The platform ended the conversation: there is no link left to send on."""
 
 
 class ProtocolError(OrchestratorError):

@@ -144,6 +144,12 @@ class Metrics:
             ["event"],
             registry=reg,
         )
+        self.messages_unsent = Counter(
+            "orchestrator_messages_unsent_total",
+            "Messages not sent because the platform had ended the conversation, by event type.",
+            ["event"],
+            registry=reg,
+        )
         self.tool_calls = FastCounter(
             "orchestrator_tool_calls_total",
             "Tool calls, by tool and outcome"

@@ -14,8 +14,11 @@ import trio.testing
 from prometheus_client import CollectorRegistry
 
 from orchestrator import events as ev
+from orchestrator.actor import ActorExit, ConversationActor
+from orchestrator.agent import Agent, tool
 from orchestrator.connection import LinkPolicy, ResilientConnection
 from orchestrator.errors import (
+    ConversationOverError,
     HandshakeError,
     PermanentLinkError,
     RetriesExhaustedError,
@@ -24,6 +27,7 @@ from orchestrator.linkwatch import link_watch
 from orchestrator.metrics import Metrics
 from orchestrator.platforms.conversimple import ChannelSession
 from orchestrator.protocols import conversimple as wire
+from orchestrator.store import ConversationRecord
 from orchestrator.testing import MemoryWebSocket, memory_websocket_pair
 
 
@@ -489,3 +493,67 @@ async def test_pulled_link_lost_while_nobody_reads_is_reconnected_by_a_send(
             ev.LinkUp(reconnect=True),
         ]
         nursery.cancel_scope.cancel()
+
+
+@MODES
+async def test_a_send_after_the_conversation_ended_fails_at_once(
+    autojump_clock: trio.testing.MockClock, mode: str
+) -> None:
+    """There is no link to wait for once the platform ended the conversation."""
+    async with trio.open_nursery() as nursery:
+        dial = FakeDialer(nursery)
+        conn = make_connection(dial)
+        inbox = Inbox()
+        await start_link(nursery, conn, inbox.deliver, mode)
+        await dial.channels[0].push(wire.ConversationLifecycle("conversation_ended", "conv-1"))
+        await inbox.wait_for(ev.ConversationEnded)
+        await trio.testing.wait_all_tasks_blocked()  # the link has closed
+        with trio.fail_after(1), pytest.raises(ConversationOverError):
+            await conn.send(ev.ToolResult("c1", "echo", "late"))
+        assert len(dial.attempts) == 1  # and nothing reconnected
+
+
+class Slow(Agent):
+    agent_id = "slow"
+
+    @tool("takes a while")
+    async def slow(self) -> str:
+        await trio.sleep(5)
+        return "done"
+
+
+async def test_a_call_still_running_when_the_conversation_ends_does_not_hold_the_actor(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    """The customer hung up mid-call: the actor waits for the call, counts its reply as
+    unsent (there is nowhere to send it) and completes."""
+    metrics = Metrics(CollectorRegistry())
+    async with trio.open_nursery() as nursery:
+        dial = FakeDialer(nursery)
+        actor = ConversationActor(
+            ConversationRecord("conv-1", "slow"),
+            Slow,
+            make_connection(dial),
+            trio.CapacityLimiter(4),
+            metrics=metrics,
+        )
+        exits: list[ActorExit] = []
+        ended = trio.Event()
+
+        async def run() -> None:
+            exits.append(await actor.run())
+            ended.set()
+
+        nursery.start_soon(run)
+        await trio.testing.wait_all_tasks_blocked()
+        channel = dial.channels[0]
+        await channel.push(wire.ToolCallRequest("c1", "slow", {}, None, "conv-1"))
+        await trio.sleep(1)
+        await channel.push(wire.ConversationLifecycle("conversation_ended", "conv-1"))
+        with trio.fail_after(30):
+            await ended.wait()
+        assert exits == [ActorExit.COMPLETED]
+        unsent = metrics.registry.get_sample_value(
+            "orchestrator_messages_unsent_total", {"event": "tool_result"}
+        )
+        assert unsent == 1

@@ -30,6 +30,7 @@ EXPECTED = {
     "orchestrator_mailbox_overflows": ("counter", {"policy"}),
     "orchestrator_messages_received": ("counter", {"event"}),
     "orchestrator_messages_sent": ("counter", {"event"}),
+    "orchestrator_messages_unsent": ("counter", {"event"}),
     "orchestrator_protocol_errors": ("counter", {"reason"}),
     "orchestrator_ready": ("gauge", set()),
     "orchestrator_reconnects": ("counter", {"reason"}),
