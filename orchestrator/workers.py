@@ -37,11 +37,11 @@ from . import __version__
 from .backoff import Backoff, BackoffPolicy
 from .config import Settings
 from .config import _converter as settings_converter
-from .connection import ResilientConnection
 from .dispatcher import admit
 from .errors import ConfigError
 from .events import ConversationEnded
 from .http import make_app, serve_http
+from .link import ResilientConnection
 from .metrics import Metrics
 from .platforms.conversimple import ControlEnded, ConversimplePlatform
 from .protocols import conversimple as wire

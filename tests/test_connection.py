@@ -16,13 +16,14 @@ from prometheus_client import CollectorRegistry
 from orchestrator import events as ev
 from orchestrator.actor import ActorExit, ConversationActor
 from orchestrator.agent import Agent, tool
-from orchestrator.connection import LinkPolicy, ResilientConnection
+from orchestrator.connection import LinkPolicy
 from orchestrator.errors import (
     ConversationOverError,
     HandshakeError,
     PermanentLinkError,
     RetriesExhaustedError,
 )
+from orchestrator.link import ResilientConnection
 from orchestrator.linkwatch import link_watch
 from orchestrator.metrics import Metrics
 from orchestrator.platforms.conversimple import ChannelSession

@@ -151,7 +151,7 @@ def dead_links(caplog: pytest.LogCaptureFixture) -> list[float]:
 async def test_guarantee_2_blackholed_link_is_detected_within_two_heartbeats(
     caplog: pytest.LogCaptureFixture,
 ) -> None:
-    caplog.set_level(logging.INFO, logger="orchestrator.connection")
+    caplog.set_level(logging.INFO, logger="orchestrator.link")
     interval = 1.0
     policy = LinkPolicy(
         heartbeat_interval=interval, backoff_initial=0.1, backoff_max=0.5, connect_timeout=1, join_timeout=1
@@ -187,7 +187,7 @@ async def test_guarantee_2_dead_link_is_replaced_without_waiting_for_a_close_han
     """Once a link is declared dead, the next connection attempt follows within the
     backoff; waiting for a close handshake the dead peer cannot answer only lengthens
     the outage."""
-    caplog.set_level(logging.INFO, logger="orchestrator.connection")
+    caplog.set_level(logging.INFO, logger="orchestrator.link")
     interval, backoff_max = 1.0, 0.2
     policy = LinkPolicy(heartbeat_interval=interval, backoff_initial=0.1, backoff_max=backoff_max)
     async with stack([Counting], policy=policy, via_proxy=True) as s:

@@ -1,6 +1,6 @@
 """Arinova over WebSocket: one bot socket per bot token carries every conversation.
 
-``run`` holds the shared socket with :class:`~orchestrator.connection.ResilientConnection`
+``run`` holds the shared socket with :class:`~orchestrator.link.ResilientConnection`
 (``agent_auth`` first; ``auth_error`` opens the breaker; ``ping`` every heartbeat
 interval; nothing heard for two intervals means reconnect). Each ``task`` is routed
 by ``conversationId``: the first task of an unknown conversation admits it with the
@@ -50,9 +50,10 @@ import trio
 from .. import events as ev
 from .. import transport
 from ..config import PlatformSettings
-from ..connection import Deliver, Dial, LinkPolicy, Received, ResilientConnection
+from ..connection import Deliver, Dial, LinkPolicy, Received
 from ..dispatcher import admit
 from ..errors import ConfigError, ConversationNotFoundError, LinkClosedError, LinkError
+from ..link import ResilientConnection
 from ..metrics import Metrics
 from ..protocols import arinova as wire
 from ..store import ConversationRecord

@@ -20,9 +20,10 @@ import trio
 
 from .. import events as ev
 from ..config import PlatformSettings
-from ..connection import LinkPolicy, Received, ResilientConnection
+from ..connection import LinkPolicy, Received
 from ..dispatcher import admit
 from ..errors import ConfigError
+from ..link import ResilientConnection
 from ..metrics import Metrics
 from ..protocols import conversimple as wire
 from ..store import ConversationRecord
