@@ -85,6 +85,10 @@ class ResilientConnection:
     _loss: LinkError | None = attrs.field(init=False, default=None)
     _news: trio.Event | None = attrs.field(init=False, default=None)
     _woken: bool = attrs.field(init=False, default=False)
+    # A reader is in the socket now; a send saw the link end while none was, so what
+    # arrived before the end is still to be read.
+    _in_socket: bool = attrs.field(init=False, default=False)
+    _drain: bool = attrs.field(init=False, default=False)
 
     async def run(
         self, deliver: Deliver, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED
@@ -217,6 +221,8 @@ class ResilientConnection:
                 await trio.lowlevel.wait_task_rescheduled(self._abort_hold)
             finally:
                 self._readable = self._holder = None
+            if self._drain and await self._drain_link(ws):
+                return True
             if self._loss is not None:
                 raise self._loss
             return True
@@ -228,10 +234,11 @@ class ResilientConnection:
         self._holder = None
         return trio.lowlevel.Abort.SUCCEEDED
 
-    def _lose(self, ws: WebSocket, loss: LinkError | None) -> None:
-        """The reader (or a failed send) saw ``ws`` end: ``maintain`` takes it from here."""
+    def _lose(self, ws: WebSocket, loss: LinkError | None, *, drain: bool = False) -> None:
+        """The reader (or a failed send) saw ``ws`` end: ``maintain`` takes it from here,
+        after reading what is left in it if ``drain`` (nobody was reading)."""
         if self._readable is ws:
-            self._readable, self._loss = None, loss
+            self._readable, self._loss, self._drain = None, loss, drain
             holder, self._holder = self._holder, None
             if holder is not None:
                 trio.lowlevel.reschedule(holder)
@@ -254,6 +261,7 @@ class ResilientConnection:
                 continue
             if self._heard == math.inf:  # listening again after the actor had the last event
                 self._heard = trio.current_time()
+            self._in_socket = True
             try:
                 text = await ws.receive_text()
             except ProtocolError as exc:  # oversized: the transport closed the link
@@ -263,6 +271,11 @@ class ResilientConnection:
             except LinkError as exc:
                 self._lose(ws, self._dead_link() if self._dead is ws else exc)
                 continue
+            except BaseException:
+                self._heard = math.inf  # cancelled: nobody listens until a reader comes back
+                raise
+            finally:
+                self._in_socket = False
             received = self.session.receive(text)
             if received.closed:
                 self._lose(ws, LinkClosedError("the platform closed the channel"))
@@ -278,6 +291,28 @@ class ResilientConnection:
                     await ws.send_text(reply)
             except LinkError as exc:
                 self._lose(ws, exc)
+            except BaseException:
+                self._heard = math.inf
+                raise
+
+    async def _drain_link(self, ws: WebSocket) -> bool:
+        """A send found ``ws`` ended while nobody was reading: keep what arrived before the
+        end (a last call, the conversation's end) for ``receive``. True if it held the end."""
+        self._drain = False
+        inbox = self._inbox
+        assert inbox is not None
+        ended = False
+        with trio.move_on_after(self.policy.join_timeout):
+            while not ended:
+                try:
+                    received = self.session.receive(await ws.receive_text())
+                except (LinkError, ProtocolError):
+                    break
+                inbox.extend(received.events)
+                ended = any(type(event) is ConversationEnded for event in received.events)
+        if inbox:
+            self._tell_reader()
+        return ended
 
     def wake(self) -> None:
         self._woken = True
@@ -374,11 +409,12 @@ class ResilientConnection:
                 return
             except LinkClosedError:
                 if self._ws is ws:
-                    # With no reader in the socket (a busy actor), maintain() learns it here.
-                    lost = (
-                        self._dead_link() if self._dead is ws else LinkClosedError("link lost while sending")
-                    )
-                    self._lose(ws, lost)
+                    # A reader in the socket reads what arrived first, then reports the end.
+                    # With none (a busy actor), maintain() learns it here and reads that.
+                    if not self._in_socket:
+                        dead = self._dead is ws
+                        lost = self._dead_link() if dead else LinkClosedError("link lost while sending")
+                        self._lose(ws, lost, drain=not dead)
                     self._set_down()
 
     def _set_up(self, ws: WebSocket) -> None:

@@ -14,7 +14,7 @@ import trio.testing
 from prometheus_client import CollectorRegistry
 
 from orchestrator import events as ev
-from orchestrator.actor import ActorExit, ConversationActor
+from orchestrator.actor import ActorExit, ActorSettings, ConversationActor
 from orchestrator.agent import Agent, tool
 from orchestrator.connection import LinkPolicy
 from orchestrator.errors import (
@@ -30,6 +30,7 @@ from orchestrator.platforms.conversimple import ChannelSession
 from orchestrator.protocols import conversimple as wire
 from orchestrator.store import ConversationRecord
 from orchestrator.testing import MemoryWebSocket, memory_websocket_pair
+from orchestrator.tools import ToolSettings
 
 
 @attrs.define(eq=False)
@@ -558,3 +559,81 @@ async def test_a_call_still_running_when_the_conversation_ends_does_not_hold_the
             "orchestrator_messages_unsent_total", {"event": "tool_result"}
         )
         assert unsent == 1
+
+
+async def test_pulled_link_cancelled_reader_then_busy_is_not_a_dead_link(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    """A reader cancelled in the socket (the actor's idle timeout, say) stops the
+    dead-link clock as returning an event does: the busy time after it is not silence."""
+    async with trio.open_nursery() as nursery:
+        dial = FakeDialer(nursery)
+        conn = make_connection(dial, policy=LinkPolicy(heartbeat_interval=30))
+        await nursery.start(conn.maintain)
+        assert await conn.receive() == ev.LinkUp(reconnect=False)
+        with trio.move_on_after(1):
+            await conn.receive()
+        await dial.channels[0].push(wire.ToolCallRequest("c1", "echo", {}, None, "conv-1"))
+        await trio.sleep(200)  # busy, not reading; every heartbeat is answered
+        assert len(dial.attempts) == 1
+        assert await conn.receive() == ev.ToolCallRequest("c1", "echo", {}, None)
+        nursery.cancel_scope.cancel()
+
+
+async def test_pulled_link_ended_while_nobody_reads_keeps_what_arrived_before_the_end(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    """The platform sends a last call and the conversation's end, then closes, while the
+    actor is busy. A reply finds the link closed: what arrived first is still read, the
+    end is seen, and nothing reconnects to a conversation that is over."""
+    async with trio.open_nursery() as nursery:
+        dial = FakeDialer(nursery)
+        conn = make_connection(dial, policy=LinkPolicy(heartbeat_interval=30, backoff_initial=1))
+        await nursery.start(conn.maintain)
+        assert await conn.receive() == ev.LinkUp(reconnect=False)
+        channel = dial.channels[0]
+        await channel.push(wire.ToolCallRequest("c1", "echo", {}, None, "conv-1"))
+        await channel.push(wire.ConversationLifecycle("conversation_ended", "conv-1"))
+        await channel.ws.aclose()
+        with trio.fail_after(30), pytest.raises(ConversationOverError):
+            await conn.send(ev.ToolResult("c0", "echo", "late"))
+        assert [await conn.receive(), await conn.receive()] == [
+            ev.ToolCallRequest("c1", "echo", {}, None),
+            ev.ConversationEnded(),
+        ]
+        assert len(dial.attempts) == 1
+        nursery.cancel_scope.cancel()
+
+
+async def test_an_actor_busy_when_the_platform_ends_and_closes_still_completes(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    """All its call slots taken, the actor is not reading when the end arrives and the
+    link closes; its next reply finds the link closed. It still sees the end and completes."""
+    async with trio.open_nursery() as nursery:
+        dial = FakeDialer(nursery)
+        actor = ConversationActor(
+            ConversationRecord("conv-1", "slow"),
+            Slow,
+            make_connection(dial, policy=LinkPolicy(heartbeat_interval=30, backoff_initial=1)),
+            trio.CapacityLimiter(4),
+            ActorSettings(tools=ToolSettings(max_concurrent_calls=1)),
+        )
+        exits: list[ActorExit] = []
+        ended = trio.Event()
+
+        async def run() -> None:
+            exits.append(await actor.run())
+            ended.set()
+
+        nursery.start_soon(run)
+        await trio.testing.wait_all_tasks_blocked()
+        channel = dial.channels[0]
+        await channel.push(wire.ToolCallRequest("c1", "slow", {}, None, "conv-1"))
+        await channel.push(wire.ToolCallRequest("c2", "slow", {}, None, "conv-1"))  # waits for a slot
+        await trio.sleep(1)
+        await channel.push(wire.ConversationLifecycle("conversation_ended", "conv-1"))
+        await channel.ws.aclose()
+        with trio.fail_after(60):
+            await ended.wait()
+        assert exits == [ActorExit.COMPLETED] and len(dial.attempts) == 1
