@@ -11,10 +11,45 @@ from typing import Any, Literal
 import trio
 from prometheus_client import CollectorRegistry
 
+from orchestrator.actor import ActorExit, ConversationActor
 from orchestrator.agent import Agent, tool
 from orchestrator.metrics import Metrics
 from orchestrator.supervisor import Supervisor, SupervisorSettings
-from orchestrator.testing import MemoryPlatform
+from orchestrator.testing import MemoryPeer, MemoryPlatform
+
+
+class Exits:
+    """Runs an actor and keeps how it ended."""
+
+    def __init__(self) -> None:
+        self.exits: list[ActorExit] = []
+        self.ended = trio.Event()
+
+    async def run(self, actor: ConversationActor) -> None:
+        self.exits.append(await actor.run())
+        self.ended.set()
+
+    async def wait(self, within: float) -> list[ActorExit]:
+        """How the actor ended, waiting at most ``within`` seconds for it."""
+        with trio.fail_after(within):
+            await self.ended.wait()
+        return self.exits
+
+    async def end(self, peer: MemoryPeer) -> None:
+        """End the conversation; the actor must return COMPLETED (every call counted out)."""
+        await peer.end()
+        assert await self.wait(10) == [ActorExit.COMPLETED]
+
+
+class ConfigNapper(Agent):
+    """Takes 10 s (trio time) over each config update, noting its ``n`` when done."""
+
+    agent_id = "slow"
+    seen: list[Any] = []
+
+    async def on_config_update(self, config: Any) -> None:
+        await trio.sleep(10)
+        ConfigNapper.seen.append(config["n"])
 
 
 class EchoAgent(Agent):

@@ -21,6 +21,8 @@ from orchestrator.store import ConversationRecord
 from orchestrator.testing import MemoryConnection, MemoryPeer
 from orchestrator.tools import ToolSettings
 
+from .helpers import ConfigNapper, Exits
+
 
 class Timed(Agent):
     agent_id = "timed"
@@ -54,25 +56,6 @@ def make_actor(agent: type[Agent], peer: MemoryPeer) -> ConversationActor:
         trio.CapacityLimiter(4),
         ActorSettings(tools=ToolSettings(default_timeout=1.0, min_timeout=0.1)),
     )
-
-
-class Exits:
-    """Runs an actor and keeps how it ended."""
-
-    def __init__(self) -> None:
-        self.exits: list[ActorExit] = []
-        self.ended = trio.Event()
-
-    async def run(self, actor: ConversationActor) -> None:
-        self.exits.append(await actor.run())
-        self.ended.set()
-
-    async def end(self, peer: MemoryPeer) -> None:
-        """End the conversation; the actor must return COMPLETED (every call counted out)."""
-        await peer.end()
-        with trio.fail_after(10):
-            await self.ended.wait()
-        assert self.exits == [ActorExit.COMPLETED]
 
 
 async def reply_to(peer: MemoryPeer, call_id: str) -> Any:
@@ -193,19 +176,11 @@ async def test_a_drop_policy_actor_still_queues_and_drops_in_its_mailbox(
     autojump_clock: trio.testing.MockClock,
 ) -> None:
     """Pulling would leave nothing to drop: an actor with a drop policy is pushed to."""
-
-    class Slow(Agent):
-        agent_id = "slow"
-        seen: list[int] = []
-
-        async def on_config_update(self, config: Any) -> None:
-            await trio.sleep(10)
-            Slow.seen.append(config["n"])
-
+    ConfigNapper.seen = []
     peer = MemoryPeer("c1")
     actor = ConversationActor(
         ConversationRecord("c1", "slow"),
-        Slow,
+        ConfigNapper,
         MemoryConnection(peer),
         trio.CapacityLimiter(4),
         ActorSettings(mailbox_capacity=1, mailbox_policy=OverflowPolicy.DROP_NEWEST),
@@ -218,5 +193,5 @@ async def test_a_drop_policy_actor_still_queues_and_drops_in_its_mailbox(
         for n in range(1, 4):
             await peer.send(ev.ConfigUpdate({"n": n}))
         await trio.sleep(100)
-        assert Slow.seen == [0, 1] and actor.mailbox.statistics().dropped == 2
+        assert ConfigNapper.seen == [0, 1] and actor.mailbox.statistics().dropped == 2
         nursery.cancel_scope.cancel()

@@ -32,6 +32,8 @@ from orchestrator.store import ConversationRecord
 from orchestrator.testing import MemoryWebSocket, memory_websocket_pair
 from orchestrator.tools import ToolSettings
 
+from .helpers import Exits
+
 
 @attrs.define(eq=False)
 class FakeChannel:
@@ -539,22 +541,14 @@ async def test_a_call_still_running_when_the_conversation_ends_does_not_hold_the
             trio.CapacityLimiter(4),
             metrics=metrics,
         )
-        exits: list[ActorExit] = []
-        ended = trio.Event()
-
-        async def run() -> None:
-            exits.append(await actor.run())
-            ended.set()
-
-        nursery.start_soon(run)
+        exits = Exits()
+        nursery.start_soon(exits.run, actor)
         await trio.testing.wait_all_tasks_blocked()
         channel = dial.channels[0]
         await channel.push(wire.ToolCallRequest("c1", "slow", {}, None, "conv-1"))
         await trio.sleep(1)
         await channel.push(wire.ConversationLifecycle("conversation_ended", "conv-1"))
-        with trio.fail_after(30):
-            await ended.wait()
-        assert exits == [ActorExit.COMPLETED]
+        assert await exits.wait(30) == [ActorExit.COMPLETED]
         unsent = metrics.registry.get_sample_value(
             "orchestrator_messages_unsent_total", {"event": "tool_result"}
         )
@@ -619,14 +613,8 @@ async def test_an_actor_busy_when_the_platform_ends_and_closes_still_completes(
             trio.CapacityLimiter(4),
             ActorSettings(tools=ToolSettings(max_concurrent_calls=1)),
         )
-        exits: list[ActorExit] = []
-        ended = trio.Event()
-
-        async def run() -> None:
-            exits.append(await actor.run())
-            ended.set()
-
-        nursery.start_soon(run)
+        exits = Exits()
+        nursery.start_soon(exits.run, actor)
         await trio.testing.wait_all_tasks_blocked()
         channel = dial.channels[0]
         await channel.push(wire.ToolCallRequest("c1", "slow", {}, None, "conv-1"))
@@ -634,6 +622,4 @@ async def test_an_actor_busy_when_the_platform_ends_and_closes_still_completes(
         await trio.sleep(1)
         await channel.push(wire.ConversationLifecycle("conversation_ended", "conv-1"))
         await channel.ws.aclose()
-        with trio.fail_after(60):
-            await ended.wait()
-        assert exits == [ActorExit.COMPLETED] and len(dial.attempts) == 1
+        assert await exits.wait(60) == [ActorExit.COMPLETED] and len(dial.attempts) == 1

@@ -15,7 +15,7 @@ from orchestrator.agent import Agent, tool
 from orchestrator.errors import AdmissionError, ConversationNotFoundError, PermanentLinkError
 from orchestrator.supervisor import SupervisorSettings
 
-from .helpers import CrashOnStartAgent, EchoAgent, running_supervisor, sample
+from .helpers import ConfigNapper, CrashOnStartAgent, EchoAgent, running_supervisor, sample
 
 
 class Flaky(Agent):
@@ -402,22 +402,15 @@ async def test_result_produced_while_link_is_down_is_sent_after_reconnect(
 async def test_mailbox_overflow_policy_drops_and_counts(autojump_clock: trio.testing.MockClock) -> None:
     from orchestrator.mailbox import OverflowPolicy
 
-    class Slow(Agent):
-        agent_id = "slow"
-        seen: list[Any] = []
-
-        async def on_config_update(self, config: Any) -> None:
-            await trio.sleep(10)
-            Slow.seen.append(config["n"])
-
+    ConfigNapper.seen = []
     settings = SupervisorSettings(
         actor=ActorSettings(mailbox_capacity=2, mailbox_policy=OverflowPolicy.DROP_OLDEST)
     )
-    async with running_supervisor([Slow], settings=settings) as (sup, platform, metrics):
+    async with running_supervisor([ConfigNapper], settings=settings) as (sup, platform, metrics):
         await sup.start_conversation("s", "slow")
         peer = platform.peer("s")
         for n in range(6):
             await peer.send(ev.ConfigUpdate({"n": n}))
         await trio.sleep(100)
-        assert Slow.seen == [0, 4, 5]
+        assert ConfigNapper.seen == [0, 4, 5]
         assert sample(metrics, "orchestrator_mailbox_overflows_total", policy="drop_oldest") == 3
