@@ -45,6 +45,7 @@ class Streamer(Agent):
     agent_id = "streamer"
     delay: ClassVar[float] = 1.0
     gate: ClassVar[trio.Event | None] = None  # "wait" blocks on it
+    pause: ClassVar[trio.Event | None] = None  # "cut" blocks on it after the first word
 
     async def on_message(self, message: str) -> AsyncIterator[str]:
         if message == "crash":
@@ -54,6 +55,8 @@ class Streamer(Agent):
         for index, word in enumerate(message.split()):
             await trio.sleep(self.delay)
             yield word if index == 0 else " " + word
+            if index == 0 and message.startswith("cut") and Streamer.pause is not None:
+                await Streamer.pause.wait()
 
 
 @attrs.define(eq=False)
@@ -477,6 +480,16 @@ async def test_against_the_sandbox() -> None:
             ids = sandbox.add_conversations(scenario)
             await sandbox.wait_done(ids)
             sandbox.drop_bot_after_next_chunk()
+            # Whole replies leave faster than the sandbox reads them: the stream holds
+            # after its first chunk until the socket is gone, so the drop is mid-reply.
+            Streamer.pause = pause = trio.Event()
+
+            async def release_after_drop() -> None:
+                while sandbox.arinova.drops_pending:  # noqa: ASYNC110 - a counter, no event to wait on
+                    await trio.sleep(0.005)
+                pause.set()
+
+            nursery.start_soon(release_after_drop)
             (cut,) = sandbox.add_conversations(
                 Scenario(
                     "cut",
@@ -493,6 +506,7 @@ async def test_against_the_sandbox() -> None:
                 )
             )
             await sandbox.wait_done([cut])
+            Streamer.pause = None
             nursery.cancel_scope.cancel()
     assert [sandbox.conversation(c).outcome for c in ids] == ["completed"] * 3
     log = sandbox.conversation(cut)

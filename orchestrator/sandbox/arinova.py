@@ -279,3 +279,8 @@ class ArinovaRouter:
     def drop_bot_after_next_chunk(self) -> None:
         """Abort the bot's socket right after the next ``agent_chunk`` arrives (mid-reply)."""
         self._drop_after_chunk += 1
+
+    @property
+    def drops_pending(self) -> int:
+        """Drops asked of :meth:`drop_bot_after_next_chunk` that have not happened yet."""
+        return self._drop_after_chunk

@@ -31,6 +31,9 @@ __all__ = ["RECEIVE_SIZE", "FdPipe", "Pipe", "StreamPipe", "pipe_for", "set_rese
 RECEIVE_SIZE = 65536
 """Bytes asked of the kernel per read."""
 
+YIELD_EVERY = 16
+"""A write the socket takes at once yields to the scheduler only every this many times."""
+
 
 # Every read lands in one buffer per thread and leaves as a bytes object of its own
 # size. Reading into a fresh 64 KiB allocation and shrinking it, once per message,
@@ -39,6 +42,7 @@ class _ReadBuffer(threading.local):
     def __init__(self) -> None:
         self.view = memoryview(bytearray(RECEIVE_SIZE))
         self.into = (self.view,)
+        self.sends = 0  # writes done at once since the last one that yielded (see send_all)
 
 
 _READ = _ReadBuffer()
@@ -46,7 +50,8 @@ _READ = _ReadBuffer()
 
 class Pipe(Protocol):
     async def send_all(self, data: bytes) -> None:
-        """Write all of ``data``; a checkpoint. Cancellation may leave it partly written."""
+        """Write all of ``data``. It raises Cancelled if cancelled on entry; it may not
+        yield when the socket takes all at once. Cancellation may leave it partly written."""
         ...
 
     async def receive_some(self) -> bytes | bytearray:
@@ -95,10 +100,18 @@ class FdPipe:
     # by a check of _closed, so a descriptor number reused after close is never touched.
 
     async def send_all(self, data: bytes) -> None:
+        # Cancellation is checked on every call, but a write the socket takes at once
+        # yields only every YIELD_EVERY-th time (per thread): the yield was a scheduler
+        # pass per message, and a task that sends goes back to waiting on its socket
+        # anyway. A task that does nothing but send still lets others run.
         await checkpoint_if_cancelled()
         sent = self._write(data)
         if sent == len(data):
-            await cancel_shielded_checkpoint()
+            read = _READ
+            read.sends += 1
+            if read.sends >= YIELD_EVERY:
+                read.sends = 0
+                await cancel_shielded_checkpoint()
             return
         rest = memoryview(data)[sent:]
         while rest:

@@ -23,13 +23,14 @@ from websockets.client import ClientProtocol
 from websockets.exceptions import InvalidStatus, PayloadTooBig
 from websockets.frames import CloseCode, Frame, Opcode
 from websockets.http11 import Response
-from websockets.protocol import Event, State
+from websockets.protocol import SERVER, Event, State
 from websockets.protocol import Protocol as WsProtocol
 from websockets.typing import BytesLike, Subprotocol
 from websockets.uri import WebSocketURI
 
 from ..errors import FrameTooLargeError, HandshakeError, LinkClosedError
 from ..redact import SecretFilter
+from . import frames
 from .dial import Target, open_stream, rejection_error
 from .interface import CLOSE_TIMEOUT, close_arguments
 from .pipe import Pipe, pipe_for
@@ -94,6 +95,22 @@ class SansIOWebSocket:
     _reading: bool = False
     _closed: bool = False
     _dropped: bool = False
+    # Frames are read and written here (see .frames) once the handshake has put the
+    # protocol object at a frame boundary (see at_frame_boundary). Whole frames of any
+    # other kind still go to it; once it leaves OPEN or fails, everything does.
+    _fast: bool = False
+    _partial: bytearray | None = None  # the start of a frame not yet all read
+    _masked_in: bool = attrs.field(init=False)  # a server's peer masks its frames
+
+    def __attrs_post_init__(self) -> None:
+        self._masked_in = self._proto.side is SERVER
+
+    def at_frame_boundary(self) -> None:
+        """The handshake's last read ended with it and no frame followed in that read: the
+        next byte starts a frame, so frames can be read and written here from now on.
+        Not while the wire log is at DEBUG: it shows the protocol object's frames."""
+        proto = self._proto
+        self._fast = not (proto.extensions or proto.reader.buffer or self._inbox or proto.debug)
 
     def __repr__(self) -> str:
         return f"<{type(self).__name__} {self._label} code={self.close_code}>"
@@ -117,7 +134,10 @@ class SansIOWebSocket:
         if proto.state is not _OPEN or self._dropped:
             await trio.lowlevel.checkpoint()
             raise self._closed_error()
-        proto.send_text(data)
+        if self._fast:
+            proto.writes.append(frames.text_frame(data, masked=not self._masked_in))
+        else:
+            proto.send_text(data)
         self._queued += 1
         if self._writing:
             # Another task holds the write turn: it writes everything queued before it
@@ -234,35 +254,81 @@ class SansIOWebSocket:
                 except _LINK_ERRORS as exc:
                     self._drop()
                     raise self._closed_error() from exc
-                if data:
-                    proto.receive_data(data)
+                if self._fast:
+                    self._take_frames(data)
                 else:
-                    proto.receive_eof()
-                message = self.take_messages(proto.events_received())
+                    self._feed(data)
                 # A pong or close frame to send back: if a sender holds the write turn it
                 # sends them before letting go (see _write_queued), so never wait for it.
                 if proto.writes and not self._writing:
-                    if message is not None:
-                        inbox.insert(0, message)  # kept if the flush is cancelled
-                    await self._flush()
-                    if inbox:
-                        return inbox.pop(0)
-                elif message is not None:
-                    return message
+                    await self._flush()  # the messages stay in the inbox if it is cancelled
+                if inbox:
+                    return inbox.pop(0)
         finally:
             self._reading = False
 
+    def _feed(self, data: bytes | bytearray) -> None:
+        """Hand bytes (empty = EOF) to the protocol object and keep the messages it finds."""
+        proto = self._proto
+        if data:
+            proto.receive_data(data)
+        else:
+            proto.receive_eof()
+        self.take_messages(proto.events_received())
+
+    def _take_frames(self, data: bytes | bytearray) -> None:
+        """Split what was read into frames: whole text messages are decoded here, the rest
+        goes to the protocol object; see :mod:`.frames`."""
+        partial = self._partial
+        if not data:  # EOF: the protocol object reports it (and any frame cut short)
+            self._fast, self._partial = False, None
+            if partial:
+                self._feed(partial)
+            self._feed(b"")
+            return
+        if partial is not None:
+            partial += data
+            data = partial
+        found, used = frames.scan(
+            data, masked=self._masked_in, limit=self._max_frame_bytes, text=self._fragments is None
+        )
+        proto = self._proto
+        inbox = self._inbox
+        for kind, start, stop, mask in found:
+            if kind == frames.TEXT:
+                payload = data[start:stop] if mask is None else frames.unmask(data[start:stop], mask)
+                try:
+                    inbox.append(str(payload, "utf-8"))
+                except UnicodeDecodeError:
+                    self._invalid_utf8()
+                    break
+                continue
+            self._feed(data[start:stop])
+            if kind == frames.TOO_BIG or proto.state is not _OPEN or proto.parser_exc is not None:
+                self._fast = False
+                if stop < len(data):
+                    self._feed(data[stop:])
+                break
+        if not self._fast or used == len(data):
+            self._partial = None
+        elif partial is not None:
+            del partial[:used]
+        else:
+            self._partial = bytearray(data[used:])
+
+    def _invalid_utf8(self) -> None:
+        self._fast = False
+        self._failure = "the peer sent invalid UTF-8"
+        self._proto.fail(CloseCode.INVALID_DATA, "invalid UTF-8")
+
     async def accept_early_frames(self, events: Sequence[Event]) -> None:
         """Keep frames that arrived with the handshake, and answer them if needed."""
-        first = self.take_messages(events)
-        if first is not None:
-            self._inbox.insert(0, first)
+        self.take_messages(events)
         if self._proto.writes:
             await self._flush()
 
-    def take_messages(self, events: Sequence[Event]) -> str | None:
-        """Assemble data frames into messages; return the first, keep the rest in the inbox."""
-        first: str | None = None
+    def take_messages(self, events: Sequence[Event]) -> None:
+        """Assemble the protocol object's data frames into messages, kept in the inbox."""
         for frame in events:
             if not isinstance(frame, Frame):
                 continue
@@ -280,16 +346,10 @@ class SansIOWebSocket:
             else:
                 continue  # ping, pong, close: the protocol object already answered
             try:
-                text = str(payload, "utf-8")
+                self._inbox.append(str(payload, "utf-8"))
             except UnicodeDecodeError:
-                self._failure = "the peer sent invalid UTF-8"
-                self._proto.fail(CloseCode.INVALID_DATA, "invalid UTF-8")
+                self._invalid_utf8()
                 break
-            if first is None:
-                first = text
-            else:
-                self._inbox.append(text)
-        return first
 
     # Closing
 
@@ -414,10 +474,13 @@ async def _handshake(
         raise HandshakeError(
             f"invalid WebSocket handshake response from {target.redacted}: {failure}"
         ) from failure
-    if tail == b"\r\n\r\n" and not early and not proto.reader.buffer and not proto.extensions:
+    boundary = tail == b"\r\n\r\n" and not early and not proto.reader.buffer and not proto.extensions
+    if boundary:
         proto = _opened(proto, max_frame_bytes)
     ws = SansIOWebSocket(pipe, proto, target.redacted, max_frame_bytes, proto.subprotocol)
     await ws.accept_early_frames(early)
+    if boundary:
+        ws.at_frame_boundary()
     return ws
 
 

@@ -140,11 +140,13 @@ class _Acceptor:
             logger=WIRE_LOG,
         )
         request: Request | None = None
+        tail = b""  # the last bytes of the handshake: did anything follow the request?
         while request is None:
             try:
                 data = await pipe.receive_some()
             except (trio.BrokenResourceError, trio.ClosedResourceError):
                 return None  # reset, or a failed TLS handshake
+            tail = (tail + data)[-4:]
             request, early = feed_handshake(proto, data, Request)
             if request is None and (not data or proto.handshake_exc is not None):
                 await _write_quietly(pipe, proto.data_to_send())  # the 4xx, if any
@@ -171,6 +173,8 @@ class _Acceptor:
             headers=request.headers,
         )
         await ws.accept_early_frames(early)
+        if tail == b"\r\n\r\n" and not early:
+            ws.at_frame_boundary()
         return ws
 
 

@@ -1,0 +1,120 @@
+"""The everyday WebSocket frame, read and written without the protocol object's machinery.
+
+Nearly every frame on a link is one whole text message: one frame, FIN set, no
+extension bits. The ``websockets`` protocol object parses each through a chain of
+generators and builds each through a dataclass, which costs more than the system
+call that carries it. :func:`scan` finds such frames in the bytes read and hands
+everything else (control frames, fragments, anything malformed or too large) back
+whole, for the protocol object to handle as it always did; :func:`text_frame`
+builds one.
+
+Masks (client to server) come from the operating system's random source like the
+protocol object's, read 4 KiB at a time instead of 4 bytes per frame.
+"""
+
+from __future__ import annotations
+
+import os
+import struct
+import threading
+
+try:  # XOR a payload with its 4-byte mask (masking and unmasking are the same); C where built
+    from websockets.speedups import apply_mask as unmask
+except ImportError:  # pragma: no cover - websockets without its C extension
+    from websockets.utils import apply_mask as unmask
+
+__all__ = ["OTHER", "TEXT", "TOO_BIG", "scan", "text_frame", "unmask"]
+
+TEXT = 0
+"""A whole text message: its payload is ``data[start:stop]``, masked with ``mask`` if set."""
+OTHER = 1
+"""Any other whole frame: ``data[start:stop]`` is the frame, header included."""
+TOO_BIG = 2
+"""A frame announcing more than the limit: ``data[start:]`` and all that follows go to the protocol."""
+
+_HEAD_TEXT = 0x81  # FIN, no RSV bits, opcode 1
+_SHORT = struct.Struct("!BB")
+_MEDIUM = struct.Struct("!BBH")
+_LONG = struct.Struct("!BBQ")
+
+Found = tuple[int, int, int, bytes | None]
+
+
+class _MaskPool(threading.local):
+    def __init__(self) -> None:
+        self.pool = b""
+        self.at = 0
+
+
+_MASKS = _MaskPool()
+
+
+def _mask() -> bytes:
+    masks = _MASKS
+    at = masks.at
+    if at >= len(masks.pool):
+        masks.pool, at = os.urandom(4096), 0
+    masks.at = at + 4
+    return masks.pool[at : at + 4]
+
+
+def text_frame(data: bytes, *, masked: bool) -> bytes:
+    """One unfragmented text frame carrying ``data`` (UTF-8), masked if the client sends it."""
+    size = len(data)
+    second = 0x80 if masked else 0
+    if size < 126:
+        head = _SHORT.pack(_HEAD_TEXT, second | size)
+    elif size < 65536:
+        head = _MEDIUM.pack(_HEAD_TEXT, second | 126, size)
+    else:
+        head = _LONG.pack(_HEAD_TEXT, second | 127, size)
+    if not masked:
+        return head + data
+    mask = _mask()
+    return head + mask + unmask(data, mask)
+
+
+def scan(data: bytes | bytearray, *, masked: bool, limit: int, text: bool) -> tuple[list[Found], int]:
+    """The whole frames at the start of ``data``, and how many bytes they take.
+
+    Each is ``(kind, start, stop, mask)``. A frame is TEXT only if ``text`` (no
+    fragmented message is in progress), it is a final text frame with no extension
+    bits, masked exactly when ``masked``, and within ``limit``; later frames are
+    OTHER once one is, since a fragment may open a message. Scanning stops at a
+    partial frame (its bytes are not counted) and after a TOO_BIG one.
+    """
+    found: list[Found] = []
+    at, end = 0, len(data)
+    while end - at >= 2:
+        first, second = data[at], data[at + 1]
+        size = second & 0x7F
+        start = at + 2
+        if size == 126:
+            start += 2
+            if start > end:
+                break
+            size = int.from_bytes(data[at + 2 : start], "big")
+        elif size == 127:
+            start += 8
+            if start > end:
+                break
+            size = int.from_bytes(data[at + 2 : start], "big")
+        mask: bytes | None = None
+        if second & 0x80:
+            start += 4
+            if start > end:
+                break
+            mask = bytes(data[start - 4 : start])
+        if size > limit:
+            found.append((TOO_BIG, at, end, None))
+            return found, end
+        stop = start + size
+        if stop > end:
+            break
+        if text and first == _HEAD_TEXT and (mask is not None) == masked:
+            found.append((TEXT, start, stop, mask))
+        else:
+            text = False
+            found.append((OTHER, at, stop, None))
+        at = stop
+    return found, at

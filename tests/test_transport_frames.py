@@ -1,0 +1,253 @@
+"""The everyday-frame fast path (``orchestrator.transport.frames``) against the websockets protocol object.
+
+Whatever bytes arrive, cut wherever the reads happen to cut them, a link reading
+frames itself must return the same messages, answer the same pings and close
+with the same code as one that hands every byte to the protocol object.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import random
+import socket
+
+import attrs
+import pytest
+import trio
+from websockets.client import ClientProtocol
+from websockets.frames import Close, CloseCode, Frame, Opcode
+from websockets.protocol import State
+from websockets.server import ServerProtocol
+from websockets.uri import parse_uri
+
+from orchestrator.errors import FrameTooLargeError, LinkClosedError
+from orchestrator.transport import frames
+from orchestrator.transport.pipe import YIELD_EVERY, FdPipe
+from orchestrator.transport.sansio import SansIOWebSocket
+
+LIMIT = 70_000
+
+
+@attrs.define
+class ScriptedPipe:
+    """A pipe whose reads return ``chunks`` in turn, then end of stream; it keeps what is written."""
+
+    chunks: list[bytes]
+    written: list[bytes] = attrs.Factory(list)
+
+    async def send_all(self, data: bytes) -> None:
+        await trio.lowlevel.checkpoint()
+        self.written.append(bytes(data))
+
+    async def receive_some(self) -> bytes:
+        await trio.lowlevel.checkpoint()
+        return self.chunks.pop(0) if self.chunks else b""
+
+    async def send_eof(self) -> None:
+        await trio.lowlevel.checkpoint()
+
+    def close(self) -> None:
+        pass
+
+    def abort(self) -> None:
+        pass
+
+
+def make_link(
+    chunks: list[bytes], *, fast: bool, server: bool = False
+) -> tuple[SansIOWebSocket, ScriptedPipe]:
+    pipe = ScriptedPipe(list(chunks))
+    proto: ClientProtocol | ServerProtocol
+    if server:
+        proto = ServerProtocol(state=State.OPEN, max_size=LIMIT)
+    else:
+        proto = ClientProtocol(parse_uri("ws://127.0.0.1/ws"), state=State.OPEN, max_size=LIMIT)
+    ws = SansIOWebSocket(pipe, proto, "peer", LIMIT)
+    if fast:
+        ws.at_frame_boundary()
+    return ws, pipe
+
+
+async def read_all(ws: SansIOWebSocket) -> tuple[list[str], str, int | None]:
+    """Every message until the link ends, how it ended, and its close code."""
+    messages: list[str] = []
+    while True:
+        try:
+            messages.append(await ws.receive_text())
+        except (LinkClosedError, FrameTooLargeError) as exc:
+            return messages, type(exc).__name__, ws.close_code
+
+
+def frames_sent(written: list[bytes], *, by_client: bool) -> list[tuple[Opcode, bytes]]:
+    """The frames a link wrote, parsed by the other side's protocol object."""
+    proto: ClientProtocol | ServerProtocol
+    if by_client:
+        proto = ServerProtocol(state=State.OPEN)
+    else:
+        proto = ClientProtocol(parse_uri("ws://127.0.0.1/ws"), state=State.OPEN)
+    proto.receive_data(b"".join(written))
+    return [(e.opcode, bytes(e.data)) for e in proto.events_received() if isinstance(e, Frame)]
+
+
+def random_frames(rng: random.Random) -> list[Frame]:
+    """A plausible stream from a peer: mostly whole text messages, sometimes pings,
+    fragments, binary frames and long messages (all three length encodings)."""
+    out: list[Frame] = []
+    for _ in range(rng.randint(1, 12)):
+        roll = rng.random()
+        size = rng.choice([0, 1, 20, 125, 126, 300, 65_535, 65_536, 69_000])
+        text = "".join(rng.choice("ab✓é ") for _ in range(size // 2)).encode()[:size]
+        text = text.decode("utf-8", "ignore").encode()
+        if roll < 0.6:
+            out.append(Frame(Opcode.TEXT, text))
+        elif roll < 0.7:
+            out.append(Frame(Opcode.PING, text[:100]))
+        elif roll < 0.8:
+            out.append(Frame(Opcode.PONG, text[:100]))
+        elif roll < 0.9:
+            out.append(Frame(Opcode.BINARY, text))
+        else:
+            cut = len(text) // 2
+            out.append(Frame(Opcode.TEXT, text[:cut], fin=False))
+            if rng.random() < 0.5:
+                out.append(Frame(Opcode.PING, b"mid-message"))
+            out.append(Frame(Opcode.CONT, text[cut:]))
+    if rng.random() < 0.5:
+        out.append(Frame(Opcode.CLOSE, Close(1001, "bye").serialize()))
+    return out
+
+
+def cut(data: bytes, rng: random.Random) -> list[bytes]:
+    """``data`` as the reads might deliver it: one piece, or cut at random places."""
+    if rng.random() < 0.3:
+        return [data]
+    points = sorted(rng.sample(range(1, len(data)), min(len(data) - 1, rng.randint(1, 8))))
+    return [data[a:b] for a, b in zip([0, *points], [*points, len(data)], strict=True)]
+
+
+async def both_ways(chunks: list[bytes], *, server: bool = False) -> None:
+    results = []
+    for fast in (False, True):
+        ws, pipe = make_link(chunks, fast=fast, server=server)
+        messages, ending, code = await read_all(ws)
+        await ws.aclose()
+        results.append((messages, ending, code, frames_sent(pipe.written, by_client=not server)))
+    assert results[1] == results[0]
+
+
+@pytest.mark.parametrize("seed", range(60))
+async def test_any_stream_cut_anywhere_reads_as_the_protocol_object_reads_it(seed: int) -> None:
+    rng = random.Random(seed)
+    server = seed % 3 == 0  # a server reads masked frames
+    stream = b"".join(f.serialize(mask=server) for f in random_frames(rng))
+    await both_ways(cut(stream, rng), server=server)
+
+
+@pytest.mark.parametrize(
+    ("name", "stream"),
+    [
+        ("too big", Frame(Opcode.TEXT, b"x" * (LIMIT + 1)).serialize(mask=False)),
+        ("too big, header only", Frame(Opcode.TEXT, b"x" * (LIMIT + 1)).serialize(mask=False)[:10]),
+        ("invalid UTF-8", Frame(Opcode.TEXT, b"ok").serialize(mask=False) + b"\x81\x02\xff\xfe"),
+        ("masked by a server", Frame(Opcode.TEXT, b"hello").serialize(mask=True)),
+        ("extension bit set", b"\xc1\x02hi"),
+        ("continuation first", Frame(Opcode.CONT, b"orphan").serialize(mask=False)),
+        ("text inside a fragmented message", b"\x01\x01a\x81\x01b"),
+        ("cut short by end of stream", Frame(Opcode.TEXT, b"x" * 300).serialize(mask=False)[:150]),
+        ("oversized ping", b"\x89\x7e\x00\x80" + b"p" * 128),
+    ],
+)
+async def test_broken_streams_fail_as_the_protocol_object_fails_them(name: str, stream: bytes) -> None:
+    await both_ways([stream])
+    await both_ways([stream[:1], stream[1:]] if len(stream) > 1 else [stream])
+
+
+async def test_a_server_reads_masked_frames_and_refuses_unmasked_ones() -> None:
+    good = Frame(Opcode.TEXT, "masked ✓".encode()).serialize(mask=True)
+    ws, _ = make_link([good], fast=True, server=True)
+    assert await ws.receive_text() == "masked ✓"
+    ws, _ = make_link([Frame(Opcode.TEXT, b"bare").serialize(mask=False)], fast=True, server=True)
+    assert await read_all(ws) == ([], "LinkClosedError", int(CloseCode.PROTOCOL_ERROR))
+
+
+@pytest.mark.parametrize("size", [0, 1, 125, 126, 65_535, 65_536, 70_000])
+async def test_text_frames_written_here_are_what_the_protocol_object_would_write(size: int) -> None:
+    data = ("é" * size).encode()[:size]
+    data = data.decode("utf-8", "ignore").encode()
+    for masked in (True, False):
+        frame = frames.text_frame(data, masked=masked)
+        assert frames_sent([frame], by_client=masked) == [(Opcode.TEXT, data)]
+        assert bool(frame[1] & 0x80) == masked
+
+
+def test_every_masked_frame_gets_a_fresh_mask() -> None:
+    masks = {frames.text_frame(b"same", masked=True)[2:6] for _ in range(3000)}
+    assert len(masks) > 2990  # 32 random bits each, across several 4 KiB refills
+
+
+async def test_a_link_writing_frames_itself_talks_to_the_protocol_object() -> None:
+    ws, pipe = make_link([], fast=True)
+    await ws.send_text("hello ✓")
+    assert frames_sent(pipe.written, by_client=True) == [(Opcode.TEXT, "hello ✓".encode())]
+    server, pipe = make_link([], fast=True, server=True)
+    await server.send_text("back")
+    assert frames_sent(pipe.written, by_client=False) == [(Opcode.TEXT, b"back")]
+
+
+def test_scan_stops_at_a_partial_frame_and_counts_only_whole_ones() -> None:
+    one = Frame(Opcode.TEXT, b"one").serialize(mask=False)
+    two = Frame(Opcode.TEXT, b"two" * 100).serialize(mask=False)
+    for end in range(len(one), len(one) + len(two)):
+        found, used = frames.scan((one + two)[:end], masked=False, limit=LIMIT, text=True)
+        assert used == len(one) and found == [(frames.TEXT, 2, len(one), None)]
+    found, used = frames.scan(one + two, masked=False, limit=LIMIT, text=True)
+    assert used == len(one) + len(two) and [f[0] for f in found] == [frames.TEXT, frames.TEXT]
+
+
+def test_scan_hands_every_frame_after_a_control_frame_to_the_protocol_object() -> None:
+    stream = b"".join(
+        f.serialize(mask=False) for f in (Frame(Opcode.PING, b""), Frame(Opcode.TEXT, b"after"))
+    )
+    found, _ = frames.scan(stream, masked=False, limit=LIMIT, text=True)
+    assert [f[0] for f in found] == [frames.OTHER, frames.OTHER]
+
+
+def test_a_link_whose_protocol_object_logs_frames_leaves_them_to_it() -> None:
+    proto = ClientProtocol(parse_uri("ws://127.0.0.1/ws"), state=State.OPEN)
+    proto.debug = True
+    ws = SansIOWebSocket(ScriptedPipe([]), proto, "peer", LIMIT)
+    ws.at_frame_boundary()
+    assert not ws._fast
+
+
+async def test_a_task_that_only_sends_still_lets_others_run() -> None:
+    left, right = socket.socketpair()
+    left.setblocking(False)
+    right.setblocking(False)
+    pipe = FdPipe(trio.socket.from_stdlib_socket(left))
+    others = 0
+
+    async def other() -> None:  # counts its turns, and reads so the sender never waits
+        nonlocal others
+        while True:
+            others += 1
+            with contextlib.suppress(BlockingIOError):
+                right.recv(65536)
+            await trio.lowlevel.checkpoint()
+
+    sends = 20 * YIELD_EVERY
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(other)
+        await trio.lowlevel.checkpoint()
+        start = others
+        for _ in range(sends):
+            await pipe.send_all(b"x")
+        ran = others - start
+        nursery.cancel_scope.cancel()
+    assert sends // YIELD_EVERY - 1 <= ran <= sends // YIELD_EVERY + 2
+    with trio.CancelScope() as scope:
+        scope.cancel()
+        with pytest.raises(trio.Cancelled):
+            await pipe.send_all(b"x")  # cancellation is still seen on every call
+    pipe.close()
+    right.close()
