@@ -638,3 +638,86 @@ def test_fuzz_decoders_raise_only_protocol_error(text: str | bytes) -> None:
     for decode in (cs.decode_server_frame, cs.decode_client_push, ConversimpleServer().receive):
         with contextlib.suppress(ProtocolError):
             decode(text)
+
+
+# The hot paths (a tool call in, its result out) skip the converter: they must say
+# exactly what the general path says, for every frame.
+
+JSON_VALUES = st.recursive(
+    st.none() | st.booleans() | st.integers() | st.floats(allow_nan=False, allow_infinity=False) | st.text(),
+    lambda inner: st.lists(inner, max_size=3) | st.dictionaries(st.text(max_size=5), inner, max_size=3),
+    max_leaves=8,
+)
+WRONG = st.sampled_from([True, False, None, 0, 1.5, "s", [], [1], {}, {"a": 1}, 10**309])
+"""A value of every JSON type, and a number too large for a float."""
+
+
+def reads_alike(frame: Any) -> None:
+    text = json.dumps(frame)
+    fast = joined_client().receive(text)
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(cs, "_tool_call_request", lambda raw: None)
+        general = joined_client().receive(text)
+    assert fast == general
+
+
+@given(
+    fields=st.fixed_dictionaries(
+        {"call_id": st.text(max_size=8), "tool_name": st.text(max_size=8)},
+        optional={
+            "arguments": st.dictionaries(st.text(max_size=5), JSON_VALUES, max_size=3),
+            "timeout_seconds": st.none() | st.floats(0, 100) | st.integers(0, 100),
+            "conversation_id": st.sampled_from([None, "conv1", "conv2"]),
+            "extra": JSON_VALUES,
+        },
+    ),
+    broken=st.sampled_from([None, "call_id", "tool_name", "arguments", "timeout_seconds", "conversation_id"]),
+    value=WRONG,
+)
+def test_a_tool_call_reads_as_the_general_path_reads_it(
+    fields: dict[str, Any], broken: str | None, value: Any
+) -> None:
+    if broken is not None:  # one field of another type
+        fields[broken] = value
+    reads_alike([None, "5", TOPIC, "tool_call_request", fields])
+
+
+@given(join_ref=WRONG | st.just("1"), ref=WRONG | st.just("5"), topic=WRONG | st.just(TOPIC))
+def test_a_tool_call_in_any_envelope_reads_as_the_general_path_reads_it(
+    join_ref: Any, ref: Any, topic: Any
+) -> None:
+    payload = {"call_id": "c1", "tool_name": "t"}
+    reads_alike([join_ref, ref, topic, "tool_call_request", payload])
+    reads_alike(
+        {"join_ref": join_ref, "ref": ref, "topic": topic, "event": "tool_call_request", "payload": payload}
+    )
+    reads_alike([join_ref, ref, topic, "tool_call_request"])
+    reads_alike([join_ref, ref, topic, "tool_call_request", payload, "more"])
+
+
+class _GeneralToolResult(events.ToolResult):
+    """A ToolResult the hot path does not recognise (it matches the exact type)."""
+
+
+@given(
+    result=JSON_VALUES, tool_name=st.sampled_from(["t", ""]), conversation=st.sampled_from([None, "conv9"])
+)
+def test_a_tool_result_is_written_as_the_general_path_writes_it(
+    result: Any, tool_name: str, conversation: str | None
+) -> None:
+    fast = joined_client().send(events.ToolResult("c1", tool_name, result), conversation)
+    general = joined_client().send(_GeneralToolResult("c1", tool_name, result), conversation)
+    assert fast == general
+
+
+@pytest.mark.parametrize("result", [(1, 2), {"set": {1}}, float("nan"), {1: "int key"}, object()])
+def test_a_tool_result_that_is_not_plain_json_takes_the_general_path(result: Any) -> None:
+    try:
+        general: Any = joined_client().send(_GeneralToolResult("c1", "t", result))
+    except ProtocolError as exc:
+        general = type(exc)
+    try:
+        fast: Any = joined_client().send(events.ToolResult("c1", "t", result))
+    except ProtocolError as exc:
+        fast = type(exc)
+    assert fast == general

@@ -10,6 +10,7 @@ allows). Refs are decimal strings from one counter per socket; only the join has
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import itertools
 import time
@@ -175,7 +176,10 @@ class Frame:  # one channel message, either direction
 
 
 def _decode(text: str | bytes, limits: dict[str, int], server: bool) -> tuple[Frame, JsonObject]:
-    raw = codec.decode_frame(text, **limits)
+    return _structure(codec.decode_frame(text, **limits), server)
+
+
+def _structure(raw: Any, server: bool) -> tuple[Frame, JsonObject]:
     if type(raw) is list and len(raw) >= 4:  # the SDK reads 4+ items; payload defaults {}
         join_ref, ref, topic, event = raw[:4]
         payload = raw[4] if len(raw) > 4 else {}
@@ -194,6 +198,36 @@ def _decode(text: str | bytes, limits: dict[str, int], server: bool) -> tuple[Fr
     else:
         message = (UnknownServerEvent if server else UnknownClientEvent)(event, payload)
     return Frame(join_ref, ref, topic, message), payload
+
+
+def _tool_call_request(raw: Any) -> events.ToolCallRequest | None:
+    """The hot path of :func:`_structure` and :func:`_inbound`: a well-formed
+    ``tool_call_request`` array, checked as strictly, straight to its event; None for
+    anything else (which takes the general path, and its errors)."""
+    if type(raw) is not list or len(raw) != 5 or raw[3] != "tool_call_request":
+        return None
+    join_ref, ref, topic, _, payload = raw
+    if type(payload) is not dict or type(topic) is not str:
+        return None
+    if not (join_ref is None or type(join_ref) is str) or not (ref is None or type(ref) is str):
+        return None
+    call_id, tool_name = payload.get("call_id"), payload.get("tool_name")
+    arguments, timeout = payload.get("arguments", _NO_ARGUMENTS), payload.get("timeout_seconds")
+    cid = payload.get("conversation_id")
+    if type(call_id) is not str or type(tool_name) is not str or type(arguments) is not dict:
+        return None
+    if not (cid is None or type(cid) is str) or not (timeout is None or type(timeout) in (int, float)):
+        return None
+    if arguments is _NO_ARGUMENTS:
+        arguments = {}
+    try:
+        seconds = None if timeout is None else float(timeout)
+    except OverflowError:
+        return None
+    return events.ToolCallRequest(call_id, tool_name, arguments, seconds)
+
+
+_NO_ARGUMENTS: JsonObject = {}
 
 
 def decode_server_frame(text: str | bytes, **limits: int) -> Frame:
@@ -326,6 +360,13 @@ class ConversimpleClient:
         """Encode an outbound command; ProtocolError if it has no form here or is not JSON."""
         cid = conversation_id or self.conversation_id
         tool_name = getattr(event, "tool_name", None) or None
+        if type(event) is events.ToolResult:  # the hot path: what _push would write, written directly
+            payload = {"call_id": event.call_id, "conversation_id": cid, "result": event.result}
+            if tool_name is not None:
+                payload["tool_name"] = tool_name
+            frame = {"join_ref": None, "ref": str(next(self._refs)), "topic": self.topic}
+            with contextlib.suppress(TypeError, ValueError):  # not plain JSON: the converter's turn
+                return codec.encode_frame({**frame, "event": "tool_call_response", "payload": payload})
         match event:
             case events.RegisterTools(tools=tools) if cid is not None:
                 specs = tuple(codec.structure(dict(spec), ToolSpec) for spec in tools)
@@ -340,8 +381,12 @@ class ConversimpleClient:
     def receive(self, text: str | bytes) -> list[ClientResult]:
         """Map one platform frame to results; a bad frame is a ProtocolViolation, not a raise."""
         try:
-            limits = {"max_bytes": self.max_bytes, "max_depth": self.max_depth}
-            frame, payload = _decode(text, limits, server=True)
+            raw = codec.decode_frame(text, max_bytes=self.max_bytes, max_depth=self.max_depth)
+            request = _tool_call_request(raw)
+            if request is not None:
+                cid = raw[4].get("conversation_id")
+                return [request if cid is None or cid == self.conversation_id else ForeignEvent(cid, request)]
+            frame, payload = _structure(raw, server=True)
         except ProtocolError as exc:
             return [codec.violation(exc)]
         message = frame.message
