@@ -300,3 +300,11 @@ def test_fuzz_decoders_raise_only_protocol_error(text: str | bytes) -> None:
     for decode in (ar.decode_message, ArinovaServer().receive):
         with contextlib.suppress(ProtocolError):
             decode(text)
+
+
+@given(task_id=st.text(max_size=10), chunk=st.text(max_size=20))
+def test_a_chunk_is_written_as_the_converter_writes_it(task_id: str, chunk: str) -> None:
+    """The chunk hot path skips the converter; the frame must not change."""
+    fast = ArinovaClient("t").send(events.ReplyChunk(task_id, chunk))
+    assert fast == ar.encode_message(ar.AgentChunk(task_id, chunk))
+    assert ArinovaServer().receive(fast) == ar.AgentChunk(task_id, chunk)

@@ -171,6 +171,8 @@ class ArinovaClient:
 
     def send(self, event: events.OutboundEvent) -> str:
         """Encode a reply; ProtocolError for a command Arinova has no form for."""
+        if type(event) is events.ReplyChunk:  # the hot path: what encode_message writes, directly
+            return codec.encode_frame({_TAG: "agent_chunk", "taskId": event.task_id, "chunk": event.chunk})
         match event:
             case events.ReplyChunk():
                 return encode_message(AgentChunk(event.task_id, event.chunk))
