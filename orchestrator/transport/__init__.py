@@ -8,19 +8,21 @@ Everything above this package speaks :class:`WebSocket` (text in, text out,
       dial.py        URL -> Target (safety rules, redaction) -> TCP/TLS stream
       pipe.py        the byte pipe under sansio: raw fd I/O for TCP, trio streams for TLS
       sansio.py      client on websockets' sans-IO core, no task per connection
+      frames.py      the everyday frame (one whole text message) read and written directly
       trio_ws.py     client on trio-websocket (reader task in one shared nursery)
       server.py      serve(): the server, on the sans-IO core
 
 Two client implementations exist so they can be measured against each other
 (``benchmarks/transport.py``); :data:`DEFAULT_IMPLEMENTATION` is the faster one.
 On the 2-core development host (sequential echo of a 200-byte JSON text per
-connection, server and client in separate processes, machine otherwise idle):
+connection, server and client in separate processes; the host's load varies, and
+CPU per call with it, by up to a third from one hour to the next: compare within a run):
 
 =============  ===============  ===============  ===============  ==============
 connections    sansio calls/s   trio-websocket   client CPU/call  memory/conn
 =============  ===============  ===============  ===============  ==============
-1,000          16,500           5,200            58 µs vs 195 µs  7 vs 18 KiB
-10,000         11,600           2,800            86 µs vs 326 µs  6 vs 17 KiB
+1,000          13,400-15,600    3,800            58-72 µs vs 255  6 vs 18 KiB
+10,000         10,900           2,400            82 µs vs 394 µs  4 vs 17 KiB
 =============  ===============  ===============  ===============  ==============
 
 Error mapping at this boundary:
