@@ -4,11 +4,13 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import enum
 import json
 from datetime import datetime
 from types import SimpleNamespace
 from typing import Any
 
+import attrs
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
@@ -710,14 +712,29 @@ def test_a_tool_result_is_written_as_the_general_path_writes_it(
     assert fast == general
 
 
-@pytest.mark.parametrize("result", [(1, 2), {"set": {1}}, float("nan"), {1: "int key"}, object()])
-def test_a_tool_result_that_is_not_plain_json_takes_the_general_path(result: Any) -> None:
-    try:
-        general: Any = joined_client().send(_GeneralToolResult("c1", "t", result))
-    except ProtocolError as exc:
-        general = type(exc)
-    try:
-        fast: Any = joined_client().send(events.ToolResult("c1", "t", result))
-    except ProtocolError as exc:
-        fast = type(exc)
-    assert fast == general
+@attrs.frozen
+class Point:
+    x: int
+    y: int
+
+
+class Colour(enum.Enum):
+    RED = "red"
+
+
+@pytest.mark.parametrize(
+    "result", [Point(1, 2), Colour.RED, (1, 2), {"set": {1}}, {1: "int key"}, float("nan"), object()]
+)
+def test_a_result_the_hot_path_cannot_write_is_written_by_the_converter_with_the_next_ref(
+    result: Any,
+) -> None:
+    def send(event: events.ToolResult) -> Any:
+        client = ConversimpleClient("cust", "conv")
+        try:
+            return json.loads(client.send(event)), json.loads(client.send(events.ToolResult("c2", "t", 1)))[
+                "ref"
+            ]
+        except ProtocolError as exc:
+            return type(exc)
+
+    assert send(events.ToolResult("c1", "t", result)) == send(_GeneralToolResult("c1", "t", result))

@@ -10,6 +10,7 @@ from __future__ import annotations
 import contextlib
 import random
 import socket
+from typing import Any
 
 import attrs
 import pytest
@@ -23,9 +24,14 @@ from websockets.uri import parse_uri
 from orchestrator.errors import FrameTooLargeError, LinkClosedError
 from orchestrator.transport import frames
 from orchestrator.transport.pipe import YIELD_EVERY, FdPipe
-from orchestrator.transport.sansio import SansIOWebSocket
+from orchestrator.transport.sansio import SansIOWebSocket, ends_at_blank_line
+from orchestrator.transport.server import _Acceptor
 
 LIMIT = 70_000
+
+
+async def echo_handler(ws: Any) -> None:
+    await ws.receive_text()
 
 
 @attrs.define
@@ -155,6 +161,13 @@ async def test_any_stream_cut_anywhere_reads_as_the_protocol_object_reads_it(see
         ("text inside a fragmented message", b"\x01\x01a\x81\x01b"),
         ("cut short by end of stream", Frame(Opcode.TEXT, b"x" * 300).serialize(mask=False)[:150]),
         ("oversized ping", b"\x89\x7e\x00\x80" + b"p" * 128),
+        (
+            "invalid UTF-8, then a close",
+            b"\x81\x02ok\x81\x02\xff\xfe"
+            + Frame(Opcode.CLOSE, Close(1000, "bye").serialize()).serialize(mask=False),
+        ),
+        ("invalid UTF-8, then a ping", b"\x81\x02ok\x81\x02\xff\xfe\x89\x01p"),
+        ("a bad frame, then invalid UTF-8", b"\x81\x02\xff\xfe\xc1\x01r"),
     ],
 )
 async def test_broken_streams_fail_as_the_protocol_object_fails_them(name: str, stream: bytes) -> None:
@@ -251,3 +264,41 @@ async def test_a_task_that_only_sends_still_lets_others_run() -> None:
             await pipe.send_all(b"x")  # cancellation is still seen on every call
     pipe.close()
     right.close()
+
+
+# Found in review: each failed before its fix.
+
+
+async def test_closing_with_half_a_frame_read_hands_it_to_the_protocol_object() -> None:
+    """``aclose`` after a read that ended mid-frame: the close handshake still reads the
+    peer's close frame (the half frame is the protocol object's from then on)."""
+    first = Frame(Opcode.TEXT, b'{"n":1}').serialize(mask=False)
+    second = Frame(Opcode.TEXT, b"y" * 120).serialize(mask=False)
+    close = Frame(Opcode.CLOSE, Close(4000, "peer-bye").serialize()).serialize(mask=False)
+    endings = []
+    for fast in (False, True):
+        ws, _ = make_link([first + second[:50], second[50:] + close], fast=fast)
+        assert await ws.receive_text() == '{"n":1}'
+        await ws.aclose()
+        endings.append(ws.close_code)
+    assert endings == [4000, 4000]
+
+
+def test_the_handshake_ends_at_its_first_blank_line_only() -> None:
+    head = b"HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\n\r\n"
+    assert ends_at_blank_line(head)
+    assert not ends_at_blank_line(head + b"\x81\x02hi")
+    # A frame header whose length and mask bytes are "\r\n", "\r\n\r\n": ends in a blank
+    # line, but is not the end of the handshake.
+    assert not ends_at_blank_line(head + b"\x81\xfe\r\n\r\n\r\n")
+
+
+async def test_a_server_never_reads_frames_itself_from_inside_a_frame() -> None:
+    client = ClientProtocol(parse_uri("ws://127.0.0.1/ws"))
+    client.send_request(client.connect())
+    request = b"".join(client.data_to_send())
+    smuggled = Frame(Opcode.TEXT, b"smuggled").serialize(mask=True)
+    pipe = ScriptedPipe([request + b"\x81\xfe\r\n\r\n\r\n", smuggled])
+    acceptor = _Acceptor(echo_handler, [], LIMIT, None, None, 5)
+    ws = await acceptor._handshake(pipe, "peer")  # the private step: no socket needed
+    assert ws is not None and not ws._fast

@@ -343,8 +343,8 @@ class ConversimpleClient:
         joiner = "&" if "?" in platform_url else "?"
         return f"{platform_url}{joiner}{urlencode({'customer_id': cid, 'auth_token': api_key})}"
 
-    def _push(self, message: ClientMessage) -> str:
-        return encode_client_push(Frame(None, str(next(self._refs)), self.topic, message))
+    def _push(self, message: ClientMessage, ref: str | None = None) -> str:
+        return encode_client_push(Frame(None, ref or str(next(self._refs)), self.topic, message))
 
     def join(self) -> str:
         """The ``phx_join`` push; its reply comes out of :meth:`receive` as JoinOk/JoinRejected."""
@@ -360,19 +360,21 @@ class ConversimpleClient:
         """Encode an outbound command; ProtocolError if it has no form here or is not JSON."""
         cid = conversation_id or self.conversation_id
         tool_name = getattr(event, "tool_name", None) or None
+        ref: str | None = None
         if type(event) is events.ToolResult:  # the hot path: what _push would write, written directly
             payload = {"call_id": event.call_id, "conversation_id": cid, "result": event.result}
             if tool_name is not None:
                 payload["tool_name"] = tool_name
-            frame = {"join_ref": None, "ref": str(next(self._refs)), "topic": self.topic}
-            with contextlib.suppress(TypeError, ValueError):  # not plain JSON: the converter's turn
+            ref = str(next(self._refs))
+            frame = {"join_ref": None, "ref": ref, "topic": self.topic}
+            with contextlib.suppress(ProtocolError):  # not plain JSON: the converter's turn, same ref
                 return codec.encode_frame({**frame, "event": "tool_call_response", "payload": payload})
         match event:
             case events.RegisterTools(tools=tools) if cid is not None:
                 specs = tuple(codec.structure(dict(spec), ToolSpec) for spec in tools)
                 return self._push(RegisterConversationTools(cid, specs))
             case events.ToolResult(call_id=call_id, result=result):
-                return self._push(ToolCallResponse(call_id, cid, result, tool_name))
+                return self._push(ToolCallResponse(call_id, cid, result, tool_name), ref)
             case events.ToolFailure(call_id=call_id, message=text, timestamp=stamp):
                 at = datetime.fromtimestamp(stamp or self.wall_clock(), tz=UTC).isoformat()
                 return self._push(ToolCallError(call_id, cid, ToolErrorBody(text, at), tool_name))

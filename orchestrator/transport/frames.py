@@ -23,14 +23,16 @@ try:  # XOR a payload with its 4-byte mask (masking and unmasking are the same);
 except ImportError:  # pragma: no cover - websockets without its C extension
     from websockets.utils import apply_mask as unmask
 
-__all__ = ["OTHER", "TEXT", "TOO_BIG", "scan", "text_frame", "unmask"]
+__all__ = ["OTHER", "REST", "TEXT", "scan", "text_frame", "unmask"]
 
 TEXT = 0
 """A whole text message: its payload is ``data[start:stop]``, masked with ``mask`` if set."""
 OTHER = 1
 """Any other whole frame: ``data[start:stop]`` is the frame, header included."""
-TOO_BIG = 2
-"""A frame announcing more than the limit: ``data[start:]`` and all that follows go to the protocol."""
+REST = 2
+"""From here on, the protocol object's: ``data[start:]`` and all that follows go to it. A frame
+announcing more than the limit, or the start of one that is not a whole text message, so
+that it answers or fails as soon as it can, holding no more than it would."""
 
 _HEAD_TEXT = 0x81  # FIN, no RSV bits, opcode 1
 _SHORT = struct.Struct("!BB")
@@ -81,7 +83,7 @@ def scan(data: bytes | bytearray, *, masked: bool, limit: int, text: bool) -> tu
     fragmented message is in progress), it is a final text frame with no extension
     bits, masked exactly when ``masked``, and within ``limit``; later frames are
     OTHER once one is, since a fragment may open a message. Scanning stops at a
-    partial frame (its bytes are not counted) and after a TOO_BIG one.
+    partial TEXT frame (its bytes are not counted) and after a REST one.
     """
     found: list[Found] = []
     at, end = 0, len(data)
@@ -105,13 +107,14 @@ def scan(data: bytes | bytearray, *, masked: bool, limit: int, text: bool) -> tu
             if start > end:
                 break
             mask = bytes(data[start - 4 : start])
-        if size > limit:
-            found.append((TOO_BIG, at, end, None))
-            return found, end
         stop = start + size
+        plain = text and first == _HEAD_TEXT and (mask is not None) == masked
+        if size > limit or (stop > end and not plain):
+            found.append((REST, at, end, None))
+            return found, end
         if stop > end:
             break
-        if text and first == _HEAD_TEXT and (mask is not None) == masked:
+        if plain:
             found.append((TEXT, start, stop, mask))
         else:
             text = False

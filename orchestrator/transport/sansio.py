@@ -35,7 +35,7 @@ from .dial import Target, open_stream, rejection_error
 from .interface import CLOSE_TIMEOUT, close_arguments
 from .pipe import Pipe, pipe_for
 
-__all__ = ["SansIOWebSocket", "connect", "feed_handshake"]
+__all__ = ["SansIOWebSocket", "connect", "ends_at_blank_line", "feed_handshake"]
 
 E = TypeVar("E")
 
@@ -294,22 +294,32 @@ class SansIOWebSocket:
         )
         proto = self._proto
         inbox = self._inbox
+        fed = False
         for kind, start, stop, mask in found:
             if kind == frames.TEXT:
                 payload = data[start:stop] if mask is None else frames.unmask(data[start:stop], mask)
                 try:
                     inbox.append(str(payload, "utf-8"))
                 except UnicodeDecodeError:
+                    # As the protocol object reads a batch: the frames after this one are
+                    # parsed (pings answered, a close echoed), their messages dropped.
+                    self._fast = False
+                    if stop < len(data):
+                        proto.receive_data(data[stop:])
+                        proto.events_received()
                     self._invalid_utf8()
                     break
                 continue
-            self._feed(data[start:stop])
-            if kind == frames.TOO_BIG or proto.state is not _OPEN or proto.parser_exc is not None:
+            # The first frame that is not a whole text message: the rest of this read goes
+            # to the protocol object in one piece, as it would have read it. Reading here
+            # goes on only if that left it between frames, open and well.
+            self._feed(data[start:])
+            fed = True
+            between_frames = used == len(data) and found[-1][0] != frames.REST
+            if not between_frames or proto.state is not _OPEN or proto.parser_exc is not None:
                 self._fast = False
-                if stop < len(data):
-                    self._feed(data[stop:])
-                break
-        if not self._fast or used == len(data):
+            break
+        if not self._fast or fed or used == len(data):
             self._partial = None
         elif partial is not None:
             del partial[:used]
@@ -353,10 +363,21 @@ class SansIOWebSocket:
 
     # Closing
 
+    def _to_protocol(self) -> None:
+        """From now on every byte goes to the protocol object, the start of a frame
+        already read included (it reads the close handshake)."""
+        if self._fast:
+            self._fast = False
+            partial, self._partial = self._partial, None
+            if partial:
+                self._proto.receive_data(partial)
+                self.take_messages(self._proto.events_received())
+
     async def aclose(self, code: int = 1000, reason: str = "") -> None:
         if self._closed:
             return
         self._closed = True
+        self._to_protocol()
         with trio.move_on_after(CLOSE_TIMEOUT, shield=True):
             if self._proto.state is _OPEN and not self._dropped:
                 self._proto.send_close(*close_arguments(code, reason))
@@ -368,6 +389,7 @@ class SansIOWebSocket:
 
     async def _finish_closing(self) -> None:
         """Send what is queued, then read until the peer closes TCP (bounded); drop the socket."""
+        self._to_protocol()
         proto = self._proto
         try:
             if not await self._flush():
@@ -451,12 +473,12 @@ async def _handshake(
         request.headers["Authorization"] = target.authorization
     proto.send_request(request)
     response: Response | None = None
-    tail = b""  # the last bytes of the handshake: did anything follow the response?
+    seen = b""  # the handshake's bytes: did anything follow the response?
     try:
         await pipe.send_all(b"".join(proto.data_to_send()))
         while response is None:
             data = await pipe.receive_some()
-            tail = (tail + data)[-4:]
+            seen += data
             response, early = feed_handshake(proto, data, Response)
             if response is None and (not data or proto.handshake_exc is not None):
                 raise HandshakeError(
@@ -474,7 +496,7 @@ async def _handshake(
         raise HandshakeError(
             f"invalid WebSocket handshake response from {target.redacted}: {failure}"
         ) from failure
-    boundary = tail == b"\r\n\r\n" and not early and not proto.reader.buffer and not proto.extensions
+    boundary = ends_at_blank_line(seen) and not early and not proto.reader.buffer and not proto.extensions
     if boundary:
         proto = _opened(proto, max_frame_bytes)
     ws = SansIOWebSocket(pipe, proto, target.redacted, max_frame_bytes, proto.subprotocol)
@@ -482,6 +504,13 @@ async def _handshake(
     if boundary:
         ws.at_frame_boundary()
     return ws
+
+
+def ends_at_blank_line(handshake: bytes) -> bool:
+    """Whether the read bytes end exactly where the HTTP head ends (its first blank
+    line): then nothing after it was read, and the next byte starts a frame. (Ending in
+    a blank line is not enough: a frame's header or mask can end in those bytes too.)"""
+    return handshake.find(b"\r\n\r\n") + 4 == len(handshake)
 
 
 def _opened(handshaken: ClientProtocol, max_frame_bytes: int) -> ClientProtocol:

@@ -24,7 +24,7 @@ from ..errors import FrameTooLargeError, LinkError
 from .dial import Stream
 from .interface import DEFAULT_MAX_FRAME_BYTES, Handler, Reject
 from .pipe import Pipe, pipe_for
-from .sansio import WIRE_LOG, SansIOWebSocket, feed_handshake
+from .sansio import WIRE_LOG, SansIOWebSocket, ends_at_blank_line, feed_handshake
 
 __all__ = ["SansIOServerWebSocket", "serve"]
 
@@ -140,13 +140,13 @@ class _Acceptor:
             logger=WIRE_LOG,
         )
         request: Request | None = None
-        tail = b""  # the last bytes of the handshake: did anything follow the request?
+        seen = b""  # the handshake's bytes: did anything follow the request?
         while request is None:
             try:
                 data = await pipe.receive_some()
             except (trio.BrokenResourceError, trio.ClosedResourceError):
                 return None  # reset, or a failed TLS handshake
-            tail = (tail + data)[-4:]
+            seen += data
             request, early = feed_handshake(proto, data, Request)
             if request is None and (not data or proto.handshake_exc is not None):
                 await _write_quietly(pipe, proto.data_to_send())  # the 4xx, if any
@@ -173,7 +173,7 @@ class _Acceptor:
             headers=request.headers,
         )
         await ws.accept_early_frames(early)
-        if tail == b"\r\n\r\n" and not early:
+        if ends_at_blank_line(seen) and not early:
             ws.at_frame_boundary()
         return ws
 
