@@ -200,10 +200,11 @@ def _structure(raw: Any, server: bool) -> tuple[Frame, JsonObject]:
     return Frame(join_ref, ref, topic, message), payload
 
 
-def _tool_call_request(raw: Any) -> events.ToolCallRequest | None:
+def _tool_call_request(raw: Any) -> tuple[events.ToolCallRequest, str | None] | None:
     """The hot path of :func:`_structure` and :func:`_inbound`: a well-formed
-    ``tool_call_request`` array, checked as strictly, straight to its event; None for
-    anything else (which takes the general path, and its errors)."""
+    ``tool_call_request`` array, checked as strictly, straight to its event and the
+    conversation it names; None for anything else (which takes the general path, and
+    its errors)."""
     if type(raw) is not list or len(raw) != 5 or raw[3] != "tool_call_request":
         return None
     join_ref, ref, topic, _, payload = raw
@@ -212,22 +213,17 @@ def _tool_call_request(raw: Any) -> events.ToolCallRequest | None:
     if not (join_ref is None or type(join_ref) is str) or not (ref is None or type(ref) is str):
         return None
     call_id, tool_name = payload.get("call_id"), payload.get("tool_name")
-    arguments, timeout = payload.get("arguments", _NO_ARGUMENTS), payload.get("timeout_seconds")
+    arguments, timeout = payload.get("arguments", {}), payload.get("timeout_seconds")
     cid = payload.get("conversation_id")
     if type(call_id) is not str or type(tool_name) is not str or type(arguments) is not dict:
         return None
     if not (cid is None or type(cid) is str) or not (timeout is None or type(timeout) in (int, float)):
         return None
-    if arguments is _NO_ARGUMENTS:
-        arguments = {}
     try:
         seconds = None if timeout is None else float(timeout)
     except OverflowError:
         return None
-    return events.ToolCallRequest(call_id, tool_name, arguments, seconds)
-
-
-_NO_ARGUMENTS: JsonObject = {}
+    return events.ToolCallRequest(call_id, tool_name, arguments, seconds), cid
 
 
 def decode_server_frame(text: str | bytes, **limits: int) -> Frame:
@@ -384,9 +380,9 @@ class ConversimpleClient:
         """Map one platform frame to results; a bad frame is a ProtocolViolation, not a raise."""
         try:
             raw = codec.decode_frame(text, max_bytes=self.max_bytes, max_depth=self.max_depth)
-            request = _tool_call_request(raw)
-            if request is not None:
-                cid = raw[4].get("conversation_id")
+            hot = _tool_call_request(raw)
+            if hot is not None:
+                request, cid = hot
                 return [request if cid is None or cid == self.conversation_id else ForeignEvent(cid, request)]
             frame, payload = _structure(raw, server=True)
         except ProtocolError as exc:

@@ -38,14 +38,14 @@ YIELD_EVERY = 16
 # Every read lands in one buffer per thread and leaves as a bytes object of its own
 # size. Reading into a fresh 64 KiB allocation and shrinking it, once per message,
 # fragmented the C heap: RSS crept up over hours of traffic.
-class _ReadBuffer(threading.local):
+class _PerThread(threading.local):
     def __init__(self) -> None:
         self.view = memoryview(bytearray(RECEIVE_SIZE))
         self.into = (self.view,)
         self.sends = 0  # writes done at once since the last one that yielded (see send_all)
 
 
-_READ = _ReadBuffer()
+_READ = _PerThread()
 
 
 class Pipe(Protocol):
