@@ -58,10 +58,9 @@ class RssProbe:
 #: second; most of our garbage is freed by reference counting anyway.
 GC_THRESHOLD_GEN0 = 20_000
 #: Young collections per middle one, and middle ones per full collection:
-#: CPython's own (10 and 10). Collecting fully as soon as CPython's rule allows
-#: (2 and 1) kept RSS flat in a 1,000-conversation soak, but a full collection
-#: found no garbage and took 0.5-1.4 s at 10,000 conversations: see README,
-#: Performance.
+#: CPython's own (10 and 10). Full collections are rare, so nothing a finished
+#: conversation leaves behind may need one: the transport breaks the one cycle
+#: a link made (see transport.sansio.release); the soak checks RSS stays flat.
 GC_THRESHOLD_GEN1, GC_THRESHOLD_GEN2 = 10, 10
 
 

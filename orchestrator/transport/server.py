@@ -24,7 +24,7 @@ from ..errors import FrameTooLargeError, LinkError
 from .dial import Stream
 from .interface import DEFAULT_MAX_FRAME_BYTES, Handler, Reject
 from .pipe import Pipe, pipe_for
-from .sansio import WIRE_LOG, SansIOWebSocket, ends_at_blank_line, feed_handshake
+from .sansio import WIRE_LOG, SansIOWebSocket, ends_at_blank_line, feed_handshake, release
 
 __all__ = ["SansIOServerWebSocket", "serve"]
 
@@ -93,11 +93,16 @@ async def serve(
         task_status.started(bound_port)
 
 
-def _select_subprotocol(protocol: ServerProtocol, offered: Sequence[Subprotocol]) -> Subprotocol | None:
-    for name in protocol.available_subprotocols or ():
-        if name in offered:
-            return name
-    return None
+class _ServerProtocol(ServerProtocol):
+    """Picks the first of the server's subprotocols the client offers. (A method here, not
+    websockets' ``select_subprotocol`` argument: that one is bound onto each object, a
+    reference cycle that kept every finished link in memory until a full collection.)"""
+
+    def select_subprotocol(self, offered: Sequence[Subprotocol]) -> Subprotocol | None:
+        for name in self.available_subprotocols or ():
+            if name in offered:
+                return name
+        return None
 
 
 @attrs.frozen
@@ -133,12 +138,20 @@ class _Acceptor:
             pipe.close()
 
     async def _handshake(self, pipe: Pipe, peer: str) -> SansIOServerWebSocket | None:
-        proto = ServerProtocol(
+        proto = _ServerProtocol(
             subprotocols=self.subprotocols or None,
-            select_subprotocol=_select_subprotocol,
             max_size=self.max_frame_bytes,
             logger=WIRE_LOG,
         )
+        ws = None
+        try:
+            ws = await self._negotiate(proto, pipe, peer)
+        finally:
+            if ws is None:
+                release(proto)  # no link was made: let it go now (see release)
+        return ws
+
+    async def _negotiate(self, proto: ServerProtocol, pipe: Pipe, peer: str) -> SansIOServerWebSocket | None:
         request: Request | None = None
         seen = b""  # the handshake's bytes: did anything follow the request?
         while request is None:
