@@ -8,6 +8,10 @@ sending ``tool_call_request`` to receiving the answer), so it includes both sock
 
 from __future__ import annotations
 
+import gc
+from collections.abc import Iterator
+
+import pytest
 import trio
 
 from orchestrator.sandbox.settings import SandboxSettings
@@ -32,6 +36,18 @@ async def steady_latencies(ids: list[str], server: object) -> list[float]:
         assert all(c.status == "ok" for c in log.calls)
         out.extend(c.latency for c in log.calls)
     return out
+
+
+@pytest.fixture(autouse=True)
+def frozen_heap() -> Iterator[None]:
+    """What ``orchestrator run`` does at startup (service.tune_gc): everything alive now
+    (here: pytest and every module the test session imported) is left out of collections.
+    Otherwise a full collection of the test runner's heap, 100 ms and more, lands at
+    random in the latencies measured."""
+    gc.collect()
+    gc.freeze()
+    yield
+    gc.unfreeze()
 
 
 async def test_guarantee_1_raising_hanging_and_thread_blocking_tools_affect_only_their_call() -> None:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import base64
 import contextlib
+import errno
 import gc
 import hashlib
 import importlib
@@ -50,6 +51,7 @@ from orchestrator.transport import (
 )
 from orchestrator.transport import server as server_module
 from orchestrator.transport.interface import close_arguments
+from orchestrator.transport.server import ACCEPT_RETRY_S, accept_loop
 
 TOKEN = "s3cret-t0ken-value"
 
@@ -359,6 +361,64 @@ async def test_receive_when_server_dies_raises_link_closed(nursery: trio.Nursery
         await ws.receive_text()
     assert ws.close_code == 1006
     await ws.aclose()
+
+
+async def test_accept_waits_out_descriptor_exhaustion_and_keeps_serving(
+    autojump_clock: trio.testing.MockClock, caplog: pytest.LogCaptureFixture
+) -> None:
+    real = (await trio.open_tcp_listeners(0, host="127.0.0.1"))[0]
+    port = real.socket.getsockname()[1]
+    failures = [OSError(errno.EMFILE, "Too many open files"), OSError(errno.ENOBUFS, "No buffer space")]
+
+    class OutOfDescriptorsTwice:
+        async def accept(self) -> trio.SocketStream:
+            if failures:
+                await trio.lowlevel.checkpoint()
+                raise failures.pop(0)
+            return await real.accept()
+
+        async def __aenter__(self) -> OutOfDescriptorsTwice:
+            return self
+
+        async def __aexit__(self, *exc: object) -> None:
+            await real.aclose()
+
+    served = trio.Event()
+
+    async def serve_one(stream: trio.SocketStream) -> None:
+        await stream.aclose()
+        served.set()
+
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(accept_loop, OutOfDescriptorsTwice(), nursery, serve_one)  # type: ignore[arg-type]
+        start = trio.current_time()
+        client = await trio.open_tcp_stream("127.0.0.1", port)
+        await served.wait()
+        assert trio.current_time() - start >= 2 * ACCEPT_RETRY_S  # waited before each retry
+        await client.aclose()
+        nursery.cancel_scope.cancel()
+    assert caplog.text.count("retrying in 0.1 s") == 2
+
+
+async def test_accept_fails_loudly_on_anything_but_exhaustion() -> None:
+    class Broken:
+        async def accept(self) -> trio.SocketStream:
+            await trio.lowlevel.checkpoint()
+            raise OSError(errno.EBADF, "Bad file descriptor")
+
+        async def __aenter__(self) -> Broken:
+            return self
+
+        async def __aexit__(self, *exc: object) -> None:
+            pass
+
+    async def never(stream: trio.SocketStream) -> None:
+        raise AssertionError("nothing was accepted")
+
+    with pytest.raises(ExceptionGroup) as caught:
+        async with trio.open_nursery() as nursery:
+            await accept_loop(Broken(), nursery, never)  # type: ignore[arg-type]
+    assert caught.group_contains(OSError, match="Bad file descriptor")
 
 
 @both

@@ -228,6 +228,8 @@ class SansIOWebSocket:
             eof = not writes[-1]  # websockets queues b"" (SEND_EOF) to ask for a TCP close
             if eof:
                 writes.pop()
+                # Once CLOSED the socket is closed next, which sends the FIN: no shutdown first.
+                eof = proto.state is not _CLOSED
             try:
                 if writes:
                     await pipe.send_all(writes[0] if len(writes) == 1 else b"".join(writes))
@@ -395,38 +397,47 @@ class SansIOWebSocket:
         if self._closed:
             return
         self._closed = True
+        if self._dropped:  # the socket is closed already: nothing is left to say
+            return
         self._to_protocol()
-        with trio.move_on_after(CLOSE_TIMEOUT, shield=True):
-            if self._proto.state is _OPEN and not self._dropped:
-                self._proto.send_close(*close_arguments(code, reason))
-            if not self._reading:
-                await self._finish_closing()
-            else:
-                await self._flush()
-        self._drop()
+        try:
+            with trio.move_on_after(CLOSE_TIMEOUT, shield=True):
+                if self._proto.state is _OPEN and not self._dropped:
+                    self._proto.send_close(*close_arguments(code, reason))
+                if not self._reading:
+                    await self._close_handshake()
+                else:
+                    await self._flush()
+        finally:
+            self._drop()
 
     async def _finish_closing(self) -> None:
         """Send what is queued, then read until the peer closes TCP (bounded); drop the socket."""
-        self._to_protocol()
-        proto = self._proto
         try:
-            if not await self._flush():
-                return
             with trio.move_on_after(CLOSE_TIMEOUT):
-                while proto.state is not _CLOSED and not self._dropped:
-                    try:
-                        data = await self._pipe.receive_some()
-                    except _LINK_ERRORS:
-                        return
-                    if data:
-                        proto.receive_data(data)
-                    else:
-                        proto.receive_eof()
-                    proto.events_received()  # the close handshake has begun: data is discarded
-                    if proto.writes and not await self._flush():
-                        return
+                await self._close_handshake()
         finally:
             self._drop()
+
+    async def _close_handshake(self) -> None:
+        """Send what is queued, then read until the protocol object is CLOSED (the peer
+        closed TCP) or the link is gone. The caller bounds it in time and drops the socket."""
+        self._to_protocol()
+        proto = self._proto
+        if not await self._flush():
+            return
+        while proto.state is not _CLOSED and not self._dropped:
+            try:
+                data = await self._pipe.receive_some()
+            except _LINK_ERRORS:
+                return
+            if data:
+                proto.receive_data(data)
+            else:
+                proto.receive_eof()
+            proto.events_received()  # the close handshake has begun: data is discarded
+            if proto.writes and not await self._flush():
+                return
 
     def abort(self) -> None:
         if not self._dropped:
