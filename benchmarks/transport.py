@@ -5,7 +5,8 @@ client in two separate processes, so each gets a core of its own. The client
 opens N connections, each doing sequential echo round trips of a ~200-byte JSON
 text for D seconds after a warm-up, then reports calls/s, p50/p99 latency,
 client RSS per connection, and how busy each process was (a process near 100%
-CPU is the bottleneck). Repeated for each implementation with a fresh server.
+CPU is the bottleneck); then it closes every link at once and reports the CPU a
+close costs each side. Repeated for each implementation with a fresh server.
 
     .venv/bin/python benchmarks/transport.py                      # 1,000 connections
     .venv/bin/python benchmarks/transport.py --connections 10000 --duration 20
@@ -128,10 +129,16 @@ async def run_client(args: argparse.Namespace) -> dict[str, Any]:
 
         nursery.start_soon(cpu_task)
     rss_peak = me.memory_info().rss
+    # Closing every link at once, as the end of a load's conversations does: the CPU a
+    # close handshake costs each side (the server's last steps may trail the client's).
+    mine, theirs = sum(me.cpu_times()[:2]), sum(server.cpu_times()[:2])
     with trio.move_on_after(30):
         async with trio.open_nursery() as nursery:
             for ws in sockets:
                 nursery.start_soon(ws.aclose)
+    client_close = sum(me.cpu_times()[:2]) - mine
+    await trio.sleep(0.5)
+    server_close = sum(server.cpu_times()[:2]) - theirs
 
     latencies.sort()
     calls = len(latencies)
@@ -157,6 +164,8 @@ async def run_client(args: argparse.Namespace) -> dict[str, Any]:
         "server_cpu_wait_pct": round(100 * server_wait / args.duration, 1),
         "client_cpu_us_per_call": round(1e6 * client_cpu / calls, 1) if calls else None,
         "server_cpu_us_per_call": round(1e6 * server_cpu / calls, 1) if calls else None,
+        "client_close_us": round(1e6 * client_close / args.connections, 1),
+        "server_close_us": round(1e6 * server_close / args.connections, 1),
     }
 
 
@@ -237,6 +246,8 @@ def print_table(results: list[dict[str, Any]]) -> None:
         ("server_cpu_wait_pct", "server wait%", "{:.0f}"),
         ("client_cpu_us_per_call", "client CPU us/call", "{:.0f}"),
         ("server_cpu_us_per_call", "server CPU us/call", "{:.0f}"),
+        ("client_close_us", "client close us", "{:.0f}"),
+        ("server_close_us", "server close us", "{:.0f}"),
         ("connect_s", "connect s", "{:.1f}"),
     ]
     rows = [[fmt.format(result[key]) for key, _, fmt in columns] for result in results]
