@@ -44,9 +44,9 @@ from orchestrator.transport import (
     IMPLEMENTATIONS,
     ServerWebSocket,
     connect,
+    handshake,
     is_loopback,
     parse_target,
-    sansio,
     serve,
 )
 from orchestrator.transport import server as server_module
@@ -240,7 +240,7 @@ async def test_sansio_finished_links_are_freed_without_the_garbage_collector(
     it is swapped for, the server's) must be gone once the link is."""
     alive: weakref.WeakSet[Any] = weakref.WeakSet()
 
-    class Client(sansio.ClientProtocol):
+    class Client(handshake.ClientProtocol):
         def __init__(self, *args: Any, **kwargs: Any) -> None:
             super().__init__(*args, **kwargs)
             alive.add(self)
@@ -250,7 +250,7 @@ async def test_sansio_finished_links_are_freed_without_the_garbage_collector(
             super().__init__(*args, **kwargs)
             alive.add(self)
 
-    monkeypatch.setattr(sansio, "ClientProtocol", Client)
+    monkeypatch.setattr(handshake, "ClientProtocol", Client)
     monkeypatch.setattr(server_module, "_ServerProtocol", Server)
     finished = trio.Event()
 

@@ -23,8 +23,9 @@ from websockets.uri import parse_uri
 
 from orchestrator.errors import FrameTooLargeError, LinkClosedError
 from orchestrator.transport import frames
+from orchestrator.transport.handshake import ends_at_blank_line
 from orchestrator.transport.pipe import YIELD_EVERY, FdPipe
-from orchestrator.transport.sansio import SansIOWebSocket, ends_at_blank_line
+from orchestrator.transport.sansio import SansIOWebSocket
 from orchestrator.transport.server import _Acceptor
 
 LIMIT = 70_000

@@ -8,6 +8,7 @@ Everything above this package speaks :class:`WebSocket` (text in, text out,
       dial.py        URL -> Target (safety rules, redaction) -> TCP/TLS stream
       pipe.py        the byte pipe under sansio: raw fd I/O for TCP, trio streams for TLS
       sansio.py      client on websockets' sans-IO core, no task per connection
+      handshake.py   opening a sans-IO link: the client's upgrade, what the server's shares
       frames.py      the everyday frame (one whole text message) read and written directly
       trio_ws.py     client on trio-websocket (reader task in one shared nursery)
       server.py      serve(): the server, on the sans-IO core
@@ -51,7 +52,7 @@ from collections.abc import Awaitable, Callable, Sequence
 import trio
 
 from ..errors import ConfigError, LinkTimeout
-from . import sansio, trio_ws
+from . import handshake, trio_ws
 from .dial import Target, is_loopback, parse_target
 from .interface import (
     CLOSE_TIMEOUT,
@@ -112,7 +113,7 @@ async def connect(
         subprotocols = (subprotocols,)
     opener: Callable[..., Awaitable[WebSocket]]
     if implementation == "sansio":
-        opener = sansio.connect
+        opener = handshake.connect
     elif implementation == "trio-websocket":
         opener = trio_ws.connect
     else:

@@ -23,9 +23,10 @@ from websockets.typing import Subprotocol
 
 from ..errors import FrameTooLargeError, LinkError
 from .dial import Stream
+from .handshake import ends_at_blank_line, feed_handshake
 from .interface import DEFAULT_MAX_FRAME_BYTES, Handler, Reject
 from .pipe import Pipe, pipe_for
-from .sansio import WIRE_LOG, SansIOWebSocket, ends_at_blank_line, feed_handshake, release
+from .sansio import WIRE_LOG, SansIOWebSocket, release
 
 __all__ = ["SansIOServerWebSocket", "serve"]
 
