@@ -14,7 +14,7 @@ import ssl
 import subprocess
 import traceback
 import weakref
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from functools import partial
 from pathlib import Path
 from types import ModuleType
@@ -229,15 +229,10 @@ async def test_sansio_link_keeps_no_handshake_response(nursery: trio.Nursery) ->
     await ws.aclose()
 
 
-@pytest.mark.parametrize("ending", ["client closes", "client aborts", "server closes", "server aborts"])
-async def test_sansio_finished_links_are_freed_without_the_garbage_collector(
-    nursery: trio.Nursery, monkeypatch: pytest.MonkeyPatch, ending: str
-) -> None:
-    """A finished link must not wait for a full collection, which a busy process runs
-    rarely: every finished link did (a websockets protocol object and its parser
-    generator hold each other), and a 5-minute soak's RSS crept up 17 %. Here the
-    collector is off: each protocol object made (the client's handshake one, the one
-    it is swapped for, the server's) must be gone once the link is."""
+@pytest.fixture
+def protocol_objects(monkeypatch: pytest.MonkeyPatch) -> Iterator[weakref.WeakSet[Any]]:
+    """Every websockets protocol object the sans-IO client and server make, while alive;
+    the garbage collector is off meanwhile, so only reference counting frees them."""
     alive: weakref.WeakSet[Any] = weakref.WeakSet()
 
     class Client(handshake.ClientProtocol):
@@ -252,6 +247,23 @@ async def test_sansio_finished_links_are_freed_without_the_garbage_collector(
 
     monkeypatch.setattr(handshake, "ClientProtocol", Client)
     monkeypatch.setattr(server_module, "_ServerProtocol", Server)
+    gc.disable()
+    try:
+        yield alive
+    finally:
+        gc.enable()
+
+
+@pytest.mark.parametrize("ending", ["client closes", "client aborts", "server closes", "server aborts"])
+async def test_sansio_finished_links_are_freed_without_the_garbage_collector(
+    nursery: trio.Nursery, protocol_objects: weakref.WeakSet[Any], ending: str
+) -> None:
+    """A finished link must not wait for a full collection, which a busy process runs
+    rarely: every finished link did (a websockets protocol object and its parser
+    generator hold each other), and a 5-minute soak's RSS crept up 17 %. Each protocol
+    object made (the client's handshake one, the one it is swapped for, the server's)
+    must be gone once the link is."""
+    alive = protocol_objects
     finished = trio.Event()
 
     async def handler(ws: ServerWebSocket) -> None:
@@ -268,26 +280,40 @@ async def test_sansio_finished_links_are_freed_without_the_garbage_collector(
             finished.set()
 
     port = await start_server(nursery, handler, subprotocols=["phoenix-websocket"])
-    gc.disable()
-    try:
-        ws = await connect(url(port), subprotocols=["phoenix-websocket"], implementation="sansio")
-        assert ws.subprotocol == "phoenix-websocket"
-        assert len(alive) == 2  # the client's handshake object is gone already
-        await ws.send_text("hello")
-        assert await ws.receive_text() == "hello"
-        if ending == "client aborts":
-            ws.abort()
-        elif ending == "client closes":
-            await ws.aclose()
+    ws = await connect(url(port), subprotocols=["phoenix-websocket"], implementation="sansio")
+    assert ws.subprotocol == "phoenix-websocket"
+    assert len(alive) == 2  # the client's handshake object is gone already
+    await ws.send_text("hello")
+    assert await ws.receive_text() == "hello"
+    if ending == "client aborts":
+        ws.abort()
+    elif ending == "client closes":
+        await ws.aclose()
+    else:
+        with pytest.raises(LinkClosedError):
+            await ws.receive_text()
+    await finished.wait()
+    await trio.testing.wait_all_tasks_blocked()
+    del ws
+    assert len(alive) == 0
+
+
+@pytest.mark.parametrize("status", [403, 503])
+async def test_sansio_refused_handshakes_are_freed_without_the_garbage_collector(
+    nursery: trio.Nursery, protocol_objects: weakref.WeakSet[Any], status: int
+) -> None:
+    """A refused handshake leaves nothing behind either: the refusal's error (kept as
+    the cause of the one raised) holds the client's protocol object in its traceback."""
+    port = await start_server(nursery, echo, reject=reject_with(status))
+    for _ in range(3):
+        try:
+            await connect(url(port), implementation="sansio")
+        except HandshakeError as exc:
+            assert str(status) in str(exc)
         else:
-            with pytest.raises(LinkClosedError):
-                await ws.receive_text()
-        await finished.wait()
-        await trio.testing.wait_all_tasks_blocked()
-        del ws
-        assert len(alive) == 0
-    finally:
-        gc.enable()
+            pytest.fail("the handshake was not refused")
+    await trio.testing.wait_all_tasks_blocked()
+    assert len(protocol_objects) == 0
 
 
 @pytest.mark.parametrize("split", [0, 4, 5])

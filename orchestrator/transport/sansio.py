@@ -49,6 +49,11 @@ def release(proto: WsProtocol) -> None:
     if parser is not _SPENT:
         proto.parser = _SPENT  # type: ignore[assignment]
         parser.close()
+    # A refused handshake's error (kept as the cause of the one raised for it) is in a
+    # cycle with the response it carries, and its traceback's frames hold the object.
+    failure, proto.handshake_exc = proto.handshake_exc, None
+    if failure is not None:
+        failure.__traceback__ = None  # frames inside websockets' parser: nothing to see
 
 
 WIRE_LOG = logging.getLogger("orchestrator.transport.wire")
