@@ -7,6 +7,7 @@ Everything above this package speaks :class:`WebSocket` (text in, text out,
       interface.py   WebSocket / ServerWebSocket protocols, close limits
       dial.py        URL -> Target (safety rules, redaction) -> TCP/TLS stream
       pipe.py        the byte pipe under sansio: raw fd I/O for TCP, trio streams for TLS
+      readiness.py   TCP reads wait here: readers woken in the order their bytes came
       sansio.py      client on websockets' sans-IO core, no task per connection
       handshake.py   opening a sans-IO link: the client's upgrade, what the server's shares
       frames.py      the everyday frame (one whole text message) read and written directly

@@ -26,6 +26,8 @@ import attrs
 import trio
 from trio.lowlevel import cancel_shielded_checkpoint, checkpoint_if_cancelled
 
+from .readiness import Readiness, readiness
+
 __all__ = ["RECEIVE_SIZE", "FdPipe", "Pipe", "StreamPipe", "pipe_for", "set_reset_on_close"]
 
 RECEIVE_SIZE = 65536
@@ -90,11 +92,24 @@ class FdPipe:
 
     _sock: trio.socket.SocketType
     _fd: int = attrs.field(init=False)
+    _waits: Readiness | None = attrs.field(init=False, factory=readiness)
+    """Where reads wait (in the order sockets became readable; see .readiness)."""
+    _watched: bool = False  # in _waits' set
     _closed: bool = False
     _drained: bool = False  # the last read returned less than asked: nothing was left
 
     def __attrs_post_init__(self) -> None:
         self._fd = self._sock.fileno()
+
+    async def _readable(self) -> None:
+        waits = self._waits
+        if waits is None:
+            await trio.lowlevel.wait_readable(self._fd)
+            return
+        if not self._watched:
+            waits.watch(self._fd)
+            self._watched = True
+        await waits.wait_readable(self._fd)
 
     # Invariant: every os.read/os.write is preceded, with no checkpoint in between,
     # by a check of _closed, so a descriptor number reused after close is never touched.
@@ -136,7 +151,7 @@ class FdPipe:
             if self._closed:
                 await trio.lowlevel.checkpoint()
                 raise trio.ClosedResourceError("the pipe was closed")
-            await trio.lowlevel.wait_readable(self._fd)
+            await self._readable()
             data = self._read()
         else:
             await checkpoint_if_cancelled()
@@ -144,7 +159,7 @@ class FdPipe:
             if data is not None:
                 await cancel_shielded_checkpoint()
         while data is None:
-            await trio.lowlevel.wait_readable(self._fd)
+            await self._readable()
             data = self._read()
         self._drained = len(data) < RECEIVE_SIZE
         return data
@@ -174,6 +189,10 @@ class FdPipe:
     def close(self) -> None:
         if not self._closed:
             self._closed = True
+            waits = self._waits
+            if waits is not None and self._watched:
+                self._watched = False
+                waits.forget(self._fd)  # wakes a reader, which then finds it closed
             self._sock.close()
 
     def abort(self) -> None:
