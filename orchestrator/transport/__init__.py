@@ -23,8 +23,8 @@ CPU per call with it, by up to a third from one hour to the next: compare within
 =============  ===============  ===============  ===============  ==============
 connections    sansio calls/s   trio-websocket   client CPU/call  memory/conn
 =============  ===============  ===============  ===============  ==============
-1,000          13,400-15,600    3,800            58-72 µs vs 255  6 vs 18 KiB
-10,000         10,900           2,400            82 µs vs 394 µs  4 vs 17 KiB
+1,000          24,500           4,400            41 µs vs 228     6 vs 18 KiB
+10,000         21,000           2,400            47 µs vs 394 µs  4 vs 17 KiB
 =============  ===============  ===============  ===============  ==============
 
 Error mapping at this boundary:

@@ -3,9 +3,10 @@
 A WebSocket message costs one write and (usually) one read, so the layers
 between the frame codec and the system call show up in the calls/s.
 :class:`FdPipe` talks to the socket's file descriptor directly with
-``os.read``/``os.write`` and trio's low-level I/O waits, with the same
-checkpoint and error semantics as ``trio.SocketStream`` and none of its
-per-call context managers. TLS (and non-POSIX systems) go through
+``os.read``/``os.write``, with the same checkpoint and error semantics as
+``trio.SocketStream`` and none of its per-call context managers. Its reads wait
+in :mod:`.readiness` (sockets served in the order they became readable), its
+writes with trio's low-level waits. TLS (and non-POSIX systems) go through
 :class:`StreamPipe`, a thin veneer over a trio stream.
 
 Both raise ``trio.BrokenResourceError`` when the connection fails and
