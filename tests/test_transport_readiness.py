@@ -114,6 +114,50 @@ async def test_the_end_reported_with_the_last_bytes_is_still_seen(
     assert result[1] == b""
 
 
+async def test_reports_taken_while_nobody_waits_keep_the_end(
+    autojump_clock: trio.abc.Clock, pairs: list[tuple[FdPipe, socket.socket]]
+) -> None:
+    """Found in review: bytes reported while nobody waited, then more bytes and the
+    peer's close reported before the reader came back. One read takes all the bytes;
+    the end must still be seen, though it was reported only once."""
+    pipe, peer = tcp_pair()
+    pairs.append((pipe, peer))
+    peer.send(b"first")
+    assert await pipe.receive_some() == b"first"  # all read: the next read waits first
+    with trio.move_on_after(1):
+        await pipe.receive_some()  # watched now, and nobody waits after this
+    peer.send(b"a")
+    await trio.sleep(1)  # reported: nobody waits
+    peer.send(b"b")
+    peer.close()
+    await trio.sleep(1)  # reported again, with the end
+    with trio.fail_after(5):
+        assert await pipe.receive_some() == b"ab"
+        assert await pipe.receive_some() == b""
+
+
+async def test_a_wait_cancelled_as_it_returns_keeps_its_report(
+    autojump_clock: trio.abc.Clock, pairs: list[tuple[FdPipe, socket.socket]]
+) -> None:
+    """Found in review: a wait that would return at once (bytes were reported while
+    nobody waited) but is cancelled at its checkpoint must leave the report for the
+    next wait, or those bytes are never read."""
+    pipe, peer = pair()
+    pairs.append((pipe, peer))
+    peer.send(b"first")
+    assert await pipe.receive_some() == b"first"
+    with trio.move_on_after(1):
+        await pipe.receive_some()
+    peer.send(b"late")
+    await trio.testing.wait_all_tasks_blocked()  # reported while nobody waits
+    with trio.CancelScope() as scope:
+        scope.cancel()
+        await pipe.receive_some()
+    assert scope.cancelled_caught
+    with trio.fail_after(5):
+        assert await pipe.receive_some() == b"late"
+
+
 async def test_a_reset_fails_the_pipe(
     autojump_clock: trio.abc.Clock, pairs: list[tuple[FdPipe, socket.socket]]
 ) -> None:
@@ -218,3 +262,33 @@ async def test_without_epoll_pipes_wait_with_trio(
     async with trio.open_nursery() as nursery:
         nursery.start_soon(send_soon)
         assert await pipe.receive_some() == b"hi"
+
+
+def test_a_reader_still_waiting_as_the_run_ends_is_not_stranded() -> None:
+    """Found in review: a reader in a system task that still waits once the run ends
+    (its serving task is gone by then) must go on waiting with trio, not forever."""
+    got: list[bytes] = []
+
+    async def main() -> None:
+        pipe, peer = pair()
+
+        async def reader() -> None:
+            with trio.CancelScope(shield=True), trio.move_on_after(5):
+                got.append(await pipe.receive_some())
+            pipe.close()
+            peer.close()
+
+        async def sender() -> None:
+            try:
+                await trio.sleep_forever()
+            finally:
+                with trio.CancelScope(shield=True):
+                    await trio.sleep(1)  # the run is ending: the serving task is gone
+                    peer.send(b"late")
+
+        trio.lowlevel.spawn_system_task(reader)
+        trio.lowlevel.spawn_system_task(sender)
+        await trio.testing.wait_all_tasks_blocked()
+
+    trio.run(main, clock=trio.testing.MockClock(autojump_threshold=0))
+    assert got == [b"late"]

@@ -104,7 +104,7 @@ class FdPipe:
 
     async def _readable(self) -> None:
         waits = self._waits
-        if waits is None:
+        if waits is None or waits.closed:
             await trio.lowlevel.wait_readable(self._fd)
             return
         if not self._watched:

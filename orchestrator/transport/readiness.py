@@ -49,8 +49,8 @@ def readiness() -> Readiness | None:
         return _CURRENT.get()
     except LookupError:
         waits = Readiness()
-        _CURRENT.set(waits)
         trio.lowlevel.spawn_system_task(waits.serve, name="orchestrator.transport.readiness")
+        _CURRENT.set(waits)  # only once something serves it
         return waits
 
 
@@ -63,20 +63,28 @@ class Readiness:
     whether a socket is watched is its owner's to remember, never this set's.
     """
 
-    __slots__ = ("_epoll", "_readers", "_ready")
+    __slots__ = ("_ended", "_epoll", "_readers", "_ready")
 
     def __init__(self) -> None:
         self._epoll = select.epoll()
         self._readers: dict[int, Task] = {}
         # Edge-triggered: the kernel reports bytes arriving once. Reported while nobody
-        # waited (or its end reported), a socket is kept here so that its next wait
-        # returns at once (bytes may have been read since: the reader then finds none
-        # and waits again).
+        # waited, a socket is kept here so that its next wait returns at once (bytes may
+        # have been read since: the reader then finds none and waits again).
         self._ready: set[int] = set()
+        # The peer's end (FIN, reset) is reported once too, maybe in one report with the
+        # bytes before it: from then on every wait returns at once.
+        self._ended: set[int] = set()
+
+    @property
+    def closed(self) -> bool:
+        """The run is ending: nothing is served here any more."""
+        return self._epoll.closed
 
     def watch(self, fd: int) -> None:
         """Add a socket (bytes already there are reported at once)."""
         self._ready.discard(fd)  # left by an earlier socket with this number
+        self._ended.discard(fd)
         try:
             self._epoll.register(fd, _EDGE)
         except FileExistsError:  # this very socket, watched twice
@@ -89,9 +97,9 @@ class Readiness:
         Cancelled, it leaves nothing behind. Woken by :meth:`forget` if the socket
         is closed meanwhile: the caller learns that from its own state.
         """
-        if fd in self._ready:
+        if fd in self._ready or fd in self._ended:
+            await trio.lowlevel.checkpoint()  # cancelled here, the report stays
             self._ready.discard(fd)
-            await trio.lowlevel.checkpoint()
             return
         readers = self._readers
         if fd in readers:
@@ -108,6 +116,7 @@ class Readiness:
         """The watched ``fd`` is about to be closed: drop it, and wake its reader (which
         finds it closed). Never raises."""
         self._ready.discard(fd)
+        self._ended.discard(fd)
         if not self._epoll.closed:  # else the run is over, and this set with it
             with contextlib.suppress(OSError):  # closed behind its owner's back
                 self._epoll.unregister(fd)
@@ -117,7 +126,7 @@ class Readiness:
 
     async def serve(self) -> None:
         """Wake readers in the order their sockets became ready, CHUNK per scheduler pass."""
-        epoll, readers, ready = self._epoll, self._readers, self._ready
+        epoll, readers, ready, ended = self._epoll, self._readers, self._ready, self._ended
         try:
             while True:
                 await trio.lowlevel.wait_readable(epoll.fileno())
@@ -127,16 +136,20 @@ class Readiness:
                         reader = readers.pop(fd, None)
                         if reader is not None:
                             reschedule(reader)
-                        # The end came (maybe in the same report as bytes, which the reader
-                        # takes first): no report follows it, so the next wait returns at once.
-                        if reader is None or mask & _END:
+                        if mask & _END:
+                            ended.add(fd)  # every wait returns at once from now on
+                        elif reader is None:
                             ready.add(fd)
                     if len(events) < CHUNK:
                         break
                     # More are ready. Yield first: the readers just woken run in the
                     # scheduler's next pass, the ones taken after this in the pass after.
                     await trio.lowlevel.cancel_shielded_checkpoint()
-        finally:  # the run is over
-            self._ready.clear()
+        finally:  # the run is ending: readers still waiting wait with trio from now on
+            for reader in readers.values():
+                reschedule(reader)  # they read, and find bytes or wait again
+            readers.clear()
+            ready.clear()
+            ended.clear()
             trio.lowlevel.notify_closing(epoll.fileno())
             epoll.close()
