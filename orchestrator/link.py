@@ -280,9 +280,11 @@ class ResilientConnection:
             if received.closed:
                 self._lose(ws, LinkClosedError("the platform closed the channel"))
                 continue
-            inbox.extend(received.events)  # before any wait: a cancelled reader loses nothing
-            self._heard = trio.current_time()
-            if any(type(event) is ConversationEnded for event in received.events):
+            events = received.events
+            inbox.extend(events)  # before any wait: a cancelled reader loses nothing
+            # With events the actor has the floor (as when it takes one, above).
+            self._heard = math.inf if events else trio.current_time()
+            if ConversationEnded in map(type, events):
                 self._lose(ws, None)
             if received.ignored is not None:
                 self._count(self.metrics and self.metrics.events_ignored, received.ignored)
