@@ -4,8 +4,8 @@ trio runs each batch of ready tasks forwards or backwards at random (on purpose,
 so that no program comes to rely on an order), and every task whose socket turned
 readable during one pass of its run loop lands in the same batch. With 10,000 busy
 conversations a batch held thousands of tasks and took seconds to run: half the
-time the request that came first was answered last. Latency swung between a fifth
-of and twice its mean, in a sawtooth, and the p99 was twice the mean.
+time the request that came first was answered last. Latency swung in a sawtooth
+from a sixth of its mean to twice it, and the p99 was nearly twice the mean.
 
 :class:`Readiness` keeps the sockets of every :class:`~.pipe.FdPipe` in one
 trio run in an edge-triggered epoll set of its own, served by one system task. It
