@@ -169,8 +169,23 @@ async def test_a_reset_fails_the_pipe(
         await pipe.receive_some()
 
 
+async def exchange(pipe: FdPipe, peer: socket.socket) -> None:
+    """One message read at once, then one the pipe has to wait for (in its set)."""
+    peer.send(b"one")
+    assert await pipe.receive_some() == b"one"  # read at once; the next waits first
+
+    async def send_soon() -> None:
+        await trio.testing.wait_all_tasks_blocked()
+        peer.send(b"two")
+
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(send_soon)
+        with trio.fail_after(5):
+            assert await pipe.receive_some() == b"two"
+
+
 async def test_closing_wakes_the_reader_and_the_number_starts_afresh(
-    autojump_clock: trio.abc.Clock,
+    autojump_clock: trio.abc.Clock, pairs: list[tuple[FdPipe, socket.socket]]
 ) -> None:
     pipe, peer = pair()
     fd = pipe._fd
@@ -184,23 +199,9 @@ async def test_closing_wakes_the_reader_and_the_number_starts_afresh(
         with trio.fail_after(5), pytest.raises(trio.ClosedResourceError):
             await pipe.receive_some()
     peer.close()
-    again, peer = pair()  # the lowest free descriptor: the one just closed
-    try:
-        assert again._fd == fd
-        peer.send(b"one")
-        assert await again.receive_some() == b"one"  # read at once; the next waits first
-
-        async def send_soon() -> None:
-            await trio.testing.wait_all_tasks_blocked()
-            peer.send(b"two")
-
-        async with trio.open_nursery() as nursery:
-            nursery.start_soon(send_soon)
-            with trio.fail_after(5):
-                assert await again.receive_some() == b"two"
-    finally:
-        again.close()
-        peer.close()
+    pairs.append(pair())  # the lowest free descriptor: the one just closed
+    assert pairs[0][0]._fd == fd
+    await exchange(*pairs[0])
 
 
 async def test_a_socket_dropped_without_closing_leaves_its_number_usable(
@@ -209,22 +210,9 @@ async def test_a_socket_dropped_without_closing_leaves_its_number_usable(
     """A link dropped without being closed is closed by the garbage collector, behind
     the set's back: another socket given its number must still be watched."""
 
-    async def one_exchange(pipe: FdPipe, peer: socket.socket) -> None:
-        peer.send(b"one")
-        assert await pipe.receive_some() == b"one"  # read at once; the next waits first
-
-        async def send_soon() -> None:
-            await trio.testing.wait_all_tasks_blocked()
-            peer.send(b"two")
-
-        async with trio.open_nursery() as nursery:
-            nursery.start_soon(send_soon)
-            with trio.fail_after(5):
-                assert await pipe.receive_some() == b"two"
-
     pipe, peer = pair()
     fd = pipe._fd
-    await one_exchange(pipe, peer)
+    await exchange(pipe, peer)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", ResourceWarning)
         del pipe
@@ -232,7 +220,7 @@ async def test_a_socket_dropped_without_closing_leaves_its_number_usable(
     peer.close()
     pairs.append(pair())
     assert pairs[0][0]._fd == fd
-    await one_exchange(*pairs[0])
+    await exchange(*pairs[0])
 
 
 async def test_two_readers_on_one_socket_is_an_error(pairs: list[tuple[FdPipe, socket.socket]]) -> None:
