@@ -3,7 +3,10 @@
 from __future__ import annotations
 
 import contextlib
+import dataclasses
+import datetime
 import json
+import math
 from typing import Any
 
 import attrs
@@ -52,10 +55,50 @@ def test_encode_frame_is_compact_and_round_trips_unicode() -> None:
     assert decode_frame(encode_frame((1, 2))) == [1, 2]
 
 
-@pytest.mark.parametrize("value", [float("nan"), float("inf"), {1j}, object(), {"k": b"bytes"}])
+@dataclasses.dataclass
+class _Point:
+    x: int
+    y: int
+
+
+@pytest.mark.parametrize(
+    "value",
+    [
+        float("nan"),
+        float("inf"),
+        {"a": None, "b": [-math.inf]},
+        {1j},
+        object(),
+        {"k": b"bytes"},
+        [datetime.datetime(2026, 1, 1)],
+        _Point(1, 2),
+    ],
+)
 def test_encode_frame_rejects_values_json_cannot_carry(value: Any) -> None:
     with pytest.raises(ProtocolError):
         encode_frame(value)
+
+
+class _Text(str):
+    pass
+
+
+class _Number(int):
+    pass
+
+
+def test_encode_frame_writes_what_stdlib_json_writes() -> None:
+    # Each of these the fast encoder refuses: the frame still goes, as stdlib writes it.
+    assert encode_frame({"n": 2**70, "k": {1: True}}) == '{"n":1180591620717411303424,"k":{"1":true}}'
+    assert encode_frame([_Text("x"), _Number(3)]) == '["x",3]'
+    assert json.loads(encode_frame({"t": 0.1, "e": 1e16})) == {"t": 0.1, "e": 1e16}
+
+
+def test_decode_frame_keeps_integers_past_64_bits_exact() -> None:
+    big = 2**64 + 1
+    frame = decode_frame(f'{{"n":{big},"m":-{big},"s":"{big}","small":{2**63 - 1}}}')
+    assert frame == {"n": big, "m": -big, "s": str(big), "small": 2**63 - 1}
+    assert type(frame["n"]) is int and type(frame["small"]) is int
 
 
 @pytest.mark.parametrize(

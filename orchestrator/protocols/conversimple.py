@@ -362,9 +362,10 @@ class ConversimpleClient:
             if tool_name is not None:
                 payload["tool_name"] = tool_name
             ref = str(next(self._refs))
-            frame = {"join_ref": None, "ref": ref, "topic": self.topic}
+            frame = {"ref": ref, "topic": self.topic, "event": "tool_call_response", "payload": payload}
             with contextlib.suppress(ProtocolError):  # not plain JSON: the converter's turn, same ref
-                return codec.encode_frame({**frame, "event": "tool_call_response", "payload": payload})
+                # join_ref null written here: a null in the value would send it to stdlib json
+                return '{"join_ref":null,' + codec.encode_frame(frame)[1:]
         match event:
             case events.RegisterTools(tools=tools) if cid is not None:
                 specs = tuple(codec.structure(dict(spec), ToolSpec) for spec in tools)
