@@ -16,6 +16,7 @@ import pytest
 from click.testing import CliRunner
 
 import orchestrator.bench
+from benchmarks.harness.processes import API_KEY
 from orchestrator.bench import bench
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -60,7 +61,12 @@ def test_bench_steady_compare_writes_results_and_fails_a_breached_budget(tmp_pat
     assert "| orchestrator" in markdown and "BREACHED" in markdown
     for chart in ("throughput.png", "latency.png", "rss.png"):
         assert (out / chart).read_bytes().startswith(b"\x89PNG"), chart
-    assert "auth_token=bench" not in (out / "logs" / "round1-orchestrator.log").read_text()
+    assert f"auth_token={API_KEY}" not in (out / "logs" / "round1-orchestrator.log").read_text()
+    # The key is masked in the commands shown, and only the key: the rest stays readable.
+    commands = results["commands"]
+    assert API_KEY not in json.dumps(commands)
+    assert "--api-key ***" in commands["orchestrator"]
+    assert "-m benchmarks.sdk_conversimple ws://" in commands["conversimple-sdk"]
 
 
 def test_bench_command_passes_arguments_through() -> None:

@@ -26,7 +26,7 @@ import psutil
 from orchestrator.redact import redact_text
 
 ROOT = Path(__file__).resolve().parents[2]
-API_KEY = "bench"
+API_KEY = "bench-api-key"  # not a word the commands hold: redacting it leaves them readable
 SYSTEMS = ("orchestrator", "conversimple-sdk", "arinova-agent-sdk")
 PLATFORM_OF_SDK = {"conversimple-sdk": "conversimple", "arinova-agent-sdk": "arinova"}
 AGENTS = {
