@@ -18,8 +18,9 @@ from typing import TYPE_CHECKING, Any, ClassVar, Literal, TypeVar, overload
 import attrs
 import trio
 
+from .docstrings import docstring_summary
 from .errors import AgentDefinitionError
-from .schema import CompiledSignature, compile_signature, docstring_summary
+from .schema import CompiledSignature, compile_signature
 
 if TYPE_CHECKING:
     from .store import ConversationRecord

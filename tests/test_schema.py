@@ -11,13 +11,9 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
+from orchestrator.docstrings import docstring_params, docstring_summary
 from orchestrator.errors import AgentDefinitionError, ToolArgumentsError
-from orchestrator.schema import (
-    CompiledSignature,
-    compile_signature,
-    docstring_params,
-    docstring_summary,
-)
+from orchestrator.schema import CompiledSignature, compile_signature
 
 # ------------------------------------------------------------------ fixtures
 # Module level on purpose: with ``from __future__ import annotations`` every
