@@ -205,6 +205,7 @@ class Supervisor:
         self._slots: dict[str, _Slot] = {}
         self._nursery: trio.Nursery | None = None
         self._draining = False
+        self._drain_started = trio.Event()
         self._breaker = StormBreaker(
             self.settings.breaker_threshold,
             self.settings.breaker_window,
@@ -236,6 +237,7 @@ class Supervisor:
         returns within ``timeout + shutdown_timeout`` (plus scheduling).
         """
         self._draining = True
+        self._drain_started.set()
         if self.metrics is not None:
             self.metrics.draining.set(1)
         deadline = self.settings.drain_timeout if timeout is None else timeout
@@ -497,6 +499,11 @@ class Supervisor:
     async def wait_idle(self) -> None:
         """Wait until no conversation is hosted."""
         await self._idle.wait()
+
+    async def wait_draining(self) -> None:
+        """Wait until a drain has begun (a platform whose conversations never end on their
+        own ends each one once it has nothing left to answer)."""
+        await self._drain_started.wait()
 
     async def wait_ended(self, conversation_id: str) -> str:
         """Wait until the conversation ends; returns its outcome."""

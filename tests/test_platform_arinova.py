@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import io
 import logging
 from collections.abc import AsyncIterator, Iterator
@@ -16,7 +17,7 @@ from prometheus_client import CollectorRegistry
 
 from orchestrator.actor import ActorSettings
 from orchestrator.agent import Agent, tool
-from orchestrator.config import PlatformSettings
+from orchestrator.config import PlatformSettings, Settings
 from orchestrator.connection import LinkPolicy
 from orchestrator.errors import ConfigError, LinkError, PermanentLinkError, UnsafeURLError
 from orchestrator.logs import configure_logging
@@ -31,6 +32,7 @@ from orchestrator.platforms.arinova import (
 )
 from orchestrator.protocols import arinova as wire
 from orchestrator.sandbox import ConversationPlan, MessageTurn, SandboxServer, Scenario
+from orchestrator.service import Running, run_service
 from orchestrator.supervisor import Supervisor, SupervisorSettings
 from orchestrator.testing import MemoryWebSocket, memory_websocket_pair
 from orchestrator.transport import ServerWebSocket, serve
@@ -512,3 +514,101 @@ async def test_against_the_sandbox() -> None:
     log = sandbox.conversation(cut)
     assert log.outcome == "completed", log.failures
     assert [r.status for r in log.replies] == ["error", "ok"]
+
+
+# ---------------------------------------------------------------- draining (service + sandbox)
+
+
+@asynccontextmanager
+async def arinova_service(drain_timeout: float) -> AsyncIterator[tuple[SandboxServer, Supervisor]]:
+    """The whole service (no HTTP) with the Arinova platform, against the real sandbox."""
+    overrides = {"http": {"enabled": False}, "supervisor": {"drain_timeout": drain_timeout}}
+    settings = Settings.load(env={}, overrides=overrides)
+    async with trio.open_nursery() as nursery:
+        sandbox = SandboxServer()
+        await nursery.start(sandbox.run)
+        platform = ArinovaPlatform(sandbox.arinova_url, TOKEN)
+        running: Running = await nursery.start(
+            functools.partial(
+                run_service,
+                settings,
+                [Streamer],
+                platform,
+                registry=CollectorRegistry(),
+                handle_signals=False,
+            )
+        )
+        yield sandbox, running.supervisor
+        nursery.cancel_scope.cancel()
+
+
+def chat(*messages: str) -> Scenario:
+    return Scenario(
+        "drain", tuple(ConversationPlan("streamer", "arinova", messages=(MessageTurn(m),)) for m in messages)
+    )
+
+
+async def test_drain_with_nothing_in_flight_returns_at_once(autojump_clock: trio.testing.MockClock) -> None:
+    async with arinova_service(drain_timeout=30) as (sandbox, supervisor):
+        ids = sandbox.add_conversations(chat("one two", "three four"))
+        await sandbox.wait_done(ids)
+        assert len(supervisor) == 2  # Arinova never ends a conversation: both are still hosted
+        began = trio.current_time()
+        clean = await supervisor.drain()
+        took = trio.current_time() - began
+        assert took < 1.0, took  # not the 30 s deadline
+        assert clean  # every conversation ended on its own
+        assert len(supervisor) == 0
+        assert supervisor.statistics().ended_total["completed"] == 2
+    assert [sandbox.conversation(c).outcome for c in ids] == ["completed"] * 2
+    assert [r.status for c in ids for r in sandbox.conversation(c).replies] == ["ok"] * 2
+
+
+async def test_drain_waits_for_a_reply_in_flight_then_returns(autojump_clock: trio.testing.MockClock) -> None:
+    async with arinova_service(drain_timeout=30) as (sandbox, supervisor):
+        quiet, busy = sandbox.add_conversations(chat("done", "one two three four five"))
+        await sandbox.wait_done([quiet])
+        replies = sandbox.conversation(busy).replies
+        while not (replies and replies[0].chunks):  # noqa: ASYNC110 - the sandbox's log has no event per chunk
+            await trio.sleep(0.1)
+        began = trio.current_time()
+        clean = await supervisor.drain()
+        took = trio.current_time() - began
+        # The four words left take 4 s (1 s each): the drain waited for them, no longer.
+        assert 3.0 <= took < 5.0, took
+        assert clean
+        assert len(supervisor) == 0
+        await sandbox.wait_done([busy])
+    (reply,) = sandbox.conversation(busy).replies
+    assert (reply.status, reply.reply) == ("ok", "one two three four five")
+    assert [sandbox.conversation(c).outcome for c in (quiet, busy)] == ["completed"] * 2
+
+
+async def test_drain_answers_the_queued_tasks_first_and_refuses_later_ones(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    Streamer.gate = trio.Event()
+    try:
+        async with arinova() as (fake, _, supervisor, _):
+            await fake.current.task("t1", "c1", "wait for it")
+            await fake.current.task("t2", "c1", "queued behind")
+            await trio.testing.wait_all_tasks_blocked()
+            result: list[tuple[bool, float]] = []
+
+            async def drain() -> None:
+                began = trio.current_time()
+                result.append((await supervisor.drain(), trio.current_time() - began))
+
+            async with trio.open_nursery() as nursery:
+                nursery.start_soon(drain)
+                await trio.testing.wait_all_tasks_blocked()
+                assert "c1" in supervisor  # its tasks are not answered yet
+                Streamer.gate.set()
+            ((clean, took),) = result
+            assert clean and took < 10, took  # 3 + 2 words at 1 s each, not the 30 s deadline
+            assert await fake.final("t1") == wire.AgentComplete("t1", "wait for it")
+            assert await fake.final("t2") == wire.AgentComplete("t2", "queued behind")
+            assert supervisor.statistics().ended_total["completed"] == 1
+            assert await fake.reply("t3", "c1", "too late") == wire.AgentError("t3", REFUSED)
+    finally:
+        Streamer.gate = None

@@ -29,6 +29,11 @@ Design choices:
   admits it afresh. Tasks an ended actor left unanswered are handed to the next
   actor (restart, or re-admission after an idle end) unless their reply had begun,
   or the conversation ended for good; then they get an ``agent_error``.
+* **Drain.** Arinova has no end of a conversation to wait for, so once the supervisor
+  drains, each conversation ends (``ConversationEnded``, outcome ``completed``) as soon
+  as none of its tasks is queued or unanswered: one answering still ends after its
+  reply's final frame. A task arriving after that gets an ``agent_error`` (the ended
+  actor's ``UNANSWERED``, or ``REFUSED`` by admission), as above.
 * **Writes.** Replies go straight to the current socket (captured through ``dial``),
   not through ``ResilientConnection.send``, so a reply's frames are known to share one
   socket; a write waits while the socket is down and is retried on the next one.
@@ -184,8 +189,9 @@ class ArinovaConnection:
         """Deliver ``LinkUp``, then this conversation's statuses and messages in order.
 
         Waits for the shared socket to be up first; raises its LinkError once it
-        failed for good. On cancellation (the actor stopped) unanswered messages
-        are handed on (see :meth:`ArinovaPlatform.abandon`).
+        failed for good. While draining, returns after delivering ``ConversationEnded``
+        once nothing is queued or unanswered. On cancellation (the actor stopped)
+        unanswered messages are handed on (see :meth:`ArinovaPlatform.abandon`).
         """
         platform, route = self.platform, self.route
         route.queue = deque(e for e in route.queue if isinstance(e, ev.CustomerMessage))
@@ -197,6 +203,9 @@ class ArinovaConnection:
                 event = route.take()
                 if event is None:
                     platform.check()
+                    if platform.draining and not route.open:  # every task delivered was answered
+                        await deliver(ev.ConversationEnded("drained"))
+                        return
                     await route.changed.wait()
                     continue
                 if isinstance(event, ev.CustomerMessage):
@@ -232,6 +241,7 @@ class ArinovaPlatform:
     _failed: LinkError | None = attrs.field(init=False, default=None)
     _nursery: trio.Nursery | None = attrs.field(init=False, default=None, repr=False)
     _supervisor: Supervisor | None = attrs.field(init=False, default=None, repr=False)
+    _draining: bool = attrs.field(init=False, default=False)
 
     def __attrs_post_init__(self) -> None:
         if self.queue_size < 1:
@@ -287,6 +297,7 @@ class ArinovaPlatform:
         failure: LinkError | None = None
         async with trio.open_nursery() as nursery:
             self._nursery = nursery
+            nursery.start_soon(self._end_on_drain, supervisor)
             try:
                 await link.run(self._on_link, task_status=task_status)
             except LinkError as exc:
@@ -297,6 +308,17 @@ class ArinovaPlatform:
         self._nursery = None
         if failure is not None:
             raise failure
+
+    @property
+    def draining(self) -> bool:
+        """True once the supervisor drains: each conversation ends when it has nothing to answer."""
+        return self._draining
+
+    async def _end_on_drain(self, supervisor: Supervisor) -> None:
+        await supervisor.wait_draining()
+        self._draining = True
+        for route in self._routes.values():
+            route.notify()  # a connection waiting for its next task sees the drain
 
     def statistics(self) -> ArinovaStatistics:
         routes = self._routes.values()
@@ -402,7 +424,7 @@ class ArinovaPlatform:
             if route is not None and task_id in route.cut:  # already answered with an error
                 if final:
                     route.cut.discard(task_id)
-                    route.open.pop(task_id, None)
+                    self._answered(route, task_id)
                 await trio.lowlevel.checkpoint()
                 return
             ws = self._ws
@@ -420,8 +442,13 @@ class ArinovaPlatform:
                 continue
             if route is not None and final:
                 route.streaming.discard(task_id)
-                route.open.pop(task_id, None)
+                self._answered(route, task_id)
             return
+
+    def _answered(self, route: _Route, task_id: str) -> None:
+        route.open.pop(task_id, None)
+        if self._draining and not route.open:
+            route.notify()  # its connection may end the conversation now
 
     def _report(self, task_id: str, error: str) -> None:
         """Send ``agent_error`` for a task in the background (waiting through reconnects)."""
