@@ -129,7 +129,7 @@ async def _floor_connection(*, task_status: trio.TaskStatus[MemoryPeer] = trio.T
 async def main(actors: int, calls: int, rounds: int) -> None:
     facts = machine_facts()
     print_facts(facts)
-    tune_gc()  # the collector settings `orchestrator run` uses
+    tune_gc(SupervisorSettings().max_conversations)  # the collector settings `orchestrator run` uses
     measured = await measure(actors, calls, rounds)
     floor = measured["floor"]
     figures = {

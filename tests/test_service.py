@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import gc
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from typing import Any
@@ -14,7 +15,14 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from orchestrator import events as ev
 from orchestrator.config import Settings
-from orchestrator.service import Running, run_service
+from orchestrator.service import (
+    GC_THRESHOLD_GEN0,
+    GC_THRESHOLD_GEN1,
+    GC_THRESHOLD_GEN2,
+    GC_YOUNG_PER_CONVERSATION,
+    Running,
+    run_service,
+)
 from orchestrator.testing import MemoryPlatform
 
 from .helpers import CrashOnStartAgent, EchoAgent
@@ -96,3 +104,16 @@ async def test_drain_flips_readyz_before_the_first_conversation_ends() -> None:
                 await platform.peer(cid).send(ev.ConversationEnded())
         assert len(sup) == 0
         assert (await client.get("/healthz")).status_code == 200
+
+
+async def test_the_young_collection_threshold_grows_with_the_conversations_hosted() -> None:
+    # Each waiting conversation holds young objects every young collection walks:
+    # the more conversations the service may host, the rarer those collections.
+    before = gc.get_threshold()
+    try:
+        for capacity, young in ((100, GC_THRESHOLD_GEN0), (20_000, 20_000 * GC_YOUNG_PER_CONVERSATION)):
+            async with service(max_conversations=capacity):
+                assert gc.get_threshold() == (young, GC_THRESHOLD_GEN1, GC_THRESHOLD_GEN2)
+    finally:
+        gc.unfreeze()
+        gc.set_threshold(*before)
