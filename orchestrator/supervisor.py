@@ -45,6 +45,7 @@ from .events import ConversationEnded, InboundEvent
 from .logs import agent_id_var, conversation_id_var
 from .metrics import Metrics
 from .restarts import RestartBudget, StormBreaker
+from .slot import Slot
 from .store import ConversationRecord, ConversationStore, MemoryStore, ResultCache
 
 log = logging.getLogger("orchestrator.supervisor")
@@ -110,71 +111,6 @@ class SupervisorStatistics:
     draining: bool
 
 
-@attrs.define(eq=False, slots=True)
-class _Slot:
-    """One admitted conversation and its supervision state."""
-
-    record: ConversationRecord
-    agent_cls: type[Agent]
-    state: str = "starting"
-    started_at: float = 0.0
-    # Only while waiting out a restart backoff; a running actor is cancelled
-    # through its own nursery (one cancel scope less per conversation).
-    scope: trio.CancelScope | None = None
-    actor: ConversationActor | None = None
-    stop_requested: bool = False
-    restart_requested: bool = False
-    # Events are made on first wait: most conversations are never waited on.
-    _running: trio.Event | None = None
-    _ended: trio.Event | None = None
-    is_running: bool = False
-    outcome: str | None = None
-
-    def mark_running(self) -> None:
-        self.is_running = True
-        if self._running is not None:
-            self._running.set()
-
-    def mark_ended(self, outcome: str) -> None:
-        self.outcome = outcome
-        self.mark_running()
-        if self._ended is not None:
-            self._ended.set()
-
-    async def wait_running(self) -> None:
-        if self.is_running or self.outcome is not None:
-            await trio.lowlevel.checkpoint()
-            return
-        if self._running is None:
-            self._running = trio.Event()
-        await self._running.wait()
-
-    async def wait_ended(self) -> str:
-        if self.outcome is None:
-            if self._ended is None:
-                self._ended = trio.Event()
-            await self._ended.wait()
-        else:
-            await trio.lowlevel.checkpoint()
-        assert self.outcome is not None
-        return self.outcome
-
-    def new_scope(self) -> trio.CancelScope:
-        """A fresh cancel scope for the backoff wait, already cancelled if a stop is pending."""
-        self.scope = trio.CancelScope()
-        if self.stop_requested:
-            self.scope.cancel()
-        return self.scope
-
-    def cancel(self) -> None:
-        """Stop whatever runs now: the actor, or the backoff wait before the next one."""
-        self.stop_requested = True
-        if self.actor is not None:
-            self.actor.cancel()
-        if self.scope is not None:
-            self.scope.cancel()
-
-
 class Supervisor:
     """Hosts conversation actors in one nursery. Start with ``await nursery.start(sup.run)``."""
 
@@ -202,7 +138,7 @@ class Supervisor:
         self.thread_limiter = thread_limiter or trio.to_thread.current_default_thread_limiter()
         self._memory_probe = memory_probe
         self._rng = rng or random.Random()
-        self._slots: dict[str, _Slot] = {}
+        self._slots: dict[str, Slot] = {}
         self._nursery: trio.Nursery | None = None
         self._draining = False
         self._drain_started = trio.Event()
@@ -282,7 +218,7 @@ class Supervisor:
             ResultCache(self.settings.actor.tools.result_cache_size),
         )
         self.store.add(record)
-        slot = _Slot(record, agent_cls, started_at=trio.current_time())
+        slot = Slot(record, agent_cls, started_at=trio.current_time())
         self._slots[conversation_id] = slot
         self._idle = trio.Event() if self._idle.is_set() else self._idle
         self._set_state(slot, "starting", new=True)
@@ -317,7 +253,7 @@ class Supervisor:
 
     # ------------------------------------------------------------ supervision
 
-    async def _supervise(self, slot: _Slot) -> None:
+    async def _supervise(self, slot: Slot) -> None:
         settings = self.settings
         budget: RestartBudget | None = None  # made on the first crash
         outcome = "failed"
@@ -403,13 +339,13 @@ class Supervisor:
         finally:
             self._finish(slot, outcome)
 
-    def _count_restart(self, slot: _Slot, reason: str) -> None:
+    def _count_restart(self, slot: Slot, reason: str) -> None:
         slot.record.restarts += 1
         self._restarts_total += 1
         if self.metrics is not None:
             self.metrics.restarts.labels(slot.record.agent_id, reason).inc()
 
-    def _finish(self, slot: _Slot, outcome: str) -> None:
+    def _finish(self, slot: Slot, outcome: str) -> None:
         self._set_state(slot, None)
         self._slots.pop(slot.record.conversation_id, None)
         self.store.remove(slot.record.conversation_id)
@@ -420,7 +356,7 @@ class Supervisor:
         if not self._slots:
             self._idle.set()
 
-    def _set_state(self, slot: _Slot, state: str | None, *, new: bool = False) -> None:
+    def _set_state(self, slot: Slot, state: str | None, *, new: bool = False) -> None:
         agent = slot.record.agent_id
         if not new:
             self._by_state[slot.state] -= 1
@@ -509,13 +445,13 @@ class Supervisor:
         """Wait until the conversation ends; returns its outcome."""
         return await self._slot(conversation_id).wait_ended()
 
-    def _slot(self, conversation_id: str) -> _Slot:
+    def _slot(self, conversation_id: str) -> Slot:
         try:
             return self._slots[conversation_id]
         except KeyError:
             raise ConversationNotFoundError(f"no conversation {conversation_id!r}") from None
 
-    def _info(self, slot: _Slot) -> ConversationInfo:
+    def _info(self, slot: Slot) -> ConversationInfo:
         details = summarize(slot.actor) if slot.actor is not None else {}
         return ConversationInfo(
             slot.record.conversation_id,
@@ -584,7 +520,7 @@ class _Started:
     """A task_status that moves a slot to ``running`` when its actor is up."""
 
     supervisor: Supervisor
-    slot: _Slot
+    slot: Slot
 
     def started(self, value: None = None) -> None:
         self.supervisor._set_state(self.slot, "running")
