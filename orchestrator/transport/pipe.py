@@ -152,7 +152,11 @@ class FdPipe:
             if self._closed:
                 await trio.lowlevel.checkpoint()
                 raise trio.ClosedResourceError("the pipe was closed")
-            await self._readable()
+            waits = self._waits
+            if waits is not None and self._watched and not waits.closed:
+                await waits.wait_readable(self._fd)  # _readable, one coroutine less per waiting link
+            else:
+                await self._readable()
             data = self._read()
         else:
             await checkpoint_if_cancelled()
