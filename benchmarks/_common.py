@@ -41,6 +41,7 @@ def machine_facts() -> dict[str, Any]:
         "trio": ver("trio"),
         "trio-websocket": ver("trio-websocket"),
         "websockets": ver("websockets"),
+        "orjson": ver("orjson"),
         "orchestrator": ver("orchestrator"),
         "open_files_limit": resource.getrlimit(resource.RLIMIT_NOFILE)[1],
     }
