@@ -26,6 +26,7 @@ no call lost and every budget holds; 1 otherwise; 2 for a usage error. Examples:
     python benchmarks/bench.py soak -n 1000 --duration 300 --max-rss-drift-pct 5
     python benchmarks/bench.py chaos -n 1000 --share 0.3
     python benchmarks/bench.py steady -n 10000 -k 10 --profile
+    python benchmarks/bench.py steady -n 1000 -k 50 --workers 2
 """
 
 from __future__ import annotations
@@ -92,6 +93,13 @@ def parse(argv: Sequence[str] | None) -> argparse.Namespace:
         "compared SDK's, else conversimple).",
     )
     p.add_argument("--words", type=int, default=20, help="arinova: words per message (one chunk each).")
+    p.add_argument(
+        "--workers",
+        type=int,
+        default=1,
+        help="Run the orchestrator as `orchestrator run --workers N` (conversimple); CPU and RSS "
+        "are the whole process tree's.",
+    )
     p.add_argument("--rounds", type=int, default=1, help="Rounds per system (interleaved).")
     p.add_argument("--settle", type=float, default=1.0, help="Seconds to settle before RSS readings.")
     p.add_argument("--call-timeout", type=float, default=60.0, help="A call unanswered this long is lost.")
@@ -124,6 +132,12 @@ def parse(argv: Sequence[str] | None) -> argparse.Namespace:
         p.error(f"--platform arinova runs {', '.join(ARINOVA_SCENARIOS)}")
     if not 0 < args.share <= 1:
         p.error("--share must be in (0, 1]")
+    if args.workers < 1:
+        p.error("--workers must be at least 1")
+    if args.workers > 1 and args.platform != "conversimple":
+        p.error("--workers runs the conversimple platform only (as `orchestrator run --workers` does)")
+    if args.workers > 1 and args.profile:
+        p.error("--profile follows one process: not with --workers")
     return args
 
 
@@ -147,6 +161,7 @@ def options_of(args: argparse.Namespace) -> Options:
         profile=args.profile,
         platform=args.platform,
         words=args.words,
+        workers=args.workers,
     )
 
 
@@ -322,6 +337,7 @@ def summary(results: Mapping[str, Any]) -> dict[str, Any]:
         "conversations": options["conversations"],
         "calls_per_conversation": options["calls"],
         "platform": options["platform"],
+        "workers": options["workers"],
         "rounds": len(results["rounds"]),
         "systems": {s: {k: f[k] for k in keep if k in f} for s, f in results["systems"].items()},
         "ratios": results["ratios"],

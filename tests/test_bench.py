@@ -8,15 +8,19 @@ themselves belong to benchmarks/, not to a timed test.
 from __future__ import annotations
 
 import json
+import os
+import signal
 import subprocess
 import sys
+import time
 from pathlib import Path
 
+import psutil
 import pytest
 from click.testing import CliRunner
 
 import orchestrator.bench
-from benchmarks.harness.processes import API_KEY
+from benchmarks.harness.processes import API_KEY, tree_cpu_seconds, tree_rss
 from orchestrator.bench import bench
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -83,3 +87,58 @@ def test_bench_command_without_a_checkout_says_so(monkeypatch: pytest.MonkeyPatc
     result = CliRunner().invoke(bench, ["steady"])
     assert result.exit_code == 2
     assert "benchmarks are not installed" in result.output
+
+
+@pytest.mark.slow
+def test_bench_runs_the_orchestrator_with_workers_and_counts_the_whole_process_tree(tmp_path: Path) -> None:
+    argv = [
+        sys.executable, str(BENCH), "steady", "-n", "20", "-k", "10", "--workers", "2",
+        "--settle", "0.3", "--quiet", "--out", str(tmp_path),
+    ]  # fmt: skip
+    run = subprocess.run(argv, cwd=tmp_path, capture_output=True, text=True, timeout=90)
+    assert run.returncode == 0, run.stdout + run.stderr
+    summary = json.loads(run.stdout.strip().splitlines()[-1])
+    assert summary["workers"] == 2
+    figures = summary["systems"]["orchestrator"]
+    assert figures["calls"] == 200 and figures["calls_lost"] == 0
+    results = json.loads((Path(summary["dir"]) / "results.json").read_text())
+    assert "--workers 2" in results["commands"]["orchestrator"]
+    round_ = results["rounds"][0]["figures"]
+    assert round_["workers"] == 2
+    assert round_["metrics"]["tool_calls"] == 200  # summed over the workers' own /metrics
+    assert round_["open_after_end"] == 0  # the parent's /status counts what each worker owns
+    assert round_["exit_code"] == 0
+
+
+REFUSED = [["--workers", "0"], ["--workers", "2", "--platform", "arinova"], ["--workers", "2", "--profile"]]
+
+
+@pytest.mark.parametrize("flags", REFUSED)
+def test_bench_refuses_workers_it_cannot_measure(flags: list[str]) -> None:
+    run = subprocess.run(
+        [sys.executable, str(BENCH), "steady", *flags], capture_output=True, text=True, timeout=60
+    )
+    assert run.returncode == 2, run.stdout + run.stderr
+    assert "--workers" in run.stderr
+
+
+def test_process_tree_cpu_and_rss_include_children_and_grandchildren() -> None:
+    # A parent that only sleeps; its child and its grandchild each burn 0.4 s of CPU, then sleep.
+    burn = "import time\nt = time.process_time() + 0.4\nwhile time.process_time() < t: pass\ntime.sleep(30)"
+    spawn = "import subprocess, sys\nsubprocess.Popen([sys.executable, '-c', {!r}])\n"
+    child = spawn.format(burn) + burn
+    parent = spawn.format(child) + "import time\ntime.sleep(30)"
+    proc = subprocess.Popen([sys.executable, "-c", parent], start_new_session=True)
+    try:
+        root = psutil.Process(proc.pid)
+        deadline = time.monotonic() + 30
+        while tree_cpu_seconds(root) < 0.8 and time.monotonic() < deadline:
+            time.sleep(0.05)
+        own = root.cpu_times()
+        assert tree_cpu_seconds(root) >= 0.8  # the two burners' 0.4 s each
+        assert own.user + own.system < 0.4  # none of it the parent's own
+        assert len(root.children(recursive=True)) == 2
+        assert tree_rss(root) > 2 * root.memory_info().rss
+    finally:
+        os.killpg(proc.pid, signal.SIGKILL)
+        proc.wait()

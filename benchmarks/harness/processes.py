@@ -9,6 +9,7 @@ generator's CPU time) with psutil every ``interval`` seconds from a thread here.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import signal
@@ -167,7 +168,15 @@ class SystemUnderTest:
     """``orchestrator run`` or the conversimple-sdk dispatcher, serving the workload's agent."""
 
     def __init__(
-        self, system: str, workload: str, platform: str, base_url: str, conversations: int, log: Path
+        self,
+        system: str,
+        workload: str,
+        platform: str,
+        base_url: str,
+        conversations: int,
+        log: Path,
+        *,
+        workers: int = 1,
     ) -> None:
         if system not in SYSTEMS:
             raise ValueError(f"unknown system {system!r}")
@@ -183,6 +192,8 @@ class SystemUnderTest:
                 argv += ["--api-key", API_KEY]
             argv += ["--http-port", str(self.http_port)]
             argv += ["--max-conversations", str(max(10_000, conversations + 100))]
+            if workers > 1:
+                argv += ["--workers", str(workers)]
             env = child_env()
         elif system == "conversimple-sdk":
             argv = [sys.executable, "-m", "benchmarks.sdk_conversimple", url, API_KEY]
@@ -209,8 +220,7 @@ class SystemUnderTest:
             raise HarnessError(f"{self.system} exited early with status {code} (see {self.log.name})")
 
     def cpu_seconds(self) -> float:
-        times = self.process.cpu_times()
-        return float(times.user + times.system)
+        return tree_cpu_seconds(self.process)
 
     def scrape(self) -> dict[str, float]:
         """A few counters from /metrics (orchestrator only): a cross-check of the load generator."""
@@ -220,7 +230,7 @@ class SystemUnderTest:
         from prometheus_client.parser import text_string_to_metric_families
 
         try:
-            text = httpx.get(f"http://127.0.0.1:{self.http_port}/metrics", timeout=10).text
+            texts = [httpx.get(f"http://127.0.0.1:{port}/metrics", timeout=10).text for port in self._ports()]
         except httpx.HTTPError:
             return {}
         wanted = {
@@ -231,11 +241,26 @@ class SystemUnderTest:
             "orchestrator_protocol_errors": "protocol_errors",
         }
         out: dict[str, float] = {}
-        for family in text_string_to_metric_families(text):
-            key = wanted.get(family.name)
-            if key is not None:
-                out[key] = sum(s.value for s in family.samples if s.name.endswith("_total"))
+        for text in texts:
+            for family in text_string_to_metric_families(text):
+                key = wanted.get(family.name)
+                if key is not None:
+                    total = sum(s.value for s in family.samples if s.name.endswith("_total"))
+                    out[key] = out.get(key, 0.0) + total
         return out
+
+    def _status(self) -> Any:
+        import httpx
+
+        return httpx.get(f"http://127.0.0.1:{self.http_port}/status", timeout=10).json()
+
+    def _ports(self) -> list[int]:
+        """Where the conversations' metrics are: this process, or with ``--workers`` each worker."""
+        assert self.http_port is not None
+        workers = self._status().get("workers")
+        if workers is None:
+            return [self.http_port]
+        return [int(w["http_port"]) for w in workers if w.get("http_port")]
 
     def wait_idle(self, timeout: float) -> tuple[int | None, float]:
         """Poll ``/status`` until no conversation is active (orchestrator only).
@@ -250,9 +275,12 @@ class SystemUnderTest:
         active: int | None = None
         while True:
             try:
-                status = httpx.get(f"http://127.0.0.1:{self.http_port}/status", timeout=10).json()
-                active = int(status["conversations"]["active"])
-            except (httpx.HTTPError, ValueError, KeyError):
+                status = self._status()
+                if "workers" in status:  # --workers: the parent counts what each one owns
+                    active = sum(int(w["conversations"]) for w in status["workers"])
+                else:
+                    active = int(status["conversations"]["active"])
+            except (httpx.HTTPError, ValueError, KeyError, TypeError):
                 pass
             waited = time.perf_counter() - started
             if active == 0 or waited >= timeout or self.proc.poll() is not None:
@@ -282,6 +310,33 @@ def _redact_file(path: Path) -> None:
 
 
 # ---------------------------------------------------------------- sampler
+def _children(process: psutil.Process) -> list[psutil.Process]:
+    try:
+        return process.children(recursive=True)
+    except psutil.Error:
+        return []
+
+
+def tree_cpu_seconds(process: psutil.Process) -> float:
+    """CPU time of ``process`` and its children (``--workers``), the exited ones included."""
+    own = process.cpu_times()  # raises if the process itself is gone
+    total = own.user + own.system + own.children_user + own.children_system  # children waited for
+    for child in _children(process):
+        with contextlib.suppress(psutil.Error):  # one that exited meanwhile
+            times = child.cpu_times()
+            total += times.user + times.system
+    return float(total)
+
+
+def tree_rss(process: psutil.Process) -> int:
+    """RSS of ``process`` and its children, summed (pages they share count more than once)."""
+    total = process.memory_info().rss  # raises if the process itself is gone
+    for child in _children(process):
+        with contextlib.suppress(psutil.Error):
+            total += child.memory_info().rss
+    return int(total)
+
+
 class Sampler:
     """RSS and CPU time of the system under test (and the load generator's CPU) every ``interval``."""
 
@@ -304,15 +359,14 @@ class Sampler:
         next_at = time.perf_counter()
         while not self._stop.is_set():
             try:
-                with self._sut.oneshot():
-                    rss = self._sut.memory_info().rss
-                    times = self._sut.cpu_times()
+                rss = tree_rss(self._sut)
+                cpu = tree_cpu_seconds(self._sut)
                 lg = self._loadgen.cpu_times()
             except psutil.Error:
                 return
             self.t.append(time.perf_counter())
-            self.rss.append(int(rss))
-            self.cpu.append(float(times.user + times.system))
+            self.rss.append(rss)
+            self.cpu.append(cpu)
             self.loadgen_cpu.append(float(lg.user + lg.system))
             next_at += self.interval
             self._stop.wait(max(0.0, next_at - time.perf_counter()))

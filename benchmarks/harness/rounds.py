@@ -64,6 +64,8 @@ class Options:
     platform: str = "conversimple"
     """``arinova``: a call is a message answered by a streamed reply (``words`` words)."""
     words: int = 20
+    workers: int = 1
+    """``orchestrator run --workers``: worker processes, their CPU and RSS summed."""
 
     @property
     def workload(self) -> str:
@@ -79,6 +81,8 @@ class Round:
         self.index = index
         self.logs = logs
         self.figures: dict[str, Any] = {"system": system, "round": index}
+        if system == "orchestrator" and options.workers > 1:
+            self.figures["workers"] = options.workers
         self.figures["load_avg_start"] = round(os.getloadavg()[0], 2)
         self.failures: list[str] = []
         self.marks: list[tuple[float, str]] = []
@@ -105,6 +109,7 @@ class Round:
                 self.lg.base_url,
                 o.conversations + o.spike,
                 logs / f"round{self.index}-{self.system}.log",
+                workers=o.workers,
             )
         except BaseException:
             self.lg.close()
