@@ -87,7 +87,7 @@ def tune_gc(conversations: int = 0) -> None:
     """
     gc.collect()
     gc.freeze()
-    young = max(GC_THRESHOLD_GEN0, GC_YOUNG_PER_CONVERSATION * conversations)
+    young = min(max(GC_THRESHOLD_GEN0, GC_YOUNG_PER_CONVERSATION * conversations), 2**31 - 1)
     gc.set_threshold(young, GC_THRESHOLD_GEN1, GC_THRESHOLD_GEN2)
     # One series per metric instead of two: the `_created` timestamps are noise here.
     disable_created_metrics()  # type: ignore[no-untyped-call]

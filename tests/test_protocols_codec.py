@@ -5,8 +5,10 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import datetime
+import enum
 import json
 import math
+import uuid
 from typing import Any
 
 import attrs
@@ -92,6 +94,28 @@ def test_encode_frame_writes_what_stdlib_json_writes() -> None:
     assert encode_frame({"n": 2**70, "k": {1: True}}) == '{"n":1180591620717411303424,"k":{"1":true}}'
     assert encode_frame([_Text("x"), _Number(3)]) == '["x",3]'
     assert json.loads(encode_frame({"t": 0.1, "e": 1e16})) == {"t": 0.1, "e": 1e16}
+
+
+class _Color(enum.Enum):
+    RED = "red"
+
+
+@pytest.mark.parametrize("extra", [{}, {"note": None}, {"big": 2**70}])
+def test_encode_frame_writes_enums_and_uuids_the_same_whichever_encoder_writes(extra: JsonObject) -> None:
+    # A null or a big integer sends the value to stdlib json: the enum must not change meaning.
+    value = {"c": _Color.RED, "u": uuid.UUID(int=1), **extra}
+    assert json.loads(encode_frame(value)) == {"c": "red", "u": str(uuid.UUID(int=1)), **extra}
+
+
+class _Frame(str):
+    pass
+
+
+def test_decode_frame_reads_a_str_subclass_and_refuses_a_raw_lone_surrogate_on_either_path() -> None:
+    assert decode_frame(_Frame('{"a":[1]}')) == {"a": [1]}
+    for text in ('["\ud800"]', '["\ud800", 1234567890123456789]'):  # the second goes to stdlib json
+        with pytest.raises(ProtocolError, match="surrogate"):
+            decode_frame(text)
 
 
 def test_decode_frame_keeps_integers_past_64_bits_exact() -> None:

@@ -22,6 +22,7 @@ from orchestrator.service import (
     GC_YOUNG_PER_CONVERSATION,
     Running,
     run_service,
+    tune_gc,
 )
 from orchestrator.testing import MemoryPlatform
 
@@ -114,6 +115,16 @@ async def test_the_young_collection_threshold_grows_with_the_conversations_hoste
         for capacity, young in ((100, GC_THRESHOLD_GEN0), (20_000, 20_000 * GC_YOUNG_PER_CONVERSATION)):
             async with service(max_conversations=capacity):
                 assert gc.get_threshold() == (young, GC_THRESHOLD_GEN1, GC_THRESHOLD_GEN2)
+    finally:
+        gc.unfreeze()
+        gc.set_threshold(*before)
+
+
+def test_the_young_threshold_stays_within_what_the_collector_takes() -> None:
+    before = gc.get_threshold()
+    try:
+        tune_gc(100_000_000)  # 30 x that is past a C int
+        assert gc.get_threshold()[0] == 2**31 - 1
     finally:
         gc.unfreeze()
         gc.set_threshold(*before)
