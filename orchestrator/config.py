@@ -27,8 +27,10 @@ from typing import Any, Literal
 import attrs
 import cattrs
 
+from .backoff import BackoffPolicy
 from .errors import ConfigError
 from .mailbox import OverflowPolicy
+from .protocols.codec import MAX_DEPTH as MAX_JSON_DEPTH
 from .supervisor import SupervisorSettings
 
 PlatformKind = Literal["conversimple", "arinova", "sandbox"]
@@ -80,6 +82,21 @@ class PlatformSettings:
     circuit_breaker: bool = True
     handshake_limit: int = 200
     connect_timeout: float = 10.0
+
+    def __attrs_post_init__(self) -> None:
+        if not (self.heartbeat_interval > 0 and self.connect_timeout > 0):
+            raise ValueError("heartbeat_interval and connect_timeout must be positive")
+        if self.max_frame_bytes < 1 or self.handshake_limit < 1:
+            raise ValueError("max_frame_bytes and handshake_limit must be at least 1")
+        if not 1 <= self.max_json_depth <= MAX_JSON_DEPTH:
+            raise ValueError(f"max_json_depth must be between 1 and {MAX_JSON_DEPTH}")
+        if (self.max_attempts or 0) < 0 or (self.total_retry_duration or 0) < 0:
+            raise ValueError("max_attempts and total_retry_duration must not be negative")
+        if self.backoff_initial > self.backoff_max:
+            raise ValueError("backoff_initial must not exceed backoff_max")
+        # The backoff's own rules, checked here so that a bad file fails at load, not at the
+        # first reconnect.
+        BackoffPolicy(base=self.backoff_initial, cap=self.backoff_max, multiplier=self.backoff_multiplier)
 
 
 @attrs.frozen

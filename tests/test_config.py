@@ -57,6 +57,17 @@ def test_sdk_variable_names_are_honoured_and_secrets_hidden() -> None:
         ({"ORCHESTRATOR_ACTOR_MAILBOX_POLICY": "bogus"}, "mailbox_policy"),
         ({"ORCHESTRATOR_HTTP_PORT": "70000"}, "port"),
         ({"ORCHESTRATOR_SUPERVISOR_MAX_CONVERSATIONS": "0"}, "max_conversations"),
+        ({"ORCHESTRATOR_PLATFORM_MAX_JSON_DEPTH": "0"}, "max_json_depth must be between 1 and 1000"),
+        ({"ORCHESTRATOR_PLATFORM_MAX_JSON_DEPTH": "5000"}, "max_json_depth"),
+        ({"ORCHESTRATOR_PLATFORM_MAX_FRAME_BYTES": "0"}, "max_frame_bytes"),
+        ({"ORCHESTRATOR_PLATFORM_HANDSHAKE_LIMIT": "0"}, "handshake_limit"),
+        ({"ORCHESTRATOR_PLATFORM_HEARTBEAT_INTERVAL": "0"}, "heartbeat_interval"),
+        ({"ORCHESTRATOR_PLATFORM_CONNECT_TIMEOUT": "-1"}, "connect_timeout"),
+        ({"ORCHESTRATOR_PLATFORM_BACKOFF_INITIAL": "-1"}, "backoff delays must not be negative"),
+        ({"ORCHESTRATOR_PLATFORM_BACKOFF_MULTIPLIER": "0.5"}, "multiplier must be at least 1"),
+        ({"ORCHESTRATOR_PLATFORM_BACKOFF_INITIAL": "40"}, "backoff_initial must not exceed backoff_max"),
+        ({"ORCHESTRATOR_PLATFORM_MAX_ATTEMPTS": "-1"}, "max_attempts"),
+        ({"ORCHESTRATOR_PLATFORM_TOTAL_RETRY_DURATION": "-5"}, "total_retry_duration"),
     ],
 )
 def test_bad_values_name_the_setting(env: dict[str, str], message: str) -> None:

@@ -32,6 +32,7 @@ from orchestrator.events import ProtocolViolation
 __all__ = [
     "DEFAULT_MAX_BYTES",
     "DEFAULT_MAX_DEPTH",
+    "MAX_DEPTH",
     "JsonObject",
     "converter",
     "decode_frame",
@@ -51,6 +52,8 @@ JsonObject = dict[str, Any]
 
 DEFAULT_MAX_BYTES = 1 << 20
 DEFAULT_MAX_DEPTH = 32
+MAX_DEPTH = 1000
+"""The deepest nesting a frame may be allowed: orjson reads 1,024 levels at most."""
 TAG = "\x00tag"
 """Key of the tag of externally tagged unions; a peer's own key of that name is dropped."""
 
