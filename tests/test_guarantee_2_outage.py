@@ -26,6 +26,8 @@ import bisect
 import logging
 import resource
 import time
+from collections import Counter
+from typing import Any
 
 import pytest
 import trio
@@ -76,6 +78,30 @@ def raise_open_files_limit() -> None:
         resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
 
 
+def joined(s: Any) -> float:
+    return sample(s.metrics, "orchestrator_tool_calls_total", tool="during", outcome="joined")
+
+
+def why_not_joined(s: Any, ids: list[str]) -> str:
+    """Which side held up the joins: the platform not redelivering, or the agent not reading."""
+    conversations = s.server.conversimple.conversations
+    during = [s.server.conversation(cid).calls[1] for cid in ids]
+    deliveries = Counter(call.deliveries for call in during)
+    sent_to = Counter(
+        "no socket" if open_.sent_to is None
+        else ("current" if open_.sent_to is conversations[cid].socket else "older")
+        + (" alive" if open_.sent_to.alive else " closed")
+        for cid in ids
+        for open_ in conversations[cid].pending.values()
+    )  # fmt: skip
+    states = Counter(info.state for info in s.supervisor.list_conversations())
+    restarts = sum(info.restarts for info in s.supervisor.list_conversations())
+    return (
+        f"{joined(s):.0f} joined; deliveries of the call in flight {dict(deliveries)}; "
+        f"its socket at the platform {dict(sent_to)}; actors {dict(states)}, {restarts} restarts"
+    )
+
+
 def worst_window_share(times: list[float], width: float = 1.0) -> tuple[float, int]:
     """The largest share of ``times`` inside any window ``width`` long, and its count."""
     times = sorted(times)
@@ -112,11 +138,10 @@ async def test_guarantee_2_thousand_links_ride_out_a_20s_outage_without_a_stampe
         )
         resumed = trio.current_time()
         # The platform redelivers the call in flight; the redelivery joins the running call.
-        await wait_until(
-            lambda: sample(s.metrics, "orchestrator_tool_calls_total", tool="during", outcome="joined") >= N,
-            30,
-            "every redelivered call to join its running original",
-        )
+        try:
+            await wait_until(lambda: joined(s) >= N, 30, "every redelivered call to join its original")
+        except pytest.fail.Exception as exc:
+            pytest.fail(f"{exc}: {why_not_joined(s, ids)}")
         Gated.gate.set()
         with trio.fail_after(60):
             await s.server.wait_done(ids)
