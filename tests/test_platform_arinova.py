@@ -542,6 +542,13 @@ async def arinova_service(drain_timeout: float) -> AsyncIterator[tuple[SandboxSe
         nursery.cancel_scope.cancel()
 
 
+async def timed_drain(supervisor: Supervisor) -> tuple[bool, float]:
+    """``supervisor.drain()``'s verdict, and how long it took on the trio clock."""
+    began = trio.current_time()
+    clean = await supervisor.drain()
+    return clean, trio.current_time() - began
+
+
 def chat(*messages: str) -> Scenario:
     return Scenario(
         "drain", tuple(ConversationPlan("streamer", "arinova", messages=(MessageTurn(m),)) for m in messages)
@@ -553,9 +560,7 @@ async def test_drain_with_nothing_in_flight_returns_at_once(autojump_clock: trio
         ids = sandbox.add_conversations(chat("one two", "three four"))
         await sandbox.wait_done(ids)
         assert len(supervisor) == 2  # Arinova never ends a conversation: both are still hosted
-        began = trio.current_time()
-        clean = await supervisor.drain()
-        took = trio.current_time() - began
+        clean, took = await timed_drain(supervisor)
         assert took < 1.0, took  # not the 30 s deadline
         assert clean  # every conversation ended on its own
         assert len(supervisor) == 0
@@ -571,9 +576,7 @@ async def test_drain_waits_for_a_reply_in_flight_then_returns(autojump_clock: tr
         replies = sandbox.conversation(busy).replies
         while not (replies and replies[0].chunks):  # noqa: ASYNC110 - the sandbox's log has no event per chunk
             await trio.sleep(0.1)
-        began = trio.current_time()
-        clean = await supervisor.drain()
-        took = trio.current_time() - began
+        clean, took = await timed_drain(supervisor)
         # The four words left take 4 s (1 s each): the drain waited for them, no longer.
         assert 3.0 <= took < 5.0, took
         assert clean
@@ -596,8 +599,7 @@ async def test_drain_answers_the_queued_tasks_first_and_refuses_later_ones(
             result: list[tuple[bool, float]] = []
 
             async def drain() -> None:
-                began = trio.current_time()
-                result.append((await supervisor.drain(), trio.current_time() - began))
+                result.append(await timed_drain(supervisor))
 
             async with trio.open_nursery() as nursery:
                 nursery.start_soon(drain)
