@@ -140,8 +140,7 @@ class Supervisor:
         self._rng = rng or random.Random()
         self._slots: dict[str, Slot] = {}
         self._nursery: trio.Nursery | None = None
-        self._draining = False
-        self._drain_started = trio.Event()
+        self._drain_started = trio.Event()  # set once: draining from then on
         self._breaker = StormBreaker(
             self.settings.breaker_threshold,
             self.settings.breaker_window,
@@ -172,7 +171,6 @@ class Supervisor:
         Each cancelled actor gets its ``shutdown_timeout`` to clean up, so this
         returns within ``timeout + shutdown_timeout`` (plus scheduling).
         """
-        self._draining = True
         self._drain_started.set()
         if self.metrics is not None:
             self.metrics.draining.set(1)
@@ -189,7 +187,7 @@ class Supervisor:
 
     @property
     def draining(self) -> bool:
-        return self._draining
+        return self._drain_started.is_set()
 
     # ------------------------------------------------------------ admission
 
@@ -236,7 +234,7 @@ class Supervisor:
         await self.wait_running(conversation_id)
 
     def _refusal(self, conversation_id: str, agent_cls: type[Agent] | None) -> tuple[str, str] | None:
-        if self._draining:
+        if self.draining:
             return ("draining", "draining: not admitting new conversations")
         if agent_cls is None:
             return ("unknown_agent", "no agent class has that agent_id")
@@ -287,12 +285,12 @@ class Supervisor:
                     log.warning("actor crashed: %s", _describe(exc), exc_info=exc)
                 ran = trio.current_time() - began
                 if exit_ is ActorExit.STOPPED or slot.stop_requested:
-                    if slot.restart_requested and not self._draining:
+                    if slot.restart_requested and not self.draining:
                         slot.restart_requested = slot.stop_requested = False
                         self._count_restart(slot, "manual")
                         self._set_state(slot, "restarting")
                         continue
-                    outcome = "stopped" if not self._draining else "cancelled"
+                    outcome = "stopped" if not self.draining else "cancelled"
                     return
                 if exit_ is ActorExit.COMPLETED:
                     outcome = "completed"
@@ -331,10 +329,10 @@ class Supervisor:
                     await trio.sleep(delay)
                 slot.scope = None
                 if scope.cancelled_caught:
-                    if slot.restart_requested and not self._draining:
+                    if slot.restart_requested and not self.draining:
                         slot.restart_requested = slot.stop_requested = False
                         continue
-                    outcome = "stopped" if not self._draining else "cancelled"
+                    outcome = "stopped" if not self.draining else "cancelled"
                     return
         finally:
             self._finish(slot, outcome)
@@ -477,14 +475,14 @@ class Supervisor:
             restarts_total=self._restarts_total,
             rejected_total=dict(self._rejected),
             breaker_open=self.breaker_open,
-            draining=self._draining,
+            draining=self.draining,
         )
 
     # ------------------------------------------------------------ http StatusProvider
 
     def readiness(self) -> tuple[bool, str]:
         """(ready, reason) for ``/readyz``."""
-        if self._draining:
+        if self.draining:
             return False, "draining"
         if self.breaker_open:
             return False, "breaker_open"

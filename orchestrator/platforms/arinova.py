@@ -241,7 +241,6 @@ class ArinovaPlatform:
     _failed: LinkError | None = attrs.field(init=False, default=None)
     _nursery: trio.Nursery | None = attrs.field(init=False, default=None, repr=False)
     _supervisor: Supervisor | None = attrs.field(init=False, default=None, repr=False)
-    _draining: bool = attrs.field(init=False, default=False)
 
     def __attrs_post_init__(self) -> None:
         if self.queue_size < 1:
@@ -312,11 +311,10 @@ class ArinovaPlatform:
     @property
     def draining(self) -> bool:
         """True once the supervisor drains: each conversation ends when it has nothing to answer."""
-        return self._draining
+        return self._supervisor is not None and self._supervisor.draining
 
     async def _end_on_drain(self, supervisor: Supervisor) -> None:
         await supervisor.wait_draining()
-        self._draining = True
         for route in self._routes.values():
             route.notify()  # a connection waiting for its next task sees the drain
 
@@ -447,7 +445,7 @@ class ArinovaPlatform:
 
     def _answered(self, route: _Route, task_id: str) -> None:
         route.open.pop(task_id, None)
-        if self._draining and not route.open:
+        if self.draining and not route.open:
             route.notify()  # its connection may end the conversation now
 
     def _report(self, task_id: str, error: str) -> None:

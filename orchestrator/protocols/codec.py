@@ -153,12 +153,12 @@ def decode_frame(
             raise FrameTooLargeError(f"frame of over {max_bytes} bytes")
     else:
         raise ProtocolError(f"frame must be text or bytes, not {type(text).__name__}")
+    raw = data or text.encode("utf-8", "surrogatepass")
     # Fast path: no more openers than the limit cannot nest deeper than it.
     if text.count("[") + text.count("{") > max_depth:
-        _check_depth(data or text.encode("utf-8", "surrogatepass"), max_depth)
+        _check_depth(raw, max_depth)
     try:
-        digits = (data or text.encode("utf-8", "surrogatepass")).translate(_DIGITS_AS_ZERO)
-        if _LONG_DIGITS not in digits:
+        if _LONG_DIGITS not in raw.translate(_DIGITS_AS_ZERO):
             return orjson.loads(text)  # refuses unpaired surrogates and numbers past a double
         value = _DECODER.decode(text)
     except (ValueError, RecursionError) as exc:
