@@ -222,7 +222,7 @@ class Supervisor:
         self._set_state(slot, "starting", new=True)
         self._started_total += 1
         if self.metrics is not None:
-            self.metrics.conversations_started.labels(agent_id).inc()
+            self.metrics.child(self.metrics.conversations_started, agent_id).inc()
         # A shared name: trio would format one string per task, 10,000 of them.
         self._nursery.start_soon(self._supervise, slot, name="orchestrator.conversation")
 
@@ -341,7 +341,7 @@ class Supervisor:
         slot.record.restarts += 1
         self._restarts_total += 1
         if self.metrics is not None:
-            self.metrics.restarts.labels(slot.record.agent_id, reason).inc()
+            self.metrics.child(self.metrics.restarts, slot.record.agent_id, reason).inc()
 
     def _finish(self, slot: Slot, outcome: str) -> None:
         self._set_state(slot, None)
@@ -349,7 +349,7 @@ class Supervisor:
         self.store.remove(slot.record.conversation_id)
         self._ended[outcome] = self._ended.get(outcome, 0) + 1
         if self.metrics is not None:
-            self.metrics.conversations_ended.labels(slot.record.agent_id, outcome).inc()
+            self.metrics.child(self.metrics.conversations_ended, slot.record.agent_id, outcome).inc()
         slot.mark_ended(outcome)
         if not self._slots:
             self._idle.set()
@@ -359,12 +359,12 @@ class Supervisor:
         if not new:
             self._by_state[slot.state] -= 1
             if self.metrics is not None:
-                self.metrics.conversations.labels(slot.state, agent).dec()
+                self.metrics.child(self.metrics.conversations, slot.state, agent).dec()
         if state is not None:
             slot.state = state
             self._by_state[state] += 1
             if self.metrics is not None:
-                self.metrics.conversations.labels(state, agent).inc()
+                self.metrics.child(self.metrics.conversations, state, agent).inc()
 
     # ------------------------------------------------------------ breaker
 

@@ -656,11 +656,13 @@ WRONG = st.sampled_from([True, False, None, 0, 1.5, "s", [], [1], {}, {"a": 1}, 
 
 def reads_alike(frame: Any) -> None:
     text = json.dumps(frame)
-    fast = joined_client().receive(text)
-    with pytest.MonkeyPatch.context() as patch:
-        patch.setattr(cs, "_tool_call_request", lambda raw: None)
-        general = joined_client().receive(text)
-    assert fast == general
+    for conversation in ("conv1", None):  # a conversation's socket, the control connection
+        fast = joined_client(conversation).receive(text)
+        with pytest.MonkeyPatch.context() as patch:
+            patch.setattr(cs, "_tool_call_request", lambda raw: None)
+            patch.setattr(cs, "_conversation_ended", lambda raw: None)
+            general = joined_client(conversation).receive(text)
+        assert fast == general
 
 
 @given(
@@ -695,6 +697,35 @@ def test_a_tool_call_in_any_envelope_reads_as_the_general_path_reads_it(
     )
     reads_alike([join_ref, ref, topic, "tool_call_request"])
     reads_alike([join_ref, ref, topic, "tool_call_request", payload, "more"])
+
+
+@given(
+    event=st.sampled_from(["conversation_ended", "conversation_started"]) | WRONG,
+    conversation=st.sampled_from(["conv1", "conv2"]) | WRONG,
+    extra=st.none() | JSON_VALUES,
+    join_ref=st.just("1") | WRONG,
+    ref=st.none() | WRONG,
+    topic=st.just(TOPIC) | WRONG,
+)
+def test_a_conversation_end_reads_as_the_general_path_reads_it(
+    event: Any, conversation: Any, extra: Any, join_ref: Any, ref: Any, topic: Any
+) -> None:
+    payload = {"event": event, "conversation_id": conversation}
+    if extra is not None:
+        payload["extra"] = extra
+    reads_alike([join_ref, ref, topic, "conversation_lifecycle", payload])
+    reads_alike([join_ref, ref, topic, "conversation_lifecycle", {"event": event}])
+    reads_alike([join_ref, ref, topic, "conversation_lifecycle", payload, "more"])
+
+
+def test_a_conversation_end_takes_the_hot_path() -> None:
+    ended = json.dumps(["1", None, TOPIC, "conversation_lifecycle",
+                        {"event": "conversation_ended", "conversation_id": "conv1"}])  # fmt: skip
+    own, control = joined_client("conv1"), joined_client(None)
+    with pytest.MonkeyPatch.context() as patch:  # the general path would fail loudly
+        patch.setattr(cs, "_structure", lambda raw, server: pytest.fail("took the general path"))
+        assert own.receive(ended) == [events.ConversationEnded()]
+        assert control.receive(ended) == [cs.ForeignEvent("conv1", events.ConversationEnded())]
 
 
 class _GeneralToolResult(events.ToolResult):

@@ -512,6 +512,23 @@ async def test_aclose_is_bounded_when_peer_never_answers(
     assert trio.current_time() - start <= CLOSE_TIMEOUT + 0.5
 
 
+async def test_sansio_client_hangs_up_once_closes_are_exchanged(
+    nursery: trio.Nursery, mock_clock: trio.testing.MockClock
+) -> None:
+    # The clock jumps to aclose's deadline only if the client sits waiting for the
+    # server's FIN (half a second of real time with every task blocked).
+    mock_clock.autojump_threshold = 0.5
+    server = ScriptedServer([], hold_fin=True)
+    await nursery.start(server.run)
+    ws = await connect(url(server.port), implementation="sansio")
+    start = trio.current_time()
+    await ws.aclose()
+    assert trio.current_time() - start < CLOSE_TIMEOUT / 2  # it did not wait out the deadline
+    with trio.fail_after(CLOSE_TIMEOUT):
+        await server.finished.wait()
+    assert server.close_code == 1000 and server.client_hung_up
+
+
 # Frame limits
 
 
@@ -731,6 +748,10 @@ class ScriptedServer:
     frames: list[Frame]
     port: int = 0
     close_code: int | None = None
+    hold_fin: bool = False
+    """Answer a Close but never close TCP: only the client's hang-up ends the connection."""
+    client_hung_up: bool = False
+    finished: trio.Event = attrs.Factory(trio.Event)
 
     async def run(self, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
         (listener,) = await trio.open_tcp_listeners(0, host="127.0.0.1")
@@ -753,15 +774,17 @@ class ScriptedServer:
                     proto.receive_data(data)
                 else:
                     proto.receive_eof()
+                    self.client_hung_up = True
                 writes = proto.data_to_send()
                 if answer := b"".join(writes):
                     await stream.send_all(answer)
-                if writes and not writes[-1]:
+                if writes and not writes[-1] and not self.hold_fin:
                     await stream.send_eof()
         self.close_code = proto.close_code
         if self.close_code is None and proto.close_sent is not None:
             self.close_code = proto.close_sent.code
         await stream.aclose()
+        self.finished.set()
 
 
 @both

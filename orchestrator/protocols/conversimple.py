@@ -226,6 +226,22 @@ def _tool_call_request(raw: Any) -> tuple[events.ToolCallRequest, str | None] | 
     return events.ToolCallRequest(call_id, tool_name, arguments, seconds), cid
 
 
+def _conversation_ended(raw: Any) -> str | None:
+    """The other hot frame of :meth:`ConversimpleClient.receive`: a well-formed
+    ``conversation_lifecycle`` ``conversation_ended`` array (every conversation's end
+    comes twice, on its socket and on the control connection), straight to the id it
+    names; None for anything else, which takes the general path."""
+    if type(raw) is not list or len(raw) != 5 or raw[3] != "conversation_lifecycle":
+        return None
+    join_ref, ref, topic, _, payload = raw
+    if type(payload) is not dict or len(payload) != 2 or type(topic) is not str:
+        return None
+    if not (join_ref is None or type(join_ref) is str) or not (ref is None or type(ref) is str):
+        return None
+    cid = payload.get("conversation_id")
+    return cid if payload.get("event") == "conversation_ended" and type(cid) is str else None
+
+
 def decode_server_frame(text: str | bytes, **limits: int) -> Frame:
     """Parse a platform frame; raises ProtocolError (never anything else)."""
     return _decode(text, limits, server=True)[0]
@@ -385,6 +401,10 @@ class ConversimpleClient:
             if hot is not None:
                 request, cid = hot
                 return [request if cid is None or cid == self.conversation_id else ForeignEvent(cid, request)]
+            ended = _conversation_ended(raw)
+            if ended is not None:
+                end = events.ConversationEnded()
+                return [end if ended == self.conversation_id else ForeignEvent(ended, end)]
             frame, payload = _structure(raw, server=True)
         except ProtocolError as exc:
             return [codec.violation(exc)]

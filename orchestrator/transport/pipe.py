@@ -97,6 +97,7 @@ class FdPipe:
     _waits: Readiness | None = attrs.field(init=False, factory=readiness)
     """Where reads wait (in the order sockets became readable; see .readiness)."""
     _watched: bool = False  # in _waits' set
+    _trio_waited: bool = False  # trio's own epoll set has had it: close it through trio
     _closed: bool = False
     _drained: bool = False  # the last read returned less than asked: nothing was left
 
@@ -108,6 +109,7 @@ class FdPipe:
         Not a coroutine of its own: one frame less for every waiting link to hold."""
         waits = self._waits
         if waits is None or waits.closed:
+            self._trio_waited = True
             return trio.lowlevel.wait_readable(self._fd)  # noqa: ASYNC105 - the caller awaits it
         if not self._watched:
             waits.watch(self._fd)
@@ -132,6 +134,7 @@ class FdPipe:
                 await cancel_shielded_checkpoint()
             return
         rest = memoryview(data)[sent:]
+        self._trio_waited = True
         while rest:
             await trio.lowlevel.wait_writable(self._fd)
             rest = rest[self._write(rest) :]
@@ -196,7 +199,10 @@ class FdPipe:
             if waits is not None and self._watched:
                 self._watched = False
                 waits.forget(self._fd)  # wakes a reader, which then finds it closed
-            self._sock.close()
+            if self._trio_waited:
+                self._sock.close()  # trio wakes its waiters and drops it from its set
+            else:
+                os.close(self._sock.detach())  # trio never knew it: nothing to tell trio
 
     def abort(self) -> None:
         if not self._closed:
