@@ -267,6 +267,37 @@ async def test_a_task_that_only_sends_still_lets_others_run() -> None:
     right.close()
 
 
+async def test_messages_read_together_leave_without_a_scheduler_pass_each() -> None:
+    count = 20 * YIELD_EVERY
+    batch = b"".join(Frame(Opcode.TEXT, b"%d" % n).serialize(mask=False) for n in range(count))
+    ws, _ = make_link([batch], fast=True)
+    turns = 0
+
+    async def other() -> None:  # counts the reader's yields
+        nonlocal turns
+        while True:
+            turns += 1
+            await trio.lowlevel.checkpoint()
+
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(other)
+        await trio.lowlevel.checkpoint()
+        assert await ws.receive_text() == "0"  # the read: the rest wait in the inbox
+        start = turns
+        for n in range(1, count):
+            assert await ws.receive_text() == str(n)
+        ran = turns - start
+        nursery.cancel_scope.cancel()
+    assert count // YIELD_EVERY - 2 <= ran <= count // YIELD_EVERY + 1  # a pass per message before
+    more, _ = make_link([batch], fast=True)
+    assert await more.receive_text() == "0"
+    with trio.CancelScope() as scope:
+        scope.cancel()
+        with pytest.raises(trio.Cancelled):
+            await more.receive_text()  # cancellation is still seen on every call...
+    assert await more.receive_text() == "1"  # ...and the message it would have taken stays
+
+
 # Found in review: each failed before its fix.
 
 

@@ -30,7 +30,15 @@ from trio.lowlevel import cancel_shielded_checkpoint, checkpoint_if_cancelled
 
 from .readiness import Readiness, readiness
 
-__all__ = ["RECEIVE_SIZE", "FdPipe", "Pipe", "StreamPipe", "pipe_for", "set_reset_on_close"]
+__all__ = [
+    "RECEIVE_SIZE",
+    "FdPipe",
+    "Pipe",
+    "StreamPipe",
+    "pipe_for",
+    "set_reset_on_close",
+    "yield_sometimes",
+]
 
 RECEIVE_SIZE = 65536
 """Bytes asked of the kernel per read."""
@@ -46,10 +54,22 @@ class _PerThread(threading.local):
     def __init__(self) -> None:
         self.view = memoryview(bytearray(RECEIVE_SIZE))
         self.into = (self.view,)
-        self.sends = 0  # writes done at once since the last one that yielded (see send_all)
+        self.unyielded = 0  # calls of yield_sometimes since the last one that yielded
 
 
 _READ = _PerThread()
+
+
+async def yield_sometimes() -> None:
+    """A schedule point every :data:`YIELD_EVERY`-th call (per thread) and no other: for
+    a step that finished at once (a write the socket took, a message already read),
+    where a scheduler pass per message cost more than the message. The caller checks
+    for cancellation itself; a task that does nothing else still lets others run."""
+    read = _READ
+    read.unyielded += 1
+    if read.unyielded >= YIELD_EVERY:
+        read.unyielded = 0
+        await cancel_shielded_checkpoint()
 
 
 class Pipe(Protocol):
@@ -121,17 +141,12 @@ class FdPipe:
 
     async def send_all(self, data: bytes) -> None:
         # Cancellation is checked on every call, but a write the socket takes at once
-        # yields only every YIELD_EVERY-th time (per thread): the yield was a scheduler
-        # pass per message, and a task that sends goes back to waiting on its socket
-        # anyway. A task that does nothing but send still lets others run.
+        # yields only sometimes (see yield_sometimes): a task that sends goes back to
+        # waiting on its socket anyway.
         await checkpoint_if_cancelled()
         sent = self._write(data)
         if sent == len(data):
-            read = _READ
-            read.sends += 1
-            if read.sends >= YIELD_EVERY:
-                read.sends = 0
-                await cancel_shielded_checkpoint()
+            await yield_sometimes()
             return
         rest = memoryview(data)[sent:]
         self._trio_waited = True

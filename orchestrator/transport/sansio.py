@@ -30,7 +30,7 @@ from ..errors import FrameTooLargeError, LinkClosedError
 from ..redact import SecretFilter
 from . import frames
 from .interface import CLOSE_TIMEOUT, close_arguments
-from .pipe import Pipe
+from .pipe import Pipe, yield_sometimes
 
 __all__ = ["WIRE_LOG", "SansIOWebSocket", "release"]
 
@@ -239,7 +239,11 @@ class SansIOWebSocket:
     async def receive_text(self) -> str:
         inbox = self._inbox
         if inbox:
-            await trio.lowlevel.checkpoint()
+            # Messages read together leave without a scheduler pass each: the control
+            # connection reads thousands of notices at a time. (Cancelled here, the
+            # message stays.)
+            await trio.lowlevel.checkpoint_if_cancelled()
+            await yield_sometimes()
             return inbox.pop(0)
         if self._reading:
             raise trio.BusyResourceError("another task is already receiving on this WebSocket")
