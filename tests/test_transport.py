@@ -512,21 +512,24 @@ async def test_aclose_is_bounded_when_peer_never_answers(
     assert trio.current_time() - start <= CLOSE_TIMEOUT + 0.5
 
 
-async def test_sansio_client_hangs_up_once_closes_are_exchanged(
+async def test_sansio_client_leaves_the_time_wait_to_the_server(
     nursery: trio.Nursery, mock_clock: trio.testing.MockClock
 ) -> None:
-    # The clock jumps to aclose's deadline only if the client sits waiting for the
-    # server's FIN (half a second of real time with every task blocked).
-    mock_clock.autojump_threshold = 0.5
-    server = ScriptedServer([], hold_fin=True)
+    # Whoever closes TCP first holds the TIME_WAIT: the server must (RFC 6455, 7.1.1),
+    # or every conversation's end ties up one of the orchestrator's ephemeral ports.
+    # The server here answers the Close at once and sends its FIN a second later.
+    mock_clock.autojump_threshold = 0.5  # jump only when every task waits, for real
+    server = ScriptedServer([], fin_after=1.0)
     await nursery.start(server.run)
     ws = await connect(url(server.port), implementation="sansio")
     start = trio.current_time()
     await ws.aclose()
-    assert trio.current_time() - start < CLOSE_TIMEOUT / 2  # it did not wait out the deadline
+    assert 1.0 <= trio.current_time() - start < CLOSE_TIMEOUT  # it waited for the FIN, no longer
     with trio.fail_after(CLOSE_TIMEOUT):
         await server.finished.wait()
-    assert server.close_code == 1000 and server.client_hung_up
+    assert server.close_code == 1000
+    assert server.fin_at is not None and server.client_eof_at is not None
+    assert server.client_eof_at >= server.fin_at
 
 
 # Frame limits
@@ -748,9 +751,10 @@ class ScriptedServer:
     frames: list[Frame]
     port: int = 0
     close_code: int | None = None
-    hold_fin: bool = False
-    """Answer a Close but never close TCP: only the client's hang-up ends the connection."""
-    client_hung_up: bool = False
+    fin_after: float = 0.0
+    """Seconds between answering a Close and closing TCP (sending the FIN)."""
+    fin_at: float | None = None
+    client_eof_at: float | None = None
     finished: trio.Event = attrs.Factory(trio.Event)
 
     async def run(self, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
@@ -774,11 +778,13 @@ class ScriptedServer:
                     proto.receive_data(data)
                 else:
                     proto.receive_eof()
-                    self.client_hung_up = True
+                    self.client_eof_at = trio.current_time()
                 writes = proto.data_to_send()
                 if answer := b"".join(writes):
                     await stream.send_all(answer)
-                if writes and not writes[-1] and not self.hold_fin:
+                if writes and not writes[-1]:
+                    await trio.sleep(self.fin_after)
+                    self.fin_at = trio.current_time()
                     await stream.send_eof()
         self.close_code = proto.close_code
         if self.close_code is None and proto.close_sent is not None:

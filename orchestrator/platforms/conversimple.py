@@ -191,9 +191,10 @@ class ConversimplePlatform:
                 log.warning("control connection: protocol error (%s): %s", event.reason, event.message)
                 if metrics is not None:
                     metrics.child(metrics.protocol_errors, event.reason).inc()
-            # No checkpoint of its own: every frame it comes from was read at one (the
-            # reader yields per frame), and at a conversation's end a yield here was one
-            # scheduler pass more for each of thousands of notices.
+            # No checkpoint of its own: the reader checks for cancellation at every frame
+            # and yields at least every YIELD_EVERY frames (see transport.pipe), and at
+            # conversations' ends a yield here was a scheduler pass for each of
+            # thousands of notices.
 
         await control.run(deliver, task_status=task_status)
 

@@ -408,14 +408,17 @@ class SansIOWebSocket:
             self._drop()
 
     async def _close_handshake(self) -> None:
-        """Send what is queued, then read until the handshake is over (see
-        :meth:`_handshake_over`) or the link is gone. The caller bounds it in time and
-        drops the socket."""
+        """Send what is queued, then read until the protocol object is CLOSED (the peer
+        closed TCP) or the link is gone. The caller bounds it in time and drops the socket.
+
+        A client waits for the server's FIN even after both Closes are in: the side that
+        closes TCP first holds the TIME_WAIT, and that must be the server (RFC 6455,
+        7.1.1), not an orchestrator whose ephemeral ports every conversation uses."""
         self._to_protocol()
         proto = self._proto
         if not await self._flush():
             return
-        while not self._handshake_over():
+        while proto.state is not _CLOSED and not self._dropped:
             try:
                 data = await self._pipe.receive_some()
             except _LINK_ERRORS:
@@ -427,15 +430,6 @@ class SansIOWebSocket:
             proto.events_received()  # the close handshake has begun: data is discarded
             if proto.writes and not await self._flush():
                 return
-
-    def _handshake_over(self) -> bool:
-        """The server end waits for the client to close TCP (the protocol object is then
-        CLOSED). A client may close TCP once it has sent and received a Close (RFC 6455,
-        7.1.1): waiting on for the server's FIN was one more wake-up per link, for nothing."""
-        proto = self._proto
-        if proto.state is _CLOSED or self._dropped:
-            return True
-        return not self._masked_in and proto.close_sent is not None and proto.close_rcvd is not None
 
     def abort(self) -> None:
         if not self._dropped:
