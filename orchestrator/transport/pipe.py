@@ -32,9 +32,11 @@ from .readiness import Readiness, readiness
 
 __all__ = [
     "RECEIVE_SIZE",
+    "WRITES",
     "FdPipe",
     "Pipe",
     "StreamPipe",
+    "Unyielded",
     "pipe_for",
     "set_reset_on_close",
     "yield_sometimes",
@@ -54,21 +56,32 @@ class _PerThread(threading.local):
     def __init__(self) -> None:
         self.view = memoryview(bytearray(RECEIVE_SIZE))
         self.into = (self.view,)
-        self.unyielded = 0  # calls of yield_sometimes since the last one that yielded
 
 
 _READ = _PerThread()
 
 
-async def yield_sometimes() -> None:
-    """A schedule point every :data:`YIELD_EVERY`-th call (per thread) and no other: for
-    a step that finished at once (a write the socket took, a message already read),
-    where a scheduler pass per message cost more than the message. The caller checks
-    for cancellation itself; a task that does nothing else still lets others run."""
-    read = _READ
-    read.unyielded += 1
-    if read.unyielded >= YIELD_EVERY:
-        read.unyielded = 0
+class Unyielded(threading.local):
+    """Steps that finished at once since the last one that yielded, per thread."""
+
+    def __init__(self) -> None:
+        self.count = 0
+
+
+WRITES = Unyielded()
+"""Writes the socket took at once (see :meth:`FdPipe.send_all`)."""
+
+
+async def yield_sometimes(steps: Unyielded) -> None:
+    """A schedule point every :data:`YIELD_EVERY`-th step counted in ``steps`` and no
+    other: for a step that finished at once (a write the socket took, a message already
+    read), where a scheduler pass per message cost more than the message. The caller
+    checks for cancellation itself; a task that does nothing else still lets others run.
+    Each kind of step keeps its own count: a writer holding a link's write turn yields
+    on its own rhythm, which is when other senders queue their frames behind it."""
+    steps.count += 1
+    if steps.count >= YIELD_EVERY:
+        steps.count = 0
         await cancel_shielded_checkpoint()
 
 
@@ -146,7 +159,7 @@ class FdPipe:
         await checkpoint_if_cancelled()
         sent = self._write(data)
         if sent == len(data):
-            await yield_sometimes()
+            await yield_sometimes(WRITES)
             return
         rest = memoryview(data)[sent:]
         self._trio_waited = True

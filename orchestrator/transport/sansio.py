@@ -30,7 +30,7 @@ from ..errors import FrameTooLargeError, LinkClosedError
 from ..redact import SecretFilter
 from . import frames
 from .interface import CLOSE_TIMEOUT, close_arguments
-from .pipe import Pipe, yield_sometimes
+from .pipe import Pipe, Unyielded, yield_sometimes
 
 __all__ = ["WIRE_LOG", "SansIOWebSocket", "release"]
 
@@ -66,6 +66,8 @@ WIRE_LOG.addFilter(SecretFilter())
 
 _OPEN = State.OPEN
 _CLOSED = State.CLOSED
+_TAKEN = Unyielded()
+"""Messages handed out from an inbox at once (see :meth:`SansIOWebSocket.receive_text`)."""
 _TEXT = Opcode.TEXT
 _BINARY = Opcode.BINARY
 _CONT = Opcode.CONT
@@ -243,7 +245,7 @@ class SansIOWebSocket:
             # connection reads thousands of notices at a time. (Cancelled here, the
             # message stays.)
             await trio.lowlevel.checkpoint_if_cancelled()
-            await yield_sometimes()
+            await yield_sometimes(_TAKEN)
             return inbox.pop(0)
         if self._reading:
             raise trio.BusyResourceError("another task is already receiving on this WebSocket")
