@@ -305,6 +305,8 @@ def summary(results: Mapping[str, Any]) -> dict[str, Any]:
         "p99_ms",
         "max_ms",
         "cpu_s_per_1000_calls",
+        "cpu_s_per_1000_calls_at_done",
+        "teardown_s",
         "rss_kib_per_conversation",
         "rss_kib_per_conversation_active",
         "calls",

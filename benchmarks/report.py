@@ -28,6 +28,7 @@ MAIN_COLUMNS = (
     ("p99_ms", "p99 ms"),
     ("max_ms", "max ms"),
     ("cpu_s_per_1000_calls", "CPU s/1k calls"),
+    ("teardown_s", "teardown s"),
     ("cpu_pct", "CPU %"),
     ("loadgen_cpu_pct", "loadgen CPU %"),
     ("rss_kib_per_conversation", "RSS KiB/conv"),
@@ -40,6 +41,7 @@ MAIN_COLUMNS = (
 RATIO_TITLES = {
     "calls_per_s": "calls/s (orchestrator / SDK)",
     "cpu_s_per_1000_calls": "CPU per call (orchestrator / SDK)",
+    "cpu_s_per_1000_calls_at_done": "CPU per call, teardown left out (orchestrator / SDK)",
     "p99_ms": "p99 latency (orchestrator / SDK)",
     "rss_kib_per_conversation": "RSS per conversation (orchestrator / SDK)",
 }

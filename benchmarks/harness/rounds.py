@@ -92,6 +92,8 @@ class Round:
         self.profile_to: Path | None = None
         """Where to write a py-spy profile of the calls phase (None: no profile)."""
         self.profiler: Profiler | None = None
+        self.sockets_before: int | None = None
+        """Sockets open at the platform before the first batch opened (control connections)."""
 
     # ------------------------------------------------------------ the round
     def run(self) -> dict[str, Any]:
@@ -180,6 +182,8 @@ class Round:
             answered = f["calls_ok"] + f["calls_error"]
             if "cpu_s" in f and answered:
                 f["cpu_s_per_1000_calls"] = round(f["cpu_s"] / answered * 1000, 4)
+            if "cpu_s_at_done" in f and answered:  # the window before it counted the teardown
+                f["cpu_s_per_1000_calls_at_done"] = round(f["cpu_s_at_done"] / answered * 1000, 4)
             SCENARIO_FIGURES.get(self.o.scenario, lambda r, t, d: None)(self, table, dumped)
         for key in ("duplicates", "late_answers", "unknown_answers", "violations"):
             if key in dumped:
@@ -226,6 +230,8 @@ class Round:
         duration: float | None = None,
     ) -> float:
         self.batches[batch] = len(self.batches)
+        if self.sockets_before is None and self.lg.last_tick:
+            self.sockets_before = int(self.lg.last_tick["sockets"])
         self.lg.send(
             "open",
             batch=batch,
@@ -280,7 +286,30 @@ class Round:
         self.figures["idle_rss_mib"] = round(rss / 2**20, 2)
         self.figures["rss_kib_per_conversation"] = round((rss - self.base_rss) / n / 1024, 2)
 
+    def wait_closed(self, n: int) -> float | None:
+        """Seconds until the system under test closed every socket its conversations used
+        (the platform's count back to what it was before the first batch), or None if it
+        had not within a bound: the CPU it spends letting conversations go is part of
+        what they cost, and a system that closes lazily would otherwise leave it out."""
+        base = self.sockets_before
+        if base is None:
+            return None
+        start = time.perf_counter()
+        try:
+            self.lg.wait_tick(
+                lambda t: t["sockets"] <= base and t["t"] >= start,
+                timeout=30 + n / 500,
+                what="the system under test to close its conversations' sockets",
+                alive=self.sut.check_alive,
+            )
+        except HarnessError:
+            return None
+        return round(time.perf_counter() - start, 2)
+
     def measure_calls(self, go_at: float, n: int) -> None:
+        self.figures["cpu_s_at_done"] = round(self.sut.cpu_seconds() - self.cpu0, 3)
+        self.progress.phase = "closing"
+        self.figures["teardown_s"] = self.wait_closed(n)
         end = time.perf_counter()
         cpu = self.sut.cpu_seconds() - self.cpu0
         if self.profiler is not None:
