@@ -129,6 +129,23 @@ async def wait_running(logs: list[Any], n: int, every: float = 0.02) -> None:
     await wait_until(lambda: Gated.started == n, 30, "every second call running in the agent", every)
 
 
+async def wait_joined(s: Any, ids: list[str], n: int, within: float) -> None:
+    """Wait until ``n`` redelivered calls joined their running originals; on a timeout,
+    say which side held them up."""
+    try:
+        await wait_until(lambda: joined(s) >= n, within, "every redelivered call to join its original")
+    except pytest.fail.Exception as exc:
+        pytest.fail(f"{exc}: {why_not_joined(s, ids)}")
+
+
+def gated_plan(n: int) -> Any:
+    """``n`` conversations of three calls each: before the outage, across it (held at the
+    gate), and after it."""
+    return tool_turns(
+        ("before", {"n": 1}), ("during", {"n": 2}), ("after", {"n": 3}), agent_id="gated", repeat=n
+    )
+
+
 def worst_window_share(times: list[float], width: float = 1.0) -> tuple[float, int]:
     """The largest share of ``times`` inside any window ``width`` long, and its count."""
     times = sorted(times)
@@ -144,9 +161,7 @@ async def test_guarantee_2_thousand_links_ride_out_a_20s_outage_without_a_stampe
     sandbox = SandboxSettings(
         record_messages=False, register_timeout=60, call_timeout=180, timeout_seconds=150
     )
-    plan = tool_turns(
-        ("before", {"n": 1}), ("during", {"n": 2}), ("after", {"n": 3}), agent_id="gated", repeat=N
-    )
+    plan = gated_plan(N)
     async with stack([Gated], policy=policy, sandbox=sandbox, via_proxy=True) as s:
         assert s.proxy is not None
         ids = s.server.add_conversations(scenario(plan))
@@ -163,10 +178,7 @@ async def test_guarantee_2_thousand_links_ride_out_a_20s_outage_without_a_stampe
         )
         resumed = trio.current_time()
         # The platform redelivers the call in flight; the redelivery joins the running call.
-        try:
-            await wait_until(lambda: joined(s) >= N, 30, "every redelivered call to join its original")
-        except pytest.fail.Exception as exc:
-            pytest.fail(f"{exc}: {why_not_joined(s, ids)}")
+        await wait_joined(s, ids, N, 30)
         Gated.gate.set()
         with trio.fail_after(60):
             await s.server.wait_done(ids)
@@ -207,9 +219,7 @@ async def test_guarantee_2_outage_the_moment_the_calls_went_out_joins_every_runn
     n = 20
     Gated.reset()
     assert Gated.gate is not None
-    plan = tool_turns(
-        ("before", {"n": 1}), ("during", {"n": 2}), ("after", {"n": 3}), agent_id="gated", repeat=n
-    )
+    plan = gated_plan(n)
     policy = LinkPolicy(backoff_initial=0.2, backoff_max=0.5)
     sandbox = SandboxSettings(timeout_seconds=120, call_timeout=150)  # no call times out meanwhile
     async with stack([Gated], policy=policy, sandbox=sandbox, via_proxy=True) as s:
@@ -218,10 +228,7 @@ async def test_guarantee_2_outage_the_moment_the_calls_went_out_joins_every_runn
         logs = [s.server.conversation(cid) for cid in ids]
         await wait_running(logs, n, every=0)  # the outage follows at once: no pass in between
         await s.proxy.down_for(1.0)
-        try:
-            await wait_until(lambda: joined(s) >= n, 20, "every redelivered call to join its original")
-        except pytest.fail.Exception as exc:
-            pytest.fail(f"{exc}: {why_not_joined(s, ids)}")
+        await wait_joined(s, ids, n, 20)
         Gated.gate.set()
         with trio.fail_after(30):
             await s.server.wait_done(ids)
