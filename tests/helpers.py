@@ -4,10 +4,11 @@ from __future__ import annotations
 
 import socket
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from typing import Any, Literal
 
+import pytest
 import trio
 from prometheus_client import CollectorRegistry
 
@@ -115,6 +116,16 @@ async def running_supervisor(
 def sample(metrics: Metrics, name: str, **labels: str) -> float:
     value = metrics.registry.get_sample_value(name, labels)
     return 0.0 if value is None else value
+
+
+async def wait_until(predicate: Callable[[], bool], within: float, what: str, every: float = 0.02) -> float:
+    """Poll ``predicate`` until true; returns the seconds waited, fails after ``within``."""
+    start = trio.current_time()
+    with trio.move_on_after(within):
+        while not predicate():  # noqa: ASYNC110 - state changed by other tasks, sockets or processes
+            await trio.sleep(every)
+        return trio.current_time() - start
+    pytest.fail(f"timed out after {within:g} s waiting for {what}")
 
 
 def free_port() -> int:

@@ -24,7 +24,7 @@ import ssl
 import subprocess
 import sys
 import threading
-from collections.abc import AsyncIterator, Callable, Mapping, Sequence
+from collections.abc import AsyncIterator, Mapping, Sequence
 from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Any, Literal
@@ -50,7 +50,7 @@ from orchestrator.sandbox.server import SandboxServer
 from orchestrator.sandbox.settings import SandboxSettings
 from orchestrator.supervisor import Supervisor, SupervisorSettings
 from orchestrator.transport import ServerWebSocket, serve
-from tests.helpers import free_port
+from tests.helpers import free_port, sample, wait_until
 
 ROOT = Path(__file__).resolve().parent.parent
 KIT = "tests/test_guarantees.py"
@@ -143,21 +143,6 @@ class Stalled(Agent):
 
 
 # ---------------------------------------------------------------- small helpers
-
-
-def sample(metrics: Metrics, name: str, **labels: str) -> float:
-    value = metrics.registry.get_sample_value(name, labels)
-    return 0.0 if value is None else value
-
-
-async def wait_until(predicate: Callable[[], bool], within: float, what: str, every: float = 0.02) -> float:
-    """Poll ``predicate`` (real time) until true; returns the seconds waited, fails after ``within``."""
-    start = trio.current_time()
-    with trio.move_on_after(within):
-        while not predicate():  # noqa: ASYNC110 - state changed by other tasks, sockets or processes
-            await trio.sleep(every)
-        return trio.current_time() - start
-    pytest.fail(f"timed out after {within:g} s waiting for {what}")
 
 
 def percentile(values: Sequence[float], q: float) -> float:

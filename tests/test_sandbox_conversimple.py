@@ -17,6 +17,7 @@ from orchestrator.errors import HandshakeError, LinkClosedError, PermanentLinkEr
 from orchestrator.protocols import conversimple as wire
 from orchestrator.sandbox import ConversationPlan, SandboxServer, Scenario, ToolTurn, load_plan
 from orchestrator.transport import connect
+from tests.helpers import wait_until
 from tests.sandbox_client import RawAgent, RawSocket
 
 ECHO_TOOLS = tool_schemas(EchoAgent)
@@ -88,8 +89,8 @@ async def test_conversation_is_announced_once_to_the_earliest_socket(server: San
     (cid,) = server.add_conversations(echo_calls("hi"))
     ready = await first.expect(wire.ConversationReady)
     assert (ready.conversation_id, ready.agent_id) == (cid, "echo")
-    await trio.testing.wait_all_tasks_blocked()
     await first.aclose()
+    await wait_until(lambda: server.conversimple.sockets_open == 1, 5, "the server to let the first go")
     # The next conversation goes to the socket that is now the earliest; the first is not re-announced.
     (cid2,) = server.add_conversations(echo_calls("again"))
     ready2 = await second.expect(wire.ConversationReady)

@@ -17,6 +17,7 @@ import pytest
 import trio
 
 from orchestrator.sandbox import ConversationPlan, MessageTurn, SandboxServer, Scenario, ToolTurn
+from tests.helpers import wait_until
 
 pytestmark = pytest.mark.slow
 
@@ -59,14 +60,6 @@ async def sdk(script: str, *args: str, log: Path) -> AsyncIterator[trio.Process]
             await process.wait()
 
 
-async def wait_for(condition: object, what: str) -> None:
-    """Poll a condition the SDK process brings about (it cannot signal us otherwise)."""
-    assert callable(condition)
-    with trio.fail_after(TIMEOUT):
-        while not condition():  # noqa: ASYNC110 - the SDK runs in another process: nothing to wait on
-            await trio.sleep(0.02)
-
-
 def plan(count: int, *, synthetic: int = 2) -> Scenario:
     return Scenario("sdk", (ConversationPlan("sdk-echo", turns=TURNS, synthetic=synthetic),) * count)
 
@@ -92,7 +85,7 @@ async def test_conversimple_sdk_dispatcher_completes_conversations(tmp_path: Pat
             await server.wait_done(ids)
         assert_completed(server, ids)
         # The dispatcher's agents each had their own socket; they leave once their conversation ends.
-        await wait_for(lambda: server.conversimple.sockets_open == 1, "agents to disconnect")
+        await wait_until(lambda: server.conversimple.sockets_open == 1, TIMEOUT, "agents to disconnect")
     registered = [
         e.payload for e in server.conversation(ids[0]).entries if e.event == "register_conversation_tools"
     ]

@@ -520,19 +520,45 @@ async def test_sansio_client_leaves_the_time_wait_to_the_server(
 ) -> None:
     # Whoever closes TCP first holds the TIME_WAIT: the server must (RFC 6455, 7.1.1),
     # or every conversation's end ties up one of the orchestrator's ephemeral ports.
-    # The server here answers the Close at once and sends its FIN a second later.
+    # The server here answers the Close at once and sends its FIN a second later. The
+    # client waits for it in the background: aclose() returns once its Close is out.
     mock_clock.autojump_threshold = 0.5  # jump only when every task waits, for real
     server = ScriptedServer([], fin_after=1.0)
     await nursery.start(server.run)
     ws = await connect(url(server.port), implementation="sansio")
     start = trio.current_time()
     await ws.aclose()
-    assert 1.0 <= trio.current_time() - start < CLOSE_TIMEOUT  # it waited for the FIN, no longer
+    assert trio.current_time() == start
+    assert ws.close_code == 1000
     with trio.fail_after(CLOSE_TIMEOUT):
         await server.finished.wait()
     assert server.close_code == 1000
     assert server.fin_at is not None and server.client_eof_at is not None
-    assert server.client_eof_at >= server.fin_at
+    assert server.client_eof_at >= server.fin_at == start + 1.0  # it waited for the FIN
+
+
+@pytest.mark.parametrize("closing", ["client", "server"])
+async def test_sansio_client_waits_for_the_fin_no_longer_than_the_close_timeout(
+    nursery: trio.Nursery, mock_clock: trio.testing.MockClock, closing: str
+) -> None:
+    # A server that answers the Close but never closes TCP: the client lets the socket
+    # go CLOSE_TIMEOUT after its own Close, whoever began the closing.
+    mock_clock.autojump_threshold = 0.5
+    frames = [Frame(Opcode.CLOSE, Close(1001, "bye").serialize())] if closing == "server" else []
+    server = ScriptedServer(frames, fin_after=None)
+    await nursery.start(server.run)
+    ws = await connect(url(server.port), implementation="sansio")
+    start = trio.current_time()
+    if closing == "client":
+        await ws.aclose()
+    else:
+        with pytest.raises(LinkClosedError):
+            await ws.receive_text()
+        assert ws.close_code == 1001
+    with trio.fail_after(CLOSE_TIMEOUT + 1):
+        await server.finished.wait()
+    assert server.fin_at is None and server.client_eof_at is not None
+    assert start + CLOSE_TIMEOUT <= server.client_eof_at < start + CLOSE_TIMEOUT + 0.5
 
 
 # Frame limits
@@ -754,8 +780,8 @@ class ScriptedServer:
     frames: list[Frame]
     port: int = 0
     close_code: int | None = None
-    fin_after: float = 0.0
-    """Seconds between answering a Close and closing TCP (sending the FIN)."""
+    fin_after: float | None = 0.0
+    """Seconds between answering a Close and closing TCP (sending the FIN); None: never."""
     fin_at: float | None = None
     client_eof_at: float | None = None
     finished: trio.Event = attrs.Factory(trio.Event)
@@ -785,7 +811,7 @@ class ScriptedServer:
                 writes = proto.data_to_send()
                 if answer := b"".join(writes):
                     await stream.send_all(answer)
-                if writes and not writes[-1]:
+                if writes and not writes[-1] and self.fin_after is not None:
                     await trio.sleep(self.fin_after)
                     self.fin_at = trio.current_time()
                     await stream.send_eof()

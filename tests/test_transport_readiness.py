@@ -16,6 +16,7 @@ import trio.testing
 from orchestrator.transport import readiness as readiness_module
 from orchestrator.transport.pipe import FdPipe
 from orchestrator.transport.readiness import CHUNK, readiness
+from tests.helpers import wait_until
 
 
 def pair() -> tuple[FdPipe, socket.socket]:
@@ -280,3 +281,105 @@ def test_a_reader_still_waiting_as_the_run_ends_is_not_stranded() -> None:
 
     trio.run(main, clock=trio.testing.MockClock(autojump_threshold=0))
     assert got == [b"late"]
+
+
+# Lingering: a client done with its link waits for the server's FIN in the set's task.
+
+
+def closed_by_us(peer: socket.socket) -> bool:
+    """Whether the pipe's end of the connection is closed: the peer reads its FIN
+    (whatever else was still coming is dropped first)."""
+    peer.setblocking(False)
+    try:
+        while peer.recv(65536):
+            pass
+    except BlockingIOError:
+        return False
+    except ConnectionResetError:
+        return True
+    return True
+
+
+@pytest.mark.parametrize("watched", [True, False], ids=["after reads", "never read"])
+async def test_a_lingering_socket_is_drained_and_closed_at_the_peers_end(
+    pairs: list[tuple[FdPipe, socket.socket]], watched: bool
+) -> None:
+    pipe, peer = tcp_pair()
+    pairs.append((pipe, peer))
+    if watched:
+        peer.send(b"before")
+        assert await pipe.receive_some() == b"before"
+    peer.send(b"still coming" * 10_000)  # more than one read
+    assert pipe.linger(3.0)
+    with pytest.raises(trio.ClosedResourceError):
+        await pipe.receive_some()  # the pipe is done: only the set reads it now
+    await trio.sleep(0.05)
+    assert not closed_by_us(peer)  # no FIN from the peer yet: the socket stays open
+    peer.sendall(b"late" * 50_000)
+    peer.shutdown(socket.SHUT_WR)
+    await wait_until(lambda: closed_by_us(peer), 5, "the socket to be closed", every=0.001)
+    assert not readiness_module.readiness()._lingering  # type: ignore[union-attr]
+
+
+async def test_an_end_reported_before_the_linger_closes_the_socket_at_once(
+    mock_clock: trio.testing.MockClock, pairs: list[tuple[FdPipe, socket.socket]]
+) -> None:
+    mock_clock.autojump_threshold = 0.1
+    pipe, peer = tcp_pair()
+    pairs.append((pipe, peer))
+    with trio.move_on_after(1):
+        await pipe.receive_some()  # watched now, and nobody waits after this
+    waits = readiness_module.readiness()
+    assert waits is not None
+    peer.shutdown(socket.SHUT_WR)
+    await wait_until(lambda: pipe._fd in waits._ended, 5, "the end to be reported")  # while nobody waited
+    assert pipe.linger(3.0)
+    assert closed_by_us(peer)  # no wait: the end was known already
+
+
+async def test_a_lingering_socket_whose_peer_never_closes_is_closed_after_the_timeout(
+    mock_clock: trio.testing.MockClock, pairs: list[tuple[FdPipe, socket.socket]]
+) -> None:
+    mock_clock.autojump_threshold = 0.1
+    pipe, peer = tcp_pair()
+    pairs.append((pipe, peer))
+    start = trio.current_time()
+    assert pipe.linger(3.0)
+    await trio.sleep(2.9)
+    peer.send(b"ignored")
+    await trio.sleep(0.05)
+    assert not closed_by_us(peer)
+    await trio.sleep(0.1)
+    assert closed_by_us(peer)
+    assert trio.current_time() - start < 3.1
+
+
+async def test_a_lingering_socket_reset_by_the_peer_is_closed(
+    pairs: list[tuple[FdPipe, socket.socket]],
+) -> None:
+    pipe, peer = tcp_pair()
+    pairs.append((pipe, peer))
+    assert pipe.linger(3.0)
+    waits = readiness_module.readiness()
+    assert waits is not None and waits._lingering
+    peer.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+    peer.close()  # a reset
+    await wait_until(lambda: not waits._lingering, 5, "the reset socket to be closed", every=0.001)
+    assert pipe._sock.fileno() == -1
+
+
+def test_the_run_ending_closes_lingering_sockets() -> None:
+    peers: list[socket.socket] = []
+
+    async def main() -> None:
+        pipe, peer = tcp_pair()
+        peers.append(peer)
+        assert pipe.linger(3.0)
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", ResourceWarning)
+        trio.run(main)
+        gc.collect()
+    (peer,) = peers
+    assert closed_by_us(peer)
+    peer.close()

@@ -107,6 +107,12 @@ class Pipe(Protocol):
         """Close the socket now with a TCP reset (RST) instead of a FIN."""
         ...
 
+    def linger(self, timeout: float) -> bool:
+        """Done with the socket, but wait for the peer to close TCP first (at most
+        ``timeout`` seconds) without a task: anything still coming is dropped. The pipe
+        is closed from then on. False if that cannot be done here (the caller waits)."""
+        ...
+
 
 def set_reset_on_close(sock: trio.socket.SocketType) -> None:
     """Make closing ``sock`` send a TCP reset (SO_LINGER 0), as a network failure would."""
@@ -223,14 +229,45 @@ class FdPipe:
     def close(self) -> None:
         if not self._closed:
             self._closed = True
-            waits = self._waits
-            if waits is not None and self._watched:
-                self._watched = False
-                waits.forget(self._fd)  # wakes a reader, which then finds it closed
-            if self._trio_waited:
-                self._sock.close()  # trio wakes its waiters and drops it from its set
-            else:
-                os.close(self._sock.detach())  # trio never knew it: nothing to tell trio
+            self.release()
+
+    def linger(self, timeout: float) -> bool:
+        waits = self._waits
+        if self._closed or waits is None or waits.closed:
+            return False
+        self._closed = True  # from here on the socket is the readiness set's
+        if not self._watched:
+            waits.watch(self._fd)
+            self._watched = True
+        waits.linger(self._fd, self, timeout)
+        return True
+
+    def drain(self, ended: bool) -> bool:
+        """Lingering (see :meth:`linger`): read and drop what came; close at the peer's end."""
+        fd = self._fd
+        into = _READ.into
+        while True:
+            try:
+                size = os.readv(fd, into)
+            except BlockingIOError:
+                return False
+            if not size:
+                self.release()
+                return True
+            if size < RECEIVE_SIZE and not ended:
+                return False  # all read: the peer's end, when it comes, is reported anew
+
+    def release(self) -> None:
+        """Close the descriptor: :meth:`close`'s work, and the readiness set's once a
+        lingering socket is done. Once only."""
+        waits = self._waits
+        if waits is not None and self._watched:
+            self._watched = False
+            waits.forget(self._fd)  # wakes a reader, which then finds it closed
+        if self._trio_waited:
+            self._sock.close()  # trio wakes its waiters and drops it from its set
+        else:
+            os.close(self._sock.detach())  # trio never knew it: nothing to tell trio
 
     def abort(self) -> None:
         if not self._closed:
@@ -260,6 +297,9 @@ class StreamPipe:
 
     def close(self) -> None:
         self._socket().close()
+
+    def linger(self, timeout: float) -> bool:
+        return False  # no readiness set here: the caller waits for the peer
 
     def abort(self) -> None:
         sock = self._socket()

@@ -15,6 +15,13 @@ the next ones: trio's random order then only ever reorders neighbours. A socket
 stays in the set from its first wait to its close, so a wait costs no system call
 (trio re-arms the socket in its own epoll set on every wait).
 
+A client that has sent its Close waits for the server to close TCP (the side
+that closes first holds the TIME_WAIT, and that must be the server). That wait
+moves here too (:meth:`Readiness.linger`): the socket stays in the set, what
+still comes is read and dropped in this set's task, and it is closed at the
+peer's end or after a timeout. No task wakes for it, and the link's task is done
+once its Close is written.
+
 Linux only; elsewhere :func:`readiness` is None and pipes wait with
 ``trio.lowlevel.wait_readable``.
 """
@@ -23,13 +30,14 @@ from __future__ import annotations
 
 import contextlib
 import select
+from collections import deque
 from functools import partial
-from typing import Final
+from typing import Final, Protocol
 
 import trio
 from trio.lowlevel import Abort, RunVar, Task, current_task, reschedule, wait_task_rescheduled
 
-__all__ = ["CHUNK", "Readiness", "readiness"]
+__all__ = ["CHUNK", "Lingering", "Readiness", "readiness"]
 
 CHUNK: Final = 64
 """Readers woken per pass of the scheduler, at most."""
@@ -40,6 +48,29 @@ _END: Final[int] = sum(getattr(select, name, 0) for name in ("EPOLLRDHUP", "EPOL
 """The peer's FIN or reset: reported once, maybe together with the bytes before it."""
 
 _CURRENT: RunVar[Readiness] = RunVar("orchestrator.transport.readiness")
+
+
+class Lingering(Protocol):
+    """A socket handed to :meth:`Readiness.linger` by its owner."""
+
+    def drain(self, ended: bool) -> bool:
+        """Read and drop what has come (all of it, up to the peer's end, if ``ended``);
+        close the socket, and return True, once the peer's end is read."""
+        ...
+
+    def release(self) -> None:
+        """Close the socket now."""
+        ...
+
+
+class _Entry:
+    """A lingering socket: its owner (None once it is closed) and when its wait ends."""
+
+    __slots__ = ("deadline", "owner")
+
+    def __init__(self, deadline: float, owner: Lingering) -> None:
+        self.deadline = deadline
+        self.owner: Lingering | None = owner
 
 
 def _abort(readers: dict[int, Task], fd: int, _: object) -> Abort:
@@ -69,7 +100,7 @@ class Readiness:
     whether a socket is watched is its owner's to remember, never this set's.
     """
 
-    __slots__ = ("_ended", "_epoll", "_readers", "_ready")
+    __slots__ = ("_ended", "_epoll", "_lingering", "_readers", "_ready", "_reaping", "_until")
 
     def __init__(self) -> None:
         self._epoll = select.epoll()
@@ -81,6 +112,11 @@ class Readiness:
         # The peer's end (FIN, reset) is reported once too, maybe in one report with the
         # bytes before it: from then on every wait returns at once.
         self._ended: set[int] = set()
+        # Sockets waiting for their peer's end (see linger), and their deadlines in the
+        # order they were handed over (one timeout for all, so that is deadline order).
+        self._lingering: dict[int, _Entry] = {}
+        self._until: deque[_Entry] = deque()
+        self._reaping = False
 
     @property
     def closed(self) -> bool:
@@ -115,11 +151,50 @@ class Readiness:
         # collection to walk (see orchestrator.service.GC_THRESHOLD_GEN0).
         await wait_task_rescheduled(partial(_abort, readers, fd))
 
+    def linger(self, fd: int, owner: Lingering, timeout: float) -> None:
+        """Take over the watched ``fd``, whose owner has nothing left to read or write
+        but must not close it before the peer does: from now on this set's task hands
+        what comes to ``owner.drain``, and ``owner.release`` closes it ``timeout``
+        seconds from now if the peer's end has not come by then. The owner touches the
+        socket no more; the run's end closes it too."""
+        entry = _Entry(trio.current_time() + timeout, owner)
+        self._lingering[fd] = entry
+        ended = fd in self._ended
+        if ended or fd in self._ready:  # reported while nobody waited: read it now
+            self._ready.discard(fd)
+            self._ended.discard(fd)
+            _drain(entry, ended)
+            if entry.owner is None:  # that was the end: closed
+                return
+        self._until.append(entry)
+        if not self._reaping:
+            self._reaping = True
+            trio.lowlevel.spawn_system_task(self._reap, name="orchestrator.transport.linger")
+
+    async def _reap(self) -> None:
+        """Close the lingering sockets whose peer has not closed in time."""
+        until = self._until
+        try:
+            while until:
+                entry = until[0]
+                if entry.owner is None:  # closed already
+                    until.popleft()
+                elif trio.current_time() < entry.deadline:
+                    await trio.sleep_until(entry.deadline)
+                else:
+                    until.popleft()
+                    _release(entry.owner)
+        finally:
+            self._reaping = False
+
     def forget(self, fd: int) -> None:
         """The watched ``fd`` is about to be closed: drop it, and wake its reader (which
         finds it closed). Never raises."""
         self._ready.discard(fd)
         self._ended.discard(fd)
+        entry = self._lingering.pop(fd, None)
+        if entry is not None:
+            entry.owner = None
         if not self._epoll.closed:  # else the run is over, and this set with it
             with contextlib.suppress(OSError):  # closed behind its owner's back
                 self._epoll.unregister(fd)
@@ -130,6 +205,7 @@ class Readiness:
     async def serve(self) -> None:
         """Wake readers in the order their sockets became ready, CHUNK per scheduler pass."""
         epoll, readers, ready, ended = self._epoll, self._readers, self._ready, self._ended
+        lingering = self._lingering
         try:
             while True:
                 await trio.lowlevel.wait_readable(epoll.fileno())
@@ -139,6 +215,9 @@ class Readiness:
                         reader = readers.pop(fd, None)
                         if reader is not None:
                             reschedule(reader)
+                        elif fd in lingering:
+                            _drain(lingering[fd], bool(mask & _END))
+                            continue
                         if mask & _END:
                             ended.add(fd)  # every wait returns at once from now on
                         elif reader is None:
@@ -149,6 +228,8 @@ class Readiness:
                     # scheduler's next pass, the ones taken after this in the pass after.
                     await trio.lowlevel.cancel_shielded_checkpoint()
         finally:  # the run is ending: readers still waiting wait with trio from now on
+            for entry in list(lingering.values()):
+                _release(entry.owner)
             for reader in readers.values():
                 reschedule(reader)  # they read, and find bytes or wait again
             readers.clear()
@@ -156,3 +237,19 @@ class Readiness:
             ended.clear()
             trio.lowlevel.notify_closing(epoll.fileno())
             epoll.close()
+
+
+def _drain(entry: _Entry, ended: bool) -> None:
+    owner = entry.owner
+    if owner is not None:
+        try:
+            owner.drain(ended)
+        except OSError:  # reset by the peer, say: nothing more will come
+            _release(owner)
+
+
+def _release(owner: Lingering | None) -> None:
+    """Close a lingering socket (its owner drops it from the set as it does)."""
+    if owner is not None:
+        with contextlib.suppress(OSError):
+            owner.release()

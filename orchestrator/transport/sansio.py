@@ -22,7 +22,7 @@ import attrs
 import trio
 from websockets.exceptions import PayloadTooBig
 from websockets.frames import CloseCode, Frame, Opcode
-from websockets.protocol import SERVER, Event, State
+from websockets.protocol import CLIENT, SERVER, Event, State
 from websockets.protocol import Protocol as WsProtocol
 from websockets.typing import BytesLike
 
@@ -66,6 +66,7 @@ WIRE_LOG.addFilter(SecretFilter())
 
 _OPEN = State.OPEN
 _CLOSED = State.CLOSED
+_CLOSING = State.CLOSING
 _TAKEN = Unyielded()
 """Messages handed out from an inbox at once (see :meth:`SansIOWebSocket.receive_text`)."""
 _TEXT = Opcode.TEXT
@@ -415,10 +416,15 @@ class SansIOWebSocket:
 
         A client waits for the server's FIN even after both Closes are in: the side that
         closes TCP first holds the TIME_WAIT, and that must be the server (RFC 6455,
-        7.1.1), not an orchestrator whose ephemeral ports every conversation uses."""
+        7.1.1), not an orchestrator whose ephemeral ports every conversation uses. Once
+        its Close is written it has nothing left to say or read, so where it can, the
+        pipe waits for the FIN in the background (see FdPipe.linger) and no task wakes
+        for the server's Close or its FIN."""
         self._to_protocol()
         proto = self._proto
         if not await self._flush():
+            return
+        if proto.side is CLIENT and proto.state is _CLOSING and self._pipe.linger(CLOSE_TIMEOUT):
             return
         while proto.state is not _CLOSED and not self._dropped:
             try:
