@@ -136,8 +136,10 @@ async def run_client(args: argparse.Namespace) -> dict[str, Any]:
         async with trio.open_nursery() as nursery:
             for ws in sockets:
                 nursery.start_soon(ws.aclose)
-    client_close = sum(me.cpu_times()[:2]) - mine
+    # The client's sockets wait for the server's FIN after aclose() returns (in the
+    # background, see transport/readiness.py): give both sides time to finish.
     await trio.sleep(0.5)
+    client_close = sum(me.cpu_times()[:2]) - mine
     server_close = sum(server.cpu_times()[:2]) - theirs
 
     latencies.sort()

@@ -62,6 +62,11 @@ class ScriptedPipe:
     def linger(self, timeout: float) -> bool:
         return False  # the tests read the close handshake to its end
 
+    lingers = False
+
+    def send_now(self, data: bytes) -> int:
+        return 0
+
 
 def make_link(
     chunks: list[bytes], *, fast: bool, server: bool = False
@@ -337,3 +342,63 @@ async def test_a_server_never_reads_frames_itself_from_inside_a_frame() -> None:
     acceptor = _Acceptor(echo_handler, [], LIMIT, None, None, 5)
     ws = await acceptor._handshake(pipe, "peer")  # the private step: no socket needed
     assert ws is not None and not ws._fast
+
+
+@attrs.define
+class LingeringPipe(ScriptedPipe):
+    """A pipe that lingers, and whose socket takes at most ``takes`` bytes at once."""
+
+    takes: int = 1 << 20
+    broken: bool = False
+    taken: list[bytes] = attrs.Factory(list)
+    lingered: bool = False
+
+    @property
+    def lingers(self) -> bool:
+        return not self.lingered
+
+    def send_now(self, data: bytes) -> int:
+        if self.broken:
+            raise trio.BrokenResourceError("reset")
+        self.taken.append(data[: self.takes])
+        return min(self.takes, len(data))
+
+    def linger(self, timeout: float) -> bool:
+        self.lingered = True
+        return True
+
+
+def client_on(pipe: ScriptedPipe) -> SansIOWebSocket:
+    proto = ClientProtocol(parse_uri("ws://127.0.0.1/ws"), state=State.OPEN, max_size=LIMIT)
+    ws = SansIOWebSocket(pipe, proto, "peer", LIMIT)
+    ws.at_frame_boundary()
+    return ws
+
+
+def closes_in(wire: bytes) -> list[int]:
+    server = ServerProtocol(state=State.OPEN, max_size=LIMIT)
+    server.receive_data(wire)
+    return [Close.parse(f.data).code for f in server.events_received() if isinstance(f, Frame)]
+
+
+@pytest.mark.parametrize("takes", [1 << 20, 3, 0])
+async def test_a_clients_close_goes_out_whole_however_much_the_socket_takes_at_once(takes: int) -> None:
+    # aclose writes a client's Close without waiting when the socket takes it all, and
+    # leaves the wait for the server's FIN to the pipe; what the socket did not take
+    # goes out the usual way, then the pipe lingers all the same.
+    pipe = LingeringPipe([], takes=takes)
+    ws = client_on(pipe)
+    await ws.aclose(4001, "bye")
+    assert closes_in(b"".join(pipe.taken + pipe.written)) == [4001]
+    assert bool(pipe.written) == (takes < 11)  # a masked Close with "bye" is 11 bytes
+    assert pipe.lingered
+    assert ws.close_code == 4001
+
+
+async def test_a_close_the_socket_refuses_at_once_drops_the_link() -> None:
+    pipe = LingeringPipe([], broken=True)
+    ws = client_on(pipe)
+    await ws.aclose()
+    assert not pipe.lingered
+    with pytest.raises(LinkClosedError):
+        await ws.send_text("after")

@@ -113,6 +113,16 @@ class Pipe(Protocol):
         is closed from then on. False if that cannot be done here (the caller waits)."""
         ...
 
+    @property
+    def lingers(self) -> bool:
+        """Whether :meth:`linger` would take the socket now."""
+        ...
+
+    def send_now(self, data: bytes) -> int:
+        """Write what the socket takes at once, without a checkpoint; how much it took.
+        Raises as :meth:`send_all` does."""
+        ...
+
 
 def set_reset_on_close(sock: trio.socket.SocketType) -> None:
     """Make closing ``sock`` send a TCP reset (SO_LINGER 0), as a network failure would."""
@@ -231,6 +241,14 @@ class FdPipe:
             self._closed = True
             self.release()
 
+    @property
+    def lingers(self) -> bool:
+        waits = self._waits
+        return not (self._closed or waits is None or waits.closed)
+
+    def send_now(self, data: bytes) -> int:
+        return self._write(data)
+
     def linger(self, timeout: float) -> bool:
         waits = self._waits
         if self._closed or waits is None or waits.closed:
@@ -300,6 +318,11 @@ class StreamPipe:
 
     def linger(self, timeout: float) -> bool:
         return False  # no readiness set here: the caller waits for the peer
+
+    lingers = False
+
+    def send_now(self, data: bytes) -> int:
+        return 0  # a stream only writes with a checkpoint
 
     def abort(self) -> None:
         sock = self._socket()

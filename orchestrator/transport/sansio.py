@@ -391,16 +391,44 @@ class SansIOWebSocket:
         if self._dropped:  # the socket is closed already: nothing is left to say
             return
         self._to_protocol()
+        if self._proto.state is _OPEN:
+            self._proto.send_close(*close_arguments(code, reason))
+        if not (self._reading or self._writing) and self._close_at_once():
+            return
         try:
             with trio.move_on_after(CLOSE_TIMEOUT, shield=True):
-                if self._proto.state is _OPEN and not self._dropped:
-                    self._proto.send_close(*close_arguments(code, reason))
                 if not self._reading:
                     await self._close_handshake()
                 else:
                     await self._flush()
         finally:
             self._drop()
+
+    def _close_at_once(self) -> bool:
+        """A client's Close written without waiting, and the wait for the server's FIN
+        left to the pipe (see _close_handshake): no cancel scope and no scheduler pass.
+        False, with nothing lost, where something would have to wait."""
+        proto = self._proto
+        pipe = self._pipe
+        if proto.side is not CLIENT or proto.state is not _CLOSING or not pipe.lingers:
+            return False
+        writes = proto.writes
+        if not all(writes):  # b"" asks for a TCP half-close: not at once
+            return False
+        data = b"".join(writes)
+        try:
+            sent = pipe.send_now(data) if data else 0
+        except _LINK_ERRORS:
+            self._drop()
+            return True
+        if sent < len(data):
+            writes[:] = [data[sent:]]  # the rest goes out with the usual wait
+            return False
+        writes.clear()
+        self._written(self._queued)
+        pipe.linger(CLOSE_TIMEOUT)
+        self._drop()
+        return True
 
     async def _finish_closing(self) -> None:
         """Send what is queued, then read until the peer closes TCP (bounded); drop the socket."""
