@@ -229,6 +229,8 @@ class Readiness:
                     await trio.lowlevel.cancel_shielded_checkpoint()
         finally:  # the run is ending: readers still waiting wait with trio from now on
             for entry in list(lingering.values()):
+                # Read what came first: closing over unread bytes sends a reset.
+                _drain(entry, False)
                 _release(entry.owner)
             for reader in readers.values():
                 reschedule(reader)  # they read, and find bytes or wait again
