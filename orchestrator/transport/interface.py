@@ -82,7 +82,10 @@ class WebSocket(Protocol):
         """Close the link: send a close frame, wait a bounded time for the peer, drop the socket.
 
         Idempotent, never raises, finishes within :data:`CLOSE_TIMEOUT` even when
-        the caller is cancelled (the wait is shielded).
+        the caller is cancelled (the wait is shielded). A sans-IO client on plain
+        TCP returns once its close frame is written: its socket waits for the
+        server to close TCP (at most :data:`CLOSE_TIMEOUT`) in the background, with
+        no task of its own (see :mod:`.readiness`).
         """
         ...
 
