@@ -24,7 +24,7 @@ from websockets.uri import parse_uri
 from orchestrator.errors import FrameTooLargeError, LinkClosedError
 from orchestrator.transport import frames
 from orchestrator.transport.handshake import ends_at_blank_line
-from orchestrator.transport.pipe import YIELD_EVERY, FdPipe
+from orchestrator.transport.pipe import YIELD_EVERY, FdPipe, Heard
 from orchestrator.transport.sansio import SansIOWebSocket
 from orchestrator.transport.server import _Acceptor
 
@@ -59,7 +59,7 @@ class ScriptedPipe:
     def abort(self) -> None:
         pass
 
-    def linger(self, timeout: float) -> bool:
+    def linger(self, timeout: float, heard: Heard | None = None) -> bool:
         return False  # the tests read the close handshake to its end
 
     lingers = False
@@ -352,6 +352,7 @@ class LingeringPipe(ScriptedPipe):
     broken: bool = False
     taken: list[bytes] = attrs.Factory(list)
     lingered: bool = False
+    heard: Heard | None = None
 
     @property
     def lingers(self) -> bool:
@@ -363,8 +364,8 @@ class LingeringPipe(ScriptedPipe):
         self.taken.append(data[: self.takes])
         return min(self.takes, len(data))
 
-    def linger(self, timeout: float) -> bool:
-        self.lingered = True
+    def linger(self, timeout: float, heard: Heard | None = None) -> bool:
+        self.lingered, self.heard = True, heard
         return True
 
 
@@ -401,4 +402,23 @@ async def test_a_close_the_socket_refuses_at_once_drops_the_link() -> None:
     await ws.aclose()
     assert not pipe.lingered
     with pytest.raises(LinkClosedError):
+        await ws.send_text("after")
+
+
+@pytest.mark.parametrize("answer", [b"", b"bye"], ids=["close alone", "after a message"])
+async def test_a_lingering_client_still_learns_the_servers_close_code(answer: bytes) -> None:
+    # Found in review: the bytes read while the socket lingers went unread, so a client
+    # reported its own close code where the server had answered with another.
+    pipe = LingeringPipe([])
+    ws = client_on(pipe)
+    await ws.aclose(1000)
+    assert ws.close_code == 1000  # nothing from the server yet
+    listener = pipe.heard
+    assert listener is not None
+    wire = Frame(Opcode.TEXT, answer).serialize(mask=False) if answer else b""
+    close = Frame(Opcode.CLOSE, Close(1011, "busy").serialize()).serialize(mask=False)
+    assert not listener(wire + close[:3])  # half the Close: it wants the rest
+    assert listener(close[3:])  # the Close is in: it wants no more
+    assert ws.close_code == 1011
+    with pytest.raises(LinkClosedError, match="1011"):
         await ws.send_text("after")

@@ -13,6 +13,7 @@ import pytest
 import trio
 import trio.testing
 
+from orchestrator.transport import pipe as pipe_module
 from orchestrator.transport import readiness as readiness_module
 from orchestrator.transport.pipe import FdPipe
 from orchestrator.transport.readiness import CHUNK, readiness
@@ -385,3 +386,27 @@ def test_the_run_ending_closes_lingering_sockets() -> None:
     peer.settimeout(5)
     assert peer.recv(100) == b""  # a FIN, not a reset
     peer.close()
+
+
+async def test_a_peer_that_keeps_sending_after_the_close_is_cut_off(
+    monkeypatch: pytest.MonkeyPatch, pairs: list[tuple[FdPipe, socket.socket]]
+) -> None:
+    # Found in review: the reads of a lingering socket run in the readiness set's task,
+    # which every link waits on; a peer streaming faster than they read froze the run.
+    monkeypatch.setattr(pipe_module, "DRAIN_READS", 2)
+    pipe, peer = tcp_pair()
+    pairs.append((pipe, peer))
+    peer.setblocking(False)
+    sent = 0
+    for _ in range(1000):  # fill both buffers
+        try:
+            sent += peer.send(b"x" * 65536)
+        except BlockingIOError:
+            break
+    assert sent > 3 * 65536
+    assert pipe.linger(3.0)
+    await wait_until(lambda: pipe._sock.fileno() == -1, 5, "the socket to be cut off", every=0.001)
+    with pytest.raises((ConnectionResetError, BrokenPipeError)):  # closed over unread bytes: a reset
+        for _ in range(1000):
+            peer.send(b"x" * 65536)
+            await trio.sleep(0.001)

@@ -83,9 +83,11 @@ class WebSocket(Protocol):
 
         Idempotent, never raises, finishes within :data:`CLOSE_TIMEOUT` even when
         the caller is cancelled (the wait is shielded). A sans-IO client on plain
-        TCP returns once its close frame is written: its socket waits for the
-        server to close TCP (at most :data:`CLOSE_TIMEOUT`) in the background, with
-        no task of its own (see :mod:`.readiness`).
+        TCP, with no other task reading it, returns once its close frame is
+        written: its socket waits for the server to close TCP (at most
+        :data:`CLOSE_TIMEOUT`) in the background, with no task of its own (see
+        :mod:`.readiness`), and :attr:`close_code` becomes the server's once its
+        answer is read there.
         """
         ...
 

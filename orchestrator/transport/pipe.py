@@ -21,7 +21,7 @@ import os
 import socket
 import struct
 import threading
-from collections.abc import Awaitable
+from collections.abc import Awaitable, Callable
 from typing import Protocol
 
 import attrs
@@ -31,9 +31,11 @@ from trio.lowlevel import cancel_shielded_checkpoint, checkpoint_if_cancelled
 from .readiness import Readiness, readiness
 
 __all__ = [
+    "DRAIN_READS",
     "RECEIVE_SIZE",
     "WRITES",
     "FdPipe",
+    "Heard",
     "Pipe",
     "StreamPipe",
     "Unyielded",
@@ -47,6 +49,14 @@ RECEIVE_SIZE = 65536
 
 YIELD_EVERY = 16
 """A write the socket takes at once yields to the scheduler only every this many times."""
+
+DRAIN_READS = 16
+"""Reads a lingering socket gets per report (1 MiB): a peer that sends more after the
+Close is cut off (the reads run in the readiness set's task, which every link waits on)."""
+
+Heard = Callable[[bytes], bool]
+"""What a lingering socket hands the bytes it still reads to (``b""`` at its end); True
+once it wants no more."""
 
 
 # Every read lands in one buffer per thread and leaves as a bytes object of its own
@@ -107,10 +117,11 @@ class Pipe(Protocol):
         """Close the socket now with a TCP reset (RST) instead of a FIN."""
         ...
 
-    def linger(self, timeout: float) -> bool:
+    def linger(self, timeout: float, heard: Heard | None = None) -> bool:
         """Done with the socket, but wait for the peer to close TCP first (at most
-        ``timeout`` seconds) without a task: anything still coming is dropped. The pipe
-        is closed from then on. False if that cannot be done here (the caller waits)."""
+        ``timeout`` seconds) without a task: what still comes goes to ``heard`` (until it
+        has had enough), then is dropped. The pipe is closed from then on. False if that
+        cannot be done here (the caller waits)."""
         ...
 
     @property
@@ -149,6 +160,7 @@ class FdPipe:
     _trio_waited: bool = False  # trio's own epoll set has had it: close it through trio
     _closed: bool = False
     _drained: bool = False  # the last read returned less than asked: nothing was left
+    _heard: Heard | None = None  # lingering: who wants what still comes
 
     def __attrs_post_init__(self) -> None:
         self._fd = self._sock.fileno()
@@ -249,10 +261,11 @@ class FdPipe:
     def send_now(self, data: bytes) -> int:
         return self._write(data)
 
-    def linger(self, timeout: float) -> bool:
+    def linger(self, timeout: float, heard: Heard | None = None) -> bool:
         waits = self._waits
         if self._closed or waits is None or waits.closed:
             return False
+        self._heard = heard
         self._closed = True  # from here on the socket is the readiness set's
         if not self._watched:
             waits.watch(self._fd)
@@ -261,23 +274,31 @@ class FdPipe:
         return True
 
     def drain(self, ended: bool) -> bool:
-        """Lingering (see :meth:`linger`): read and drop what came; close at the peer's end."""
+        """Lingering (see :meth:`linger`): read what came, for ``heard`` or for nothing;
+        close at the peer's end, or after :data:`DRAIN_READS` full reads."""
         fd = self._fd
-        into = _READ.into
-        while True:
+        read = _READ
+        for _ in range(DRAIN_READS):
             try:
-                size = os.readv(fd, into)
+                size = os.readv(fd, read.into)
             except BlockingIOError:
                 return False
+            heard = self._heard
+            if heard is not None and size and heard(read.view[:size].tobytes()):
+                self._heard = None
             if not size:
-                self.release()
-                return True
+                break
             if size < RECEIVE_SIZE and not ended:
                 return False  # all read: the peer's end, when it comes, is reported anew
+        self.release()
+        return True
 
     def release(self) -> None:
         """Close the descriptor: :meth:`close`'s work, and the readiness set's once a
         lingering socket is done. Once only."""
+        heard, self._heard = self._heard, None
+        if heard is not None:
+            heard(b"")
         waits = self._waits
         if waits is not None and self._watched:
             self._watched = False
@@ -316,7 +337,7 @@ class StreamPipe:
     def close(self) -> None:
         self._socket().close()
 
-    def linger(self, timeout: float) -> bool:
+    def linger(self, timeout: float, heard: Heard | None = None) -> bool:
         return False  # no readiness set here: the caller waits for the peer
 
     lingers = False

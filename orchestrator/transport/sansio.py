@@ -106,6 +106,7 @@ class SansIOWebSocket:
     _fast: bool = False
     _partial: bytearray | None = None  # the start of a frame not yet all read
     _masked_in: bool = attrs.field(init=False)  # a server's peer masks its frames
+    _lingering: bool = False  # the pipe waits for the server's FIN (see _close_handshake)
 
     def __attrs_post_init__(self) -> None:
         self._masked_in = self._proto.side is SERVER
@@ -426,8 +427,23 @@ class SansIOWebSocket:
             return False
         writes.clear()
         self._written(self._queued)
-        pipe.linger(CLOSE_TIMEOUT)
+        self._lingering = pipe.linger(CLOSE_TIMEOUT, self._heard_lingering)
         self._drop()
+        return True
+
+    def _heard_lingering(self, data: bytes) -> bool:
+        """Bytes read while the socket lingers (b"": its end): the protocol object reads
+        them until the server's Close is in, for :attr:`close_code`; then it is let go."""
+        proto = self._proto
+        if data:
+            proto.receive_data(data)
+        else:
+            proto.receive_eof()
+        proto.events_received()  # the close handshake has begun: data is discarded
+        proto.writes.clear()  # an answer would be to a peer this side has stopped talking to
+        if data and proto.close_rcvd is None and proto.parser_exc is None:
+            return False
+        release(proto)
         return True
 
     async def _finish_closing(self) -> None:
@@ -452,8 +468,12 @@ class SansIOWebSocket:
         proto = self._proto
         if not await self._flush():
             return
-        if proto.side is CLIENT and proto.state is _CLOSING and self._pipe.linger(CLOSE_TIMEOUT):
-            return
+        if proto.side is CLIENT and proto.state is _CLOSING:
+            # Until the server's Close is in, the protocol object reads what still comes.
+            heard = self._heard_lingering if proto.close_rcvd is None else None
+            if self._pipe.linger(CLOSE_TIMEOUT, heard):
+                self._lingering = heard is not None
+                return
         while proto.state is not _CLOSED and not self._dropped:
             try:
                 data = await self._pipe.receive_some()
@@ -476,11 +496,13 @@ class SansIOWebSocket:
             self._flush_lot.unpark_all()
 
     def _drop(self) -> None:
-        """Close the socket now (synchronously, so it is safe in any ``finally``)."""
+        """Close the socket now (synchronously, so it is safe in any ``finally``); a
+        lingering one closes in the background, and lets the protocol object go then."""
         if not self._dropped:
             self._dropped = True
             self._pipe.close()
-            release(self._proto)
+            if not self._lingering:
+                release(self._proto)
         if self._flush_lot:
             self._flush_lot.unpark_all()  # senders waiting on a writer learn the link is gone
 
