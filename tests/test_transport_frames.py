@@ -69,9 +69,9 @@ class ScriptedPipe:
 
 
 def make_link(
-    chunks: list[bytes], *, fast: bool, server: bool = False
+    chunks: list[bytes], *, fast: bool, server: bool = False, pipe: ScriptedPipe | None = None
 ) -> tuple[SansIOWebSocket, ScriptedPipe]:
-    pipe = ScriptedPipe(list(chunks))
+    pipe = ScriptedPipe(list(chunks)) if pipe is None else pipe
     proto: ClientProtocol | ServerProtocol
     if server:
         proto = ServerProtocol(state=State.OPEN, max_size=LIMIT)
@@ -369,13 +369,6 @@ class LingeringPipe(ScriptedPipe):
         return True
 
 
-def client_on(pipe: ScriptedPipe) -> SansIOWebSocket:
-    proto = ClientProtocol(parse_uri("ws://127.0.0.1/ws"), state=State.OPEN, max_size=LIMIT)
-    ws = SansIOWebSocket(pipe, proto, "peer", LIMIT)
-    ws.at_frame_boundary()
-    return ws
-
-
 def closes_in(wire: bytes) -> list[int]:
     server = ServerProtocol(state=State.OPEN, max_size=LIMIT)
     server.receive_data(wire)
@@ -388,7 +381,7 @@ async def test_a_clients_close_goes_out_whole_however_much_the_socket_takes_at_o
     # leaves the wait for the server's FIN to the pipe; what the socket did not take
     # goes out the usual way, then the pipe lingers all the same.
     pipe = LingeringPipe([], takes=takes)
-    ws = client_on(pipe)
+    ws, _ = make_link([], fast=True, pipe=pipe)
     await ws.aclose(4001, "bye")
     assert closes_in(b"".join(pipe.taken + pipe.written)) == [4001]
     assert bool(pipe.written) == (takes < 11)  # a masked Close with "bye" is 11 bytes
@@ -398,7 +391,7 @@ async def test_a_clients_close_goes_out_whole_however_much_the_socket_takes_at_o
 
 async def test_a_close_the_socket_refuses_at_once_drops_the_link() -> None:
     pipe = LingeringPipe([], broken=True)
-    ws = client_on(pipe)
+    ws, _ = make_link([], fast=True, pipe=pipe)
     await ws.aclose()
     assert not pipe.lingered
     with pytest.raises(LinkClosedError):
@@ -410,7 +403,7 @@ async def test_a_lingering_client_still_learns_the_servers_close_code(answer: by
     # Found in review: the bytes read while the socket lingers went unread, so a client
     # reported its own close code where the server had answered with another.
     pipe = LingeringPipe([])
-    ws = client_on(pipe)
+    ws, _ = make_link([], fast=True, pipe=pipe)
     await ws.aclose(1000)
     assert ws.close_code == 1000  # nothing from the server yet
     listener = pipe.heard

@@ -281,12 +281,16 @@ class SansIOWebSocket:
 
     def _feed(self, data: bytes | bytearray) -> None:
         """Hand bytes (empty = EOF) to the protocol object and keep the messages it finds."""
+        self.take_messages(self._give(data))
+
+    def _give(self, data: bytes | bytearray) -> list[Event]:
+        """Hand bytes (empty = EOF) to the protocol object: what it found."""
         proto = self._proto
         if data:
             proto.receive_data(data)
         else:
             proto.receive_eof()
-        self.take_messages(proto.events_received())
+        return proto.events_received()
 
     def _take_frames(self, data: bytes | bytearray) -> None:
         """Split what was read into frames: whole text messages are decoded here, the rest
@@ -435,11 +439,7 @@ class SansIOWebSocket:
         """Bytes read while the socket lingers (b"": its end): the protocol object reads
         them until the server's Close is in, for :attr:`close_code`; then it is let go."""
         proto = self._proto
-        if data:
-            proto.receive_data(data)
-        else:
-            proto.receive_eof()
-        proto.events_received()  # the close handshake has begun: data is discarded
+        self._give(data)  # the close handshake has begun: data is discarded
         proto.writes.clear()  # an answer would be to a peer this side has stopped talking to
         if data and proto.close_rcvd is None and proto.parser_exc is None:
             return False
@@ -479,11 +479,7 @@ class SansIOWebSocket:
                 data = await self._pipe.receive_some()
             except _LINK_ERRORS:
                 return
-            if data:
-                proto.receive_data(data)
-            else:
-                proto.receive_eof()
-            proto.events_received()  # the close handshake has begun: data is discarded
+            self._give(data)  # the close handshake has begun: data is discarded
             if proto.writes and not await self._flush():
                 return
 
