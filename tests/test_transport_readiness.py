@@ -35,6 +35,14 @@ def tcp_pair() -> tuple[FdPipe, socket.socket]:
     return FdPipe(trio.socket.from_stdlib_socket(left)), right
 
 
+def kept(
+    pairs: list[tuple[FdPipe, socket.socket]], made: tuple[FdPipe, socket.socket]
+) -> tuple[FdPipe, socket.socket]:
+    """``made``, closed by the ``pairs`` fixture at the test's end."""
+    pairs.append(made)
+    return made
+
+
 @pytest.fixture
 async def pairs() -> AsyncIterator[list[tuple[FdPipe, socket.socket]]]:
     made: list[tuple[FdPipe, socket.socket]] = []
@@ -76,8 +84,7 @@ async def test_readers_are_woken_in_the_order_their_sockets_became_readable(
 async def test_a_reader_cancelled_while_waiting_leaves_nothing_behind(
     autojump_clock: trio.abc.Clock, pairs: list[tuple[FdPipe, socket.socket]]
 ) -> None:
-    pipe, peer = pair()
-    pairs.append((pipe, peer))
+    pipe, peer = kept(pairs, pair())
     peer.send(b"first")
     assert await pipe.receive_some() == b"first"  # all read: the next read waits first
     with trio.move_on_after(1):
@@ -94,8 +101,7 @@ async def test_the_end_reported_with_the_last_bytes_is_still_seen(
     """The kernel reports bytes and the peer's close that follows them as one event
     when both came before it was read. The reader takes the bytes; its next
     wait must return at once, or it waits for a report that never comes."""
-    pipe, peer = tcp_pair()
-    pairs.append((pipe, peer))
+    pipe, peer = kept(pairs, tcp_pair())
 
     async def reader() -> list[bytes]:
         return [await pipe.receive_some(), await pipe.receive_some()]
@@ -122,8 +128,7 @@ async def test_reports_taken_while_nobody_waits_keep_the_end(
     """Found in review: bytes reported while nobody waited, then more bytes and the
     peer's close reported before the reader came back. One read takes all the bytes;
     the end must still be seen, though it was reported only once."""
-    pipe, peer = tcp_pair()
-    pairs.append((pipe, peer))
+    pipe, peer = kept(pairs, tcp_pair())
     peer.send(b"first")
     assert await pipe.receive_some() == b"first"  # all read: the next read waits first
     with trio.move_on_after(1):
@@ -144,8 +149,7 @@ async def test_a_wait_cancelled_as_it_returns_keeps_its_report(
     """Found in review: a wait that would return at once (bytes were reported while
     nobody waited) but is cancelled at its checkpoint must leave the report for the
     next wait, or those bytes are never read."""
-    pipe, peer = pair()
-    pairs.append((pipe, peer))
+    pipe, peer = kept(pairs, pair())
     peer.send(b"first")
     assert await pipe.receive_some() == b"first"
     with trio.move_on_after(1):
@@ -163,8 +167,7 @@ async def test_a_wait_cancelled_as_it_returns_keeps_its_report(
 async def test_a_reset_fails_the_pipe(
     autojump_clock: trio.abc.Clock, pairs: list[tuple[FdPipe, socket.socket]]
 ) -> None:
-    pipe, peer = tcp_pair()
-    pairs.append((pipe, peer))
+    pipe, peer = kept(pairs, tcp_pair())
     peer.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
     peer.close()
     with trio.fail_after(5), pytest.raises(trio.BrokenResourceError):
@@ -226,8 +229,7 @@ async def test_a_socket_dropped_without_closing_leaves_its_number_usable(
 
 
 async def test_two_readers_on_one_socket_is_an_error(pairs: list[tuple[FdPipe, socket.socket]]) -> None:
-    pipe, peer = pair()
-    pairs.append((pipe, peer))
+    pipe, _ = kept(pairs, pair())
     async with trio.open_nursery() as nursery:
         nursery.start_soon(pipe.receive_some)
         await trio.testing.wait_all_tasks_blocked()
@@ -241,8 +243,7 @@ async def test_without_epoll_pipes_wait_with_trio(
 ) -> None:
     monkeypatch.setattr(readiness_module, "_HAS_EPOLL", False)
     assert readiness() is None
-    pipe, peer = pair()
-    pairs.append((pipe, peer))
+    pipe, peer = kept(pairs, pair())
     assert pipe._waits is None
 
     async def send_soon() -> None:
@@ -305,8 +306,7 @@ def closed_by_us(peer: socket.socket) -> bool:
 async def test_a_lingering_socket_is_drained_and_closed_at_the_peers_end(
     pairs: list[tuple[FdPipe, socket.socket]], watched: bool
 ) -> None:
-    pipe, peer = tcp_pair()
-    pairs.append((pipe, peer))
+    pipe, peer = kept(pairs, tcp_pair())
     if watched:
         peer.send(b"before")
         assert await pipe.receive_some() == b"before"
@@ -326,8 +326,7 @@ async def test_an_end_reported_before_the_linger_closes_the_socket_at_once(
     mock_clock: trio.testing.MockClock, pairs: list[tuple[FdPipe, socket.socket]]
 ) -> None:
     mock_clock.autojump_threshold = 0.1
-    pipe, peer = tcp_pair()
-    pairs.append((pipe, peer))
+    pipe, peer = kept(pairs, tcp_pair())
     with trio.move_on_after(1):
         await pipe.receive_some()  # watched now, and nobody waits after this
     waits = readiness_module.readiness()
@@ -342,8 +341,7 @@ async def test_a_lingering_socket_whose_peer_never_closes_is_closed_after_the_ti
     mock_clock: trio.testing.MockClock, pairs: list[tuple[FdPipe, socket.socket]]
 ) -> None:
     mock_clock.autojump_threshold = 0.1
-    pipe, peer = tcp_pair()
-    pairs.append((pipe, peer))
+    pipe, peer = kept(pairs, tcp_pair())
     start = trio.current_time()
     assert pipe.linger(3.0)
     await trio.sleep(2.9)
@@ -358,8 +356,7 @@ async def test_a_lingering_socket_whose_peer_never_closes_is_closed_after_the_ti
 async def test_a_lingering_socket_reset_by_the_peer_is_closed(
     pairs: list[tuple[FdPipe, socket.socket]],
 ) -> None:
-    pipe, peer = tcp_pair()
-    pairs.append((pipe, peer))
+    pipe, peer = kept(pairs, tcp_pair())
     assert pipe.linger(3.0)
     waits = readiness_module.readiness()
     assert waits is not None and waits._lingering
@@ -394,8 +391,7 @@ async def test_a_peer_that_keeps_sending_after_the_close_is_cut_off(
     # Found in review: the reads of a lingering socket run in the readiness set's task,
     # which every link waits on; a peer streaming faster than they read froze the run.
     monkeypatch.setattr(pipe_module, "DRAIN_READS", 2)
-    pipe, peer = tcp_pair()
-    pairs.append((pipe, peer))
+    pipe, peer = kept(pairs, tcp_pair())
     peer.setblocking(False)
     sent = 0
     for _ in range(1000):  # fill both buffers
