@@ -16,6 +16,7 @@ from orchestrator.agent import tool_schemas
 from orchestrator.errors import HandshakeError, LinkClosedError, PermanentLinkError
 from orchestrator.protocols import conversimple as wire
 from orchestrator.sandbox import ConversationPlan, SandboxServer, Scenario, ToolTurn, load_plan
+from orchestrator.sandbox.conversimple import ConversimpleRouter
 from orchestrator.transport import connect
 from tests.helpers import wait_until
 from tests.sandbox_client import RawAgent, RawSocket
@@ -297,6 +298,37 @@ async def test_bad_frames_close_only_that_socket(server: SandboxServer) -> None:
     await good.next(replies=True)
     assert server.recorder.unknown_events == 1
     assert server.recorder.other[-2].event == "brand_new"
+
+
+@pytest.mark.parametrize("server", [{"record_messages": False}, {}], indirect=True)
+async def test_heartbeats_are_answered_as_the_full_decode_answers_them(
+    server: SandboxServer, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Heartbeats are read on a fast path unless messages are recorded: the reply is the same text.
+    full: list[str] = []
+    on_frame = ConversimpleRouter._on_frame
+
+    async def counted(self: ConversimpleRouter, sock: Any, frame: wire.Frame) -> None:
+        full.append(type(frame.message).__name__)
+        await on_frame(self, sock, frame)
+
+    monkeypatch.setattr(ConversimpleRouter, "_on_frame", counted)
+    sock = await joined(server)
+    frames = [
+        '{"join_ref":null,"ref":"5","topic":"customer:cust","event":"heartbeat","payload":{}}',
+        '{"join_ref":"1","ref":null,"topic":"phoenix","event":"heartbeat"}',
+        '{"ref":"6","topic":"customer:\\u00e9\\"q","event":"heartbeat","payload":{"x":[1]}}',
+    ]
+    for text in frames:
+        await sock.ws.send_text(text)
+        expected = wire.ConversimpleServer().reply(wire.decode_client_push(text))
+        assert await sock.ws.receive_text() == expected
+    await sock.ws.send_text('{"ref":"7","topic":"customer:cust","event":"heartbeat","payload":[]}')
+    with pytest.raises(LinkClosedError):
+        await sock.next()
+    assert sock.ws.close_code == 1007
+    heartbeats = [m for m in server.recorder.other if m.event == "heartbeat"]
+    assert len(heartbeats) == full.count("Heartbeat") == (3 if server.recorder.messages else 0)
 
 
 async def test_push_before_join_is_refused(server: SandboxServer) -> None:

@@ -135,15 +135,17 @@ class ConversimpleConversation:
         call_id = f"{cid}-c{self.calls}"
         record = CallRecord(call_id, cid, tool_name, arguments, time.perf_counter())
         # The frame body is assembled from JSON pieces encoded once: per-call work stays small.
+        # (The call id's JSON is the conversation id's with the suffix before its closing quote.)
+        encoded_cid = router.encoded(cid)
         body = (
-            f'{{"call_id":{codec.encode_frame(call_id)},"tool_name":{router.encoded(tool_name)},'
+            f'{{"call_id":{encoded_cid[:-1]}-c{self.calls}","tool_name":{router.encoded(tool_name)},'
             f'"arguments":{codec.encode_frame(arguments) if encoded is None else encoded},'
-            f'"timeout_seconds":{router.encoded_timeout},"conversation_id":{router.encoded(cid)}}}'
+            f'"timeout_seconds":{router.encoded_timeout},"conversation_id":{encoded_cid}}}'
         )
         call = OpenCall(record, body, trio.current_time() + router.settings.call_timeout)
         self.log.calls.append(record)
         self.pending[call_id] = call
-        router.track(self, record)
+        router.recorder.counters["calls_sent"] += 1
         if router.recorder.messages:
             router.recorder.record(cid, "out", "tool_call_request", codec.decode_frame(body))
         if self.socket is not None:

@@ -45,6 +45,9 @@ __all__ = ["ConversimpleRouter"]
 log = logging.getLogger("orchestrator.sandbox.conversimple")
 
 
+_OK_RESPONSE = '{"status":"ok","response":{}}'
+
+
 def _ok(sock: Socket, frame: wire.Frame, status: str = "ok", reason: str | None = None) -> str:
     return sock.session.reply(frame, status, {"reason": reason} if reason else {})
 
@@ -83,8 +86,14 @@ class ConversimpleRouter:
         try:
             while sock.alive:
                 text = await ws.receive_text()
-                if '"tool_call_response"' in text and self._fast_answer(sock, text):
-                    continue
+                if '"tool_call_response"' in text:
+                    if self._fast_answer(sock, text):
+                        continue
+                elif '"heartbeat"' in text:
+                    reply = self._fast_heartbeat(sock, text)
+                    if reply is not None:
+                        await ws.send_text(reply)
+                        continue
                 try:
                     frame = sock.session.receive(text)
                 except ProtocolError as exc:
@@ -219,11 +228,37 @@ class ConversimpleRouter:
         self._answer(sock, call_id, "ok", payload["result"], None)
         return True
 
+    def _fast_heartbeat(self, sock: Socket, text: str) -> str | None:
+        """The other frame every socket sends: a well-formed ``heartbeat``'s reply, or None
+        for the full decode (which also records it, when messages are recorded)."""
+        if self.recorder.messages:
+            return None
+        try:
+            raw = codec.decode_frame(
+                text, max_bytes=self.settings.max_frame_bytes, max_depth=self.settings.max_depth
+            )
+        except ProtocolError:
+            return None  # the full decode reports it
+        if type(raw) is not dict or raw.get("event") != "heartbeat":
+            return None
+        join_ref, ref, topic = raw.get("join_ref"), raw.get("ref"), raw.get("topic")
+        if type(topic) is not str or type(raw.get("payload", {})) is not dict:
+            return None
+        if not (join_ref is None or type(join_ref) is str) or not (ref is None or type(ref) is str):
+            return None
+        head = ",".join("null" if p is None else codec.encode_frame(p) for p in (join_ref, ref, topic))
+        return f'[{head},"phx_reply",{_OK_RESPONSE}]'
+
     def _find_call(self, call_id: str) -> tuple[ConversimpleConversation, CallRecord] | None:
         """The call ``<conversation id>-c<n>`` from its conversation: no index of every call to keep."""
         cid, _, number = call_id.rpartition("-c")
         conv = self.conversations.get(cid)
-        if conv is None or not number.isdigit() or not 0 < int(number) <= len(conv.log.calls):
+        if conv is None:
+            return None
+        call = conv.pending.get(call_id)
+        if call is not None:  # the common case: an answer to an open call
+            return conv, call.record
+        if not number.isdigit() or not 0 < int(number) <= len(conv.log.calls):
             return None
         record = conv.log.calls[int(number) - 1]
         return (conv, record) if record.call_id == call_id else None
@@ -270,10 +305,6 @@ class ConversimpleRouter:
                 if customer_id is None or sock.customer_id == customer_id:
                     return sock
             await self._joined_event.wait()
-
-    def track(self, conv: ConversimpleConversation, record: CallRecord) -> None:
-        """Count a new call (answers find it by its id: see :meth:`_find_call`)."""
-        self.recorder.counters["calls_sent"] += 1
 
     def after_request(self, conv: ConversimpleConversation, sock: Socket) -> None:
         """A ``tool_call_request`` went out on ``sock``: the armed fault fires here."""
