@@ -2,10 +2,10 @@
 
 :func:`compile_signature` reads a tool's signature once, when the agent class is
 defined, and builds two things from it: the JSON Schema object the platform shows
-the LLM, and a tree of small validator closures that checks incoming JSON
-arguments and structures them into the annotated Python types. ``bind`` runs on
-every tool call, so each closure does only the work its type needs: a ``str``
-parameter costs one ``isinstance``.
+the LLM, and a tree of small validator closures (:mod:`.validators`) that checks
+incoming JSON arguments and structures them into the annotated Python types.
+``bind`` runs on every tool call, so each closure does only the work its type
+needs: a ``str`` parameter costs one ``isinstance``.
 
 =============================  ===============================================
 hint                           schema / structured as
@@ -29,11 +29,9 @@ naming the agent, the tool and the parameter.
 
 from __future__ import annotations
 
-import contextlib
 import dataclasses
 import enum
 import inspect
-import json
 import types
 import typing
 from collections.abc import Callable, Mapping, Sequence
@@ -44,298 +42,30 @@ import attrs
 from orchestrator.docstrings import docstring_params
 from orchestrator.errors import AgentDefinitionError, ToolArgumentsError
 
+from .validators import (
+    ANY,
+    NULL,
+    SCALARS,
+    Mismatch,
+    Node,
+    Property,
+    array,
+    choice,
+    fixed_tuple,
+    kind_of,
+    mapping,
+    object_node,
+    union,
+)
+
 __all__ = ["CompiledSignature", "compile_signature"]
-
-_Validator = Callable[[Any], Any]
-_NO_DEFAULT: Any = object()
-_KINDS = {
-    type(None): "null",
-    bool: "boolean",
-    int: "integer",
-    float: "number",
-    str: "string",
-    list: "array",
-    tuple: "array",
-    dict: "object",
-}
-
-
-class _Mismatch(Exception):
-    """A value a validator rejected; never leaves this module.
-
-    ``path`` collects segments (``[2]``, ``.zip``) innermost first as the
-    exception unwinds, so the success path never builds a path string.
-    ``wrong_type`` marks a value of the wrong JSON type at this very node; a
-    union prefers to report a member's error that is not one.
-    """
-
-    def __init__(self, message: str, *, wrong_type: bool = False) -> None:
-        super().__init__(message)
-        self.message = message
-        self.wrong_type = wrong_type
-        self.path: list[str] = []
-
-    def inside(self, segment: str) -> _Mismatch:
-        """Prefix ``segment``: the container matched, the problem is within it."""
-        self.path.append(segment)
-        self.wrong_type = False
-        return self
-
-    def render(self) -> str:
-        """The message for the whole arguments object (path ``.name[2].zip``)."""
-        if not self.path:
-            return self.message
-        return f"argument '{''.join(reversed(self.path))[1:]}': {self.message}"
 
 
 class _Unsupported(Exception):
     """A hint that cannot become a schema; becomes an AgentDefinitionError."""
 
 
-def _kind(value: Any) -> str:
-    """The JSON type name of ``value``, for messages that should not echo it."""
-    kind = _KINDS.get(type(value))
-    if kind is None:
-        kind = "object" if isinstance(value, Mapping) else type(value).__name__
-    return kind
-
-
-def _show(value: Any) -> str:
-    text = repr(value)
-    return text if len(text) <= 60 else text[:57] + "..."
-
-
-def _wrong(expected: str, value: Any) -> _Mismatch:
-    return _Mismatch(f"expected {expected}, got {_kind(value)}", wrong_type=True)
-
-
-@attrs.frozen(eq=False)
-class _Node:
-    """One compiled hint: its schema, its validator and a phrase for messages."""
-
-    schema: dict[str, Any]
-    check: _Validator
-    expected: str
-
-
-# ------------------------------------------------------------------ leaves
-
-
-def _identity(value: Any) -> Any:
-    return value
-
-
-def _check_str(value: Any) -> Any:
-    if isinstance(value, str):
-        return value
-    raise _wrong("string", value)
-
-
-def _check_int(value: Any) -> Any:
-    if type(value) is int:
-        return value
-    if isinstance(value, float) and value.is_integer():  # JSON Schema: 2.0 is an integer
-        return int(value)
-    if isinstance(value, int) and not isinstance(value, bool):
-        return int(value)
-    raise _wrong("integer", value)
-
-
-def _check_float(value: Any) -> Any:
-    if type(value) is float:
-        return value
-    if isinstance(value, (int, float)) and not isinstance(value, bool):
-        try:
-            return float(value)
-        except OverflowError:
-            raise _Mismatch("number out of range") from None
-    raise _wrong("number", value)
-
-
-def _check_bool(value: Any) -> Any:
-    if type(value) is bool:
-        return value
-    raise _wrong("boolean", value)
-
-
-def _check_null(value: Any) -> Any:
-    if value is None:
-        return None
-    raise _wrong("null", value)
-
-
-_SCALARS = {
-    t: _Node({"type": _KINDS[t]}, check, _KINDS[t])
-    for t, check in (
-        (str, _check_str),
-        (int, _check_int),
-        (float, _check_float),
-        (bool, _check_bool),
-        (type(None), _check_null),
-    )
-}
-_NULL = _SCALARS[type(None)]
-_ANY = _Node({}, _identity, "any value")
-
-
-def _choice(values: list[Any], results: list[Any]) -> _Node:
-    """An enum: ``values`` (compared type-exactly, so 1 is not True) map to ``results``."""
-    lookup = {(type(v), v): r for v, r in zip(values, results, strict=True)}
-    value_types = frozenset(type(v) for v in values)
-    expected = "one of " + ", ".join(_show(v) for v in values)
-
-    def check(value: Any) -> Any:
-        if type(value) in value_types and (type(value), value) in lookup:
-            return lookup[type(value), value]
-        raise _Mismatch(f"expected {expected}, got {_show(value)}")
-
-    schema: dict[str, Any] = {"enum": list(values)}
-    if len(value_types) == 1:
-        schema["type"] = _KINDS[next(iter(value_types))]
-    return _Node(schema, check, expected)
-
-
-# --------------------------------------------------------------- containers
-
-
-def _union(members: list[_Node]) -> _Node:
-    """Members are tried in order; ``None`` is checked first when it is one."""
-    nullable = any(m is _NULL for m in members)
-    checks = tuple(m.check for m in members if m is not _NULL)
-    phrases = [m.expected for m in members]
-    expected = ", ".join(phrases[:-1]) + " or " + phrases[-1]
-
-    def check(value: Any) -> Any:
-        if nullable and value is None:
-            return None
-        near: list[_Mismatch] = []
-        for member in checks:
-            try:
-                return member(value)
-            except _Mismatch as exc:
-                if not exc.wrong_type:
-                    near.append(exc)
-        if len(near) == 1:  # only one member accepted the JSON type: its error says most
-            raise near[0]
-        raise _wrong(expected, value)
-
-    return _Node({"anyOf": [m.schema for m in members]}, check, expected)
-
-
-def _array(item: _Node, make: Callable[[Any], Any]) -> _Node:
-    """``list[T]`` (``make=list``) or ``tuple[T, ...]`` (``make=tuple``)."""
-    check_item = item.check
-
-    def check(value: Any) -> Any:
-        if not isinstance(value, (list, tuple)):
-            raise _wrong("array", value)
-        if check_item is _identity:
-            return make(value)
-        out: list[Any] = []
-        try:
-            for element in value:
-                out.append(check_item(element))
-        except _Mismatch as exc:
-            raise exc.inside(f"[{len(out)}]") from None
-        return make(out)
-
-    return _Node({"type": "array", "items": item.schema}, check, "array")
-
-
-def _fixed_tuple(items: list[_Node]) -> _Node:
-    """``tuple[A, B]``: exactly one item per member, structured to a tuple."""
-    checks, size = tuple(i.check for i in items), len(items)
-
-    def check(value: Any) -> Any:
-        if not isinstance(value, (list, tuple)):
-            raise _wrong("array", value)
-        if len(value) != size:
-            raise _Mismatch(f"expected an array of {size} items, got {len(value)}")
-        out: list[Any] = []
-        try:
-            for check_item, element in zip(checks, value, strict=True):
-                out.append(check_item(element))
-        except _Mismatch as exc:
-            raise exc.inside(f"[{len(out)}]") from None
-        return tuple(out)
-
-    schema = {"type": "array", "prefixItems": [i.schema for i in items], "minItems": size, "maxItems": size}
-    return _Node(schema, check, "array")
-
-
-def _mapping(item: _Node) -> _Node:
-    """``dict[str, T]``: any string keys, each value checked against ``T``."""
-    check_item = item.check
-
-    def check(value: Any) -> Any:
-        if type(value) is not dict and not isinstance(value, Mapping):
-            raise _wrong("object", value)
-        out: dict[str, Any] = {}
-        for key, element in value.items():
-            if not isinstance(key, str):
-                raise _Mismatch(f"object keys must be strings, got {_show(key)}")
-            try:
-                out[key] = check_item(element)
-            except _Mismatch as exc:
-                raise exc.inside(f"[{json.dumps(key)}]") from None
-        return out
-
-    return _Node({"type": "object", "additionalProperties": item.schema}, check, "object")
-
-
-def _property(node: _Node, default: Any, description: str | None) -> dict[str, Any]:
-    """A property schema: the type's schema plus a description and a JSON default."""
-    schema = dict(node.schema)
-    if description and "description" not in schema:  # Annotated text wins
-        schema["description"] = description
-    if default is not _NO_DEFAULT:
-        if isinstance(default, enum.Enum):
-            default = default.value
-        # Not JSON (a Factory, an object): the default still applies, unshown.
-        with contextlib.suppress(TypeError, ValueError, RecursionError):
-            schema["default"] = json.loads(json.dumps(default, allow_nan=False))
-    return schema
-
-
-_Property = tuple[str, _Node, bool, Any, "str | None"]  # name, node, required, default, text
-
-
-def _object(props: list[_Property], what: str) -> tuple[dict[str, Any], _Validator]:
-    """An object of named properties: its schema, and a validator returning a kwargs dict.
-
-    ``what`` ("argument" or "field") words the unexpected / missing messages.
-    """
-    checks = {name: node.check for name, node, *_ in props}
-    order = [name for name, _, mandatory, *_ in props if mandatory]
-    required = frozenset(order)
-
-    def check(value: Any) -> dict[str, Any]:
-        if type(value) is not dict and not isinstance(value, Mapping):
-            raise _wrong("object", value)
-        kwargs: dict[str, Any] = {}
-        for key, element in value.items():
-            check_one = checks.get(key)
-            if check_one is None:
-                raise _Mismatch(f"unexpected {what} {_show(key)}")
-            try:
-                kwargs[key] = check_one(element)
-            except _Mismatch as exc:
-                raise exc.inside(f".{key}") from None
-        if not kwargs.keys() >= required:
-            missing = [name for name in order if name not in kwargs]
-            plural = "s" if len(missing) > 1 else ""
-            raise _Mismatch(f"missing required {what}{plural} " + ", ".join(map(repr, missing)))
-        return kwargs
-
-    properties = {
-        name: _property(node, _NO_DEFAULT if mandatory else default, text)
-        for name, node, mandatory, default, text in props
-    }
-    schema = {"type": "object", "properties": properties, "required": order, "additionalProperties": False}
-    return schema, check
-
-
-def _record(cls: type, stack: tuple[type, ...]) -> _Node:
+def _record(cls: type, stack: tuple[type, ...]) -> Node:
     """An attrs class or dataclass: an object of its ``__init__`` fields, built into one."""
     if cls in stack:
         raise _Unsupported(f"recursive type {cls.__qualname__} is not supported")
@@ -356,7 +86,7 @@ def _record(cls: type, stack: tuple[type, ...]) -> _Node:
             for f in dataclasses.fields(cls)
             if f.init
         ]
-    props: list[_Property] = []
+    props: list[Property] = []
     for name, attribute, mandatory, default in fields:
         try:
             if attribute not in hints:
@@ -365,16 +95,16 @@ def _record(cls: type, stack: tuple[type, ...]) -> _Node:
         except _Unsupported as exc:
             raise _Unsupported(f"{exc} (field {cls.__qualname__}.{attribute})") from None
         props.append((name, node, mandatory, default, None))
-    schema, check_fields = _object(props, "field")
+    schema, check_fields = object_node(props, "field")
 
     def check(value: Any) -> Any:
         kwargs = check_fields(value)
         try:
             return cls(**kwargs)
         except (TypeError, ValueError) as exc:  # the class's own validators said no
-            raise _Mismatch(f"invalid {cls.__name__}: {exc}") from None
+            raise Mismatch(f"invalid {cls.__name__}: {exc}") from None
 
-    return _Node(schema, check, "object")
+    return Node(schema, check, "object")
 
 
 # ----------------------------------------------------------------- compiler
@@ -388,7 +118,7 @@ def _hint_name(hint: Any) -> str:
     return repr(hint)
 
 
-def _compile(hint: Any, stack: tuple[type, ...] = ()) -> _Node:
+def _compile(hint: Any, stack: tuple[type, ...] = ()) -> Node:
     """Compile one type hint into a node, or raise :class:`_Unsupported`.
 
     ``stack`` holds the records being compiled, to refuse recursive types.
@@ -401,27 +131,27 @@ def _compile(hint: Any, stack: tuple[type, ...] = ()) -> _Node:
             return attrs.evolve(node, schema={**node.schema, "description": notes[0]})
         return node
     if hint is Any:
-        return _ANY
+        return ANY
     if hint is None or hint is type(None):
-        return _NULL
-    if origin is None and isinstance(hint, type) and hint in _SCALARS:
-        return _SCALARS[hint]
+        return NULL
+    if origin is None and isinstance(hint, type) and hint in SCALARS:
+        return SCALARS[hint]
     if origin is Literal:
         if not all(v is None or type(v) in (str, int, bool) for v in args):
             raise _Unsupported(f"unsupported type hint {hint!r} (literals must be str, int, bool)")
-        return _choice(list(args), list(args))
+        return choice(list(args), list(args))
     if origin is Union or origin is types.UnionType:
-        return _union([_compile(a, stack) for a in args])
+        return union([_compile(a, stack) for a in args])
     if hint in (list, Sequence) or origin in (list, Sequence):
-        return _array(_compile(args[0], stack) if args else _ANY, list)
+        return array(_compile(args[0], stack) if args else ANY, list)
     if hint is tuple or origin is tuple:
         if not args or (len(args) == 2 and args[1] is Ellipsis):
-            return _array(_compile(args[0], stack) if args else _ANY, tuple)
-        return _fixed_tuple([_compile(a, stack) for a in args])
+            return array(_compile(args[0], stack) if args else ANY, tuple)
+        return fixed_tuple([_compile(a, stack) for a in args])
     if hint in (dict, Mapping) or origin in (dict, Mapping):
         if args and args[0] is not str:
             raise _Unsupported(f"unsupported type hint {hint!r} (object keys must be str)")
-        return _mapping(_compile(args[1], stack) if args else _ANY)
+        return mapping(_compile(args[1], stack) if args else ANY)
     if origin is None and isinstance(hint, type):
         if issubclass(hint, enum.Enum):
             members = list(hint)
@@ -429,7 +159,7 @@ def _compile(hint: Any, stack: tuple[type, ...] = ()) -> _Node:
                 raise _Unsupported(
                     f"unsupported type hint {_hint_name(hint)} (enum values must be str, int, float or bool)"
                 )
-            return _choice([m.value for m in members], members)
+            return choice([m.value for m in members], members)
         if attrs.has(hint) or dataclasses.is_dataclass(hint):
             return _record(hint, stack)
     raise _Unsupported(f"unsupported type hint {_hint_name(hint)}")
@@ -457,10 +187,10 @@ class CompiledSignature:
         argument and the path inside it; the tool body must not run then.
         """
         if type(arguments) is not dict and not isinstance(arguments, Mapping):
-            raise ToolArgumentsError(f"arguments must be a JSON object, got {_kind(arguments)}")
+            raise ToolArgumentsError(f"arguments must be a JSON object, got {kind_of(arguments)}")
         try:
             return self._check(arguments)
-        except _Mismatch as exc:
+        except Mismatch as exc:
             raise ToolArgumentsError(exc.render()) from None
 
 
@@ -518,7 +248,7 @@ def compile_signature(func: Callable[..., Any], *, agent: str, tool: str) -> Com
     parameters = parameters[1:]
     hints = _resolve_hints(func, parameters, where)
     texts = docstring_params(func)
-    props: list[_Property] = []
+    props: list[Property] = []
     for p in parameters:
         problem = _KIND_PROBLEMS.get(p.kind)
         if problem is None and p.name not in hints:
@@ -531,4 +261,4 @@ def compile_signature(func: Callable[..., Any], *, agent: str, tool: str) -> Com
             raise AgentDefinitionError(f"{where}: parameter {p.name!r}: {exc}") from None
         mandatory = p.default is inspect.Parameter.empty
         props.append((p.name, node, mandatory, p.default, texts.get(p.name)))
-    return CompiledSignature(*_object(props, "argument"))
+    return CompiledSignature(*object_node(props, "argument"))
