@@ -40,6 +40,8 @@ _REQUEST_LINE = re.compile(r"(?P<head>\b(?:GET|POST|PUT|HEAD)\s+[^\s?]*\?)(?P<qu
 # Any Authorization header: the scheme stays, the credentials go.
 _AUTHORIZATION = re.compile(r"(?i)(?P<key>\bauthorization)(?P<sep>\s*:\s*(?:\w+\s+)?)(?P<value>\S+)")
 _FORMATTER = logging.Formatter()
+# The password in the authority of a string that is not a URL urlsplit can read.
+_USERINFO = re.compile(r"(?P<start>^[^:/?#]*://[^:/?#@]*):[^/?#]*@")
 
 
 def redact_url(url: str) -> str:
@@ -47,14 +49,16 @@ def redact_url(url: str) -> str:
 
     Keys stay readable (``?customer_id=***&auth_token=***``) so a log still says
     which parameters were sent. A query part without ``=`` is masked whole. A
-    string that does not parse as a URL keeps only what precedes its first ``?`` or ``#``.
+    string that does not parse as a URL keeps only what precedes its first ``?`` or
+    ``#``, its password masked.
     """
     try:
         parts = urlsplit(url)
         password = parts.password
     except ValueError:
         cut = re.search(r"[?#]", url)
-        return url if cut is None else url[: cut.end()] + MASK
+        head = _USERINFO.sub(rf"\g<start>:{MASK}@", url if cut is None else url[: cut.end()])
+        return head if cut is None else head + MASK
     netloc = parts.netloc
     if password is not None:
         userinfo, _, hostport = netloc.rpartition("@")

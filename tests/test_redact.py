@@ -28,6 +28,9 @@ TOKEN = "tok-4f9a1c"
         (f"wss://h/p?a=&b={TOKEN}#frag-{TOKEN}", "wss://h/p?a=***&b=***#***"),
         ("wss://h:443/p", "wss://h:443/p"),
         (f"wss://[::1/p?auth_token={TOKEN}", "wss://[::1/p?***"),
+        # Not a URL urlsplit reads (an unclosed bracket): the password goes too.
+        (f"ws://user:{TOKEN}@[::1/x?token={TOKEN}", "ws://user:***@[::1/x?***"),
+        (f"ws://user:p@{TOKEN}@[::1", "ws://user:***@[::1"),
     ],
 )
 def test_redact_url_masks_query_values_password_and_fragment(url: str, expected: str) -> None:

@@ -669,6 +669,8 @@ class _NoSockets(trio.abc.SocketFactory):
         f"http://127.0.0.1/ws?auth_token={TOKEN}",
         f"wss:///ws?auth_token={TOKEN}",
         f"ws://[::1/ws?auth_token={TOKEN}",
+        f"ws://user:{TOKEN}@[::1/ws?auth_token={TOKEN}",
+        f"ws://user:{TOKEN}@127.0.0.1:99999/ws",
     ],
 )
 @both
@@ -865,6 +867,13 @@ def test_close_arguments_are_always_sendable() -> None:
     assert close_arguments(4000, "ok") == (4000, "ok")
     assert close_arguments(1006, "") == (1011, "")  # reserved: never on the wire
     assert close_arguments(1000, "é" * 100) == (1000, "é" * 61)  # cut to 123 bytes, whole chars
+
+
+def test_parse_target_errors_quote_the_url_and_name_a_bad_port() -> None:
+    with pytest.raises(UnsafeURLError, match=r"^only ws:// and wss:// URLs are allowed, not 'not a url'$"):
+        parse_target("not a url")
+    with pytest.raises(UnsafeURLError, match=r"^bad port in 'ws://127.0.0.1:99999/x' \(a number"):
+        parse_target("ws://127.0.0.1:99999/x")
 
 
 def test_parse_target_redacts_and_defaults() -> None:

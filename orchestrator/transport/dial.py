@@ -81,14 +81,17 @@ def parse_target(url: str, *, allow_insecure: bool = False) -> Target:
     redacted = redact_url(url)
     try:
         parts = urlsplit(url)
-        port = parts.port
         username, password = parts.username, parts.password
     except ValueError:
         # The parser's message may quote the URL, token included: do not chain it.
-        raise UnsafeURLError(f"not a valid WebSocket URL: {redacted}") from None
+        raise UnsafeURLError(f"not a valid WebSocket URL: {redacted!r}") from None
+    try:
+        port = parts.port
+    except ValueError:
+        raise UnsafeURLError(f"bad port in {redacted!r} (a number from 0 to 65535)") from None
     scheme = parts.scheme.lower()
     if scheme not in ("ws", "wss"):
-        raise UnsafeURLError(f"only ws:// and wss:// URLs are allowed, not {redacted}")
+        raise UnsafeURLError(f"only ws:// and wss:// URLs are allowed, not {redacted!r}")
     host = parts.hostname
     if not host:
         raise UnsafeURLError(f"no host in {redacted}")
