@@ -130,6 +130,8 @@ async def run_service(
     shutdown = _Shutdown()
     async with trio.open_nursery() as nursery:
         await nursery.start(supervisor.run)
+        if handle_signals:  # before anything that may wait, such as reaching the platform
+            await nursery.start(shutdown.watch_signals, supervisor, nursery.cancel_scope)
         port: int | None = None
         if settings.http.enabled:
             app = make_app(metrics, supervisor, version=__version__)
@@ -150,8 +152,6 @@ async def run_service(
         if on_started is not None:
             on_started(running)
         task_status.started(running)
-        if handle_signals:
-            nursery.start_soon(shutdown.watch_signals, supervisor, nursery.cancel_scope)
         if stop_when_idle:
             await dispatch_done.wait()
             await supervisor.wait_idle()
@@ -167,8 +167,15 @@ class _Shutdown:
 
     exit_code: int = EXIT_OK
 
-    async def watch_signals(self, supervisor: Supervisor, scope: trio.CancelScope) -> None:
+    async def watch_signals(
+        self,
+        supervisor: Supervisor,
+        scope: trio.CancelScope,
+        *,
+        task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED,
+    ) -> None:
         with trio.open_signal_receiver(signal.SIGTERM, signal.SIGINT) as signals:
+            task_status.started()
             async with trio.open_nursery() as nursery:
                 draining = False
                 async for signum in signals:

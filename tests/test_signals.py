@@ -27,13 +27,11 @@ CANARY = "canary-signal-key-5521"
 
 
 @asynccontextmanager
-async def orchestrator_process(
-    server: SandboxServer, *args: str
-) -> AsyncIterator[tuple[trio.Process, httpx.AsyncClient]]:
+async def orchestrator_process(url: str, *args: str) -> AsyncIterator[tuple[trio.Process, httpx.AsyncClient]]:
     port = free_port()
     command = [
         sys.executable, "-m", "orchestrator", "run", "tests/helpers.py:EchoAgent",
-        "--url", server.conversimple_url, "--api-key", CANARY,
+        "--url", url, "--api-key", CANARY,
         "--http-port", str(port), "--log-level", "info", *args,
     ]  # fmt: skip
     env = {**os.environ, "PYTHONUNBUFFERED": "1"}
@@ -76,7 +74,10 @@ async def test_sigterm_drains_in_flight_call_then_exits_zero() -> None:
     server = SandboxServer()
     async with trio.open_nursery() as nursery:
         await nursery.start(server.run)
-        async with orchestrator_process(server, "--drain-timeout", "20") as (process, client):
+        async with orchestrator_process(server.conversimple_url, "--drain-timeout", "20") as (
+            process,
+            client,
+        ):
             plan = {
                 "conversation": [
                     {"agent_id": "echo", "turn": [{"tool": "nap", "arguments": {"seconds": 1.5}}]}
@@ -108,7 +109,10 @@ async def test_second_signal_exits_at_once_non_zero() -> None:
     server = SandboxServer()
     async with trio.open_nursery() as nursery:
         await nursery.start(server.run)
-        async with orchestrator_process(server, "--drain-timeout", "60") as (process, _client):
+        async with orchestrator_process(server.conversimple_url, "--drain-timeout", "60") as (
+            process,
+            _client,
+        ):
             plan = {
                 "conversation": [
                     {"agent_id": "echo", "turn": [{"tool": "nap", "arguments": {"seconds": 50}}]}
@@ -124,3 +128,19 @@ async def test_second_signal_exits_at_once_non_zero() -> None:
                 await process.wait()
             assert process.returncode not in (0, None)
         nursery.cancel_scope.cancel()
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("signum", [signal.SIGTERM, signal.SIGINT])
+async def test_a_signal_before_the_platform_is_reached_drains_and_exits_zero(signum: int) -> None:
+    # Nothing listens there: the platform is never reached and the process keeps retrying.
+    url = f"ws://127.0.0.1:{free_port()}/customer_sdk/websocket"
+    async with orchestrator_process(url) as (process, _client):
+        process.send_signal(signum)
+        with trio.fail_after(10):
+            await process.wait()
+        output = await output_of(process)
+    assert process.returncode == 0, output
+    assert "draining" in output
+    assert "Traceback" not in output
+    assert CANARY not in output
