@@ -34,7 +34,8 @@ _KEYED_SECRET = re.compile(
     """
 )
 _BEARER = re.compile(r"(?i)(?P<key>\bbearer)(?P<sep>\s+)(?P<value>[\w.~+/-]+=*)")
-_URL_IN_TEXT = re.compile(r"(?i)\b(?:wss?|https?)://[^\s\"'<>]+")
+# A URL in running text ends before the punctuation that follows it ("…: reason").
+_URL_IN_TEXT = re.compile(r"(?i)\b(?:wss?|https?)://[^\s\"'<>]*[^\s\"'<>:,.;)]")
 # An HTTP request line (as a WebSocket handshake logs it): its query is masked whole.
 _REQUEST_LINE = re.compile(r"(?P<head>\b(?:GET|POST|PUT|HEAD)\s+[^\s?]*\?)(?P<query>\S+)")
 # Any Authorization header: the scheme stays, the credentials go.
@@ -94,15 +95,26 @@ def redact_text(text: str, secrets: Iterable[str] = ()) -> str:
     return _BEARER.sub(_mask_match, text)
 
 
+SHORT_SECRET = 8
+"""A secret shorter than this is masked only where it stands alone, not inside a word."""
+
+
 def redact_secrets(text: str, secrets: Iterable[str]) -> str:
-    """Return ``text`` with every occurrence of each non-empty secret replaced by ``***``."""
+    """Return ``text`` with every occurrence of each non-empty secret replaced by ``***``.
+
+    A short secret (a test key such as ``k``) is masked where it is not part of a
+    longer word, so ``handshake`` stays readable while ``auth_token=k`` does not.
+    """
     for secret in sorted({s for s in secrets if s}, key=len, reverse=True):
-        text = text.replace(secret, MASK)
+        if len(secret) >= SHORT_SECRET:
+            text = text.replace(secret, MASK)
+        else:
+            text = re.sub(rf"(?<![\w-]){re.escape(secret)}(?![\w-])", MASK, text)
     return text
 
 
 def _mask_match(match: re.Match[str]) -> str:
-    if match.group("value") == MASK:
+    if match.group("value").rstrip(":.") == MASK:  # masked already (the colon is the message's)
         return match.group(0)
     return f"{match.group('key')}{match.group('sep')}{MASK}"
 

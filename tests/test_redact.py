@@ -128,3 +128,18 @@ def test_secret_filter_never_drops_records(
     for n in range(3):
         logger.debug("line %d", n)
     assert stream.getvalue().splitlines() == ["line 0", "line 1", "line 2"]
+
+
+def test_a_url_in_a_message_keeps_the_punctuation_after_it() -> None:
+    text = f"cannot connect to ws://h:1/x?customer_id=c&auth_token={TOKEN}: all attempts failed"
+    expected = "cannot connect to ws://h:1/x?customer_id=***&auth_token=***: all attempts failed"
+    assert redact_text(text) == expected
+    assert redact_text(text, [TOKEN]) == expected
+    assert redact_text("see https://example.com/docs.") == "see https://example.com/docs."
+
+
+def test_a_short_secret_is_masked_where_it_stands_alone_not_inside_words() -> None:
+    text = "handshake for k failed: auth_token=k&k=1 (k) kk"
+    assert redact_text(text, ["k"]) == "handshake for *** failed: auth_token=***&***=1 (***) kk"
+    # A secret of SHORT_SECRET characters or more is masked wherever it appears.
+    assert redact_text(f"x{TOKEN}y", [TOKEN]) == "x***y"
