@@ -23,9 +23,7 @@ def load_object(spec: str, base_dir: Path | None = None) -> object:
     """
     target, sep, attr = spec.rpartition(":")
     if not sep or not target or not attr:
-        raise AgentSpecError(
-            f"bad agent spec {spec!r} is not valid: expected package.module:Class or path/to/file.py:Class"
-        )
+        raise AgentSpecError(f"agent spec {spec!r} is not package.module:Class or path/to/file.py:Class")
     module = _load_module(spec, target, base_dir)
     try:
         return getattr(module, attr)

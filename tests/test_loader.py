@@ -25,8 +25,8 @@ def test_load_agent_from_module_and_file(tmp_path: Path) -> None:
 @pytest.mark.parametrize(
     ("spec", "message"),
     [
-        ("no_colon", "expected package.module:Class"),
-        ("json:", "expected package.module:Class"),
+        ("no_colon", "is not package.module:Class or path/to/file.py:Class"),
+        ("json:", "is not package.module:Class or path/to/file.py:Class"),
         ("definitely_not_a_module:Agent", "no module named 'definitely_not_a_module'"),
         ("tests.helpers:Missing", "has no attribute 'Missing'"),
         ("json:dumps", "not an orchestrator.Agent subclass"),
