@@ -144,7 +144,10 @@ class Demo:
         done = sum(report.outcomes.values())
         stats = running.supervisor.statistics()
         table = Table(title="orchestrator demo", show_header=False, box=None)
-        table.add_row("conversations", f"{done}/{len(ids)} ended, {stats.active} live in the supervisor")
+        live = f"{stats.active} actors running"
+        if done == len(ids) and stats.active:
+            live += " (an Arinova chat has no end event: its actor stops when idle)"
+        table.add_row("conversations", f"{done}/{len(ids)} ended at the platform, {live}")
         table.add_row("tool calls", f"{report.calls} ({report.calls_ok} ok, {report.calls_error} errors)")
         table.add_row("replies", f"{report.replies} ({report.chunks} chunks streamed)")
         return table
