@@ -50,7 +50,7 @@ Send = Callable[[Message], Awaitable[None]]
 Headers = Sequence[tuple[bytes, bytes]]
 
 #: Readiness reasons a provider may give; anything but ``ok`` means 503.
-READINESS_REASONS = ("ok", "draining", "breaker_open", "admission_stopped")
+READINESS_REASONS = ("ok", "draining", "breaker_open", "admission_stopped", "platform_not_reached")
 
 _ALLOWED_METHODS = ("GET", "HEAD")
 _TEXT = b"text/plain; charset=utf-8"

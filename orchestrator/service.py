@@ -12,7 +12,8 @@ import functools
 import gc
 import logging
 import signal
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
+from typing import Any
 
 import attrs
 import psutil
@@ -128,13 +129,14 @@ async def run_service(
         memory_probe=RssProbe(),
     )
     shutdown = _Shutdown()
+    health = _Health(supervisor)
     async with trio.open_nursery() as nursery:
         await nursery.start(supervisor.run)
         if handle_signals:  # before anything that may wait, such as reaching the platform
             await nursery.start(shutdown.watch_signals, supervisor, nursery.cancel_scope)
         port: int | None = None
         if settings.http.enabled:
-            app = make_app(metrics, supervisor, version=__version__)
+            app = make_app(metrics, health, version=__version__)
             port = await nursery.start(
                 functools.partial(serve_http, app, host=settings.http.host, port=settings.http.port)
             )
@@ -148,6 +150,7 @@ async def run_service(
                 dispatch_done.set()
 
         await nursery.start(dispatch)
+        health.reached = True
         running = Running(supervisor, metrics, port)
         if on_started is not None:
             on_started(running)
@@ -159,6 +162,24 @@ async def run_service(
         else:
             await trio.sleep_forever()
     return shutdown.exit_code
+
+
+@attrs.define(eq=False)
+class _Health:
+    """``/readyz`` and ``/status``: the supervisor's answer, and not ready before the
+    platform has been reached once (a process that cannot reach it serves nobody)."""
+
+    supervisor: Supervisor
+    reached: bool = False
+
+    def readiness(self) -> tuple[bool, str]:
+        ready, reason = self.supervisor.readiness()
+        if ready and not self.reached:
+            return False, "platform_not_reached"
+        return ready, reason
+
+    def status(self) -> Mapping[str, Any]:
+        return {**self.supervisor.status(), "platform_reached": self.reached}
 
 
 @attrs.define(eq=False)

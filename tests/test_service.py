@@ -7,6 +7,7 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from typing import Any
 
+import attrs
 import httpx
 import trio
 import trio.testing
@@ -26,7 +27,7 @@ from orchestrator.service import (
 )
 from orchestrator.testing import MemoryPlatform
 
-from .helpers import CrashOnStartAgent, EchoAgent
+from .helpers import CrashOnStartAgent, EchoAgent, free_port, wait_until
 
 
 @asynccontextmanager
@@ -128,3 +129,49 @@ def test_the_young_threshold_stays_within_what_the_collector_takes() -> None:
     finally:
         gc.unfreeze()
         gc.set_threshold(*before)
+
+
+@attrs.define(eq=False)
+class _GatedPlatform(MemoryPlatform):
+    """Reached only once the test opens the gate."""
+
+    gate: trio.Event = attrs.Factory(trio.Event)
+
+    async def run(
+        self, supervisor: Any, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED
+    ) -> None:
+        await self.gate.wait()
+        await MemoryPlatform.run(self, supervisor, task_status=task_status)
+
+
+async def test_readyz_is_503_until_the_platform_is_first_reached() -> None:
+    port = free_port()
+    settings = Settings.load(env={}, overrides={"http": {"port": port}})
+    platform = _GatedPlatform()
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(
+            lambda: run_service(
+                settings, [EchoAgent], platform, registry=CollectorRegistry(), handle_signals=False
+            )
+        )
+        async with httpx.AsyncClient(base_url=f"http://127.0.0.1:{port}") as client:
+            with trio.fail_after(10):
+                while True:
+                    try:
+                        ready = await client.get("/readyz")
+                        break
+                    except httpx.TransportError:
+                        await trio.sleep(0.02)
+            assert (ready.status_code, ready.json()) == (
+                503,
+                {"ready": False, "reason": "platform_not_reached"},
+            )
+            assert (await client.get("/status")).json()["platform_reached"] is False
+            assert scrape((await client.get("/metrics")).text, "orchestrator_ready") == 0
+            platform.gate.set()
+            await wait_until(lambda: platform.supervisor is not None, 10, "the platform to be reached")
+            await trio.testing.wait_all_tasks_blocked()
+            ready = await client.get("/readyz")
+            assert (ready.status_code, ready.json()) == (200, {"ready": True, "reason": "ok"})
+            assert (await client.get("/status")).json()["platform_reached"] is True
+        nursery.cancel_scope.cancel()
