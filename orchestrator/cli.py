@@ -68,7 +68,11 @@ def common_options(func: F) -> F:
             help="TOML settings file (flags and environment override it).",
         ),
         click.option("--http-host", help="Address of /metrics, /healthz, /readyz, /status [127.0.0.1]."),
-        click.option("--http-port", type=click.IntRange(0, 65535), help="Port of the HTTP endpoint [9464; the demo: any free port]."),
+        click.option(
+            "--http-port",
+            type=click.IntRange(0, 65535),
+            help="Port of the HTTP endpoint [9464; the demo: any free port].",
+        ),
         click.option("--no-http", is_flag=True, help="Do not serve the HTTP endpoint."),
         click.option(
             "--log-level",
