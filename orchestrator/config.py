@@ -12,11 +12,21 @@ TOML sections and environment names map onto the settings tree::
 The names Conversimple and Arinova users already set are honoured too:
 ``CONVERSIMPLE_API_KEY``, ``CONVERSIMPLE_PLATFORM_URL``, ``CONVERSIMPLE_CUSTOMER_ID``
 and ``ARINOVA_BOT_TOKEN``. Secrets never appear in a repr or an error message.
+
+Every value is checked before any is used, and an error names where the value came from
+(the file's path or the variable's name), the setting's dotted key and what was expected:
+``/etc/o.toml: supervisor.max_conversations: expected an integer, got 10.5``. Booleans
+are not numbers and strings are neither, except in the environment, where all is text.
+The bounds the command-line flags enforce hold for files and variables too (:data:`RANGES`).
 """
 
 from __future__ import annotations
 
+import difflib
+import enum
+import math
 import os
+import re
 import tomllib
 import types
 import typing
@@ -120,11 +130,12 @@ class Settings:
         """Defaults, then ``toml``, then ``env`` (default ``os.environ``), then ``overrides``.
 
         ``overrides`` uses the TOML section layout (``{"http": {"port": 0}}``).
-        Raises ConfigError naming the offending key.
+        Raises ConfigError naming where the bad value came from (the file's path or the
+        environment variable), the setting's dotted key and what was expected.
         """
-        layers = [_read_toml(Path(toml)) if toml is not None else {}]
+        layers = [_read_toml(Path(toml)) if toml is not None else []]
         layers.append(_from_env(os.environ if env is None else env))
-        layers.append({k: dict(v) if isinstance(v, Mapping) else v for k, v in (overrides or {}).items()})
+        layers.append(_from_overrides(overrides or {}))
         return _build(layers)
 
     @classmethod
@@ -155,9 +166,40 @@ ALIASES = {
     "ARINOVA_BOT_TOKEN": ("platform", "bot_token"),
 }
 SECRET_FIELDS = frozenset({"api_key", "bot_token"})
+#: Bounds (inclusive; None: unbounded) by full key. A file or a variable cannot pass what the
+#: matching flag refuses; a mailbox needs room for one event, checked here so that a bad
+#: capacity fails at load rather than at every conversation's start.
+RANGES: dict[str, tuple[int | None, int | None]] = {
+    "workers": (1, None),
+    "supervisor.max_conversations": (1, None),
+    "supervisor.drain_timeout": (0, None),
+    "supervisor.actor.mailbox_capacity": (1, None),
+    "http.port": (0, 65535),
+}
 
+# Structures the settings a parent hands its workers (already validated: see workers.py).
 _converter = cattrs.Converter(forbid_extra_keys=True)
 _converter.register_structure_hook(OverflowPolicy, lambda value, _: OverflowPolicy(value))
+
+
+@attrs.frozen
+class _Value:
+    """One setting as a layer gives it, with where it came from (for error messages)."""
+
+    section: str | None  # None: a top-level key such as ``workers``
+    key: str
+    value: Any
+    source: str  # the file's path, the environment variable's name, or "overrides"
+    env: bool = False  # environment values are text to parse
+
+    @property
+    def full_key(self) -> str:
+        """The dotted path in the settings tree: ``supervisor.actor.mailbox_policy``."""
+        return ".".join((*SECTIONS[self.section], self.key)) if self.section else self.key
+
+    @property
+    def where(self) -> str:
+        return f"{self.source}: {self.full_key}"
 
 
 def _section_class(section: str) -> type[Any]:
@@ -167,7 +209,16 @@ def _section_class(section: str) -> type[Any]:
     return klass
 
 
-def _read_toml(path: Path) -> dict[str, Any]:
+def _hints(section: str | None) -> dict[str, Any]:
+    """The settable fields of ``section`` (None: the top level) and their types."""
+    if section is None:
+        return {name: typing.get_type_hints(Settings)[name] for name in TOP_LEVEL}
+    nested = {path[-1] for path in SECTIONS.values() if path[:-1] == SECTIONS[section]}
+    hints = typing.get_type_hints(_section_class(section))
+    return {name: hints[name] for name in hints if name not in nested}
+
+
+def _read_toml(path: Path) -> list[_Value]:
     try:
         with path.open("rb") as fh:
             data = tomllib.load(fh)
@@ -175,106 +226,201 @@ def _read_toml(path: Path) -> dict[str, Any]:
         raise ConfigError(f"config file not found: {path}") from None
     except tomllib.TOMLDecodeError as exc:
         raise ConfigError(f"config file {path} is not valid TOML: {exc}") from exc
+    source = str(path)
+    out: list[_Value] = []
     for key, value in data.items():
         if key in TOP_LEVEL:
-            continue
-        if key not in SECTIONS:
-            raise ConfigError(f"{path}: unknown section [{key}] (known: {', '.join(SECTIONS)})")
-        if not isinstance(value, dict):
-            raise ConfigError(f"{path}: [{key}] must be a table")
-    return data
+            out.append(_Value(None, key, value, source))
+        elif key in SECTIONS:
+            if not isinstance(value, dict):
+                raise ConfigError(f"{path}: [{key}] must be a table")
+            out.extend(_Value(key, name, item, source) for name, item in value.items())
+        elif isinstance(value, dict):
+            guess = difflib.get_close_matches(key, SECTIONS, n=1)
+            hint = f"did you mean [{guess[0]}]? " if guess else ""
+            raise ConfigError(f"{path}: unknown section [{key}] ({hint}known: {', '.join(SECTIONS)})")
+        else:
+            raise ConfigError(f"{path}: unknown setting {key}{_suggest(_Value(None, key, value, source))}")
+    return out
 
 
-def _from_env(env: Mapping[str, str]) -> dict[str, Any]:
-    out: dict[str, Any] = {}
+def _from_env(env: Mapping[str, str]) -> list[_Value]:
+    out: list[_Value] = []
     for name, (section, key) in ALIASES.items():
         if env.get(name):
-            out.setdefault(section, {})[key] = env[name]
+            out.append(_Value(section, key, env[name], name, env=True))
     for name, raw in env.items():
         if not name.startswith("ORCHESTRATOR_"):
             continue
         rest = name[len("ORCHESTRATOR_") :].lower()
         if rest in TOP_LEVEL:
-            out[rest] = raw
+            out.append(_Value(None, rest, raw, name, env=True))
             continue
         for section in sorted(SECTIONS, key=len, reverse=True):
             if rest.startswith(section + "_"):
-                out.setdefault(section, {})[rest[len(section) + 1 :]] = raw
+                out.append(_Value(section, rest[len(section) + 1 :], raw, name, env=True))
                 break
     return out
 
 
-def _coerce(value: Any, hint: Any, where: str) -> Any:
-    """Turn an environment string into the field's type; other values pass through."""
-    if not isinstance(value, str):
-        return value
-    origin = typing.get_origin(hint)
+def _from_overrides(overrides: Mapping[str, Any]) -> list[_Value]:
+    out: list[_Value] = []
+    for key, value in overrides.items():
+        if key in TOP_LEVEL:
+            out.append(_Value(None, key, value, "overrides"))
+        elif key in SECTIONS and isinstance(value, Mapping):
+            out.extend(_Value(key, name, item, "overrides") for name, item in value.items())
+        else:
+            raise ConfigError(f"overrides: unknown settings section {key!r}")
+    return out
+
+
+def _suggest(item: _Value) -> str:
+    """`` (did you mean …?)`` for an unknown key: a close spelling, or the section it belongs in."""
+    guess = difflib.get_close_matches(item.key, _hints(item.section), n=1)
+    if guess and item.env:
+        prefix = f"ORCHESTRATOR_{item.section.upper()}_" if item.section else "ORCHESTRATOR_"
+        return f" (did you mean {prefix}{guess[0].upper()}?)"
+    if guess:
+        return f" (did you mean {guess[0]}?)"
+    owners = [s for s in SECTIONS if item.key in _hints(s)]
+    if item.env:
+        names = [f"ORCHESTRATOR_{s.upper()}_{item.key.upper()}" for s in owners]
+        if item.key in TOP_LEVEL:
+            names.append(f"ORCHESTRATOR_{item.key.upper()}")
+        return f" (did you mean {' or '.join(names)}?)" if names else ""
+    if owners:
+        return f" (it belongs in [{'] or ['.join(owners)}])"
+    if item.key in SECTIONS:
+        return f" (a section of its own: [{item.key}])"
+    if item.key in TOP_LEVEL:
+        return " (a top-level key: put it before the first [section])"
+    return ""
+
+
+def _show(item: _Value) -> str:
+    """The offending value as the user wrote it; a secret's type only."""
+    value = item.value
+    if item.key in SECRET_FIELDS:
+        return f"a value of type {type(value).__name__}"
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    text = repr(value)
+    return text if len(text) <= 60 else text[:57] + "..."
+
+
+_TRUE = ("1", "true", "yes", "on")
+_FALSE = ("0", "false", "no", "off")
+
+
+def _convert(item: _Value, hint: Any) -> Any:
+    """``item``'s value as the field's type, or ConfigError naming source, key and expected type.
+
+    Booleans are never numbers and strings are never numbers or booleans, except in the
+    environment, where every value is text: there ``"10"``, ``"true"`` and ``"none"`` parse.
+    """
+    value = item.value
     args = typing.get_args(hint)
-    if origin in (typing.Union, types.UnionType):
-        if type(None) in args and value.strip().lower() in ("", "none", "null"):
+    if typing.get_origin(hint) in (typing.Union, types.UnionType):
+        if value is None or (item.env and value.strip().lower() in ("", "none", "null")):
             return None
         hint = next(a for a in args if a is not type(None))
+        args = typing.get_args(hint)
+
+    def wrong(expected: str) -> ConfigError:
+        return ConfigError(f"{item.where}: expected {expected}, got {_show(item)}")
+
+    if isinstance(hint, type) and issubclass(hint, enum.Enum):
+        if isinstance(value, hint):
+            return value
+        choices = [member.value for member in hint]
+    elif typing.get_origin(hint) is Literal:
+        choices = list(args)
+    else:
+        choices = None
+    if choices is not None:
+        if isinstance(value, str) and value in choices:
+            return hint(value) if isinstance(hint, type) else value
+        raise ConfigError(f"{item.where}: {_show(item)} is not one of: {', '.join(map(str, choices))}")
     if hint is bool:
-        lowered = value.strip().lower()
-        if lowered in ("1", "true", "yes", "on"):
-            return True
-        if lowered in ("0", "false", "no", "off"):
-            return False
-        raise ConfigError(f"{where}: expected true or false, got {value!r}")
-    try:
-        if hint is int:
-            return int(value)
+        if isinstance(value, bool):
+            return value
+        if item.env and value.strip().lower() in _TRUE + _FALSE:
+            return value.strip().lower() in _TRUE
+        raise wrong("true or false")
+    if hint is int or hint is float:
+        expected = "an integer" if hint is int else "a number"
+        if item.env:
+            value = _parse_number(value)
+        if isinstance(value, bool) or not isinstance(value, int | float) or math.isnan(value):
+            raise wrong(expected)
         if hint is float:
             return float(value)
-    except ValueError:
-        raise ConfigError(f"{where}: expected {hint.__name__}, got {value!r}") from None
+        if isinstance(value, float) and not value.is_integer():
+            raise wrong(expected)
+        return int(value)
+    if hint is str and not isinstance(value, str):
+        raise wrong("a string")
     return value
 
 
-def _build(layers: list[dict[str, Any]]) -> Settings:
-    merged: dict[str, dict[str, Any]] = {section: {} for section in SECTIONS}
-    top: dict[str, Any] = {}
-    for layer in layers:
-        for key, value in layer.items():
-            if key in TOP_LEVEL:
-                top[key] = value
-            elif key in SECTIONS:
-                merged[key].update(value)
-            else:
-                raise ConfigError(f"unknown settings section {key!r}")
-    tree: dict[str, Any] = {}
-    for section in sorted(SECTIONS, key=lambda s: len(SECTIONS[s])):
-        klass = _section_class(section)
-        hints = typing.get_type_hints(klass)
-        fields = {f.name for f in attrs.fields(klass)} - {"actor", "tools"}
-        node = tree
-        for name in SECTIONS[section]:
-            node = node.setdefault(name, {})
-        for key, value in merged[section].items():
-            where = f"{section}.{key}"
-            if key not in fields:
-                raise ConfigError(f"unknown setting {where}")
-            node[key] = _coerce(value, hints[key], where)
-    for key, value in top.items():
-        tree[key] = _coerce(value, int, key)
+def _parse_number(text: str) -> int | float | None:
+    for parse in (int, float):
+        try:
+            return parse(text.strip())
+        except ValueError:
+            continue
+    return None
+
+
+def _check_range(item: _Value, value: Any) -> None:
+    low, high = RANGES.get(item.full_key, (None, None))
+    if value is None or ((low is None or value >= low) and (high is None or value <= high)):
+        return
+    if high is None:
+        bound = f"at least {low}"
+    elif low is None:
+        bound = f"at most {high}"
+    else:
+        bound = f"between {low} and {high}"
+    shown = f"{value:g}" if isinstance(value, float) else str(value)
+    raise ConfigError(f"{item.where}: must be {bound}, got {shown}")
+
+
+def _construct(klass: type[Any], label: str, values: dict[str, Any], given: dict[str, _Value]) -> Any:
+    """``klass(**values)``; a rule across fields that fails names the sources of the fields it names."""
     try:
-        return _converter.structure(tree, Settings)
-    except (cattrs.BaseValidationError, ValueError, TypeError) as exc:
-        raise ConfigError(_describe(exc)) from None
+        return klass(**values)
+    except ValueError as exc:
+        message = str(exc)
+        named = [item for key, item in given.items() if re.search(rf"\b{re.escape(key)}\b", message)]
+        sources = ", ".join(dict.fromkeys(item.source for item in named or given.values())) or "defaults"
+        raise ConfigError(f"{sources}: invalid {label} settings: {message}") from None
 
 
-def _describe(exc: BaseException) -> str:
-    if isinstance(exc, cattrs.BaseValidationError):
-
-        def explain(error: BaseException, type_: Any) -> str:
-            if isinstance(error, ValueError) and not isinstance(error, cattrs.BaseValidationError):
-                return str(error)
-            return cattrs.v.format_exception(error, type_)
-
-        messages = cattrs.transform_error(exc, path="settings", format_exception=explain)
-        return "invalid settings: " + "; ".join(m for m in messages if not _mentions_secret(m))
-    return f"invalid settings: {exc}"
-
-
-def _mentions_secret(message: str) -> bool:
-    return any(secret in message for secret in SECRET_FIELDS)
+def _build(layers: list[list[_Value]]) -> Settings:
+    """Settings from ``layers`` (later ones win), each value checked before any is used."""
+    chosen: dict[tuple[str | None, str], _Value] = {}
+    for layer in layers:
+        for item in layer:
+            chosen[(item.section, item.key)] = item
+    given: dict[str | None, dict[str, _Value]] = {None: {}, **{section: {} for section in SECTIONS}}
+    values: dict[str | None, dict[str, Any]] = {None: {}, **{section: {} for section in SECTIONS}}
+    for item in chosen.values():
+        hints = _hints(item.section)
+        if item.key not in hints:
+            raise ConfigError(f"{item.source}: unknown setting {item.full_key}{_suggest(item)}")
+        value = _convert(item, hints[item.key])
+        _check_range(item, value)
+        given[item.section][item.key] = item
+        values[item.section][item.key] = value
+    built: dict[tuple[str, ...], Any] = {}
+    # Innermost first: tools, then actor (holding tools), then supervisor (holding actor).
+    for section in sorted(SECTIONS, key=lambda s: len(SECTIONS[s]), reverse=True):
+        path = SECTIONS[section]
+        children = {p[-1]: v for p, v in built.items() if p[:-1] == path}
+        fields = {**values[section], **children}
+        built[path] = _construct(_section_class(section), ".".join(path), fields, given[section])
+    top = {p[0]: v for p, v in built.items() if len(p) == 1}
+    result: Settings = _construct(Settings, "top-level", {**values[None], **top}, given[None])
+    return result

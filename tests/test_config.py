@@ -1,5 +1,9 @@
 from __future__ import annotations
 
+import os
+import re
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -7,6 +11,8 @@ import pytest
 from orchestrator.config import Settings
 from orchestrator.errors import ConfigError
 from orchestrator.mailbox import OverflowPolicy
+
+ROOT = Path(__file__).resolve().parent.parent
 
 
 def test_defaults_are_safe() -> None:
@@ -51,10 +57,23 @@ def test_sdk_variable_names_are_honoured_and_secrets_hidden() -> None:
 @pytest.mark.parametrize(
     ("env", "message"),
     [
-        ({"ORCHESTRATOR_HTTP_PORT": "abc"}, "http.port: expected int"),
-        ({"ORCHESTRATOR_HTTP_PORTS": "1"}, "unknown setting http.ports"),
+        ({"ORCHESTRATOR_HTTP_PORT": "abc"}, "ORCHESTRATOR_HTTP_PORT: http.port: expected an integer"),
+        ({"ORCHESTRATOR_HTTP_PORTS": "1"}, "ORCHESTRATOR_HTTP_PORTS: unknown setting http.ports"),
         ({"ORCHESTRATOR_HTTP_ENABLED": "maybe"}, "http.enabled: expected true or false"),
-        ({"ORCHESTRATOR_ACTOR_MAILBOX_POLICY": "bogus"}, "mailbox_policy"),
+        ({"ORCHESTRATOR_HTTP_ENABLED": "2"}, "http.enabled: expected true or false, got '2'"),
+        ({"ORCHESTRATOR_SUPERVISOR_MAX_CONVERSATIONS": "1.5"}, "expected an integer, got '1.5'"),
+        ({"ORCHESTRATOR_SUPERVISOR_RESTART_WINDOW": "soon"}, "restart_window: expected a number"),
+        ({"ORCHESTRATOR_PLATFORM_HEARTBEAT_INTERVAL": "nan"}, "heartbeat_interval: expected a number"),
+        (
+            {"ORCHESTRATOR_ACTOR_MAILBOX_POLICY": "bogus"},
+            "^ORCHESTRATOR_ACTOR_MAILBOX_POLICY: supervisor.actor.mailbox_policy: 'bogus' is not one of: "
+            "block, reject, drop_oldest, drop_newest$",
+        ),
+        ({"ORCHESTRATOR_LOGGING_FORMAT": "xml"}, "logging.format: 'xml' is not one of: text, json"),
+        ({"ORCHESTRATOR_WORKERS": "0"}, "^ORCHESTRATOR_WORKERS: workers: must be at least 1, got 0$"),
+        ({"ORCHESTRATOR_SUPERVISOR_DRAIN_TIMEOUT": "-1"}, "drain_timeout: must be at least 0, got -1"),
+        ({"ORCHESTRATOR_ACTOR_MAILBOX_CAPACITY": "0"}, "mailbox_capacity: must be at least 1, got 0"),
+        ({"ORCHESTRATOR_HTTP_PORT": "70000"}, "http.port: must be between 0 and 65535, got 70000"),
         ({"ORCHESTRATOR_HTTP_PORT": "70000"}, "port"),
         ({"ORCHESTRATOR_SUPERVISOR_MAX_CONVERSATIONS": "0"}, "max_conversations"),
         ({"ORCHESTRATOR_PLATFORM_MAX_JSON_DEPTH": "0"}, "max_json_depth must be between 1 and 1000"),
@@ -75,6 +94,122 @@ def test_bad_values_name_the_setting(env: dict[str, str], message: str) -> None:
         Settings.load(env=env)
 
 
+@pytest.mark.parametrize(
+    ("toml", "message"),
+    [
+        (
+            "[supervisor]\nmax_conversations = 10.5\n",
+            "supervisor.max_conversations: expected an integer, got 10.5",
+        ),
+        (
+            "[supervisor]\nmax_conversations = true\n",
+            "supervisor.max_conversations: expected an integer, got true",
+        ),
+        ("[supervisor]\ndrain_timeout = true\n", "supervisor.drain_timeout: expected a number, got true"),
+        ('[supervisor]\ndrain_timeout = "5"\n', "supervisor.drain_timeout: expected a number, got '5'"),
+        ("[http]\nenabled = 1\n", "http.enabled: expected true or false, got 1"),
+        ('[http]\nenabled = "yes"\n', "http.enabled: expected true or false, got 'yes'"),
+        ("[http]\nhost = 1\n", "http.host: expected a string, got 1"),
+        ("workers = 0\n", "workers: must be at least 1, got 0"),
+        ("workers = 2.5\n", "workers: expected an integer, got 2.5"),
+        ("[supervisor]\nmax_conversations = 0\n", "supervisor.max_conversations: must be at least 1, got 0"),
+        ("[http]\nport = 70000\n", "http.port: must be between 0 and 65535, got 70000"),
+        (
+            '[actor]\nmailbox_policy = "yolo"\n',
+            "supervisor.actor.mailbox_policy: 'yolo' is not one of: block, reject, drop_oldest, drop_newest",
+        ),
+        ("[supervisor]\nmax_conversation = 5\n", "unknown setting supervisor.max_conversation"),
+        ("[platform]\nbackoff_initial = 40\n", "invalid platform settings: backoff_initial must not exceed"),
+        ("[tools]\nmin_timeout = 40.0\n", "invalid supervisor.actor.tools settings: tool timeouts"),
+    ],
+)
+def test_bad_file_values_name_the_file_the_key_and_the_expected_type(
+    tmp_path: Path, toml: str, message: str
+) -> None:
+    path = tmp_path / "x.toml"
+    path.write_text(toml)
+    with pytest.raises(ConfigError) as info:
+        Settings.load(toml=path, env={})
+    assert str(info.value).startswith(f"{path}: ") and message in str(info.value)
+
+
+def test_whole_floats_and_integers_are_accepted_where_they_mean_the_same(tmp_path: Path) -> None:
+    path = tmp_path / "x.toml"
+    path.write_text("workers = 2.0\n[supervisor]\nmax_conversations = 10.0\ndrain_timeout = 5\n")
+    s = Settings.load(toml=path, env={"ORCHESTRATOR_ACTOR_IDLE_TIMEOUT": "60"})
+    assert s.workers == 2 and type(s.workers) is int
+    assert s.supervisor.max_conversations == 10 and type(s.supervisor.max_conversations) is int
+    assert s.supervisor.drain_timeout == 5.0 and type(s.supervisor.drain_timeout) is float
+    assert s.supervisor.actor.idle_timeout == 60.0
+
+
+@pytest.mark.parametrize(
+    ("toml", "env", "message"),
+    [
+        ("[supervisor]\nmax_conversation = 5\n", {}, "(did you mean max_conversations?)"),
+        ("max_conversations = 5\n", {}, "unknown setting max_conversations (it belongs in [supervisor])"),
+        ("[htp]\nport = 1\n", {}, "unknown section [htp] (did you mean [http]?"),
+        (
+            None,
+            {"ORCHESTRATOR_SUPERVISOR_MAX_CONVERSATION": "5"},
+            "ORCHESTRATOR_SUPERVISOR_MAX_CONVERSATION: unknown setting supervisor.max_conversation "
+            "(did you mean ORCHESTRATOR_SUPERVISOR_MAX_CONVERSATIONS?)",
+        ),
+        (None, {"ORCHESTRATOR_HTTP_WORKERS": "2"}, "(did you mean ORCHESTRATOR_WORKERS?)"),
+        ("[http]\nworkers = 2\n", {}, "(a top-level key: put it before the first [section])"),
+        ("[supervisor]\nactor = { idle_timeout = 5 }\n", {}, "(a section of its own: [actor])"),
+    ],
+)
+def test_unknown_keys_suggest_the_closest_known_one(
+    tmp_path: Path, toml: str | None, env: dict[str, str], message: str
+) -> None:
+    path = tmp_path / "x.toml"
+    path.write_text(toml or "")
+    with pytest.raises(ConfigError) as info:
+        Settings.load(toml=path, env=env)
+    assert message in str(info.value)
+
+
+def test_a_value_is_blamed_on_the_layer_that_set_it(tmp_path: Path) -> None:
+    path = tmp_path / "x.toml"
+    path.write_text("[platform]\nbackoff_max = 10\n")
+    # The file's value is valid on its own; the variable's breaks the rule across both.
+    env = {"ORCHESTRATOR_PLATFORM_BACKOFF_INITIAL": "20"}
+    blamed = f"^{re.escape(str(path))}, ORCHESTRATOR_PLATFORM_BACKOFF_INITIAL: invalid platform"
+    with pytest.raises(ConfigError, match=blamed):
+        Settings.load(toml=path, env=env)
+    # A later layer replaces a bad value of an earlier one: only the value in force is checked.
+    path.write_text("[supervisor]\nmax_conversations = 0\n")
+    s = Settings.load(toml=path, env={"ORCHESTRATOR_SUPERVISOR_MAX_CONVERSATIONS": "7"})
+    assert s.supervisor.max_conversations == 7
+
+
+def test_config_errors_exit_2_with_one_line_naming_the_file(tmp_path: Path) -> None:
+    path = tmp_path / "x.toml"
+    path.write_text("[supervisor]\nmax_conversations = 10.5\n")
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("ORCHESTRATOR_", "CONVERSIMPLE_"))}
+    result = subprocess.run(
+        [sys.executable, "-m", "orchestrator", "run", "examples/echo.py:EchoAgent", "--config", str(path)],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        env=env,
+        cwd=ROOT,
+    )
+    assert result.returncode == 2
+    assert result.stderr == f"Error: {path}: supervisor.max_conversations: expected an integer, got 10.5\n"
+    workers = subprocess.run(
+        [sys.executable, "-m", "orchestrator", "run", "examples/echo.py:EchoAgent"],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        env={**env, "ORCHESTRATOR_WORKERS": "0"},
+        cwd=ROOT,
+    )
+    assert workers.returncode == 2
+    assert workers.stderr == "Error: ORCHESTRATOR_WORKERS: workers: must be at least 1, got 0\n"
+
+
 def test_bad_toml_files(tmp_path: Path) -> None:
     with pytest.raises(ConfigError, match="not found"):
         Settings.from_toml(tmp_path / "missing.toml")
@@ -84,7 +219,7 @@ def test_bad_toml_files(tmp_path: Path) -> None:
         Settings.from_toml(broken)
     unknown = tmp_path / "unknown.toml"
     unknown.write_text("[nope]\nx = 1\n")
-    with pytest.raises(ConfigError, match=r"unknown section \[nope\]"):
+    with pytest.raises(ConfigError, match=rf"^{re.escape(str(unknown))}: unknown section \[nope\]"):
         Settings.from_toml(unknown)
 
 
@@ -92,3 +227,11 @@ def test_secret_values_never_appear_in_errors() -> None:
     with pytest.raises(ConfigError) as info:
         Settings.load(env={"ORCHESTRATOR_PLATFORM_API_KEY": "canary-sekrit", "ORCHESTRATOR_HTTP_PORT": "x"})
     assert "canary-sekrit" not in str(info.value)
+
+
+def test_a_secret_of_the_wrong_type_is_named_by_its_type_only(tmp_path: Path) -> None:
+    path = tmp_path / "x.toml"
+    path.write_text("[platform]\napi_key = 918273645\n")
+    with pytest.raises(ConfigError) as info:
+        Settings.load(toml=path, env={})
+    assert str(info.value) == f"{path}: platform.api_key: expected a string, got a value of type int"

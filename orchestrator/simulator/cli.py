@@ -14,9 +14,14 @@ simulated platform LLM calls tools as Conversimple conversations
 
 Writes ``DIR/transcripts.jsonl`` (one record per simulation, appended as each
 finishes; rerunning resumes), ``DIR/summary.json``, ``DIR/junit.xml`` and, for
-LLM scenarios, ``DIR/llm-cache/``; prints the report. Exit status: 0, or 1 when
-the pass rate is below ``--pass-rate`` or the input is unusable; 130 when
-interrupted (rerun to resume).
+LLM scenarios, ``DIR/llm-cache/``; prints the report.
+
+Exit status: 0 when every simulation passed, or with ``--pass-rate`` when the
+pass rate reaches it; 1 when it does not, when any simulation ended in error
+(whatever the pass rate: an error is no verdict on the agent), or when the input
+is unusable; 2 when the scenarios need an LLM and none is configured (no API key
+and no base URL, and no cached completions to replay); 130 when interrupted
+(rerun to resume).
 """
 
 from __future__ import annotations
@@ -25,6 +30,7 @@ from contextlib import AsyncExitStack
 from pathlib import Path
 from typing import Any
 
+import attrs
 import click
 import trio
 from rich.console import Console
@@ -39,8 +45,46 @@ from .llm import LLMClient, LLMSettings
 from .openai_client import OpenAIClient
 from .report import junit_xml, render_report, summary_json
 from .sandbox_channel import SandboxBatch, serve_over_sandbox
-from .scenarios import load_scenarios
+from .scenarios import ScenarioFile, load_scenarios
 from .summary import BatchSummary
+
+#: What to set for an LLM (see :meth:`.llm.LLMSettings.from_env`).
+LLM_HINT = (
+    "set ORCHESTRATOR_LLM_API_KEY (or OPENAI_API_KEY) for OpenAI, or ORCHESTRATOR_LLM_BASE_URL "
+    "(or OPENAI_BASE_URL) for another OpenAI-compatible endpoint"
+)
+
+
+class Unconfigured(click.ClickException):
+    """The scenarios need something the environment does not provide: one line, exit status 2."""
+
+    exit_code = 2
+
+
+def _in_file(path: Path, message: str) -> str:
+    """``message`` about the scenario file, naming it by its path."""
+    if message.startswith("the file"):
+        return f"{path}{message[len('the file') :]}"
+    return message if str(path) in message else f"{path}: {message}"
+
+
+def _check_llm_configured(
+    path: Path, scenario_file: ScenarioFile, settings: LLMSettings, cache: Path | None
+) -> None:
+    """Refuse at once to run LLM scenarios against OpenAI without a key (each would only error).
+
+    A base URL alone is enough (local providers need no key); so is a cache with
+    completions in it, which a rerun replays without asking anyone.
+    """
+    default_url = attrs.fields(LLMSettings).base_url.default
+    if settings.api_key or settings.base_url != default_url:
+        return
+    if cache is not None and cache.is_dir() and any(cache.rglob("*.json")):
+        return
+    names = [s.name for s in scenario_file.scenarios if s.uses_llm]
+    which = ", ".join(names[:3]) + (f" and {len(names) - 3} more" if len(names) > 3 else "")
+    subject = f"scenario {which} needs" if len(names) == 1 else f"scenarios {which} need"
+    raise Unconfigured(f"{path}: {subject} an LLM and none is configured: {LLM_HINT}")
 
 
 class _ProgressBar:
@@ -101,7 +145,11 @@ async def _run_batch(
     "--samples", "-k", type=click.IntRange(min=1), help="Runs per scenario [file's samples, else 1]."
 )
 @click.option("--concurrency", "-n", type=click.IntRange(min=1), default=10, show_default=True)
-@click.option("--pass-rate", type=click.FloatRange(0, 1), help="Exit 1 when the pass rate (0..1) is lower.")
+@click.option(
+    "--pass-rate",
+    type=click.FloatRange(0, 1),
+    help="Exit 0 when this share (0..1) passed and none ended in error [every one must pass].",
+)
 @click.option("--agent", "agent_spec", metavar="AGENT", help="package.module:Class or path/to/file.py:Class.")
 @click.option(
     "--via-sandbox",
@@ -122,10 +170,13 @@ def simulate(ctx: click.Context, /, scenarios_file: Path, **options: Any) -> Non
     via_sandbox: bool = options["via_sandbox"]
     try:
         scenario_file = load_scenarios(scenarios_file)
+        settings = scenario_file.llm_settings() if scenario_file.needs_llm else None
+    except ConfigError as exc:
+        raise click.ClickException(_in_file(scenarios_file, str(exc))) from exc
+    try:
         spec = options["agent_spec"] or scenario_file.agent
         base_dir = Path.cwd() if options["agent_spec"] else scenario_file.base_dir
         agent_factory = load_agent_class(spec, base_dir) if spec else None
-        settings = scenario_file.llm_settings() if scenario_file.needs_llm else None
     except ConfigError as exc:
         raise click.ClickException(str(exc)) from exc
     served: type[Agent] | None = None
@@ -142,6 +193,9 @@ def simulate(ctx: click.Context, /, scenarios_file: Path, **options: Any) -> Non
     default_out = Path("sim-results") / (scenarios_file.stem + ("-sandbox" if via_sandbox else ""))
     out: Path = options["out"] or default_out
     transcripts = out / "transcripts.jsonl"
+    cache_dir = None if options["no_cache"] else out / "llm-cache"
+    if settings is not None:
+        _check_llm_configured(scenarios_file, scenario_file, settings, cache_dir)
     if options["fresh"]:
         transcripts.unlink(missing_ok=True)
     batch = (SandboxBatch if via_sandbox else Batch)(
@@ -156,7 +210,6 @@ def simulate(ctx: click.Context, /, scenarios_file: Path, **options: Any) -> Non
         console.print(f"LLM: {settings.endpoint} model {settings.model}", highlight=False)
     if served is not None:
         console.print(f"via the sandbox: the orchestrator serves {served.agent_id!r} over loopback")
-    cache_dir = None if options["no_cache"] else out / "llm-cache"
     bar = _ProgressBar(console, options["progress"])
     try:
         run = trio.run(_run_batch, batch, settings, cache_dir, bar, served)
@@ -170,7 +223,16 @@ def simulate(ctx: click.Context, /, scenarios_file: Path, **options: Any) -> Non
     (out / "junit.xml").write_text(junit_xml(run.records, summary), encoding="utf-8")
     render_report(summary, run.records, console)
     console.print(f"results in {out}/ (transcripts.jsonl, summary.json, junit.xml)", highlight=False)
+    failures = []
+    errored = summary.end_reasons.get("error", 0)
+    if errored:
+        failures.append(f"{errored} of {summary.total} simulations ended in error")
     threshold = options["pass_rate"]
-    if threshold is not None and not summary.meets(threshold):
-        console.print(f"[red]pass rate {summary.pass_rate:.1%} is below the required {threshold:.1%}[/red]")
+    if threshold is None and summary.passed < summary.total:
+        failures.append(f"{summary.total - summary.passed} of {summary.total} simulations did not pass")
+    elif threshold is not None and not summary.meets(threshold):
+        failures.append(f"pass rate {summary.pass_rate:.1%} is below the required {threshold:.1%}")
+    for failure in failures:
+        console.print(f"[red]{failure}[/red]", highlight=False)
+    if failures:
         ctx.exit(1)

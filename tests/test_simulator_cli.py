@@ -1,0 +1,142 @@
+"""The ``simulate`` command's exit status and its one-line errors.
+
+No test reaches a real LLM: the LLM variables are always set (or unset) explicitly,
+and the only endpoint used is a loopback port that refuses connections.
+"""
+
+from __future__ import annotations
+
+import os
+import socket
+import subprocess
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from click.testing import CliRunner, Result
+
+from orchestrator.simulator.cli import Unconfigured, _check_llm_configured, simulate
+from orchestrator.simulator.llm import LLMSettings
+from orchestrator.simulator.scenarios import load_scenarios
+
+ROOT = Path(__file__).resolve().parent.parent
+LLM_VARIABLES = ("ORCHESTRATOR_LLM_BASE_URL", "ORCHESTRATOR_LLM_API_KEY", "OPENAI_BASE_URL", "OPENAI_API_KEY")
+NO_LLM: dict[str, str | None] = dict.fromkeys(LLM_VARIABLES)
+
+PARROT = "class Parrot:\n    def on_message(self, message):\n        return message\n"
+ONE_FAILS = """
+agent = "agent.py:Parrot"
+[[scenario]]
+name = "parrot-passes"
+expect = [{ says = "hello" }]
+customer = { turns = ["hello"] }
+[[scenario]]
+name = "parrot-fails"
+expect = [{ says = "goodbye" }]
+customer = { turns = ["hi"] }
+"""
+LLM_CUSTOMER = """
+agent = "agent.py:Parrot"
+[llm]
+max_retries = 0
+[[scenario]]
+name = "llm-customer"
+customer = { kind = "llm" }
+"""
+
+
+@pytest.fixture
+def project(tmp_path: Path) -> Path:
+    (tmp_path / "agent.py").write_text(PARROT)
+    (tmp_path / "one_fails.toml").write_text(ONE_FAILS)
+    (tmp_path / "llm.toml").write_text(LLM_CUSTOMER)
+    return tmp_path
+
+
+@pytest.fixture
+def refusing_port() -> Iterator[int]:
+    """A loopback port that is bound but not listening: every connection is refused at once."""
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        yield sock.getsockname()[1]
+
+
+def invoke(*args: str, env: dict[str, str | None] | None = None) -> Result:
+    return CliRunner().invoke(simulate, [*args, "--no-progress"], env={**NO_LLM, **(env or {})})
+
+
+def test_simulate_without_an_llm_fails_at_once_naming_what_to_set(tmp_path: Path) -> None:
+    scenarios = ROOT / "examples" / "scenarios" / "customer_service_llm.toml"
+    env = {k: v for k, v in os.environ.items() if k not in LLM_VARIABLES}
+    out = tmp_path / "out"
+    result = subprocess.run(
+        [sys.executable, "-m", "orchestrator", "simulate", str(scenarios), "--out", str(out)],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        env=env,
+    )
+    assert result.returncode == 2, result.stderr
+    assert result.stdout == ""
+    assert result.stderr.startswith(
+        f"Error: {scenarios}: scenarios llm-late-order, llm-damaged-item need an LLM"
+    )
+    assert "ORCHESTRATOR_LLM_API_KEY" in result.stderr and "ORCHESTRATOR_LLM_BASE_URL" in result.stderr
+    assert result.stderr.count("\n") == 1
+    assert not out.exists()
+
+
+def test_llm_check_accepts_a_key_a_base_url_or_cached_completions(project: Path) -> None:
+    path = project / "llm.toml"
+    scenario_file = load_scenarios(path)
+    cache = project / "out" / "llm-cache"
+    with pytest.raises(Unconfigured, match="scenario llm-customer needs an LLM"):
+        _check_llm_configured(path, scenario_file, LLMSettings(), cache)
+    _check_llm_configured(path, scenario_file, LLMSettings(api_key="k"), cache)
+    _check_llm_configured(path, scenario_file, LLMSettings(base_url="http://127.0.0.1:1/v1"), cache)
+    # A rerun replays its cache without asking the provider, so it needs no key.
+    (cache / "ab").mkdir(parents=True)
+    (cache / "ab" / "abcd.json").write_text("{}")
+    _check_llm_configured(path, scenario_file, LLMSettings(), cache)
+    with pytest.raises(Unconfigured):
+        _check_llm_configured(path, scenario_file, LLMSettings(), None)
+
+
+def test_simulate_exits_1_when_a_simulation_ends_in_error(project: Path, refusing_port: int) -> None:
+    base_url = f"http://127.0.0.1:{refusing_port}/v1"
+    args = [str(project / "llm.toml"), "--out", str(project / "out")]
+    # Even a pass rate of 0 is no excuse: an error says nothing about the agent.
+    result = invoke(*args, "--pass-rate", "0", env={"ORCHESTRATOR_LLM_BASE_URL": base_url})
+    assert result.exit_code == 1, result.output
+    assert "0/1 passed" in result.output and "1 of 1 simulations ended in error" in result.output
+
+
+def test_simulate_exits_1_unless_every_simulation_passed_or_the_pass_rate_is_met(project: Path) -> None:
+    args = [str(project / "one_fails.toml"), "--out", str(project / "out")]
+    strict = invoke(*args)
+    assert strict.exit_code == 1, strict.output
+    assert "1/2 passed" in strict.output and "1 of 2 simulations did not pass" in strict.output
+    lenient = invoke(*args, "--pass-rate", "0.5")
+    assert lenient.exit_code == 0, lenient.output
+    assert "did not pass" not in lenient.output
+
+
+@pytest.mark.parametrize(
+    ("text", "message"),
+    [
+        ("[supervisor]\nmax_conversations = 1\n", "{path}: unknown key(s) supervisor"),
+        ("samples = 1\n", "{path} has no [[scenario]] tables"),
+        ("[defaults]\nbogus = 1\n", "{path}: [defaults]: unknown key(s) bogus"),
+        (
+            "[llm]\napi_key_env = 'NOPE_NOT_SET'\n[[scenario]]\nname = 'x'\ncustomer = { kind = 'llm' }\n",
+            "{path}: [llm] api_key_env: environment variable NOPE_NOT_SET is not set",
+        ),
+    ],
+)
+def test_simulate_errors_in_the_file_name_its_path(tmp_path: Path, text: str, message: str) -> None:
+    path = tmp_path / "typo.toml"
+    path.write_text(text)
+    result = invoke(str(path), "--out", str(tmp_path / "out"))
+    assert result.exit_code == 1
+    assert result.output == f"Error: {message.format(path=path)}\n"
