@@ -19,7 +19,8 @@ object. Results go to ``bench-results/<scenario>-<timestamp>/``: results.json,
 results.md, PNG charts and the processes' logs.
 
 Exit status: 0 when every orchestrator round completed every conversation with
-no call lost and every budget holds; 1 otherwise; 2 for a usage error. Examples::
+no call lost and every budget holds; 1 otherwise (stderr's last lines say why); 2 for a
+usage error or a missing package of the ``bench`` extra. Examples::
 
     python benchmarks/bench.py steady -n 1000 -k 50 --compare conversimple-sdk --rounds 2
     python benchmarks/bench.py idle -n 10000
@@ -33,10 +34,11 @@ from __future__ import annotations
 
 import argparse
 import datetime
+import math
 import os
 import shlex
 import sys
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -44,9 +46,17 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from benchmarks import report
 from benchmarks._common import emit_json, machine_facts, print_facts, raise_open_files_limit
-from benchmarks.harness.figures import median_figures, ratio
-from benchmarks.harness.processes import progress
-from benchmarks.harness.rounds import SCENARIOS, Options, Round
+from benchmarks.harness import EXTRA_MODULES, exit_missing, installed
+
+try:
+    from benchmarks.harness.figures import median_figures, ratio
+    from benchmarks.harness.processes import progress
+    from benchmarks.harness.profile import py_spy
+    from benchmarks.harness.rounds import SCENARIOS, Options, Round
+except ModuleNotFoundError as exc:  # numpy: the `bench` extra is not installed
+    if exc.name not in EXTRA_MODULES:
+        raise
+    exit_missing(EXTRA_MODULES[exc.name])
 
 # Per scenario: defaults for the flags left out.
 DEFAULTS: dict[str, dict[str, Any]] = {
@@ -59,23 +69,87 @@ DEFAULTS: dict[str, dict[str, Any]] = {
     "mixed": {"conversations": 1000, "calls": 20},
 }
 COMPARABLE = {"conversimple-sdk": "conversimple", "arinova-agent-sdk": "arinova"}
+SDK_MODULES = {package: module for module, package in EXTRA_MODULES.items() if package in COMPARABLE}
 ARINOVA_SCENARIOS = ("steady", "ramp", "soak")
 
 
+class HelpFormatter(argparse.RawDescriptionHelpFormatter, argparse.ArgumentDefaultsHelpFormatter):
+    """The description as written; each flag's default (none for flags without one)."""
+
+    def _get_help_string(self, action: argparse.Action) -> str | None:
+        if action.default is None or isinstance(action.default, bool):
+            return action.help
+        return super()._get_help_string(action)
+
+
+def scenario_default(key: str) -> str:
+    """``(default: 1000; ramp: 2000)``: a default set per scenario, the most common value first."""
+    scenarios: dict[str, list[str]] = {}
+    for scenario in SCENARIOS:
+        scenarios.setdefault(f"{DEFAULTS[scenario].get(key, 0):g}", []).append(scenario)
+    common = max(scenarios, key=lambda value: len(scenarios[value]))
+    others = "".join(f"; {', '.join(s)}: {value}" for value, s in scenarios.items() if value != common)
+    return f"(default: {common}{others})"
+
+
+def number(kind: Callable[[str], Any], minimum: float, *, above: bool = False) -> Callable[[str], Any]:
+    """An argparse ``type``: a finite ``kind`` (int or float) at least ``minimum`` (``above``: more).
+
+    The harness's processes would refuse the others mid-run, or measure nonsense.
+    """
+
+    def convert(text: str) -> Any:
+        try:
+            value = kind(text)
+        except ValueError:
+            what = "an integer" if kind is int else "a number"
+            raise argparse.ArgumentTypeError(f"not {what}: {text!r}") from None
+        if not math.isfinite(value):
+            raise argparse.ArgumentTypeError(f"must be a finite number, got {text}")
+        if value < minimum or (above and value == minimum):
+            raise argparse.ArgumentTypeError(f"must be {'>' if above else '>='} {minimum:g}, got {text}")
+        return value
+
+    return convert
+
+
+COUNT = number(int, 0)
+POSITIVE_COUNT = number(int, 1)
+SECONDS = number(float, 0)
+POSITIVE = number(float, 0, above=True)
+
+
 def parse(argv: Sequence[str] | None) -> argparse.Namespace:
-    p = argparse.ArgumentParser(
-        prog="bench.py", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
-    )
+    p = argparse.ArgumentParser(prog="bench.py", description=__doc__, formatter_class=HelpFormatter)
     p.add_argument("scenario", choices=SCENARIOS)
-    p.add_argument("-n", "--conversations", type=int, help="Conversations (slots for soak).")
-    p.add_argument("-k", "--calls", type=int, help="Tool calls per conversation.")
-    p.add_argument("--rate", type=float, help="ramp: conversations arriving per second.")
-    p.add_argument("--think-ms", type=float, help="Pause between a conversation's calls (±50%% jitter).")
-    p.add_argument("--duration", type=float, help="Seconds: idle hold, spike base load, soak length.")
-    p.add_argument("--spike", type=int, help="spike: conversations in the burst.")
-    p.add_argument("--spike-at", type=float, default=3.0, help="spike: seconds after the base load starts.")
-    p.add_argument("--share", type=float, default=0.3, help="chaos: share of links killed.")
-    p.add_argument("--drop-at", type=float, default=2.0, help="chaos: seconds into the calls.")
+    p.add_argument(
+        "-n",
+        "--conversations",
+        type=POSITIVE_COUNT,
+        help=f"Conversations (slots for soak). {scenario_default('conversations')}",
+    )
+    p.add_argument(
+        "-k", "--calls", type=COUNT, help=f"Tool calls per conversation. {scenario_default('calls')}"
+    )
+    p.add_argument(
+        "--rate", type=SECONDS, help=f"ramp: conversations arriving per second. {scenario_default('rate')}"
+    )
+    p.add_argument(
+        "--think-ms",
+        type=SECONDS,
+        help=f"Pause between a conversation's calls (±50%% jitter). {scenario_default('think_ms')}",
+    )
+    p.add_argument(
+        "--duration",
+        type=SECONDS,
+        help=f"Seconds: idle hold, spike base load, soak length. {scenario_default('duration')}",
+    )
+    p.add_argument(
+        "--spike", type=COUNT, help=f"spike: conversations in the burst. {scenario_default('spike')}"
+    )
+    p.add_argument("--spike-at", type=SECONDS, default=3.0, help="spike: seconds after the base load starts.")
+    p.add_argument("--share", type=float, default=0.3, help="chaos: share of links killed, in (0, 1].")
+    p.add_argument("--drop-at", type=SECONDS, default=2.0, help="chaos: seconds into the calls.")
     p.add_argument(
         "--via",
         choices=("sandbox", "proxy"),
@@ -83,7 +157,7 @@ def parse(argv: Sequence[str] | None) -> argparse.Namespace:
         help="chaos: kill links at the sandbox (a share) or reset all at a fault proxy.",
     )
     p.add_argument(
-        "--outage", type=float, default=0.0, help="chaos --via proxy: refuse connections this long."
+        "--outage", type=SECONDS, default=0.0, help="chaos --via proxy: refuse connections this long (s)."
     )
     p.add_argument("--compare", choices=list(COMPARABLE), help="Also run the real SDK, interleaved.")
     p.add_argument(
@@ -92,25 +166,35 @@ def parse(argv: Sequence[str] | None) -> argparse.Namespace:
         help="Wire protocol; arinova: a call is a message answered by a streamed reply (default: the "
         "compared SDK's, else conversimple).",
     )
-    p.add_argument("--words", type=int, default=20, help="arinova: words per message (one chunk each).")
+    p.add_argument(
+        "--words", type=POSITIVE_COUNT, default=20, help="arinova: words per message (one chunk each)."
+    )
     p.add_argument(
         "--workers",
-        type=int,
+        type=POSITIVE_COUNT,
         default=1,
         help="Run the orchestrator as `orchestrator run --workers N` (conversimple); CPU and RSS "
         "are the whole process tree's.",
     )
-    p.add_argument("--rounds", type=int, default=1, help="Rounds per system (interleaved).")
-    p.add_argument("--settle", type=float, default=1.0, help="Seconds to settle before RSS readings.")
-    p.add_argument("--call-timeout", type=float, default=60.0, help="A call unanswered this long is lost.")
+    p.add_argument("--rounds", type=POSITIVE_COUNT, default=1, help="Rounds per system (interleaved).")
+    p.add_argument("--settle", type=SECONDS, default=1.0, help="Seconds to settle before RSS readings.")
+    p.add_argument(
+        "--call-timeout", type=POSITIVE, default=60.0, help="Seconds: a call unanswered this long is lost."
+    )
     p.add_argument("--profile", action="store_true", help="py-spy the first orchestrator round's calls.")
     p.add_argument("--out", type=Path, default=Path("bench-results"), help="Parent folder of the results.")
     p.add_argument("--quiet", action="store_true", help="No progress lines on stderr.")
-    budget = p.add_argument_group("budgets (exit status 1 when the orchestrator breaches one)")
-    budget.add_argument("--max-p99-ms", type=float)
-    budget.add_argument("--max-rss-kib-per-conversation", type=float)
-    budget.add_argument("--min-calls-per-s", type=float)
-    budget.add_argument("--max-rss-drift-pct", type=float, help="soak: |last - first minute| / first.")
+    budget = p.add_argument_group(
+        "budgets (exit status 1 when the orchestrator's median over its rounds breaches one; default: none)"
+    )
+    budget.add_argument("--max-p99-ms", type=POSITIVE, help="Most p99 call latency, ms.")
+    budget.add_argument(
+        "--max-rss-kib-per-conversation", type=POSITIVE, help="Most RSS per idle conversation, KiB."
+    )
+    budget.add_argument("--min-calls-per-s", type=POSITIVE, help="Fewest answered calls per second.")
+    budget.add_argument(
+        "--max-rss-drift-pct", type=POSITIVE, help="soak: most |last - first minute| / first, in %%."
+    )
     args = p.parse_args(argv)
     for key, value in DEFAULTS[args.scenario].items():
         if getattr(args, key, None) is None:
@@ -118,12 +202,12 @@ def parse(argv: Sequence[str] | None) -> argparse.Namespace:
     for key in ("rate", "think_ms", "duration", "spike"):
         if getattr(args, key) is None:
             setattr(args, key, 0)
-    if args.conversations < 1 or args.calls < 0 or args.rounds < 1:
-        p.error("--conversations and --rounds must be positive, --calls not negative")
     if args.scenario == "ramp" and args.rate <= 0:
         p.error("ramp needs --rate > 0")
     if args.scenario == "spike" and args.spike < 1:
         p.error("spike needs --spike > 0")
+    if args.scenario == "soak" and args.duration <= 0:
+        p.error("soak needs --duration > 0")
     if args.platform is None:
         args.platform = COMPARABLE[args.compare] if args.compare else "conversimple"
     if args.compare and COMPARABLE[args.compare] != args.platform:
@@ -132,12 +216,12 @@ def parse(argv: Sequence[str] | None) -> argparse.Namespace:
         p.error(f"--platform arinova runs {', '.join(ARINOVA_SCENARIOS)}")
     if not 0 < args.share <= 1:
         p.error("--share must be in (0, 1]")
-    if args.workers < 1:
-        p.error("--workers must be at least 1")
     if args.workers > 1 and args.platform != "conversimple":
         p.error("--workers runs the conversimple platform only (as `orchestrator run --workers` does)")
     if args.workers > 1 and args.profile:
         p.error("--profile follows one process: not with --workers")
+    if args.compare and not installed(SDK_MODULES[args.compare]):
+        exit_missing(args.compare)
     return args
 
 
@@ -158,7 +242,7 @@ def options_of(args: argparse.Namespace) -> Options:
         settle=args.settle,
         call_timeout=args.call_timeout,
         quiet=args.quiet,
-        profile=args.profile,
+        profile=args.profile and py_spy() is not None,
         platform=args.platform,
         words=args.words,
         workers=args.workers,
@@ -205,7 +289,32 @@ def check_budgets(args: argparse.Namespace, figures: Mapping[str, Any]) -> list[
     return checks
 
 
+def preflight(args: argparse.Namespace) -> list[str]:
+    """Warnings about what this run will leave out, shown before it starts and in results.md."""
+    warnings = []
+    if args.profile and py_spy() is None:
+        warnings.append("--profile needs py-spy (pip install py-spy); running without a profile")
+    return warnings
+
+
+def verdict(checks: Sequence[Mapping[str, Any]], rounds: Sequence[Mapping[str, Any]]) -> list[str]:
+    """Why the run failed (stderr's last lines): each breached budget, each failed orchestrator round."""
+    lines = [
+        f"budget: FAILED {check['rule']} ({check['figure']} = {report.fmt(check['value'])})"
+        for check in checks
+        if not check["ok"]
+    ]
+    for r in rounds:
+        f = r["figures"]
+        if f["system"] == "orchestrator" and not f["passed"]:
+            lines.append(f"round {f['round']} orchestrator: FAILED ({'; '.join(f['failures'])})")
+    return lines
+
+
 def run(args: argparse.Namespace, argv: Sequence[str]) -> int:
+    warnings = preflight(args)
+    for warning in warnings:
+        print(f"warning: {warning}", file=sys.stderr)
     raise_open_files_limit()
     facts = machine_facts()
     facts["load_avg_1m"] = round(os.getloadavg()[0], 2)  # other work on the host skews every figure
@@ -226,16 +335,17 @@ def run(args: argparse.Namespace, argv: Sequence[str]) -> int:
                 f"{args.conversations:,} conversations"
             )
         one = Round(options, system, index, out / "logs")
-        if args.profile and system == "orchestrator" and not profiled:
+        if options.profile and system == "orchestrator" and not profiled:
             one.profile_to, profiled = out / "profile-raw.txt", True
         result = one.run()
         commands.setdefault(system, result.pop("command"))
         rounds.append(result)
         if not args.quiet:
             f = result["figures"]
+            outcome = "round ok" if f["passed"] else f"round FAILED ({len(f['failures'])} failures)"
             progress(
                 f"round {index} {system}: {f.get('calls_per_s', 0):,.0f} calls/s, "
-                f"p99 {f.get('p99_ms', 0):.1f} ms, passed {f['passed']}"
+                f"p99 {f.get('p99_ms', 0):.1f} ms, {outcome}"
             )
     by_system = {
         system: median_figures([flatten(r["figures"]) for r in rounds if r["figures"]["system"] == system])
@@ -261,11 +371,15 @@ def run(args: argparse.Namespace, argv: Sequence[str]) -> int:
         "ratios": ratios,
         "budget": {"checks": checks, "passed": all(c["ok"] for c in checks)},
         "passed": passed,
+        "warnings": warnings,
         "rounds": rounds,
         "dir": str(out),
     }
     results["machine"]["load_avg_1m_end"] = round(os.getloadavg()[0], 2)
     report.write(results, out)
+    if warnings:
+        with (out / "results.md").open("a", encoding="utf-8") as markdown:
+            markdown.write("## Warnings\n\n" + "".join(f"- {w}\n" for w in warnings) + "\n")
     print()
     print("\n".join(report.main_table(by_system)))
     if ratios:
@@ -294,6 +408,9 @@ def run(args: argparse.Namespace, argv: Sequence[str]) -> int:
             print(f"round {r['figures']['round']} ({r['figures']['system']}): {failure}")
     print(f"results: {out}/results.md")
     emit_json(summary(results))
+    for line in verdict(checks, rounds):
+        print(line, file=sys.stderr)
+    print(f"bench: {'passed' if passed else 'FAILED'}", file=sys.stderr)
     return 0 if passed else 1
 
 

@@ -3,9 +3,10 @@
 The benchmarks live in the source checkout (``benchmarks/bench.py``, next to
 this package), not in the installed package: they start the sandbox, the
 system under test and conversimple-sdk as separate processes and need the
-``bench`` extra (matplotlib, the SDKs). This command runs that script with the
-same arguments and the same Python, and exits with its status; ``--help``
-after the scenario shows the script's own options::
+``bench`` extra (numpy, matplotlib, the SDKs): without it the script says which
+package is missing, on one line, and exits 2. This command runs that script with
+the same arguments and the same Python, and exits with its status; ``--help``
+shows the script's own options::
 
     orchestrator bench steady -n 1000 -k 50 --compare conversimple-sdk
     orchestrator bench idle -n 10000 --max-rss-kib-per-conversation 16

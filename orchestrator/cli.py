@@ -19,7 +19,7 @@ import trio
 
 from . import __version__
 from .config import Settings
-from .errors import ConfigError, LinkError, OrchestratorError
+from .errors import ConfigError, LinkError, OrchestratorError, first_error
 
 F = TypeVar("F", bound=Callable[..., Any])
 
@@ -115,18 +115,12 @@ def run_trio(main: Callable[[], Any]) -> int:
     try:
         code = trio.run(main)
     except* ConfigError as group:
-        raise _fail(_first(group)) from None
+        raise _fail(first_error(group)) from None
     except* LinkError as group:
-        raise LinkFailed(f"platform link failed: {_first(group)}") from None
+        raise LinkFailed(f"platform link failed: {first_error(group)}") from None
     except* OrchestratorError as group:
-        raise _fail(_first(group)) from None
+        raise _fail(first_error(group)) from None
     return int(code or 0)
-
-
-def _first(group: BaseException) -> BaseException:
-    while isinstance(group, BaseExceptionGroup):
-        group = group.exceptions[0]
-    return group
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})

@@ -151,3 +151,11 @@ class RetriesExhaustedError(LinkError):
 
 class LinkTimeout(LinkError):
     """Connect, join or heartbeat took too long."""
+
+
+def first_error(error: BaseException) -> BaseException:
+    """The first exception inside (nested) exception groups, or ``error`` itself: what a
+    command reports when trio hands it a group."""
+    while isinstance(error, BaseExceptionGroup):
+        error = error.exceptions[0]
+    return error

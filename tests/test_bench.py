@@ -19,12 +19,21 @@ import psutil
 import pytest
 from click.testing import CliRunner
 
+import benchmarks.bench as bench_py
 import orchestrator.bench
 from benchmarks.harness.processes import API_KEY, tree_cpu_seconds, tree_rss
 from orchestrator.bench import bench
 
 ROOT = Path(__file__).resolve().parent.parent
 BENCH = ROOT / "benchmarks" / "bench.py"
+
+
+def _without(tmp_path: Path, *modules: str) -> dict[str, str]:
+    """The environment of a Python that cannot import ``modules`` (a sitecustomize hides them)."""
+    hide = "".join(f"sys.modules[{m!r}] = None\n" for m in modules)
+    (tmp_path / "sitecustomize.py").write_text(f"import sys\n{hide}")
+    path = os.pathsep.join(p for p in (str(tmp_path), os.environ.get("PYTHONPATH")) if p)
+    return {**os.environ, "PYTHONPATH": path}
 
 
 @pytest.mark.slow
@@ -148,3 +157,108 @@ def test_process_tree_cpu_and_rss_include_children_and_grandchildren() -> None:
     finally:
         os.killpg(proc.pid, signal.SIGKILL)
         proc.wait()
+
+
+@pytest.mark.parametrize("argv", [["--help"], ["steady", "-n", "1"]])
+def test_bench_command_without_numpy_names_the_extra(tmp_path: Path, argv: list[str]) -> None:
+    run = subprocess.run(
+        [sys.executable, "-m", "orchestrator", "bench", *argv],
+        cwd=tmp_path, env=_without(tmp_path, "numpy"), capture_output=True, text=True, timeout=60,
+    )  # fmt: skip
+    assert run.returncode == 2, run.stdout + run.stderr
+    assert run.stderr.strip().splitlines() == [
+        "Error: the benchmarks need extra packages: pip install -e '.[bench]' (missing: numpy)"
+    ]
+
+
+def test_bench_compare_without_the_sdk_names_the_extra(tmp_path: Path) -> None:
+    run = subprocess.run(
+        [sys.executable, str(BENCH), "steady", "-n", "1", "--compare", "conversimple-sdk", "--out", "."],
+        cwd=tmp_path, env=_without(tmp_path, "conversimple"), capture_output=True, text=True, timeout=60,
+    )  # fmt: skip
+    assert run.returncode == 2, run.stdout + run.stderr
+    assert run.stderr.strip().endswith("(missing: conversimple-sdk)")
+    assert len(run.stderr.strip().splitlines()) == 1
+
+
+WRONG = [
+    (["--call-timeout", "0"], "--call-timeout", "must be > 0"),
+    (["-n", "0"], "-n/--conversations", "must be >= 1"),
+    (["-k", "-1"], "-k/--calls", "must be >= 0"),
+    (["--rounds", "0"], "--rounds", "must be >= 1"),
+    (["--settle", "-1"], "--settle", "must be >= 0"),
+    (["--think-ms", "-5"], "--think-ms", "must be >= 0"),
+    (["--words", "0"], "--words", "must be >= 1"),
+    (["--max-p99-ms", "-1"], "--max-p99-ms", "must be > 0"),
+    (["--max-rss-kib-per-conversation", "0"], "--max-rss-kib-per-conversation", "must be > 0"),
+    (["--min-calls-per-s", "0"], "--min-calls-per-s", "must be > 0"),
+    (["--max-rss-drift-pct", "nan"], "--max-rss-drift-pct", "must be a finite number"),
+    (["-n", "ten"], "-n/--conversations", "not an integer"),
+]
+
+
+@pytest.mark.parametrize(("flags", "flag", "reason"), WRONG)
+def test_bench_refuses_a_value_the_harness_cannot_run_with_naming_its_flag(
+    capsys: pytest.CaptureFixture[str], flags: list[str], flag: str, reason: str
+) -> None:
+    with pytest.raises(SystemExit) as exit_:
+        bench_py.parse(["steady", *flags])
+    assert exit_.value.code == 2
+    error = capsys.readouterr().err.strip().splitlines()[-1]
+    assert error.startswith(f"bench.py: error: argument {flag}: {reason}"), error
+    others = {"--conversations", "--calls", "--rounds"} - set(flag.split("/"))
+    assert not any(other in error for other in others), error
+
+
+def test_bench_command_refuses_a_zero_call_timeout_before_starting_anything(tmp_path: Path) -> None:
+    argv = ["steady", "--call-timeout", "0", "-n", "10", "-k", "1", "--out", str(tmp_path)]
+    run = subprocess.run(
+        [sys.executable, "-m", "orchestrator", "bench", *argv], capture_output=True, text=True, timeout=60
+    )
+    assert run.returncode == 2, run.stdout + run.stderr
+    assert "argument --call-timeout: must be > 0, got 0" in run.stderr
+    assert "Traceback" not in run.stderr and run.stdout == ""
+
+
+def test_bench_help_shows_the_description_and_the_defaults(capsys: pytest.CaptureFixture[str]) -> None:
+    with pytest.raises(SystemExit) as exit_:
+        bench_py.parse(["--help"])
+    assert exit_.value.code == 0
+    text = " ".join(capsys.readouterr().out.split())  # argparse wraps the help lines
+    assert "Load-test the orchestrator against the bundled sandbox" in text
+    assert "Exit status: 0 when every orchestrator round" in text
+    assert "a call unanswered this long is lost. (default: 60.0)" in text
+    assert "Rounds per system (interleaved). (default: 1)" in text
+    assert "Conversations (slots for soak). (default: 1000; ramp: 2000)" in text
+    assert "(default: 0; ramp, soak: 500; spike: 200; chaos: 100)" in text  # --think-ms
+    assert "(default: None)" not in text and "(default: False)" not in text
+
+
+@pytest.mark.slow
+def test_bench_warns_without_py_spy_and_ends_with_the_breached_budget(tmp_path: Path) -> None:
+    # py-spy is hidden from this run only: the harness looks it up through benchmarks.bench.py_spy.
+    script = (
+        "import sys\n"
+        "import benchmarks.bench as bench\n"
+        "bench.py_spy = lambda: None\n"
+        "sys.exit(bench.main(sys.argv[1:]))\n"
+    )
+    argv = [
+        sys.executable, "-c", script, "steady", "-n", "5", "-k", "2", "--settle", "0", "--profile",
+        "--out", str(tmp_path), "--min-calls-per-s", "1e9",
+    ]  # fmt: skip
+    run = subprocess.run(argv, cwd=ROOT, capture_output=True, text=True, timeout=90)
+    assert run.returncode == 1, run.stdout + run.stderr
+    stderr = run.stderr.strip().splitlines()
+    assert stderr[0] == "warning: --profile needs py-spy (pip install py-spy); running without a profile"
+    assert not any("passed True" in line for line in stderr), run.stderr
+    assert any(line.startswith("round 1 orchestrator: ") and "round ok" in line for line in stderr)
+    assert stderr[-2].startswith("budget: FAILED --min-calls-per-s 1e+09 (calls_per_s = "), run.stderr
+    assert stderr[-1] == "bench: FAILED"
+    summary = json.loads(run.stdout.strip().splitlines()[-1])
+    out = Path(summary["dir"])
+    assert "--profile needs py-spy" in (out / "results.md").read_text()
+    assert json.loads((out / "results.json").read_text())["warnings"] == [
+        "--profile needs py-spy (pip install py-spy); running without a profile"
+    ]
+    assert not (out / "profile-raw.txt").exists()

@@ -27,7 +27,7 @@ import trio
 from prometheus_client import CollectorRegistry
 
 from orchestrator import __version__
-from orchestrator.errors import ConfigError
+from orchestrator.errors import ConfigError, first_error
 from orchestrator.http import make_app, serve_http
 from orchestrator.metrics import Metrics
 
@@ -101,16 +101,13 @@ def sandbox(**options: Any) -> None:
             call_timeout=options["call_timeout"],
             record_messages=options["record"] is not None or options["conversations"] is None,
         )
-        http = None if options["no_http"] else options["http_port"]
-        report = trio.run(_serve, settings, scenario, options["record"], options["quiet"], http)
     except ConfigError as exc:
         raise _Failure(str(exc)) from None
-    except OSError as exc:
-        raise _Failure(f"cannot serve on {options['host']}:{options['port']}: {exc}") from None
-    if report is not None:
-        click.echo(report.table())
-        click.echo(report.to_json())
-        sys.exit(0 if report.passed else 1)
+    from orchestrator.cli import run_trio  # it registers this command: imported here, not at the top
+
+    http = None if options["no_http"] else options["http_port"]
+    # An address it cannot listen on is a ConfigError: one line on stderr and exit status 2.
+    sys.exit(run_trio(partial(_serve, settings, scenario, options["record"], options["quiet"], http)))
 
 
 def _scenario(options: dict[str, Any]) -> Scenario | None:
@@ -153,18 +150,27 @@ async def _serve(
     record: Path | None,
     quiet: bool,
     http_port: int | None = None,
-) -> LoadReport | None:
+) -> int:
+    """Serve until a signal, or run ``scenario`` and print its report; returns the exit status.
+
+    Raises :class:`ConfigError` when the sandbox's or the HTTP endpoint's address
+    cannot be bound (in use, not local, not resolvable).
+    """
     server = SandboxServer(settings)
     report: LoadReport | None = None
+    bound: int | None = None
     with trio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as signals:
         async with trio.open_nursery() as nursery:
-            await nursery.start(server.run)
+            try:
+                await nursery.start(server.run)
+            except* OSError as group:  # raised before it listened: the address is unusable
+                where = f"{settings.host}:{settings.port}"
+                raise ConfigError(f"cannot serve the sandbox on {where}: {first_error(group)}") from None
             if http_port is not None:
                 app = make_app(
                     Metrics(CollectorRegistry(), process=True), _Status(server), version=__version__
                 )
                 bound = await nursery.start(partial(serve_http, app, host=settings.host, port=http_port))
-                click.echo(f"  status        http://{settings.host}:{bound}/status", err=True)
             click.echo(
                 f"sandbox listening on {settings.host}:{server.port}\n"
                 f"  Conversimple  {server.conversimple_url}\n"
@@ -183,7 +189,11 @@ async def _serve(
         report = server.report()  # interrupted: what was done so far
     if record is not None:
         server.recorder.write_jsonl(record)
-    return report
+    if report is None:
+        return 0
+    click.echo(report.table())
+    click.echo(report.to_json())
+    return 0 if report.passed else 1
 
 
 async def _stop_on_signal(signals: Any, scope: trio.CancelScope) -> None:
