@@ -140,3 +140,10 @@ def test_simulate_errors_in_the_file_name_its_path(tmp_path: Path, text: str, me
     result = invoke(str(path), "--out", str(tmp_path / "out"))
     assert result.exit_code == 1
     assert result.output == f"Error: {message.format(path=path)}\n"
+
+
+def test_an_agent_spec_that_does_not_load_is_exit_2_as_for_run(project: Path) -> None:
+    result = invoke(str(project / "one_fails.toml"), "--agent", "nope.py:Agent", "--out", str(project / "o"))
+    assert result.exit_code == 2
+    assert result.output.startswith("Error: bad agent spec 'nope.py:Agent': file not found")
+    assert result.output.count("\n") == 1

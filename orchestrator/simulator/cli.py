@@ -55,10 +55,15 @@ LLM_HINT = (
 )
 
 
-class Unconfigured(click.ClickException):
-    """The scenarios need something the environment does not provide: one line, exit status 2."""
+class BadInput(click.ClickException):
+    """A flag's value cannot work (an agent spec that does not load): one line, exit status 2,
+    as ``orchestrator run`` reports it."""
 
     exit_code = 2
+
+
+class Unconfigured(BadInput):
+    """The scenarios need something the environment does not provide: one line, exit status 2."""
 
 
 def _in_file(path: Path, message: str) -> str:
@@ -178,7 +183,7 @@ def simulate(ctx: click.Context, /, scenarios_file: Path, **options: Any) -> Non
         base_dir = Path.cwd() if options["agent_spec"] else scenario_file.base_dir
         agent_factory = load_agent_class(spec, base_dir) if spec else None
     except ConfigError as exc:
-        raise click.ClickException(str(exc)) from exc
+        raise BadInput(str(exc)) from exc
     served: type[Agent] | None = None
     if via_sandbox:
         if agent_factory is None:
