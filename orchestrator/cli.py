@@ -142,7 +142,10 @@ def main() -> None:
 )
 @click.option("--url", help="Platform URL (env CONVERSIMPLE_PLATFORM_URL).")
 @click.option("--api-key", help="Conversimple API key (env CONVERSIMPLE_API_KEY).")
-@click.option("--customer-id", help="Conversimple customer id (derived from the key if absent).")
+@click.option(
+    "--customer-id",
+    help="Conversimple customer id (env CONVERSIMPLE_CUSTOMER_ID; derived from the key if absent).",
+)
 @click.option("--bot-token", help="Arinova bot token (env ARINOVA_BOT_TOKEN).")
 @click.option(
     "--allow-insecure", is_flag=True, default=None, help="Allow plain ws:// to a non-loopback host."
@@ -198,7 +201,7 @@ def run(
 
     if settings.workers > 1:
         if settings.platform.kind != "conversimple":
-            raise BadInput("--workers is supported with the conversimple platform")
+            raise BadInput("--workers is supported with the conversimple platform only")
         from .workers import WorkerPool, settings_to_env
 
         argv = [sys.executable, "-m", "orchestrator", "worker", *agents]
