@@ -99,13 +99,15 @@ def common_overrides(
     }
 
 
-def configure(settings: Settings) -> None:
-    """Set up logging for a command, masking the configured secrets."""
-    from .logs import configure_logging
+def configure(settings: Settings, *, worker: int | None = None) -> None:
+    """Set up logging for a command, masking the configured secrets; a worker process's
+    records say which worker wrote them."""
+    from .logs import WorkerFilter, configure_logging
 
     secrets = [s for s in (settings.platform.api_key, settings.platform.bot_token) if s]
+    filters = [] if worker is None else [WorkerFilter(worker)]
     try:
-        configure_logging(settings.logging.level, settings.logging.format, secrets=secrets)
+        configure_logging(settings.logging.level, settings.logging.format, secrets=secrets, filters=filters)
     except ConfigError as exc:
         raise _fail(exc) from None
 
@@ -230,7 +232,7 @@ def worker(agents: tuple[str, ...], worker_index: int, worker_count: int) -> Non
         platform = PipePlatform(ConversimplePlatform.from_settings(settings.platform))
     except OrchestratorError as exc:
         raise _fail(exc) from None
-    configure(settings)
+    configure(settings, worker=worker_index)
     sys.exit(
         run_trio(
             lambda: run_service(

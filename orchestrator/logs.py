@@ -36,6 +36,7 @@ __all__ = [
     "ContextFilter",
     "JsonFormatter",
     "TextFormatter",
+    "WorkerFilter",
     "agent_id_var",
     "configure_logging",
     "conversation_id_var",
@@ -94,22 +95,40 @@ def _exception_text(formatter: logging.Formatter, record: logging.LogRecord) -> 
     return "\n".join(parts) if parts else None
 
 
+class WorkerFilter(logging.Filter):
+    """Adds ``worker`` (the process's index under ``run --workers N``) to every record."""
+
+    def __init__(self, index: int) -> None:
+        super().__init__()
+        self.index = index
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        record.worker = self.index
+        return True
+
+
 class TextFormatter(logging.Formatter):
-    """``<ts> <LEVEL> <logger> [conversation=… agent=…] <message>``, context only when set."""
+    """``<ts> <LEVEL> <logger> [worker=… conversation=… agent=…] <message>``, context only
+    when set."""
 
     def format(self, record: logging.LogRecord) -> str:
-        context = ""
+        parts = []
+        worker = getattr(record, "worker", None)
+        if worker is not None:
+            parts.append(f"worker={worker}")
         conversation = getattr(record, "conversation_id", None)
         agent = getattr(record, "agent_id", None)
         if conversation is not None or agent is not None:
-            context = f" [conversation={conversation or '-'} agent={agent or '-'}]"
+            parts.append(f"conversation={conversation or '-'} agent={agent or '-'}")
+        context = f" [{' '.join(parts)}]" if parts else ""
         line = f"{_timestamp(record)} {record.levelname} {record.name}{context} {record.getMessage()}"
         exc = _exception_text(self, record)
         return f"{line}\n{exc}" if exc else line
 
 
 class JsonFormatter(logging.Formatter):
-    """One JSON object per line: ts, level, logger, message, conversation_id, agent_id, exc."""
+    """One JSON object per line: ts, level, logger, message, conversation_id, agent_id, exc
+    (and ``worker`` in a worker process)."""
 
     def format(self, record: logging.LogRecord) -> str:
         entry: dict[str, Any] = {
@@ -121,6 +140,9 @@ class JsonFormatter(logging.Formatter):
             "agent_id": getattr(record, "agent_id", None),
             "exc": _exception_text(self, record),
         }
+        worker = getattr(record, "worker", None)
+        if worker is not None:
+            entry["worker"] = worker
         return json.dumps(entry, ensure_ascii=False, default=str)
 
 

@@ -14,6 +14,7 @@ import trio.lowlevel
 
 from orchestrator.errors import ConfigError
 from orchestrator.logs import (
+    WorkerFilter,
     agent_id_var,
     configure_logging,
     conversation_id_var,
@@ -188,3 +189,18 @@ def test_unknown_levels_are_config_errors(level: str) -> None:
 def test_unknown_formats_are_config_errors() -> None:
     with pytest.raises(ConfigError, match="unknown log format 'xml': use one of text, json"):
         configure_logging(fmt="xml")  # type: ignore[arg-type]
+
+
+def test_a_worker_process_names_itself_in_every_record(stream: io.StringIO) -> None:
+    configure_logging(stream=stream, filters=[WorkerFilter(1)])
+    log.warning("outside")
+    with log_context(conversation_id="c-9", agent_id="sales"):
+        log.warning("inside")
+    outside, inside = stream.getvalue().splitlines()
+    assert outside.endswith(" WARNING orchestrator.test [worker=1] outside")
+    assert inside.endswith(" WARNING orchestrator.test [worker=1 conversation=c-9 agent=sales] inside")
+    stream.seek(0)
+    stream.truncate()
+    configure_logging(fmt="json", stream=stream, filters=[WorkerFilter(0)])
+    log.warning("json")
+    assert json.loads(stream.getvalue())["worker"] == 0

@@ -89,6 +89,13 @@ async def test_two_workers_share_conversations_survive_a_worker_death_and_drain(
                 with trio.fail_after(30):
                     await process.wait()
                 assert process.returncode == 0
+                assert process.stderr is not None
+                logged = b""
+                with trio.move_on_after(5):
+                    while chunk := await process.stderr.receive_some():
+                        logged += chunk
+                # Each worker's records say which worker wrote them.
+                assert b"[worker=0]" in logged and b"[worker=1]" in logged, logged.decode()[-2000:]
         finally:
             if process.returncode is None:
                 process.kill()
