@@ -101,6 +101,7 @@ async def test_sigterm_drains_in_flight_call_then_exits_zero() -> None:
         assert server.conversation(late_cid).outcome != "completed"  # never admitted
         assert CANARY not in output
         assert "draining" in output
+        assert f"control connection up: {server.conversimple_url}" in output
         nursery.cancel_scope.cancel()
 
 

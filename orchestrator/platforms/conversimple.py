@@ -26,6 +26,7 @@ from ..errors import ConfigError
 from ..link import ResilientConnection
 from ..metrics import Metrics
 from ..protocols import conversimple as wire
+from ..redact import redact_url
 from ..store import ConversationRecord
 from ..supervisor import Supervisor
 from ..transport import parse_target
@@ -187,6 +188,11 @@ class ConversimplePlatform:
                     )
             elif isinstance(event, ControlEnded):
                 supervisor.notify(event.conversation_id, ev.ConversationEnded())
+            elif isinstance(event, ev.LinkUp):
+                where = redact_url(self.url)
+                log.info("control connection %s: %s", "back" if event.reconnect else "up", where)
+            elif isinstance(event, ev.LinkDown):
+                log.warning("control connection lost (%s): reconnecting", event.reason)
             elif isinstance(event, ev.ProtocolViolation):
                 log.warning("control connection: protocol error (%s): %s", event.reason, event.message)
                 if metrics is not None:
