@@ -264,7 +264,7 @@ def test_cli_usage_errors(tmp_path: Path) -> None:
     sandbox = CliRunner().invoke(simulate, [str(scenarios), "--via-sandbox"])
     assert sandbox.exit_code == 2 and "is not an orchestrator Agent" in sandbox.output
     bad_agent = CliRunner().invoke(simulate, [str(scenarios), "--agent", "nowhere.py:X"])
-    assert bad_agent.exit_code == 1 and "does not exist" in bad_agent.output
+    assert bad_agent.exit_code == 2 and "does not exist" in bad_agent.output  # as for run
     (tmp_path / "bad.toml").write_text("[[scenario]]\nname = 'x'\nbogus = 1\n")
     bad_file = CliRunner().invoke(simulate, [str(tmp_path / "bad.toml")])
     assert bad_file.exit_code == 1 and "unknown key(s) bogus" in bad_file.output
