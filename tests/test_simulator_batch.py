@@ -6,6 +6,7 @@ import json
 import xml.etree.ElementTree as ET
 from pathlib import Path
 
+import attrs
 import pytest
 import trio
 import trio.testing
@@ -220,6 +221,10 @@ async def test_failures_errors_and_reports(autojump_clock: trio.testing.MockCloc
     assert "end reasons: customer_finished 4, error 2" in text
     assert "2/6 passed" in text and "pass^2 0.333" in text
     assert "error: agent raised RuntimeError: agent bug" in text
+    # A batch under a second says its milliseconds, not "0.0 s", on one line at any width.
+    narrow = Console(record=True, width=30)
+    render_report(attrs.evolve(summary, duration_seconds=0.024), run.records, narrow)
+    assert "2/6 passed (pass rate 33.3%) in 24 ms   pass^1 0.333" in narrow.export_text()
 
 
 async def test_batch_checks_what_scenarios_need() -> None:

@@ -116,9 +116,12 @@ def render_report(
     console.print(f"end reasons: {_counts(summary.end_reasons)}")
     hat = "  ".join(f"pass^{k} {value:.3f}" for k, value in summary.pass_hat_k.items())
     resumed = f" ({summary.resumed} resumed)" if summary.resumed else ""
+    seconds = summary.duration_seconds
+    took = f"{seconds * 1000:.0f} ms" if seconds < 1 else f"{seconds:.1f} s"
     console.print(
         f"[bold]{summary.passed}/{summary.total} passed[/bold] "
-        f"(pass rate {summary.pass_rate:.1%}){resumed} in {summary.duration_seconds:.1f} s   {hat}"
+        f"(pass rate {summary.pass_rate:.1%}){resumed} in {took}   {hat}",
+        soft_wrap=True,  # one line even when the output is not a terminal
     )
     failed = [record for record in records if not record.passed]
     for record in failed[:max_failures]:
