@@ -46,6 +46,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from benchmarks import report
 from benchmarks._common import emit_json, machine_facts, print_facts, raise_open_files_limit
+from benchmarks.agents import MixedToolsAgent
 from benchmarks.harness import EXTRA_MODULES, exit_missing, installed
 
 try:
@@ -71,6 +72,8 @@ DEFAULTS: dict[str, dict[str, Any]] = {
 COMPARABLE = {"conversimple-sdk": "conversimple", "arinova-agent-sdk": "arinova"}
 SDK_MODULES = {package: module for module, package in EXTRA_MODULES.items() if package in COMPARABLE}
 ARINOVA_SCENARIOS = ("steady", "ramp", "soak")
+MIXED_TOOLS = len(MixedToolsAgent.__tools__)
+"""The mixed scenario agent's tools: echo, nap, block, fail."""
 
 
 class HelpFormatter(argparse.RawDescriptionHelpFormatter, argparse.ArgumentDefaultsHelpFormatter):
@@ -294,6 +297,10 @@ def preflight(args: argparse.Namespace) -> list[str]:
     warnings = []
     if args.profile and py_spy() is None:
         warnings.append("--profile needs py-spy (pip install py-spy); running without a profile")
+    if args.scenario == "mixed" and args.calls < MIXED_TOOLS:
+        # Each conversation calls the agent's tools in turn, from the first.
+        k = args.calls
+        warnings.append(f"mixed: -k {k} calls only the first {k} of its {MIXED_TOOLS} tools")
     return warnings
 
 

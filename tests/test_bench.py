@@ -262,3 +262,10 @@ def test_bench_warns_without_py_spy_and_ends_with_the_breached_budget(tmp_path: 
         "--profile needs py-spy (pip install py-spy); running without a profile"
     ]
     assert not (out / "profile-raw.txt").exists()
+
+
+def test_a_mixed_run_too_short_to_reach_every_tool_is_warned_about() -> None:
+    assert bench_py.MIXED_TOOLS == 4
+    short = bench_py.preflight(bench_py.parse(["mixed", "-n", "10", "-k", "3"]))
+    assert short == ["mixed: -k 3 calls only the first 3 of its 4 tools"]
+    assert bench_py.preflight(bench_py.parse(["mixed", "-n", "10", "-k", "4"])) == []
