@@ -464,7 +464,7 @@ def summary(results: Mapping[str, Any]) -> dict[str, Any]:
         "calls_per_conversation": options["calls"],
         "platform": options["platform"],
         "workers": options["workers"],
-        "rounds": len(results["rounds"]),
+        "rounds": options["rounds"],  # per system, as --rounds counts them
         "systems": {s: {k: f[k] for k in keep if k in f} for s, f in results["systems"].items()},
         "ratios": results["ratios"],
         "budget": results["budget"],

@@ -68,6 +68,7 @@ def test_bench_steady_compare_writes_results_and_fails_a_breached_budget(tmp_pat
     checks = {c["figure"]: c["ok"] for c in summary["budget"]["checks"]}
     assert checks == {"p99_ms": True, "calls_per_s": False}
     assert summary["passed"] is False
+    assert summary["rounds"] == 1  # per system, as --rounds counts them (two rounds ran)
     assert any(line.startswith("budget BREACHED: calls_per_s") for line in lines)
 
     out = Path(summary["dir"])
