@@ -386,10 +386,10 @@ class Sampler:
     def between(self, start: float, end: float) -> list[int]:
         return [r for t, r in zip(self.t, self.rss, strict=True) if start <= t <= end]
 
-    def loadgen_cpu_between(self, start: float, end: float) -> float:
-        """Load generator CPU seconds between two times (nearest samples)."""
-        pairs = [(t, c) for t, c in zip(self.t, self.loadgen_cpu, strict=True) if start <= t <= end]
-        return pairs[-1][1] - pairs[0][1] if len(pairs) > 1 else 0.0
+    def loadgen_cpu_now(self) -> float:
+        """The load generator's CPU seconds so far, read now (as the system under test's are)."""
+        times = self._loadgen.cpu_times()
+        return float(times.user + times.system)
 
 
 def progress(line: str, stream: IO[str] = sys.stderr) -> None:

@@ -93,6 +93,8 @@ class Round:
         """Where to write a py-spy profile of the calls phase (None: no profile)."""
         self.profiler: Profiler | None = None
         self.sockets_before: int | None = None
+        self.cpu0 = self.loadgen_cpu0 = 0.0
+        """CPU seconds of the system under test and of the load generator when the calls began."""
         """Sockets open at the platform before the first batch opened (control connections)."""
 
     # ------------------------------------------------------------ the round
@@ -259,6 +261,7 @@ class Round:
     def go(self, batch: str | None) -> float:
         """Open the gate of ``batch`` (None: an ungated batch is about to open); start the CPU clock."""
         self.cpu0 = self.sut.cpu_seconds()
+        self.loadgen_cpu0 = self.sampler.loadgen_cpu_now()
         if self.profile_to is not None:
             self.profiler = Profiler(self.sut.proc.pid, self.profile_to)
             if not self.profiler.start():
@@ -317,7 +320,8 @@ class Round:
             self.profiler = None
         self.figures["cpu_s"] = round(cpu, 3)
         self.figures["cpu_pct"] = round(cpu / (end - go_at) * 100, 1)
-        lg = self.sampler.loadgen_cpu_between(go_at, end)
+        # Read at both ends, not from the 100 ms samples: a short run has none in between.
+        lg = self.sampler.loadgen_cpu_now() - self.loadgen_cpu0
         self.figures["loadgen_cpu_pct"] = round(lg / (end - go_at) * 100, 1)
         peak = max(self.sampler.between(go_at, end), default=0)
         self.figures["peak_rss_mib"] = round(peak / 2**20, 2)
