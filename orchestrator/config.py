@@ -189,7 +189,7 @@ class _Value:
     section: str | None  # None: a top-level key such as ``workers``
     key: str
     value: Any
-    source: str  # the file's path, the environment variable's name, or "overrides"
+    source: str  # the file's path, the environment variable's name, or "command line"
     env: bool = False  # environment values are text to parse
 
     @property
@@ -224,8 +224,10 @@ def _read_toml(path: Path) -> list[_Value]:
             data = tomllib.load(fh)
     except FileNotFoundError:
         raise ConfigError(f"config file not found: {path}") from None
-    except tomllib.TOMLDecodeError as exc:
-        raise ConfigError(f"config file {path} is not valid TOML: {exc}") from exc
+    except (tomllib.TOMLDecodeError, UnicodeDecodeError) as exc:
+        raise ConfigError(f"config file {path} is not valid TOML: {exc}") from None
+    except OSError as exc:
+        raise ConfigError(f"cannot read config file {path}: {exc.strerror or exc}") from None
     source = str(path)
     out: list[_Value] = []
     for key, value in data.items():
@@ -263,15 +265,19 @@ def _from_env(env: Mapping[str, str]) -> list[_Value]:
     return out
 
 
+OVERRIDES = "command line"
+"""How errors name the ``overrides`` layer: the CLI builds it from its flags."""
+
+
 def _from_overrides(overrides: Mapping[str, Any]) -> list[_Value]:
     out: list[_Value] = []
     for key, value in overrides.items():
         if key in TOP_LEVEL:
-            out.append(_Value(None, key, value, "overrides"))
+            out.append(_Value(None, key, value, OVERRIDES))
         elif key in SECTIONS and isinstance(value, Mapping):
-            out.extend(_Value(key, name, item, "overrides") for name, item in value.items())
+            out.extend(_Value(key, name, item, OVERRIDES) for name, item in value.items())
         else:
-            raise ConfigError(f"overrides: unknown settings section {key!r}")
+            raise ConfigError(f"{OVERRIDES}: unknown settings section {key!r}")
     return out
 
 

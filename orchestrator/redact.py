@@ -41,8 +41,6 @@ _REQUEST_LINE = re.compile(r"(?P<head>\b(?:GET|POST|PUT|HEAD)\s+[^\s?]*\?)(?P<qu
 # Any Authorization header: the scheme stays, the credentials go.
 _AUTHORIZATION = re.compile(r"(?i)(?P<key>\bauthorization)(?P<sep>\s*:\s*(?:\w+\s+)?)(?P<value>\S+)")
 _FORMATTER = logging.Formatter()
-# The password in the authority of a string that is not a URL urlsplit can read.
-_USERINFO = re.compile(r"(?P<start>^[^:/?#]*://[^:/?#@]*):[^/?#]*@")
 
 
 def redact_url(url: str) -> str:
@@ -58,7 +56,7 @@ def redact_url(url: str) -> str:
         password = parts.password
     except ValueError:
         cut = re.search(r"[?#]", url)
-        head = _USERINFO.sub(rf"\g<start>:{MASK}@", url if cut is None else url[: cut.end()])
+        head = _mask_password(url if cut is None else url[: cut.end()])
         return head if cut is None else head + MASK
     netloc = parts.netloc
     if password is not None:
@@ -68,6 +66,21 @@ def redact_url(url: str) -> str:
     query = "&".join(_mask_query_part(part) for part in parts.query.split("&"))
     fragment = MASK if parts.fragment else ""
     return urlunsplit((parts.scheme, netloc, parts.path, query, fragment))
+
+
+def _mask_password(text: str) -> str:
+    """``text`` with the password of its authority masked, read as :func:`redact_url` reads a
+    parsed URL (user info up to the last ``@``, the password after its first ``:``)."""
+    scheme, sep, rest = text.partition("://")
+    if not sep:
+        return text
+    end = re.search(r"[/?#]", rest)
+    authority = rest if end is None else rest[: end.start()]
+    userinfo, at, hostport = authority.rpartition("@")
+    if not at or ":" not in userinfo:
+        return text
+    user = userinfo.partition(":")[0]
+    return f"{scheme}://{user}:{MASK}@{hostport}{rest[len(authority) :]}"
 
 
 def _mask_query_part(part: str) -> str:

@@ -81,6 +81,9 @@ class SupervisorSettings:
             raise ValueError("restart_budget must be >= 0 and restart_window > 0")
         if self.breaker_threshold < 1 or self.breaker_window <= 0:
             raise ValueError("breaker_threshold must be >= 1 and breaker_window > 0")
+        if not 0 <= self.backoff_min <= self.backoff_max:
+            # Checked here, not at the first crash: the restart backoff is built from them then.
+            raise ValueError("backoff_min must be >= 0 and not exceed backoff_max")
 
 
 @attrs.frozen

@@ -217,10 +217,35 @@ def test_bad_toml_files(tmp_path: Path) -> None:
     broken.write_text("[http\n")
     with pytest.raises(ConfigError, match="not valid TOML"):
         Settings.from_toml(broken)
+    not_utf8 = tmp_path / "latin1.toml"
+    not_utf8.write_bytes(b'[http]\nhost = "\xff"\n')
+    with pytest.raises(ConfigError, match="not valid TOML"):
+        Settings.from_toml(not_utf8)
+    with pytest.raises(ConfigError, match="cannot read config file"):
+        Settings.from_toml(tmp_path)  # a directory
     unknown = tmp_path / "unknown.toml"
     unknown.write_text("[nope]\nx = 1\n")
     with pytest.raises(ConfigError, match=rf"^{re.escape(str(unknown))}: unknown section \[nope\]"):
         Settings.from_toml(unknown)
+
+
+@pytest.mark.parametrize("bounds", ["backoff_min = 40.0", "backoff_min = -1.0"])
+def test_a_restart_backoff_that_cannot_work_fails_at_load_not_at_the_first_crash(
+    tmp_path: Path, bounds: str
+) -> None:
+    path = tmp_path / "o.toml"
+    path.write_text(f"[supervisor]\n{bounds}\n")
+    with pytest.raises(
+        ConfigError, match=rf"^{re.escape(str(path))}: invalid supervisor settings: backoff_min"
+    ):
+        Settings.from_toml(path)
+
+
+def test_a_flag_value_is_blamed_on_the_command_line() -> None:
+    with pytest.raises(
+        ConfigError, match=r"^command line: supervisor.drain_timeout: expected a number, got nan"
+    ):
+        Settings.load(env={}, overrides={"supervisor": {"drain_timeout": float("nan")}})
 
 
 def test_secret_values_never_appear_in_errors() -> None:

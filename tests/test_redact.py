@@ -31,6 +31,7 @@ TOKEN = "tok-4f9a1c"
         # Not a URL urlsplit reads (an unclosed bracket): the password goes too.
         (f"ws://user:{TOKEN}@[::1/x?token={TOKEN}", "ws://user:***@[::1/x?***"),
         (f"ws://user:p@{TOKEN}@[::1", "ws://user:***@[::1"),
+        (f"wss://me@example.com:{TOKEN}@[::1/ws", "wss://me@example.com:***@[::1/ws"),
     ],
 )
 def test_redact_url_masks_query_values_password_and_fragment(url: str, expected: str) -> None:
