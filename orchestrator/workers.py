@@ -39,7 +39,7 @@ from .config import Settings
 from .config import _converter as settings_converter
 from .dispatcher import admit
 from .errors import ConfigError
-from .events import ConversationEnded
+from .events import ConversationEnded, LinkUp
 from .http import make_app, serve_http
 from .link import ResilientConnection
 from .metrics import Metrics
@@ -97,6 +97,8 @@ class WorkerPool:
     workers: list[Worker] = attrs.field(init=False)
     draining: bool = attrs.field(init=False, default=False)
     exit_code: int = attrs.field(init=False, default=0)
+    reached: bool = attrs.field(init=False, default=False)
+    """The control connection has been up once (``/readyz`` waits for it, as one process's does)."""
 
     def __attrs_post_init__(self) -> None:
         self.workers = [Worker(i) for i in range(self.count)]
@@ -119,6 +121,8 @@ class WorkerPool:
     def readiness(self) -> tuple[bool, str]:
         if self.draining:
             return False, "draining"
+        if not self.reached:
+            return False, "platform_not_reached"
         running = sum(1 for w in self.workers if w.process is not None and w.process.returncode is None)
         return (True, "ok") if running == self.count else (False, "admission_stopped")
 
@@ -136,6 +140,7 @@ class WorkerPool:
                 for w in self.workers
             ],
             "draining": self.draining,
+            "platform_reached": self.reached,
         }
 
     # -------------------------------------------------------------- running
@@ -170,6 +175,8 @@ class WorkerPool:
                     worker.owned[event.conversation_id] = event.agent_id
                     self.routed.labels(str(worker.index)).inc()
                     await worker.send({"start": event.conversation_id, "agent_id": event.agent_id})
+        elif isinstance(event, LinkUp):
+            self.reached = True
         elif isinstance(event, ControlEnded):
             worker = self.workers[owner(event.conversation_id, self.count)]
             if worker.owned.pop(event.conversation_id, None) is not None:

@@ -50,7 +50,8 @@ async def test_two_workers_share_conversations_survive_a_worker_death_and_drain(
                     while True:
                         try:
                             status = (await client.get("/status")).json()
-                            if all(w["alive"] and w["http_port"] for w in status["workers"]):
+                            alive = all(w["alive"] and w["http_port"] for w in status["workers"])
+                            if alive and (await client.get("/readyz")).status_code == 200:
                                 break
                         except httpx.TransportError:
                             pass
@@ -101,3 +102,38 @@ async def test_two_workers_share_conversations_survive_a_worker_death_and_drain(
                 process.kill()
                 await process.wait()
         nursery.cancel_scope.cancel()
+
+
+@pytest.mark.slow
+async def test_the_parent_is_not_ready_before_the_platform_is_reached() -> None:
+    port = free_port()
+    command = [
+        sys.executable, "-m", "orchestrator", "run", "tests/helpers.py:EchoAgent", "--workers", "2",
+        "--url", f"ws://127.0.0.1:{free_port()}/customer_sdk/websocket", "--api-key", "workers-key",
+        "--http-port", str(port),
+    ]  # fmt: skip
+    process = await trio.lowlevel.open_process(
+        command, cwd=ROOT, env={**os.environ}, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
+    )
+    try:
+        async with httpx.AsyncClient(base_url=f"http://127.0.0.1:{port}") as client:
+            with trio.fail_after(30):
+                while True:
+                    try:
+                        status = (await client.get("/status")).json()
+                        if all(w["alive"] and w["http_port"] for w in status["workers"]):
+                            break
+                    except httpx.TransportError:
+                        pass
+                    await trio.sleep(0.05)
+            ready = await client.get("/readyz")
+            assert (ready.status_code, ready.json()["reason"]) == (503, "platform_not_reached")
+            assert status["platform_reached"] is False
+        process.send_signal(signal.SIGTERM)
+        with trio.fail_after(30):
+            await process.wait()
+        assert process.returncode == 0
+    finally:
+        if process.returncode is None:
+            process.kill()
+            await process.wait()
