@@ -6,6 +6,7 @@ import socket
 import time
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
+from pathlib import Path
 from typing import Any, Literal
 
 import pytest
@@ -133,3 +134,30 @@ def free_port() -> int:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
         return int(sock.getsockname()[1])
+
+
+PARROT_AGENT = """
+class Parrot:
+    def on_message(self, message):
+        return message
+"""
+ONE_OF_TWO_FAILS = """
+agent = "agent.py:Parrot"
+[[scenario]]
+name = "parrot-passes"
+expect = [{ says = "hello" }]
+customer = { turns = ["hello"] }
+[[scenario]]
+name = "parrot-fails"
+expect = [{ says = "goodbye" }]
+customer = { turns = ["hi"] }
+"""
+
+
+def write_parrot_project(folder: Path) -> Path:
+    """A simulator project in ``folder``: an agent that repeats the customer, and a scenario
+    file (returned) whose first scenario passes and second fails."""
+    (folder / "agent.py").write_text(PARROT_AGENT)
+    scenarios = folder / "parrot.toml"
+    scenarios.write_text(ONE_OF_TWO_FAILS)
+    return scenarios

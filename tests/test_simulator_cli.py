@@ -19,23 +19,12 @@ from click.testing import CliRunner, Result
 from orchestrator.simulator.cli import Unconfigured, _check_llm_configured, simulate
 from orchestrator.simulator.llm import LLMSettings
 from orchestrator.simulator.scenarios import load_scenarios
+from tests.helpers import write_parrot_project
 
 ROOT = Path(__file__).resolve().parent.parent
 LLM_VARIABLES = ("ORCHESTRATOR_LLM_BASE_URL", "ORCHESTRATOR_LLM_API_KEY", "OPENAI_BASE_URL", "OPENAI_API_KEY")
 NO_LLM: dict[str, str | None] = dict.fromkeys(LLM_VARIABLES)
 
-PARROT = "class Parrot:\n    def on_message(self, message):\n        return message\n"
-ONE_FAILS = """
-agent = "agent.py:Parrot"
-[[scenario]]
-name = "parrot-passes"
-expect = [{ says = "hello" }]
-customer = { turns = ["hello"] }
-[[scenario]]
-name = "parrot-fails"
-expect = [{ says = "goodbye" }]
-customer = { turns = ["hi"] }
-"""
 LLM_CUSTOMER = """
 agent = "agent.py:Parrot"
 [llm]
@@ -48,8 +37,7 @@ customer = { kind = "llm" }
 
 @pytest.fixture
 def project(tmp_path: Path) -> Path:
-    (tmp_path / "agent.py").write_text(PARROT)
-    (tmp_path / "one_fails.toml").write_text(ONE_FAILS)
+    write_parrot_project(tmp_path)
     (tmp_path / "llm.toml").write_text(LLM_CUSTOMER)
     return tmp_path
 
@@ -113,7 +101,7 @@ def test_simulate_exits_1_when_a_simulation_ends_in_error(project: Path, refusin
 
 
 def test_simulate_exits_1_unless_every_simulation_passed_or_the_pass_rate_is_met(project: Path) -> None:
-    args = [str(project / "one_fails.toml"), "--out", str(project / "out")]
+    args = [str(project / "parrot.toml"), "--out", str(project / "out")]
     strict = invoke(*args)
     assert strict.exit_code == 1, strict.output
     assert "1/2 passed" in strict.output and "1 of 2 simulations did not pass" in strict.output
@@ -143,7 +131,7 @@ def test_simulate_errors_in_the_file_name_its_path(tmp_path: Path, text: str, me
 
 
 def test_an_agent_spec_that_does_not_load_is_exit_2_as_for_run(project: Path) -> None:
-    result = invoke(str(project / "one_fails.toml"), "--agent", "nope.py:Agent", "--out", str(project / "o"))
+    result = invoke(str(project / "parrot.toml"), "--agent", "nope.py:Agent", "--out", str(project / "o"))
     assert result.exit_code == 2
     assert result.output.startswith("Error: bad agent spec 'nope.py:Agent': file not found")
     assert result.output.count("\n") == 1

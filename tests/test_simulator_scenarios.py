@@ -27,6 +27,7 @@ from orchestrator.simulator import (
     parse_scenarios,
 )
 from orchestrator.simulator.cli import simulate
+from tests.helpers import write_parrot_project
 
 EXAMPLES = Path(__file__).parent.parent / "examples"
 SCENARIO_FILES = ["weather.toml", "customer_service.toml", "booking.toml"]
@@ -205,32 +206,6 @@ def test_agent_specs_load_by_module_or_file(tmp_path: Path) -> None:
             load_agent_class(spec)
 
 
-FAILING = """
-agent = "agent.py:Parrot"
-[[scenario]]
-name = "parrot-passes"
-expect = [{ says = "hello" }]
-customer = { turns = ["hello"] }
-[[scenario]]
-name = "parrot-fails"
-expect = [{ says = "goodbye" }]
-customer = { turns = ["hi"] }
-"""
-
-PARROT = """
-class Parrot:
-    def on_message(self, message):
-        return message
-"""
-
-
-def write_project(tmp_path: Path) -> Path:
-    (tmp_path / "agent.py").write_text(PARROT)
-    scenarios = tmp_path / "parrot.toml"
-    scenarios.write_text(FAILING)
-    return scenarios
-
-
 def test_cli_runs_reports_and_resumes(tmp_path: Path) -> None:
     out = tmp_path / "out"
     args = [str(EXAMPLES / "scenarios" / "booking.toml"), "--out", str(out), "-k", "2", "-n", "4"]
@@ -249,7 +224,7 @@ def test_cli_runs_reports_and_resumes(tmp_path: Path) -> None:
 
 
 def test_cli_pass_rate_gate_sets_the_exit_code(tmp_path: Path) -> None:
-    scenarios = write_project(tmp_path)
+    scenarios = write_parrot_project(tmp_path)
     out = tmp_path / "out"
     gate = CliRunner().invoke(simulate, [str(scenarios), "--out", str(out), "--pass-rate", "0.9"])
     assert gate.exit_code == 1
@@ -260,7 +235,7 @@ def test_cli_pass_rate_gate_sets_the_exit_code(tmp_path: Path) -> None:
 
 
 def test_cli_usage_errors(tmp_path: Path) -> None:
-    scenarios = write_project(tmp_path)
+    scenarios = write_parrot_project(tmp_path)
     sandbox = CliRunner().invoke(simulate, [str(scenarios), "--via-sandbox"])
     assert sandbox.exit_code == 2 and "is not an orchestrator Agent" in sandbox.output
     bad_agent = CliRunner().invoke(simulate, [str(scenarios), "--agent", "nowhere.py:X"])

@@ -7,6 +7,7 @@ import signal
 import subprocess
 import sys
 from pathlib import Path
+from typing import Any
 
 import httpx
 import pytest
@@ -18,6 +19,21 @@ from orchestrator.workers import owner
 from tests.helpers import free_port
 
 ROOT = Path(__file__).resolve().parent.parent
+
+
+async def workers_status(client: httpx.AsyncClient, *, ready: bool = False) -> dict[str, Any]:
+    """The parent's /status once every worker runs and serves HTTP (and, if ``ready``,
+    once its /readyz answers 200)."""
+    with trio.fail_after(30):
+        while True:
+            try:
+                status: dict[str, Any] = (await client.get("/status")).json()
+                alive = all(w["alive"] and w["http_port"] for w in status["workers"])
+                if alive and (not ready or (await client.get("/readyz")).status_code == 200):
+                    return status
+            except httpx.TransportError:
+                pass
+            await trio.sleep(0.05)
 
 
 def test_rendezvous_ownership_is_deterministic_and_spread() -> None:
@@ -46,16 +62,7 @@ async def test_two_workers_share_conversations_survive_a_worker_death_and_drain(
         )
         try:
             async with httpx.AsyncClient(base_url=f"http://127.0.0.1:{port}") as client:
-                with trio.fail_after(30):
-                    while True:
-                        try:
-                            status = (await client.get("/status")).json()
-                            alive = all(w["alive"] and w["http_port"] for w in status["workers"])
-                            if alive and (await client.get("/readyz")).status_code == 200:
-                                break
-                        except httpx.TransportError:
-                            pass
-                        await trio.sleep(0.05)
+                await workers_status(client, ready=True)
                 plan = {"conversation": [{"agent_id": "echo", "repeat": 20, "calls": 3}]}
                 ids = server.add_conversations(parse_scenario(plan))
                 with trio.fail_after(60):
@@ -117,15 +124,7 @@ async def test_the_parent_is_not_ready_before_the_platform_is_reached() -> None:
     )
     try:
         async with httpx.AsyncClient(base_url=f"http://127.0.0.1:{port}") as client:
-            with trio.fail_after(30):
-                while True:
-                    try:
-                        status = (await client.get("/status")).json()
-                        if all(w["alive"] and w["http_port"] for w in status["workers"]):
-                            break
-                    except httpx.TransportError:
-                        pass
-                    await trio.sleep(0.05)
+            status = await workers_status(client)
             ready = await client.get("/readyz")
             assert (ready.status_code, ready.json()["reason"]) == (503, "platform_not_reached")
             assert status["platform_reached"] is False
