@@ -134,7 +134,10 @@ class ConversationActor:
                             await call_hook(agent, "on_conversation_ended", self.record)
                     raise
                 await call_hook(agent, "on_conversation_ended", self.record)
-                nursery.cancel_scope.cancel()  # closes the connection
+                # The connection closes when cancelled, or by itself once it has handed
+                # out the end: then nothing is cancelled, and no Cancelled is raised here.
+                if self._pull is None or not self._pull.ended:
+                    nursery.cancel_scope.cancel()
             return ActorExit.STOPPED if self._cancelled else exit_
         except BaseExceptionGroup as group:
             failure = _terminal_link_error(group)

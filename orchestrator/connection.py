@@ -88,11 +88,17 @@ class PullConnection(Connection, Protocol):
         the reader within a round trip."""
         ...
 
+    @property
+    def ended(self) -> bool:
+        """``receive`` has handed out ``ConversationEnded``: ``maintain`` closes the link
+        and returns by itself, with nothing to cancel."""
+        ...
+
 
 def pulled(connection: Connection) -> PullConnection | None:
     """``connection`` as a :class:`PullConnection`, if it is one (a class check: cheap)."""
     kind = type(connection)
-    if hasattr(kind, "maintain") and hasattr(kind, "receive") and hasattr(kind, "wake"):
+    if all(hasattr(kind, name) for name in ("maintain", "receive", "wake", "ended")):
         return cast(PullConnection, connection)
     return None
 

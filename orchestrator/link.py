@@ -75,7 +75,8 @@ class ResilientConnection:
     _heard: float = attrs.field(init=False, default=0.0)
     _next_beat: float = attrs.field(init=False, default=math.inf)
     _dead: WebSocket | None = attrs.field(init=False, default=None)  # declared dead by the watch
-    _over: bool = attrs.field(init=False, default=False)  # the platform ended the conversation
+    # The platform ended the conversation (under maintain(): receive() handed out its end).
+    _over: bool = attrs.field(init=False, default=False)
     # Under maintain(): events not yet taken by receive(), the link receive() may read,
     # maintain's task parked until that link ends and how it ended (None: the
     # conversation ended), and a reader's wake-up while there is nothing to read.
@@ -239,6 +240,7 @@ class ResilientConnection:
         after reading what is left in it if ``drain`` (nobody was reading)."""
         if self._readable is ws:
             self._readable, self._loss, self._drain = None, loss, drain
+            self._over = self._over or loss is None
             holder, self._holder = self._holder, None
             if holder is not None:
                 trio.lowlevel.reschedule(holder)
@@ -315,6 +317,10 @@ class ResilientConnection:
         if inbox:
             self._tell_reader()
         return ended
+
+    @property
+    def ended(self) -> bool:
+        return self._over
 
     def wake(self) -> None:
         self._woken = True

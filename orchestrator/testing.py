@@ -202,6 +202,10 @@ class MemoryConnection:
             self._done.set()
         return event
 
+    @property
+    def ended(self) -> bool:
+        return self._done.is_set() and self._failure is None
+
     def wake(self) -> None:
         self._woken = True
         with contextlib.suppress(trio.WouldBlock):  # full: the reader is not waiting

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from typing import Any
 
+import pytest
 import trio
 import trio.testing
 
@@ -170,6 +171,28 @@ async def test_an_end_handed_in_from_elsewhere_reaches_an_actor_waiting_on_its_l
         with trio.fail_after(1):
             await exits.ended.wait()
         assert exits.exits == [ActorExit.COMPLETED] and trio.current_time() == asked
+
+
+@pytest.mark.parametrize("where", ["link", "elsewhere"])
+async def test_a_link_that_handed_out_the_end_is_left_to_close_itself(
+    where: str, autojump_clock: trio.testing.MockClock
+) -> None:
+    """Cancelling the connection raises a Cancelled in the actor's task too (where it
+    waits for its nursery): only a connection still up is cancelled."""
+    peer = MemoryPeer("c1")
+    actor = make_actor(Timed, peer)
+    async with trio.open_nursery() as nursery:
+        exits = Exits()
+        nursery.start_soon(exits.run, actor)
+        await peer.wait_connected()
+        assert await peer.call_tool("q", "quick") == ev.ToolResult("q", "quick", "ok")
+        if where == "link":
+            await exits.end(peer)
+        else:
+            actor.notify(ev.ConversationEnded("ended on the control channel"))
+            assert await exits.wait(1) == [ActorExit.COMPLETED]
+    assert actor._nursery is not None
+    assert actor._nursery.cancel_scope.cancel_called == (where == "elsewhere")
 
 
 async def test_a_drop_policy_actor_still_queues_and_drops_in_its_mailbox(

@@ -415,3 +415,82 @@ async def test_a_lingering_client_still_learns_the_servers_close_code(answer: by
     assert ws.close_code == 1011
     with pytest.raises(LinkClosedError, match="1011"):
         await ws.send_text("after")
+
+
+async def test_a_fast_clients_close_leaves_the_protocol_object_as_its_own_close_would(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    pipe = LingeringPipe([])
+    ws, _ = make_link([], fast=True, pipe=pipe)
+    reference = ClientProtocol(parse_uri("ws://127.0.0.1/ws"), state=State.OPEN, max_size=LIMIT)
+    reference.send_close(4001, "bye")
+    # The Close is written here, masked from the pool: no system call of its own for a mask.
+    monkeypatch.setattr("websockets.frames.secrets.token_bytes", lambda n: pytest.fail("a mask per frame"))
+    await ws.aclose(4001, "bye")
+    assert closes_in(b"".join(pipe.taken)) == [4001]
+    proto = ws._proto
+    assert (proto.state, proto.close_sent, proto.close_rcvd) == (
+        reference.state,
+        reference.close_sent,
+        reference.close_rcvd,
+    )
+
+
+CLOSE_1011 = Frame(Opcode.CLOSE, Close(1011, "busy").serialize()).serialize(mask=False)
+SERVER_ANSWERS = {
+    "close": [CLOSE_1011],
+    "message, then close": [Frame(Opcode.TEXT, b"late").serialize(mask=False), CLOSE_1011],
+    "message and close in one read": [Frame(Opcode.TEXT, b"late").serialize(mask=False) + CLOSE_1011],
+    "ping and close": [Frame(Opcode.PING, b"?").serialize(mask=False) + CLOSE_1011],
+    "empty close": [Frame(Opcode.CLOSE, b"").serialize(mask=False)],
+    "close cut in two": [CLOSE_1011[:3], CLOSE_1011[3:]],
+    "message cut in two": [b"\x81\x04la", b"te" + CLOSE_1011],
+    "bad close code": [b"\x88\x02\x03\xe7"],
+    "one-byte close": [b"\x88\x01\x03"],
+    "reason not utf-8": [b"\x88\x04\x03\xe8\xff\xfe"],
+    "masked close": [Frame(Opcode.CLOSE, Close(1011, "busy").serialize()).serialize(mask=True)],
+    "fragmented close": [b"\x08\x02\x03\xe8"],
+    "end without close": [Frame(Opcode.TEXT, b"late").serialize(mask=False)],
+}
+
+
+async def lingering_close(answer: list[bytes], *, fast: bool) -> tuple[SansIOWebSocket, list[bool]]:
+    pipe = LingeringPipe([])
+    ws, _ = make_link([], fast=fast, pipe=pipe)
+    await ws.aclose(1000)
+    assert pipe.heard is not None
+    said = [pipe.heard(chunk) for chunk in answer]
+    if not said[-1]:
+        said.append(pipe.heard(b""))  # the server's FIN
+    return ws, said
+
+
+@pytest.mark.parametrize("answer", SERVER_ANSWERS.values(), ids=SERVER_ANSWERS)
+async def test_a_lingering_client_reads_the_servers_close_as_the_protocol_object_does(
+    answer: list[bytes],
+) -> None:
+    ws, said = await lingering_close(answer, fast=True)
+    reference, reference_said = await lingering_close(answer, fast=False)
+    assert said == reference_said
+    assert ws.close_code == reference.close_code
+    errors = []
+    for link in (ws, reference):
+        with pytest.raises(LinkClosedError) as caught:
+            await link.send_text("after")
+        errors.append(str(caught.value))
+    assert errors[0] == errors[1]
+
+
+@pytest.mark.parametrize("name", ["close", "message, then close", "ping and close", "empty close"])
+async def test_a_simple_close_from_the_server_is_read_without_the_protocol_object(
+    name: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    pipe = LingeringPipe([])
+    ws, _ = make_link([], fast=True, pipe=pipe)
+    await ws.aclose(1000)
+    proto = ws._proto
+    monkeypatch.setattr(proto, "receive_data", lambda data: pytest.fail("parsed by the protocol object"))
+    assert pipe.heard is not None
+    said = [pipe.heard(chunk) for chunk in SERVER_ANSWERS[name]]
+    assert said[-1] and not any(said[:-1])
+    assert ws.close_code == (1005 if name == "empty close" else 1011)

@@ -6,7 +6,8 @@ generators and builds each through a dataclass, which costs more than the system
 call that carries it. :func:`scan` finds such frames in the bytes read and hands
 everything else (control frames, fragments, anything malformed or too large) back
 whole, for the protocol object to handle as it always did; :func:`text_frame`
-builds one.
+builds one. A closing client writes its Close with :func:`close_frame` and finds
+the server's answer with :func:`peer_close`, while nothing else is read.
 
 Masks (client to server) come from the operating system's random source like the
 protocol object's, read 4 KiB at a time instead of 4 bytes per frame.
@@ -23,7 +24,7 @@ try:  # XOR a payload with its 4-byte mask (masking and unmasking are the same);
 except ImportError:  # pragma: no cover - websockets without its C extension
     from websockets.utils import apply_mask as unmask
 
-__all__ = ["OTHER", "REST", "TEXT", "scan", "text_frame", "unmask"]
+__all__ = ["OTHER", "REST", "TEXT", "close_frame", "peer_close", "scan", "text_frame", "unmask"]
 
 TEXT = 0
 """A whole text message: its payload is ``data[start:stop]``, masked with ``mask`` if set."""
@@ -35,6 +36,10 @@ announcing more than the limit, or the start of one that is not a whole text mes
 that it answers or fails as soon as it can, holding no more than it would."""
 
 _HEAD_TEXT = 0x81  # FIN, no RSV bits, opcode 1
+_HEAD_CLOSE = 0x88  # FIN, no RSV bits, opcode 8
+_OPCODE = 0x0F
+_CLOSE = 0x8
+_MAX_CONTROL = 125  # a control frame's payload, at most: its length fits the second byte
 _SHORT = struct.Struct("!BB")
 _MEDIUM = struct.Struct("!BBH")
 _LONG = struct.Struct("!BBQ")
@@ -62,18 +67,46 @@ def _mask() -> bytes:
 
 def text_frame(data: bytes, *, masked: bool) -> bytes:
     """One unfragmented text frame carrying ``data`` (UTF-8), masked if the client sends it."""
+    return _frame(_HEAD_TEXT, data, masked)
+
+
+def close_frame(payload: bytes, *, masked: bool) -> bytes:
+    """A Close frame carrying ``payload`` (a serialised ``websockets.frames.Close``)."""
+    assert len(payload) <= _MAX_CONTROL
+    return _frame(_HEAD_CLOSE, payload, masked)
+
+
+def _frame(first: int, data: bytes, masked: bool) -> bytes:
     size = len(data)
     second = 0x80 if masked else 0
     if size < 126:
-        head = _SHORT.pack(_HEAD_TEXT, second | size)
+        head = _SHORT.pack(first, second | size)
     elif size < 65536:
-        head = _MEDIUM.pack(_HEAD_TEXT, second | 126, size)
+        head = _MEDIUM.pack(first, second | 126, size)
     else:
-        head = _LONG.pack(_HEAD_TEXT, second | 127, size)
+        head = _LONG.pack(first, second | 127, size)
     if not masked:
         return head + data
     mask = _mask()
     return head + mask + unmask(data, mask)
+
+
+def peer_close(data: bytes | bytearray, *, limit: int) -> bytes | bool:
+    """What bytes a client read from the server after its own Close say, read here
+    as long as they are simple: the payload of the server's Close, if ``data`` is whole
+    frames up to a well-formed one (unmasked, FIN set, no extension bits); True if it
+    is whole frames with no Close among them (nothing to do: the client reads no more
+    messages); False for anything else (a frame cut short, one over ``limit``, a
+    malformed Close), which the protocol object must read, from this read on."""
+    found, used = scan(data, masked=False, limit=limit, text=True)
+    for kind, start, stop, _ in found:
+        if kind == REST:
+            return False
+        if kind == OTHER and data[start] & _OPCODE == _CLOSE:
+            if data[start] != _HEAD_CLOSE or data[start + 1] > _MAX_CONTROL:
+                return False
+            return bytes(data[start + 2 : stop])
+    return used == len(data)
 
 
 def scan(data: bytes | bytearray, *, masked: bool, limit: int, text: bool) -> tuple[list[Found], int]:

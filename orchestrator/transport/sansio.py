@@ -21,7 +21,8 @@ from typing import Any
 import attrs
 import trio
 from websockets.exceptions import PayloadTooBig
-from websockets.frames import CloseCode, Frame, Opcode
+from websockets.exceptions import ProtocolError as WsProtocolError
+from websockets.frames import Close, CloseCode, Frame, Opcode
 from websockets.protocol import CLIENT, SERVER, Event, State
 from websockets.protocol import Protocol as WsProtocol
 from websockets.typing import BytesLike
@@ -395,11 +396,13 @@ class SansIOWebSocket:
         self._closed = True
         if self._dropped:  # the socket is closed already: nothing is left to say
             return
-        self._to_protocol()
+        if self._partial is not None:
+            self._to_protocol()  # the start of a frame: the protocol object reads the rest
         if self._proto.state is _OPEN:
-            self._proto.send_close(*close_arguments(code, reason))
+            self._send_close(*close_arguments(code, reason))
         if not (self._reading or self._writing) and self._close_at_once():
             return
+        self._to_protocol()
         try:
             with trio.move_on_after(CLOSE_TIMEOUT, shield=True):
                 if not self._reading:
@@ -408,6 +411,20 @@ class SansIOWebSocket:
                     await self._flush()
         finally:
             self._drop()
+
+    def _send_close(self, code: int, reason: str) -> None:
+        """Queue this side's Close. Where frames are written here (see at_frame_boundary),
+        so is this one, and the protocol object is left as its own ``send_close`` leaves
+        it (the Close sent, CLOSING): the mask comes from the pool (see .frames), not
+        from a system call of its own."""
+        proto = self._proto
+        if not self._fast:
+            proto.send_close(code, reason)
+            return
+        close = Close(code, reason)
+        proto.writes.append(frames.close_frame(close.serialize(), masked=not self._masked_in))
+        proto.close_sent = close
+        proto.state = _CLOSING
 
     def _close_at_once(self) -> bool:
         """A client's Close written without waiting, and the wait for the server's FIN
@@ -436,9 +453,25 @@ class SansIOWebSocket:
         return True
 
     def _heard_lingering(self, data: bytes) -> bool:
-        """Bytes read while the socket lingers (b"": its end): the protocol object reads
-        them until the server's Close is in, for :attr:`close_code`; then it is let go."""
+        """Bytes read while the socket lingers (b"": its end), until the server's Close is
+        in, for :attr:`close_code`; then the protocol object is let go. Read here while
+        they are simple (see frames.peer_close), else by the protocol object."""
         proto = self._proto
+        if self._fast and data and self._fragments is None:
+            said = frames.peer_close(data, limit=self._max_frame_bytes)
+            if said is True:  # messages after this side's Close: dropped
+                return False
+            if said is not False:
+                try:
+                    close = Close.parse(said)
+                except (WsProtocolError, UnicodeDecodeError):
+                    pass  # the protocol object fails it, as it would have
+                else:
+                    # What the protocol object records on reading a Close it waited for.
+                    proto.close_rcvd, proto.close_rcvd_then_sent = close, False
+                    release(proto)
+                    return True
+            self._fast = False  # from this read on, every byte goes to the protocol object
         self._give(data)  # the close handshake has begun: data is discarded
         proto.writes.clear()  # an answer would be to a peer this side has stopped talking to
         if data and proto.close_rcvd is None and proto.parser_exc is None:
