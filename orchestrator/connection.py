@@ -38,10 +38,11 @@ class Connection(Protocol):
 
         ``deliver`` may wait (mailbox backpressure); the connection then stops
         reading, so a fast peer meets TCP backpressure, not an unbounded queue.
-        Calls ``task_status.started()`` once the first link is up and joined, and
-        delivers ``LinkUp`` on that and every later (re)connection. Returns after
-        delivering ``ConversationEnded``. Raises a :class:`~orchestrator.errors.LinkError`
-        when the link fails for good (permanent error, breaker, retries exhausted).
+        Calls ``task_status.started()`` once the first link is up and joined (and never
+        returns before that: it raises instead), and delivers ``LinkUp`` on that and
+        every later (re)connection. Returns after delivering ``ConversationEnded``.
+        Raises a :class:`~orchestrator.errors.LinkError` when the link fails for good
+        (permanent error, breaker, retries exhausted).
         Cancellation closes the link.
         """
         ...

@@ -195,6 +195,58 @@ async def test_a_link_that_handed_out_the_end_is_left_to_close_itself(
     assert actor._nursery.cancel_scope.cancel_called == (where == "elsewhere")
 
 
+class SlowToConnect(MemoryConnection):
+    """A MemoryConnection that takes 5 s to come up, noting the nursery it waits in."""
+
+    nurseries: list[trio.Nursery] = []
+
+    async def maintain(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
+        parent = trio.lowlevel.current_task().parent_nursery
+        assert parent is not None
+        SlowToConnect.nurseries.append(parent)
+        await trio.sleep(5)
+        await super().maintain(task_status=task_status)
+
+
+async def test_the_connection_runs_in_the_actors_nursery_from_its_start(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    """``nursery.start`` opened a nursery of its own per actor for the connection to
+    come up in (time, and memory every idle conversation kept)."""
+    peer = MemoryPeer("c1")
+    actor = make_actor(Timed, peer)
+    actor.connection = SlowToConnect(peer)
+    SlowToConnect.nurseries.clear()
+    started_at: list[float] = []
+
+    class Status:
+        def started(self, value: None = None) -> None:
+            started_at.append(trio.current_time())
+
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(lambda: actor.run(task_status=Status()))  # type: ignore[arg-type]
+        await peer.wait_connected()
+        assert SlowToConnect.nurseries == [actor._nursery]
+        assert await peer.call_tool("q", "quick") == ev.ToolResult("q", "quick", "ok")
+        await peer.end()
+    assert started_at == [5.0]  # once the link was up, not before
+
+
+async def test_an_actor_stopped_while_its_link_comes_up_stops_it(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    peer = MemoryPeer("c1")
+    actor = make_actor(Timed, peer)
+    actor.connection = SlowToConnect(peer)
+    async with trio.open_nursery() as nursery:
+        exits = Exits()
+        nursery.start_soon(exits.run, actor)
+        await trio.sleep(1)
+        actor.cancel()
+        assert await exits.wait(1) == [ActorExit.STOPPED]
+    assert peer.connects == 0
+
+
 async def test_a_drop_policy_actor_still_queues_and_drops_in_its_mailbox(
     autojump_clock: trio.testing.MockClock,
 ) -> None:
