@@ -48,6 +48,7 @@ from benchmarks import report
 from benchmarks._common import emit_json, machine_facts, print_facts, raise_open_files_limit
 from benchmarks.agents import MixedToolsAgent
 from benchmarks.harness import EXTRA_MODULES, exit_missing, installed
+from orchestrator.bench import PROG_VARIABLE
 
 try:
     from benchmarks.harness.figures import median_figures, ratio
@@ -122,8 +123,13 @@ SECONDS = number(float, 0)
 POSITIVE = number(float, 0, above=True)
 
 
+def prog() -> str:
+    """How this script was invoked: ``orchestrator bench`` runs it through PROG_VARIABLE."""
+    return os.environ.get(PROG_VARIABLE) or "python benchmarks/bench.py"
+
+
 def parse(argv: Sequence[str] | None) -> argparse.Namespace:
-    p = argparse.ArgumentParser(prog="bench.py", description=__doc__, formatter_class=HelpFormatter)
+    p = argparse.ArgumentParser(prog=prog(), description=__doc__, formatter_class=HelpFormatter)
     p.add_argument("scenario", choices=SCENARIOS)
     p.add_argument(
         "-n",
@@ -370,7 +376,7 @@ def run(args: argparse.Namespace, argv: Sequence[str]) -> int:
     results: dict[str, Any] = {
         "scenario": args.scenario,
         "started": started.isoformat(timespec="seconds"),
-        "command": "python benchmarks/bench.py " + shlex.join(argv),
+        "command": f"{prog()} {shlex.join(argv)}",
         "commands": commands,
         "machine": facts,
         "options": {**{k: v for k, v in vars(args).items() if k != "out"}, "out": str(args.out)},

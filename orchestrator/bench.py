@@ -14,15 +14,18 @@ shows the script's own options::
 
 from __future__ import annotations
 
+import os
 import subprocess
 import sys
 from pathlib import Path
 
 import click
 
-__all__ = ["BenchmarksMissing", "bench", "bench_script"]
+__all__ = ["PROG_VARIABLE", "BenchmarksMissing", "bench", "bench_script"]
 
 SCRIPT = Path("benchmarks") / "bench.py"
+PROG_VARIABLE = "ORCHESTRATOR_BENCH_PROG"
+"""How the script was invoked, as its --help and its results should say it (default: the script)."""
 
 
 class BenchmarksMissing(click.ClickException):
@@ -55,7 +58,9 @@ def bench(arguments: tuple[str, ...]) -> None:
             "source checkout; clone the repository and run `pip install -e '.[bench]'` there."
         )
     try:
-        status = subprocess.call([sys.executable, str(script), *arguments])
+        # The script names itself so: in its --help and in the command its results record.
+        env = {**os.environ, PROG_VARIABLE: "orchestrator bench"}
+        status = subprocess.call([sys.executable, str(script), *arguments], env=env)
     except KeyboardInterrupt:  # the child got the same SIGINT and reports its own way
         status = 130
     sys.exit(status)

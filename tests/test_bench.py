@@ -97,6 +97,21 @@ def test_bench_command_passes_arguments_through() -> None:
     )  # fmt: skip
     assert run.returncode == 0, run.stderr
     assert "--compare" in run.stdout and "--max-p99-ms" in run.stdout
+    assert run.stdout.startswith("usage: orchestrator bench ")
+
+
+def test_bench_command_records_itself_as_the_command_run(tmp_path: Path) -> None:
+    # Found in review: results.md said `python benchmarks/bench.py ...` after `orchestrator bench ...`.
+    argv = [
+        sys.executable, "-c", "from orchestrator.bench import bench; bench()",
+        "steady", "-n", "3", "-k", "1", "--settle", "0", "--quiet", "--out", str(tmp_path),
+    ]  # fmt: skip
+    run = subprocess.run(argv, cwd=tmp_path, capture_output=True, text=True, timeout=90)
+    assert run.returncode == 0, run.stdout + run.stderr
+    out = Path(json.loads(run.stdout.strip().splitlines()[-1])["dir"])
+    command = "orchestrator bench steady -n 3 -k 1 --settle 0 --quiet --out " + str(tmp_path)
+    assert json.loads((out / "results.json").read_text())["command"] == command
+    assert command in (out / "results.md").read_text()
 
 
 def test_bench_command_without_a_checkout_says_so(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
