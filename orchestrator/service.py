@@ -74,7 +74,7 @@ GC_YOUNG_PER_CONVERSATION = 30
 #: younger than the full collection's, 0.3 s at 10,000 conversations. Full
 #: collections are rare, so nothing a finished conversation leaves behind may
 #: need one: the transport breaks the one cycle a link made (see
-#: transport.sansio.release); the soak checks RSS stays flat.
+#: transport.closing.release); the soak checks RSS stays flat.
 GC_THRESHOLD_GEN1, GC_THRESHOLD_GEN2 = 100, 10
 
 

@@ -222,7 +222,7 @@ def test_bench_refuses_a_value_the_harness_cannot_run_with_naming_its_flag(
         bench_py.parse(["steady", *flags])
     assert exit_.value.code == 2
     error = capsys.readouterr().err.strip().splitlines()[-1]
-    assert error.startswith(f"bench.py: error: argument {flag}: {reason}"), error
+    assert error.startswith(f"python benchmarks/bench.py: error: argument {flag}: {reason}"), error
     others = {"--conversations", "--calls", "--rounds"} - set(flag.split("/"))
     assert not any(other in error for other in others), error
 

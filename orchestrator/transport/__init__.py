@@ -11,6 +11,7 @@ Everything above this package speaks :class:`WebSocket` (text in, text out,
       sansio.py      client on websockets' sans-IO core, no task per connection
       handshake.py   opening a sans-IO link: the client's upgrade, what the server's shares
       frames.py      the everyday frame (one whole text message) read and written directly
+      closing.py     the Close written and the server's read directly; protocol objects let go
       trio_ws.py     client on trio-websocket (reader task in one shared nursery)
       server.py      serve(): the server, on the sans-IO core
 

@@ -22,9 +22,10 @@ from websockets.typing import Subprotocol
 from websockets.uri import WebSocketURI
 
 from ..errors import HandshakeError
+from .closing import release
 from .dial import Target, open_stream, rejection_error
 from .pipe import Pipe, pipe_for
-from .sansio import WIRE_LOG, SansIOWebSocket, release
+from .sansio import WIRE_LOG, SansIOWebSocket
 
 __all__ = ["connect", "ends_at_blank_line", "feed_handshake"]
 

@@ -13,16 +13,13 @@ costs no extra scheduling. Per connection this keeps one stream, one
 
 from __future__ import annotations
 
-import itertools
 import logging
 from collections.abc import Sequence
-from typing import Any
 
 import attrs
 import trio
 from websockets.exceptions import PayloadTooBig
-from websockets.exceptions import ProtocolError as WsProtocolError
-from websockets.frames import Close, CloseCode, Frame, Opcode
+from websockets.frames import CloseCode, Frame, Opcode
 from websockets.protocol import CLIENT, SERVER, Event, State
 from websockets.protocol import Protocol as WsProtocol
 from websockets.typing import BytesLike
@@ -30,32 +27,11 @@ from websockets.typing import BytesLike
 from ..errors import FrameTooLargeError, LinkClosedError
 from ..redact import SecretFilter
 from . import frames
+from .closing import queue_close, read_server_close, release
 from .interface import CLOSE_TIMEOUT, close_arguments
 from .pipe import Pipe, Unyielded, yield_sometimes
 
-__all__ = ["WIRE_LOG", "SansIOWebSocket", "release"]
-
-_SPENT = itertools.repeat(None)
-"""Stands in for a released protocol object's parser: takes any step, does nothing."""
-
-
-def release(proto: WsProtocol) -> None:
-    """Let go of a protocol object the link is done with (socket closed, or handshake
-    over and replaced). Its parser is a generator whose frame holds the object, a
-    reference cycle: without this, every finished link and its buffers waited for a
-    full garbage collection, which a busy process runs rarely, and a 5-minute soak's
-    RSS crept up by 17 %. Closing the generator ends the cycle, so reference counting
-    frees the object as soon as nothing else holds it; bytes fed to it later are ignored."""
-    parser: Any = proto.parser
-    if parser is not _SPENT:
-        proto.parser = _SPENT  # type: ignore[assignment]
-        parser.close()
-    # A refused handshake's error (kept as the cause of the one raised for it) is in a
-    # cycle with the response it carries, and its traceback's frames hold the object.
-    failure, proto.handshake_exc = proto.handshake_exc, None
-    if failure is not None:
-        failure.__traceback__ = None  # frames inside websockets' parser: nothing to see
-
+__all__ = ["WIRE_LOG", "SansIOWebSocket"]
 
 WIRE_LOG = logging.getLogger("orchestrator.transport.wire")
 """Logger handed to the ``websockets`` protocol objects (they log opens, closes and failures).
@@ -413,18 +389,11 @@ class SansIOWebSocket:
             self._drop()
 
     def _send_close(self, code: int, reason: str) -> None:
-        """Queue this side's Close. Where frames are written here (see at_frame_boundary),
-        so is this one, and the protocol object is left as its own ``send_close`` leaves
-        it (the Close sent, CLOSING): the mask comes from the pool (see .frames), not
-        from a system call of its own."""
-        proto = self._proto
-        if not self._fast:
-            proto.send_close(code, reason)
-            return
-        close = Close(code, reason)
-        proto.writes.append(frames.close_frame(close.serialize(), masked=not self._masked_in))
-        proto.close_sent = close
-        proto.state = _CLOSING
+        """Queue this side's Close; written here where frames are (see .closing)."""
+        if self._fast:
+            queue_close(self._proto, code, reason, masked=not self._masked_in)
+        else:
+            self._proto.send_close(code, reason)
 
     def _close_at_once(self) -> bool:
         """A client's Close written without waiting, and the wait for the server's FIN
@@ -455,22 +424,12 @@ class SansIOWebSocket:
     def _heard_lingering(self, data: bytes) -> bool:
         """Bytes read while the socket lingers (b"": its end), until the server's Close is
         in, for :attr:`close_code`; then the protocol object is let go. Read here while
-        they are simple (see frames.peer_close), else by the protocol object."""
+        they are simple (see .closing), else by the protocol object."""
         proto = self._proto
         if self._fast and data and self._fragments is None:
-            said = frames.peer_close(data, limit=self._max_frame_bytes)
-            if said is True:  # messages after this side's Close: dropped
-                return False
-            if said is not False:
-                try:
-                    close = Close.parse(said)
-                except (WsProtocolError, UnicodeDecodeError):
-                    pass  # the protocol object fails it, as it would have
-                else:
-                    # What the protocol object records on reading a Close it waited for.
-                    proto.close_rcvd, proto.close_rcvd_then_sent = close, False
-                    release(proto)
-                    return True
+            done = read_server_close(proto, data, limit=self._max_frame_bytes)
+            if done is not None:
+                return done
             self._fast = False  # from this read on, every byte goes to the protocol object
         self._give(data)  # the close handshake has begun: data is discarded
         proto.writes.clear()  # an answer would be to a peer this side has stopped talking to

@@ -22,11 +22,12 @@ from websockets.server import ServerProtocol
 from websockets.typing import Subprotocol
 
 from ..errors import FrameTooLargeError, LinkError
+from .closing import release
 from .dial import Stream
 from .handshake import ends_at_blank_line, feed_handshake
 from .interface import DEFAULT_MAX_FRAME_BYTES, Handler, Reject
 from .pipe import Pipe, pipe_for
-from .sansio import WIRE_LOG, SansIOWebSocket, release
+from .sansio import WIRE_LOG, SansIOWebSocket
 
 __all__ = ["SansIOServerWebSocket", "serve"]
 
