@@ -16,7 +16,7 @@ from __future__ import annotations
 import enum
 import functools
 import logging
-from collections.abc import Awaitable, Mapping
+from collections.abc import Awaitable, Callable, Mapping
 from typing import Any
 
 import attrs
@@ -85,6 +85,15 @@ class _LinkStarted:
         self._waiter = None
         return trio.lowlevel.Abort.SUCCEEDED
 
+    async def hold(self, run: Callable[[], Awaitable[None]]) -> None:
+        """Run a connection that is not this package's: one that returned without calling
+        ``started()`` would leave its actor waiting for ever, so it fails here, as it
+        would under ``nursery.start``. (This package's connections keep the rule, and
+        run without this frame: memory every idle conversation would hold.)"""
+        await run()
+        if not self._up:
+            raise RuntimeError("the connection returned without calling task_status.started()")
+
 
 @attrs.define(eq=False, slots=True)
 class ConversationActor:
@@ -151,6 +160,8 @@ class ConversationActor:
                     hold = functools.partial(self._pull.maintain, task_status=link)
                 else:
                     hold = functools.partial(self.connection.run, self._deliver, task_status=link)
+                if type(self.connection).__module__.partition(".")[0] != __package__:
+                    hold = functools.partial(link.hold, hold)  # see _LinkStarted.hold
                 nursery.start_soon(hold, name="orchestrator.connection")
                 await link.wait()
                 task_status.started()
@@ -172,7 +183,7 @@ class ConversationActor:
                 await call_hook(agent, "on_conversation_ended", self.record)
                 # The connection closes when cancelled, or by itself once it has handed
                 # out the end: then nothing is cancelled, and no Cancelled is raised here.
-                if self._pull is None or not self._pull.ended:
+                if not getattr(self._pull, "ended", False):
                     nursery.cancel_scope.cancel()
             return ActorExit.STOPPED if self._cancelled else exit_
         except BaseExceptionGroup as group:

@@ -92,14 +92,15 @@ class PullConnection(Connection, Protocol):
     @property
     def ended(self) -> bool:
         """``receive`` has handed out ``ConversationEnded``: ``maintain`` closes the link
-        and returns by itself, with nothing to cancel."""
+        and returns by itself, with nothing to cancel. Optional: without it, the actor
+        cancels ``maintain`` to close the link, as it does while the link is up."""
         ...
 
 
 def pulled(connection: Connection) -> PullConnection | None:
     """``connection`` as a :class:`PullConnection`, if it is one (a class check: cheap)."""
     kind = type(connection)
-    if all(hasattr(kind, name) for name in ("maintain", "receive", "wake", "ended")):
+    if hasattr(kind, "maintain") and hasattr(kind, "receive") and hasattr(kind, "wake"):
         return cast(PullConnection, connection)
     return None
 

@@ -247,6 +247,33 @@ async def test_an_actor_stopped_while_its_link_comes_up_stops_it(
     assert peer.connects == 0
 
 
+class ReturnsAtOnce(MemoryConnection):
+    """A connection breaking the rule: it returns without ever calling started()."""
+
+    async def maintain(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
+        await trio.lowlevel.checkpoint()
+
+
+def leaves(group: BaseException) -> list[BaseException]:
+    if isinstance(group, BaseExceptionGroup):
+        return [leaf for inner in group.exceptions for leaf in leaves(inner)]
+    return [group]
+
+
+async def test_a_connection_that_returns_before_it_is_up_fails_its_actor(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    """Found in review: as nursery.start did, not a wait for ever."""
+    peer = MemoryPeer("c1")
+    actor = make_actor(Timed, peer)
+    actor.connection = ReturnsAtOnce(peer)
+    with trio.fail_after(1), pytest.raises(BaseExceptionGroup) as caught:
+        await actor.run()
+    assert [str(e) for e in leaves(caught.value)] == [
+        "the connection returned without calling task_status.started()"
+    ]
+
+
 async def test_a_drop_policy_actor_still_queues_and_drops_in_its_mailbox(
     autojump_clock: trio.testing.MockClock,
 ) -> None:

@@ -451,6 +451,20 @@ SERVER_ANSWERS = {
     "masked close": [Frame(Opcode.CLOSE, Close(1011, "busy").serialize()).serialize(mask=True)],
     "fragmented close": [b"\x08\x02\x03\xe8"],
     "end without close": [Frame(Opcode.TEXT, b"late").serialize(mask=False)],
+    "binary and pong, then close": [
+        Frame(Opcode.BINARY, b"\x00").serialize(mask=False) + Frame(Opcode.PONG, b"").serialize(mask=False),
+        CLOSE_1011,
+    ],
+    # Found in review: these were dropped unread, where the protocol object fails the link.
+    "fragmented message, then close cut in two": [
+        Frame(Opcode.TEXT, b"a", fin=False).serialize(mask=False),
+        Frame(Opcode.CONT, b"b").serialize(mask=False) + CLOSE_1011[:3],
+        CLOSE_1011[3:],
+    ],
+    "continuation without a start": [Frame(Opcode.CONT, b"b").serialize(mask=False) + CLOSE_1011],
+    "masked message": [Frame(Opcode.TEXT, b"late").serialize(mask=True) + CLOSE_1011],
+    "extension bit": [b"\xc1\x01a" + CLOSE_1011],
+    "ping not final": [b"\x09\x01?" + CLOSE_1011],
 }
 
 

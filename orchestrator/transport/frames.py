@@ -37,9 +37,10 @@ that it answers or fails as soon as it can, holding no more than it would."""
 
 _HEAD_TEXT = 0x81  # FIN, no RSV bits, opcode 1
 _HEAD_CLOSE = 0x88  # FIN, no RSV bits, opcode 8
-_OPCODE = 0x0F
-_CLOSE = 0x8
 _MAX_CONTROL = 125  # a control frame's payload, at most: its length fits the second byte
+_CONTROL = frozenset({0x88, 0x89, 0x8A})  # FIN and no RSV bits: close, ping, pong
+_WHOLE = frozenset({_HEAD_TEXT, 0x82}) | _CONTROL
+"""First bytes of the frames a lingering client may skip or read: FIN set, no extension bits."""
 _SHORT = struct.Struct("!BB")
 _MEDIUM = struct.Struct("!BBH")
 _LONG = struct.Struct("!BBQ")
@@ -95,17 +96,21 @@ def peer_close(data: bytes | bytearray, *, limit: int) -> bytes | bool:
     """What bytes a client read from the server after its own Close say, read here
     as long as they are simple: the payload of the server's Close, if ``data`` is whole
     frames up to a well-formed one (unmasked, FIN set, no extension bits); True if it
-    is whole frames with no Close among them (nothing to do: the client reads no more
-    messages); False for anything else (a frame cut short, one over ``limit``, a
-    malformed Close), which the protocol object must read, from this read on."""
+    is whole frames with no Close among them, each a whole message, ping or pong
+    (nothing to do: the client reads no more messages); False for anything else (a
+    frame cut short, one over ``limit``, a fragment, a masked frame or one with
+    extension bits, a malformed Close), which the protocol object must read, from
+    this read on: it fails the link where the frames break the protocol."""
     found, used = scan(data, masked=False, limit=limit, text=True)
     for kind, start, stop, _ in found:
         if kind == REST:
             return False
-        if kind == OTHER and data[start] & _OPCODE == _CLOSE:
-            if data[start] != _HEAD_CLOSE or data[start + 1] > _MAX_CONTROL:
+        if kind == OTHER:
+            first, second = data[start], data[start + 1]
+            if first not in _WHOLE or (second > _MAX_CONTROL and first in _CONTROL) or second & 0x80:
                 return False
-            return bytes(data[start + 2 : stop])
+            if first == _HEAD_CLOSE:
+                return bytes(data[start + 2 : stop])
     return used == len(data)
 
 
