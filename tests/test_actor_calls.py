@@ -153,6 +153,15 @@ async def test_a_call_runs_in_the_task_that_read_its_request(autojump_clock: tri
     assert len(TaskNoted.tasks) == 3 and TaskNoted.tasks == ReaderNoted.readers
 
 
+async def after_one_call(nursery: trio.Nursery, actor: ConversationActor, peer: MemoryPeer) -> Exits:
+    """Run ``actor`` in ``nursery`` until its link is up and it has answered one quick call."""
+    exits = Exits()
+    nursery.start_soon(exits.run, actor)
+    await peer.wait_connected()
+    assert await peer.call_tool("q", "quick") == ev.ToolResult("q", "quick", "ok")
+    return exits
+
+
 async def test_an_end_handed_in_from_elsewhere_reaches_an_actor_waiting_on_its_link(
     autojump_clock: trio.testing.MockClock,
 ) -> None:
@@ -161,10 +170,7 @@ async def test_an_end_handed_in_from_elsewhere_reaches_an_actor_waiting_on_its_l
     peer = MemoryPeer("c1")
     actor = make_actor(Timed, peer)
     async with trio.open_nursery() as nursery:
-        exits = Exits()
-        nursery.start_soon(exits.run, actor)
-        await peer.wait_connected()
-        assert await peer.call_tool("q", "quick") == ev.ToolResult("q", "quick", "ok")
+        exits = await after_one_call(nursery, actor, peer)
         await trio.testing.wait_all_tasks_blocked()
         asked = trio.current_time()
         actor.notify(ev.ConversationEnded("ended on the control channel"))
@@ -182,10 +188,7 @@ async def test_a_link_that_handed_out_the_end_is_left_to_close_itself(
     peer = MemoryPeer("c1")
     actor = make_actor(Timed, peer)
     async with trio.open_nursery() as nursery:
-        exits = Exits()
-        nursery.start_soon(exits.run, actor)
-        await peer.wait_connected()
-        assert await peer.call_tool("q", "quick") == ev.ToolResult("q", "quick", "ok")
+        exits = await after_one_call(nursery, actor, peer)
         if where == "link":
             await exits.end(peer)
         else:

@@ -114,12 +114,17 @@ def test_json_format_has_one_object_per_line(stream: io.StringIO) -> None:
     assert "ValueError: boom" in second["exc"]
 
 
-def test_text_format_shows_context_only_when_set(stream: io.StringIO) -> None:
-    configure_logging(stream=stream)
+def outside_and_inside(stream: io.StringIO) -> list[str]:
+    """The lines of one record logged outside a conversation's context and one inside it."""
     log.warning("outside")
     with log_context(conversation_id="c-9", agent_id="sales"):
         log.warning("inside")
-    outside, inside = stream.getvalue().splitlines()
+    return stream.getvalue().splitlines()
+
+
+def test_text_format_shows_context_only_when_set(stream: io.StringIO) -> None:
+    configure_logging(stream=stream)
+    outside, inside = outside_and_inside(stream)
     assert outside.endswith(" WARNING orchestrator.test outside")
     assert inside.endswith(" WARNING orchestrator.test [conversation=c-9 agent=sales] inside")
 
@@ -193,10 +198,7 @@ def test_unknown_formats_are_config_errors() -> None:
 
 def test_a_worker_process_names_itself_in_every_record(stream: io.StringIO) -> None:
     configure_logging(stream=stream, filters=[WorkerFilter(1)])
-    log.warning("outside")
-    with log_context(conversation_id="c-9", agent_id="sales"):
-        log.warning("inside")
-    outside, inside = stream.getvalue().splitlines()
+    outside, inside = outside_and_inside(stream)
     assert outside.endswith(" WARNING orchestrator.test [worker=1] outside")
     assert inside.endswith(" WARNING orchestrator.test [worker=1 conversation=c-9 agent=sales] inside")
     stream.seek(0)
