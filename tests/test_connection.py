@@ -43,6 +43,8 @@ class FakeChannel:
     join_status: str = "ok"
     join_reason: str = "unauthorized"
     answer_heartbeats: bool = True
+    refuse_registration: str | None = None
+    """The reason a ``register_conversation_tools`` is refused with; None accepts it."""
     server: wire.ConversimpleServer = attrs.field(factory=wire.ConversimpleServer)
     pushes: list[Any] = attrs.field(factory=list)
 
@@ -56,6 +58,11 @@ class FakeChannel:
                     await self.ws.send_text(self.server.reply(frame, self.join_status, response))
                 elif isinstance(frame.message, wire.Heartbeat) and self.answer_heartbeats:
                     await self.ws.send_text(self.server.reply(frame))
+                elif isinstance(frame.message, wire.RegisterConversationTools):
+                    reason = self.refuse_registration
+                    refused = reason is not None
+                    response = {"reason": reason} if refused else {}
+                    await self.ws.send_text(self.server.reply(frame, "error" if refused else "ok", response))
         except Exception:
             return
 
@@ -511,6 +518,34 @@ async def test_a_send_after_the_conversation_ended_fails_at_once(
         await start_link(nursery, conn, inbox.deliver, mode)
         await dial.channels[0].push(wire.ConversationLifecycle("conversation_ended", "conv-1"))
         await inbox.wait_for(ev.ConversationEnded)
+        await trio.testing.wait_all_tasks_blocked()  # the link has closed
+        with trio.fail_after(1), pytest.raises(ConversationOverError):
+            await conn.send(ev.ToolResult("c1", "echo", "late"))
+        assert len(dial.attempts) == 1  # and nothing reconnected
+
+
+@MODES
+@pytest.mark.parametrize("reason", ["conversation_ended", "unknown_conversation"])
+async def test_a_registration_refused_because_the_conversation_ended_ends_it(
+    autojump_clock: trio.testing.MockClock, mode: str, reason: str
+) -> None:
+    """The platform says so in its reply: nothing is left to wait for. Another reason is
+    only a reply (the link stays up)."""
+    async with trio.open_nursery() as nursery:
+        dial = FakeDialer(nursery, make_channel=lambda ws: FakeChannel(ws, refuse_registration=reason))
+        conn = make_connection(dial)
+        inbox = Inbox()
+        await start_link(nursery, conn, inbox.deliver, mode)
+        await conn.send(ev.RegisterTools(({"name": "echo", "description": "", "parameters": {}},)))
+        if reason != "conversation_ended":
+            await trio.testing.wait_all_tasks_blocked()
+            assert not any(isinstance(e, ev.ConversationEnded) for e in inbox.events)
+            await conn.send(ev.ToolResult("c1", "echo", "still up"))
+            nursery.cancel_scope.cancel()
+            return
+        with trio.fail_after(100):  # virtual time: without the end this fails, not hangs
+            await inbox.wait_for(ev.ConversationEnded)
+        assert inbox.events[-1] == ev.ConversationEnded("registration refused: conversation_ended")
         await trio.testing.wait_all_tasks_blocked()  # the link has closed
         with trio.fail_after(1), pytest.raises(ConversationOverError):
             await conn.send(ev.ToolResult("c1", "echo", "late"))

@@ -17,6 +17,7 @@ from examples.booking import BookingAgent
 from examples.customer_service import CustomerServiceAgent
 from examples.echo import EchoAgent
 from examples.weather import WeatherAgent
+from orchestrator import link
 from orchestrator.agent import Agent
 from orchestrator.connection import LinkPolicy
 from orchestrator.metrics import Metrics
@@ -131,6 +132,35 @@ async def test_dropped_link_after_request_result_arrives_once_after_reconnect() 
         assert (
             metrics.registry.get_sample_value("orchestrator_reconnects_total", {"reason": "closed"}) or 0
         ) >= 1
+
+
+async def test_a_link_lost_before_the_end_ends_on_the_new_link(
+    autojump_clock: trio.testing.MockClock, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The link drops right after the last request, and the call is lost before the
+    agent is back: the platform's end waits for it, and both sides end on the new link
+    (not after the sandbox's register_timeout, nor through the control connection)."""
+    monkeypatch.setattr(link._JITTER, "uniform", lambda low, high: high)  # back after exactly 2 s
+    sandbox = SandboxSettings(call_timeout=0.5, register_timeout=100.0, notify_control_on_end=False)
+    async with stack([EchoAgent], sandbox=sandbox, policy=LinkPolicy(backoff_initial=2.0)) as (
+        server,
+        supervisor,
+        _,
+    ):
+        server.drop_after_next_request()
+        turn = {"tool": "echo", "arguments": {"text": "x"}}
+        plan = {"conversation": [{"agent_id": "echo", "turn": [turn]}]}
+        (cid,) = server.add_conversations(parse_scenario(plan))
+        with trio.fail_after(50):  # virtual time
+            await server.wait_done([cid])
+            await supervisor.wait_idle()
+        log = server.conversation(cid)
+        assert log.outcome == "lost"  # the reply came after call_timeout
+        assert [e.payload.get("event") for e in log.entries if e.event == "conversation_lifecycle"] == [
+            "conversation_started",
+            "conversation_ended",
+        ]
+        assert supervisor.statistics().ended_total["completed"] == 1
 
 
 @pytest.mark.parametrize("where", ["join", "handshake"])

@@ -284,6 +284,43 @@ async def test_timeouts_lose_calls_and_unregistered_conversations(
         assert server.report().calls_lost == 1
 
 
+@pytest.mark.parametrize("server", [{"call_timeout": 5.0, "register_timeout": 100.0}], indirect=True)
+async def test_a_registration_while_the_end_waits_for_a_socket_hears_the_end(
+    autojump_clock: trio.abc.Clock, server: SandboxServer
+) -> None:
+    """The socket dropped and the customer finished: the end waits for the agent to be
+    back. Its registration is accepted (refusing it as ended left both sides waiting
+    until ``register_timeout``) and the end goes out on it; once the end is on its way,
+    a registration is refused."""
+    with trio.fail_after(1000):  # virtual time: a deadlock fails instead of spinning
+        control = await joined(server)
+        (cid,) = server.add_conversations(echo_calls("gone"))
+        await control.expect(wire.ConversationReady)
+        sock = await joined(server)
+        await sock.register(cid, ECHO_TOOLS)
+        await sock.expect(wire.ConversationLifecycle)
+        await sock.expect(wire.ToolCallRequest)
+        assert server.drop_socket(cid)
+        with pytest.raises(LinkClosedError):
+            await sock.next()
+        await trio.sleep(10)  # past call_timeout: the call is lost, the customer done
+        assert server.conversation(cid).calls[0].status == "lost"
+        back = trio.current_time()
+        again = await joined(server)
+        await again.register(cid, ECHO_TOOLS)
+        assert (await again.next(replies=True)).message == wire.PhxReply("ok", {})
+        # Next on that socket is the end: no conversation_started, no redelivery.
+        assert (await again.next()).message == wire.ConversationLifecycle("conversation_ended", cid)
+        await server.wait_done([cid])
+        assert trio.current_time() - back < 1
+        assert server.conversation(cid).outcome == "lost"
+        late = await joined(server)
+        await late.register(cid, ECHO_TOOLS)
+        assert (await late.next(replies=True)).message == wire.PhxReply(
+            "error", {"reason": "conversation_ended"}
+        )
+
+
 async def test_bad_frames_close_only_that_socket(server: SandboxServer) -> None:
     bad, good = await joined(server), await joined(server)
     await bad.ws.send_text("{not json")

@@ -4,9 +4,10 @@ The control connection joins ``customer:<id>`` and receives ``conversation_ready
 {conversation_id, agent_id}``; each one is admitted to the supervisor, whose new
 actor opens its own connection, joins the same channel, registers its tools for
 its conversation and answers ``tool_call_request`` until ``conversation_ended``
-(on either connection). An unknown agent id or a duplicate announcement is
-refused by admission (logged, counted); an event for another conversation on an
-actor's socket is logged and counted, never acted on.
+(on either connection, or as the reason its registration is refused). An unknown
+agent id or a duplicate announcement is refused by admission (logged, counted); an
+event for another conversation on an actor's socket is logged and counted, never
+acted on.
 """
 
 from __future__ import annotations
@@ -95,7 +96,11 @@ class ChannelSession:
             elif isinstance(result, wire.PhxError | wire.PhxClose):
                 closed = True
             elif isinstance(result, wire.PhxReply):
-                pass  # heartbeat and push acknowledgements
+                # Acknowledgements (heartbeats, pushes), or a push refused: a
+                # registration refused because the conversation has ended is its end.
+                refused = result.status == "error" and result.response.get("reason") == "conversation_ended"
+                if refused and not control:
+                    events.append(ev.ConversationEnded("registration refused: conversation_ended"))
             elif isinstance(result, wire.ConversationReady):
                 events.append(result)
             elif isinstance(result, wire.ForeignEvent):

@@ -84,6 +84,9 @@ class ConversimpleConversation:
     """Replaced and set at every registration."""
     pending: dict[str, OpenCall] = attrs.Factory(dict)
     done: bool = False
+    """Its customer has finished: it is ending."""
+    end_told: bool = False
+    """``conversation_ended`` is on its way: a registration from here on is refused."""
     calls: int = 0
 
     async def run(self, rng: random.Random) -> None:
@@ -107,7 +110,12 @@ class ConversimpleConversation:
         await self.end()
 
     async def end(self) -> None:
-        """Send ``conversation_ended`` to its socket (waiting a while for one) and the announcing one."""
+        """Send ``conversation_ended`` to its socket (waiting a while for one) and the announcing one.
+
+        A conversation whose socket dropped waits for the agent to register again
+        (the router accepts that registration until the end is told), so the end
+        reaches the socket that serves it.
+        """
         self.done = True
         settings = self.router.settings
         if self.registered.is_set() and self.socket is None:
@@ -117,6 +125,7 @@ class ConversimpleConversation:
         targets = [s for s in (self.socket, self.control) if s is not None and s.alive]
         if not settings.notify_control_on_end and self.socket is not None:
             targets = targets[:1]
+        self.end_told = True
         for sock in dict.fromkeys(targets):
             await self.push(sock, "conversation_lifecycle", event="conversation_ended")
 

@@ -7,6 +7,9 @@ Routing rules (the contract with the orchestrator's client):
   (of the plan's customer, if it names one), waiting while none is joined;
 * the socket that sends ``register_conversation_tools`` for it becomes its socket (the
   latest registration wins); the first registration gets ``conversation_started``;
+  once its ``conversation_ended`` is on its way a registration is refused
+  (``conversation_ended``), but one that comes while the end waits for a socket (the
+  last one dropped) is accepted and hears the end;
 * the customer's turns go to that socket as ``tool_call_request``; answers are matched
   by ``call_id`` on any socket of the customer; a second answer is a duplicate;
 * a call unanswered when its socket dropped is redelivered, same ``call_id``, to the
@@ -177,7 +180,7 @@ class ConversimpleRouter:
         if conv is None or conv.control is None or conv.customer_id != sock.customer_id:
             await sock.ws.send_text(_ok(sock, frame, "error", "unknown_conversation"))
             return
-        if conv.done:
+        if conv.end_told:
             await sock.ws.send_text(_ok(sock, frame, "error", "conversation_ended"))
             return
         await sock.ws.send_text(_ok(sock, frame))
@@ -188,6 +191,8 @@ class ConversimpleRouter:
         sock.conversations.add(conv.log.conversation_id)
         woken, conv.changed = conv.changed, trio.Event()
         woken.set()
+        if conv.done:
+            return  # ending: the end waited for this socket, and goes out on it
         if not conv.registered.is_set():
             await conv.push(sock, "conversation_lifecycle", event="conversation_started")
             conv.registered.set()
