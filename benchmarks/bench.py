@@ -37,6 +37,7 @@ import datetime
 import math
 import os
 import shlex
+import signal
 import sys
 from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
@@ -479,8 +480,14 @@ def summary(results: Mapping[str, Any]) -> dict[str, Any]:
     }
 
 
+def _terminated(signum: int, _frame: object) -> None:
+    """SIGTERM ends the run as Ctrl-C does: the round stops what it started, then the exit."""
+    raise SystemExit(128 + signum)
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
+    signal.signal(signal.SIGTERM, _terminated)
     return run(parse(argv), argv)
 
 

@@ -5,8 +5,8 @@ this package), not in the installed package: they start the sandbox, the
 system under test and conversimple-sdk as separate processes and need the
 ``bench`` extra (numpy, matplotlib, the SDKs): without it the script says which
 package is missing, on one line, and exits 2. This command runs that script with
-the same arguments and the same Python, and exits with its status; ``--help``
-shows the script's own options::
+the same arguments and the same Python, passes it a SIGTERM, and exits with its
+status; ``--help`` shows the script's own options::
 
     orchestrator bench steady -n 1000 -k 50 --compare conversimple-sdk
     orchestrator bench idle -n 10000 --max-rss-kib-per-conversation 16
@@ -15,6 +15,7 @@ shows the script's own options::
 from __future__ import annotations
 
 import os
+import signal
 import subprocess
 import sys
 from pathlib import Path
@@ -57,10 +58,18 @@ def bench(arguments: tuple[str, ...]) -> None:
             f"the benchmarks are not installed: {script} does not exist. They ship with the "
             "source checkout; clone the repository and run `pip install -e '.[bench]'` there."
         )
+    # The script names itself so: in its --help and in the command its results record.
+    env = {**os.environ, PROG_VARIABLE: "orchestrator bench"}
+    child = subprocess.Popen([sys.executable, str(script), *arguments], env=env)
+    # A SIGTERM for this command is the script's: it stops the processes it started.
+    previous = signal.signal(signal.SIGTERM, lambda signum, _frame: child.send_signal(signum))
     try:
-        # The script names itself so: in its --help and in the command its results record.
-        env = {**os.environ, PROG_VARIABLE: "orchestrator bench"}
-        status = subprocess.call([sys.executable, str(script), *arguments], env=env)
-    except KeyboardInterrupt:  # the child got the same SIGINT and reports its own way
-        status = 130
+        while True:
+            try:
+                status = child.wait()
+                break
+            except KeyboardInterrupt:  # the child got the same SIGINT: wait while it stops
+                continue
+    finally:
+        signal.signal(signal.SIGTERM, previous)
     sys.exit(status)

@@ -7,6 +7,7 @@ themselves belong to benchmarks/, not to a timed test.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import signal
@@ -112,6 +113,46 @@ def test_bench_command_records_itself_as_the_command_run(tmp_path: Path) -> None
     command = "orchestrator bench steady -n 3 -k 1 --settle 0 --quiet --out " + str(tmp_path)
     assert json.loads((out / "results.json").read_text())["command"] == command
     assert command in (out / "results.md").read_text()
+
+
+def _command_line(process: psutil.Process) -> str:
+    try:
+        return " ".join(process.cmdline())
+    except psutil.Error:  # gone, or not yet readable
+        return ""
+
+
+@pytest.mark.slow
+def test_a_sigterm_to_the_bench_command_stops_every_process_it_started(tmp_path: Path) -> None:
+    # Found in use: the command died and left the benchmark, the sandbox and the system
+    # under test running.
+    argv = [
+        sys.executable, "-c", "from orchestrator.bench import bench; bench()",
+        "steady", "-n", "20", "-k", "100000", "--settle", "0", "--quiet", "--out", str(tmp_path),
+    ]  # fmt: skip
+    proc = subprocess.Popen(argv, cwd=tmp_path, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    started: list[psutil.Process] = []
+    try:
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline:  # until the sandbox and the system under test run
+            started = psutil.Process(proc.pid).children(recursive=True)
+            lines = [_command_line(p) for p in started]
+            if any("harness.loadgen" in c for c in lines) and any("orchestrator run" in c for c in lines):
+                break
+            time.sleep(0.1)
+        else:
+            pytest.fail("the benchmark did not start its processes within 60 s")
+        time.sleep(1.0)  # into the calls
+        proc.send_signal(signal.SIGTERM)
+        assert proc.wait(timeout=60) == 128 + signal.SIGTERM
+        _, alive = psutil.wait_procs(started, timeout=15)
+        assert not alive, [_command_line(p) for p in alive]
+    finally:
+        leftovers = started if proc.poll() is not None else [psutil.Process(proc.pid), *started]
+        for process in leftovers:
+            with contextlib.suppress(psutil.Error):
+                process.kill()
+        proc.wait(timeout=10)
 
 
 def test_bench_command_without_a_checkout_says_so(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:

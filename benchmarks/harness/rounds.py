@@ -121,6 +121,16 @@ class Round:
         self.command = self.sut.command
         self.t0 = self.sut.started_at
         self.sampler = Sampler(self.sut.proc.pid, self.lg.pid).start()
+        try:
+            return self._measure()
+        except BaseException:  # interrupted (SIGINT, SIGTERM) or broken: leave no process behind
+            self.sampler.stop()
+            self.sut.stop(1.0)
+            self.lg.close()
+            raise
+
+    def _measure(self) -> dict[str, Any]:
+        o = self.o
         table: fig.Table | None = None
         dumped: dict[str, Any] = {}
         metrics: dict[str, float] = {}
