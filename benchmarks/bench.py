@@ -68,7 +68,7 @@ DEFAULTS: dict[str, dict[str, Any]] = {
     "ramp": {"conversations": 2000, "calls": 20, "rate": 200.0, "think_ms": 500.0},
     "spike": {"conversations": 1000, "calls": 5, "spike": 5000, "think_ms": 200.0, "duration": 10.0},
     "soak": {"conversations": 1000, "calls": 20, "think_ms": 500.0, "duration": 300.0},
-    "chaos": {"conversations": 1000, "calls": 20, "think_ms": 100.0},
+    "chaos": {"conversations": 1000, "calls": 50, "think_ms": 100.0},
     "mixed": {"conversations": 1000, "calls": 20},
 }
 COMPARABLE = {"conversimple-sdk": "conversimple", "arinova-agent-sdk": "arinova"}
@@ -308,6 +308,14 @@ def preflight(args: argparse.Namespace) -> list[str]:
         # Each conversation calls the agent's tools in turn, from the first.
         k = args.calls
         warnings.append(f"mixed: -k {k} calls only the first {k} of its {MIXED_TOOLS} tools")
+    if args.scenario == "chaos" and args.calls * args.think_ms / 1000 < 2 * args.drop_at:
+        # Only links still up at the drop are dropped: it must land mid-run, whatever the speed.
+        length, fits = args.calls * args.think_ms / 1000, math.ceil(2000 * args.drop_at / args.think_ms)
+        warnings.append(
+            f"chaos: conversations of {args.calls} calls {args.think_ms:g} ms apart last about "
+            f"{length:g} s, so the drop at {args.drop_at:g} s finds many of them ended; "
+            f"-k {fits} or more lands it mid-run"
+        )
     return warnings
 
 

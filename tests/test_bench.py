@@ -327,3 +327,16 @@ def test_a_mixed_run_too_short_to_reach_every_tool_is_warned_about() -> None:
     short = bench_py.preflight(bench_py.parse(["mixed", "-n", "10", "-k", "3"]))
     assert short == ["mixed: -k 3 calls only the first 3 of its 4 tools"]
     assert bench_py.preflight(bench_py.parse(["mixed", "-n", "10", "-k", "4"])) == []
+
+
+def test_a_chaos_drop_that_would_find_conversations_ended_is_warned_about() -> None:
+    # Found in use: at 20 calls 100 ms apart, the drop at 2 s found 733 of 1,000 conversations
+    # ended, and each system got a different number of links dropped.
+    assert bench_py.preflight(bench_py.parse(["chaos"])) == []  # the defaults: 50 calls, 5 s
+    short = bench_py.preflight(bench_py.parse(["chaos", "-k", "20"]))
+    assert short == [
+        "chaos: conversations of 20 calls 100 ms apart last about 2 s, so the drop at 2 s finds "
+        "many of them ended; -k 40 or more lands it mid-run"
+    ]
+    later = ["chaos", "-k", "20", "--think-ms", "100", "--drop-at", "0.5"]
+    assert bench_py.preflight(bench_py.parse(later)) == []
