@@ -310,12 +310,18 @@ def preflight(args: argparse.Namespace) -> list[str]:
         warnings.append(f"mixed: -k {k} calls only the first {k} of its {MIXED_TOOLS} tools")
     if args.scenario == "chaos" and args.calls * args.think_ms / 1000 < 2 * args.drop_at:
         # Only links still up at the drop are dropped: it must land mid-run, whatever the speed.
-        length, fits = args.calls * args.think_ms / 1000, math.ceil(2000 * args.drop_at / args.think_ms)
-        warnings.append(
-            f"chaos: conversations of {args.calls} calls {args.think_ms:g} ms apart last about "
-            f"{length:g} s, so the drop at {args.drop_at:g} s finds many of them ended; "
-            f"-k {fits} or more lands it mid-run"
-        )
+        if args.think_ms <= 0:
+            warnings.append(
+                f"chaos: with no think time a conversation lasts only as long as its calls, so the "
+                f"drop at {args.drop_at:g} s may find them ended; give --think-ms"
+            )
+        else:
+            length, fits = args.calls * args.think_ms / 1000, math.ceil(2000 * args.drop_at / args.think_ms)
+            warnings.append(
+                f"chaos: conversations of {args.calls} calls {args.think_ms:g} ms apart last about "
+                f"{length:g} s, so the drop at {args.drop_at:g} s finds many of them ended; "
+                f"-k {fits} or more lands it mid-run"
+            )
     return warnings
 
 
@@ -489,7 +495,10 @@ def summary(results: Mapping[str, Any]) -> dict[str, Any]:
 
 
 def _terminated(signum: int, _frame: object) -> None:
-    """SIGTERM ends the run as Ctrl-C does: the round stops what it started, then the exit."""
+    """SIGTERM ends the run as Ctrl-C does: the round stops what it started, then the exit.
+    Another SIGTERM (``timeout`` signals the group, and ``orchestrator bench`` passes its own
+    on) must not cut that short."""
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)
     raise SystemExit(128 + signum)
 
 

@@ -60,16 +60,23 @@ def bench(arguments: tuple[str, ...]) -> None:
         )
     # The script names itself so: in its --help and in the command its results record.
     env = {**os.environ, PROG_VARIABLE: "orchestrator bench"}
-    child = subprocess.Popen([sys.executable, str(script), *arguments], env=env)
-    # A SIGTERM for this command is the script's: it stops the processes it started.
-    previous = signal.signal(signal.SIGTERM, lambda signum, _frame: child.send_signal(signum))
+    started: list[subprocess.Popen[bytes]] = []
+
+    def pass_on(signum: int, _frame: object) -> None:
+        """A SIGTERM for this command is the script's: it stops the processes it started."""
+        for child in started:
+            child.send_signal(signum)
+
+    previous = signal.signal(signal.SIGTERM, pass_on)  # before the start: no gap to orphan it in
     try:
+        started.append(subprocess.Popen([sys.executable, str(script), *arguments], env=env))
         while True:
             try:
-                status = child.wait()
+                status = started[0].wait()
                 break
             except KeyboardInterrupt:  # the child got the same SIGINT: wait while it stops
                 continue
     finally:
         signal.signal(signal.SIGTERM, previous)
-    sys.exit(status)
+    # Killed by a signal before it could handle it: exit as a shell reports that (128 + N).
+    sys.exit(128 - status if status < 0 else status)

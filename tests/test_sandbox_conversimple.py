@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import random
 from collections.abc import AsyncIterator
 from typing import Any
 
@@ -16,6 +17,7 @@ from orchestrator.agent import tool_schemas
 from orchestrator.errors import HandshakeError, LinkClosedError, PermanentLinkError
 from orchestrator.protocols import conversimple as wire
 from orchestrator.sandbox import ConversationPlan, SandboxServer, Scenario, ToolTurn, load_plan
+from orchestrator.sandbox.conversation import ConversimpleConversation
 from orchestrator.sandbox.conversimple import ConversimpleRouter
 from orchestrator.transport import connect
 from tests.helpers import wait_until
@@ -319,6 +321,21 @@ async def test_a_registration_while_the_end_waits_for_a_socket_hears_the_end(
         assert (await late.next(replies=True)).message == wire.PhxReply(
             "error", {"reason": "conversation_ended"}
         )
+
+
+async def test_a_conversation_cancelled_before_its_end_refuses_a_registration(server: SandboxServer) -> None:
+    # Found in review: it accepted one and then said nothing, ever.
+    control = await joined(server)
+    router = server.conversimple
+    plan = ConversationPlan("echo", turns=(ToolTurn("echo", {"text": "x"}),))
+    conv = ConversimpleConversation(router, server.recorder.open("c-cancelled", "echo", "conversimple"), plan)
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(router.run_conversation, conv, random.Random(0))
+        await control.expect(wire.ConversationReady)
+        nursery.cancel_scope.cancel()
+    sock = await joined(server)
+    await sock.register("c-cancelled", ECHO_TOOLS)
+    assert (await sock.next(replies=True)).message == wire.PhxReply("error", {"reason": "conversation_ended"})
 
 
 async def test_bad_frames_close_only_that_socket(server: SandboxServer) -> None:

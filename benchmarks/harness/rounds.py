@@ -118,13 +118,15 @@ class Round:
         except BaseException:
             self.lg.close()
             raise
-        self.command = self.sut.command
-        self.t0 = self.sut.started_at
-        self.sampler = Sampler(self.sut.proc.pid, self.lg.pid).start()
+        sampler: Sampler | None = None
         try:
+            self.command = self.sut.command
+            self.t0 = self.sut.started_at
+            self.sampler = sampler = Sampler(self.sut.proc.pid, self.lg.pid).start()
             return self._measure()
         except BaseException:  # interrupted (SIGINT, SIGTERM) or broken: leave no process behind
-            self.sampler.stop()
+            if sampler is not None:
+                sampler.stop()
             self.sut.stop(1.0)
             self.lg.close()
             raise

@@ -298,6 +298,7 @@ class ConversimpleRouter:
             await conv.run(rng)
         finally:
             conv.done = True
+            conv.end_told = True  # also when cancelled before its end: nothing is left to tell
             self._active.discard(conv)
             self._json.pop(conv.log.conversation_id, None)
             self.recorder.counters["ended"] += 1
