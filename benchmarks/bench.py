@@ -230,6 +230,10 @@ def parse(argv: Sequence[str] | None) -> argparse.Namespace:
         p.error("--workers runs the conversimple platform only (as `orchestrator run --workers` does)")
     if args.workers > 1 and args.profile:
         p.error("--profile follows one process: not with --workers")
+    if args.max_rss_drift_pct is not None and args.scenario != "soak":
+        p.error("--max-rss-drift-pct is a soak budget (RSS of its first minute against its last)")
+    if args.outage > 0 and not (args.scenario == "chaos" and args.via == "proxy"):
+        p.error("--outage needs chaos --via proxy (the proxy refuses connections that long)")
     if args.compare and not installed(SDK_MODULES[args.compare]):
         exit_missing(args.compare)
     return args
@@ -494,18 +498,25 @@ def summary(results: Mapping[str, Any]) -> dict[str, Any]:
     }
 
 
-def _terminated(signum: int, _frame: object) -> None:
-    """SIGTERM ends the run as Ctrl-C does: the round stops what it started, then the exit.
-    Another SIGTERM (``timeout`` signals the group, and ``orchestrator bench`` passes its own
-    on) must not cut that short."""
-    signal.signal(signal.SIGTERM, signal.SIG_IGN)
+def _stopped(signum: int, _frame: object) -> None:
+    """SIGINT (Ctrl-C) or SIGTERM: the round stops what it started, then the run exits
+    (130 or 143). The same signal again must not cut that short: Ctrl-C and ``timeout``
+    signal the whole group, and ``orchestrator bench`` passes its own on as well."""
+    signal.signal(signum, signal.SIG_IGN)
+    if signum == signal.SIGINT:
+        raise KeyboardInterrupt
     raise SystemExit(128 + signum)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
-    signal.signal(signal.SIGTERM, _terminated)
-    return run(parse(argv), argv)
+    for signum in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(signum, _stopped)
+    try:
+        return run(parse(argv), argv)
+    except KeyboardInterrupt:
+        print("bench: interrupted", file=sys.stderr)
+        return 128 + signal.SIGINT
 
 
 if __name__ == "__main__":

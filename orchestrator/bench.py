@@ -5,8 +5,8 @@ this package), not in the installed package: they start the sandbox, the
 system under test and conversimple-sdk as separate processes and need the
 ``bench`` extra (numpy, matplotlib, the SDKs): without it the script says which
 package is missing, on one line, and exits 2. This command runs that script with
-the same arguments and the same Python, passes it a SIGTERM, and exits with its
-status; ``--help`` shows the script's own options::
+the same arguments and the same Python, passes it a SIGINT or SIGTERM, and exits
+with its status; ``--help`` shows the script's own options::
 
     orchestrator bench steady -n 1000 -k 50 --compare conversimple-sdk
     orchestrator bench idle -n 10000 --max-rss-kib-per-conversation 16
@@ -63,20 +63,18 @@ def bench(arguments: tuple[str, ...]) -> None:
     started: list[subprocess.Popen[bytes]] = []
 
     def pass_on(signum: int, _frame: object) -> None:
-        """A SIGTERM for this command is the script's: it stops the processes it started."""
+        """A SIGINT or SIGTERM for this command is the script's: it stops the processes it
+        started (and takes the same signal twice, from the group and from here, as one)."""
         for child in started:
             child.send_signal(signum)
 
-    previous = signal.signal(signal.SIGTERM, pass_on)  # before the start: no gap to orphan it in
+    # Before the start: no gap to orphan the child in.
+    previous = {signum: signal.signal(signum, pass_on) for signum in (signal.SIGINT, signal.SIGTERM)}
     try:
         started.append(subprocess.Popen([sys.executable, str(script), *arguments], env=env))
-        while True:
-            try:
-                status = started[0].wait()
-                break
-            except KeyboardInterrupt:  # the child got the same SIGINT: wait while it stops
-                continue
+        status = started[0].wait()
     finally:
-        signal.signal(signal.SIGTERM, previous)
+        for signum, handler in previous.items():
+            signal.signal(signum, handler)
     # Killed by a signal before it could handle it: exit as a shell reports that (128 + N).
     sys.exit(128 - status if status < 0 else status)

@@ -123,12 +123,16 @@ def _command_line(process: psutil.Process) -> str:
 
 
 @pytest.mark.slow
+@pytest.mark.parametrize("signum", [signal.SIGTERM, signal.SIGINT])
 @pytest.mark.parametrize("to", ["command", "group"])
-def test_a_sigterm_to_the_bench_command_stops_every_process_it_started(tmp_path: Path, to: str) -> None:
-    """To the command alone, or to its whole process group as ``timeout`` sends it (the
-    benchmark then gets two: its own and the one the command passes on)."""
+def test_a_signal_to_the_bench_command_stops_every_process_it_started(
+    tmp_path: Path, to: str, signum: signal.Signals
+) -> None:
+    """To the command alone, or to its whole process group as Ctrl-C and ``timeout`` send
+    it (the benchmark then gets two: its own and the one the command passes on)."""
     # Found in use: the command died and left the benchmark, the sandbox and the system
-    # under test running.
+    # under test running. Found by a user: a SIGINT to the command alone was ignored, and
+    # Ctrl-C printed a traceback.
     argv = [
         sys.executable, "-c", "from orchestrator.bench import bench; bench()",
         "steady", "-n", "20", "-k", "100000", "--settle", "0", "--quiet", "--out", str(tmp_path),
@@ -149,12 +153,14 @@ def test_a_sigterm_to_the_bench_command_stops_every_process_it_started(tmp_path:
             pytest.fail("the benchmark did not start its processes within 60 s")
         time.sleep(1.0)  # into the calls
         if to == "group":
-            os.killpg(proc.pid, signal.SIGTERM)
+            os.killpg(proc.pid, signum)
         else:
-            proc.send_signal(signal.SIGTERM)
-        assert proc.wait(timeout=60) == 128 + signal.SIGTERM
+            proc.send_signal(signum)
+        assert proc.wait(timeout=60) == 128 + signum
         _, alive = psutil.wait_procs(started, timeout=15)
         assert not alive, [_command_line(p) for p in alive]
+        assert proc.stderr is not None
+        assert "Traceback" not in proc.stderr.read().decode()
     finally:
         leftovers = started if proc.poll() is not None else [psutil.Process(proc.pid), *started]
         for process in leftovers:
@@ -339,6 +345,24 @@ def test_bench_warns_without_py_spy_and_ends_with_the_breached_budget(tmp_path: 
         "--profile needs py-spy (pip install py-spy); running without a profile"
     ]
     assert not (out / "profile-raw.txt").exists()
+
+
+@pytest.mark.parametrize(
+    ("argv", "message"),
+    [
+        (["steady", "--max-rss-drift-pct", "5"], "--max-rss-drift-pct is a soak budget"),
+        (["chaos", "--outage", "3"], "--outage needs chaos --via proxy"),
+    ],
+)
+def test_bench_refuses_a_flag_its_scenario_would_ignore(
+    argv: list[str], message: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    # Found by a user: the drift budget on a steady run failed it after the run ("value: -"),
+    # and --outage without the proxy did nothing.
+    with pytest.raises(SystemExit) as exit_:
+        bench_py.parse(argv)
+    assert exit_.value.code == 2
+    assert message in capsys.readouterr().err
 
 
 def test_a_mixed_run_too_short_to_reach_every_tool_is_warned_about() -> None:
