@@ -76,7 +76,7 @@ def common_options(func: F) -> F:
         click.option("--no-http", is_flag=True, help="Do not serve the HTTP endpoint."),
         click.option(
             "--log-level",
-            type=click.Choice(["debug", "info", "warning", "error"], case_sensitive=False),
+            type=click.Choice(["debug", "info", "warning", "error", "critical"], case_sensitive=False),
             help="Log level [info].",
         ),
         click.option("--log-format", type=click.Choice(["text", "json"]), help="Log format [text]."),

@@ -198,8 +198,13 @@ class _Value:
         return ".".join((*SECTIONS[self.section], self.key)) if self.section else self.key
 
     @property
+    def shown_key(self) -> str:
+        """The key as the user writes it: ``actor.mailbox_policy`` for ``[actor] mailbox_policy``."""
+        return f"{self.section}.{self.key}" if self.section else self.key
+
+    @property
     def where(self) -> str:
-        return f"{self.source}: {self.full_key}"
+        return f"{self.source}: {self.shown_key}"
 
 
 def _section_class(section: str) -> type[Any]:
@@ -415,7 +420,7 @@ def _build(layers: list[list[_Value]]) -> Settings:
     for item in chosen.values():
         hints = _hints(item.section)
         if item.key not in hints:
-            raise ConfigError(f"{item.source}: unknown setting {item.full_key}{_suggest(item)}")
+            raise ConfigError(f"{item.source}: unknown setting {item.shown_key}{_suggest(item)}")
         value = _convert(item, hints[item.key])
         _check_range(item, value)
         given[item.section][item.key] = item
@@ -426,7 +431,7 @@ def _build(layers: list[list[_Value]]) -> Settings:
         path = SECTIONS[section]
         children = {p[-1]: v for p, v in built.items() if p[:-1] == path}
         fields = {**values[section], **children}
-        built[path] = _construct(_section_class(section), ".".join(path), fields, given[section])
+        built[path] = _construct(_section_class(section), f"[{section}]", fields, given[section])
     top = {p[0]: v for p, v in built.items() if len(p) == 1}
     result: Settings = _construct(Settings, "top-level", {**values[None], **top}, given[None])
     return result

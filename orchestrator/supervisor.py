@@ -205,7 +205,7 @@ class Supervisor:
         if self._nursery is None:
             raise RuntimeError("supervisor is not running; start it with nursery.start(sup.run)")
         agent_cls = self.agents.get(agent_id)
-        reason = self._refusal(conversation_id, agent_cls)
+        reason = self._refusal(conversation_id, agent_id, agent_cls)
         if reason is not None:
             self._rejected[reason[0]] = self._rejected.get(reason[0], 0) + 1
             if self.metrics is not None:
@@ -236,11 +236,14 @@ class Supervisor:
         self.start_conversation_nowait(conversation_id, agent_id, metadata)
         await self.wait_running(conversation_id)
 
-    def _refusal(self, conversation_id: str, agent_cls: type[Agent] | None) -> tuple[str, str] | None:
+    def _refusal(
+        self, conversation_id: str, agent_id: str, agent_cls: type[Agent] | None
+    ) -> tuple[str, str] | None:
         if self.draining:
             return ("draining", "draining: not admitting new conversations")
-        if agent_cls is None:
-            return ("unknown_agent", "no agent class has that agent_id")
+        if agent_cls is None:  # the id comes from the platform: shown cut short
+            served = ", ".join(sorted(self.agents)) or "none"
+            return ("unknown_agent", f"no agent class has agent_id {agent_id[:64]!r} (served: {served})")
         if conversation_id in self._slots:
             return ("duplicate", "conversation is already hosted")
         if self.breaker_open:

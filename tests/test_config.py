@@ -7,7 +7,9 @@ import sys
 from pathlib import Path
 
 import pytest
+from click.testing import CliRunner
 
+from orchestrator.cli import main
 from orchestrator.config import Settings
 from orchestrator.errors import ConfigError
 from orchestrator.mailbox import OverflowPolicy
@@ -66,7 +68,7 @@ def test_sdk_variable_names_are_honoured_and_secrets_hidden() -> None:
         ({"ORCHESTRATOR_PLATFORM_HEARTBEAT_INTERVAL": "nan"}, "heartbeat_interval: expected a number"),
         (
             {"ORCHESTRATOR_ACTOR_MAILBOX_POLICY": "bogus"},
-            "^ORCHESTRATOR_ACTOR_MAILBOX_POLICY: supervisor.actor.mailbox_policy: 'bogus' is not one of: "
+            "^ORCHESTRATOR_ACTOR_MAILBOX_POLICY: actor.mailbox_policy: 'bogus' is not one of: "
             "block, reject, drop_oldest, drop_newest$",
         ),
         ({"ORCHESTRATOR_LOGGING_FORMAT": "xml"}, "logging.format: 'xml' is not one of: text, json"),
@@ -116,11 +118,11 @@ def test_bad_values_name_the_setting(env: dict[str, str], message: str) -> None:
         ("[http]\nport = 70000\n", "http.port: must be between 0 and 65535, got 70000"),
         (
             '[actor]\nmailbox_policy = "yolo"\n',
-            "supervisor.actor.mailbox_policy: 'yolo' is not one of: block, reject, drop_oldest, drop_newest",
+            "actor.mailbox_policy: 'yolo' is not one of: block, reject, drop_oldest, drop_newest",
         ),
         ("[supervisor]\nmax_conversation = 5\n", "unknown setting supervisor.max_conversation"),
-        ("[platform]\nbackoff_initial = 40\n", "invalid platform settings: backoff_initial must not exceed"),
-        ("[tools]\nmin_timeout = 40.0\n", "invalid supervisor.actor.tools settings: tool timeouts"),
+        ("[platform]\nbackoff_initial = 40\n", "invalid [platform] settings: backoff_initial must not"),
+        ("[tools]\nmin_timeout = 40.0\n", "invalid [tools] settings: tool timeouts"),
     ],
 )
 def test_bad_file_values_name_the_file_the_key_and_the_expected_type(
@@ -175,7 +177,7 @@ def test_a_value_is_blamed_on_the_layer_that_set_it(tmp_path: Path) -> None:
     path.write_text("[platform]\nbackoff_max = 10\n")
     # The file's value is valid on its own; the variable's breaks the rule across both.
     env = {"ORCHESTRATOR_PLATFORM_BACKOFF_INITIAL": "20"}
-    blamed = f"^{re.escape(str(path))}, ORCHESTRATOR_PLATFORM_BACKOFF_INITIAL: invalid platform"
+    blamed = f"^{re.escape(str(path))}, ORCHESTRATOR_PLATFORM_BACKOFF_INITIAL: invalid \\[platform\\]"
     with pytest.raises(ConfigError, match=blamed):
         Settings.load(toml=path, env=env)
     # A later layer replaces a bad value of an earlier one: only the value in force is checked.
@@ -236,7 +238,7 @@ def test_a_restart_backoff_that_cannot_work_fails_at_load_not_at_the_first_crash
     path = tmp_path / "o.toml"
     path.write_text(f"[supervisor]\n{bounds}\n")
     with pytest.raises(
-        ConfigError, match=rf"^{re.escape(str(path))}: invalid supervisor settings: backoff_min"
+        ConfigError, match=rf"^{re.escape(str(path))}: invalid \[supervisor\] settings: backoff_min"
     ):
         Settings.from_toml(path)
 
@@ -260,3 +262,12 @@ def test_a_secret_of_the_wrong_type_is_named_by_its_type_only(tmp_path: Path) ->
     with pytest.raises(ConfigError) as info:
         Settings.load(toml=path, env={})
     assert str(info.value) == f"{path}: platform.api_key: expected a string, got a value of type int"
+
+
+@pytest.mark.parametrize("level", ["critical", "CRITICAL", "debug"])
+def test_every_documented_log_level_is_a_flag_value(level: str) -> None:
+    # Found by a user: --log-level refused critical, which the config file and
+    # ORCHESTRATOR_LOGGING_LEVEL take.
+    result = CliRunner().invoke(main, ["run", "no/such/file.py:Agent", "--log-level", level])
+    assert "is not one of" not in result.output
+    assert result.exit_code == 2 and "no/such/file.py" in result.output  # got past the flag

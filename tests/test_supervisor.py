@@ -282,6 +282,11 @@ async def test_unknown_agent_and_duplicate_are_rejected() -> None:
             sup.start_conversation_nowait("b", "nobody")
         assert (dup.value.reason, unknown.value.reason) == ("duplicate", "unknown_agent")
         assert len(sup) == 1
+        # Found by a user: the warning did not say which id, nor what is served.
+        assert "agent_id 'nobody' (served: " in str(unknown.value) and "echo" in str(unknown.value)
+        with pytest.raises(AdmissionError) as long:
+            sup.start_conversation_nowait("c", "x" * 10_000)
+        assert len(str(long.value)) < 200  # a platform's id is shown cut short
 
 
 async def test_drain_lets_calls_in_flight_finish_admits_nothing_and_meets_deadline(
