@@ -225,6 +225,12 @@ async def test_failures_errors_and_reports(autojump_clock: trio.testing.MockCloc
     narrow = Console(record=True, width=30)
     render_report(attrs.evolve(summary, duration_seconds=0.024), run.records, narrow)
     assert "2/6 passed (pass rate 33.3%) in 24 ms   pass^1 0.333" in narrow.export_text()
+    # Found by a user: with 300 samples the line held pass^1 to pass^300.
+    many = attrs.evolve(summary, pass_hat_k={k: 1.0 for k in range(1, 301)})
+    wide = Console(record=True, width=140)
+    render_report(many, run.records, wide)
+    shown = [word for word in wide.export_text().split() if word.startswith("pass^")]
+    assert shown == [f"pass^{k}" for k in (1, 2, 3, 5, 10, 20, 50, 100, 200, 300)]
 
 
 async def test_batch_checks_what_scenarios_need() -> None:

@@ -10,8 +10,10 @@ separate Python process that has to start.
 from __future__ import annotations
 
 import json
+import signal
 import subprocess
 import sys
+import time
 import tomllib
 from collections.abc import AsyncIterator, Iterator
 from contextlib import asynccontextmanager
@@ -414,3 +416,31 @@ def test_cli_via_sandbox_usage_errors(in_tmp: Path) -> None:
     assert no_agent.exit_code == 2 and "needs an agent to serve" in no_agent.output
     not_ours = CliRunner().invoke(simulate, ["s.toml", "--via-sandbox", "--agent", "agent.py:Parrot"])
     assert not_ours.exit_code == 2 and "is not an orchestrator Agent" in not_ours.output
+
+
+@pytest.mark.slow
+def test_ctrl_c_on_a_sandbox_simulation_exits_130_quietly_and_keeps_what_finished(tmp_path: Path) -> None:
+    # Found by a user: exit status 1 (a failed simulation's), a trio traceback, and one
+    # "link failed for good" line per conversation as the sandbox went before the agent.
+    out = tmp_path / "out"
+    argv = [
+        sys.executable, "-m", "orchestrator", "simulate",
+        str(ROOT / "examples/scenarios/weather_hybrid.toml"), "--via-sandbox",
+        "--agent", f"{ROOT / 'examples/weather.py'}:WeatherAgent",
+        "--samples", "5000", "--no-progress", "--out", str(out),
+    ]  # fmt: skip
+    proc = subprocess.Popen(argv, cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    try:
+        transcripts = out / "transcripts.jsonl"
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline and not (transcripts.exists() and transcripts.stat().st_size):
+            time.sleep(0.1)  # until some simulations have finished
+        proc.send_signal(signal.SIGINT)
+        stdout, stderr = proc.communicate(timeout=60)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait(timeout=10)
+    assert proc.returncode == 130, stderr.decode()[-2000:]
+    assert b"Traceback" not in stderr and b"failed for good" not in stderr, stderr.decode()[-2000:]
+    assert b"run again to resume" in stdout

@@ -242,10 +242,10 @@ def test_cli_usage_errors(tmp_path: Path) -> None:
     assert bad_agent.exit_code == 2 and "does not exist" in bad_agent.output  # as for run
     (tmp_path / "bad.toml").write_text("[[scenario]]\nname = 'x'\nbogus = 1\n")
     bad_file = CliRunner().invoke(simulate, [str(tmp_path / "bad.toml")])
-    assert bad_file.exit_code == 1 and "unknown key(s) bogus" in bad_file.output
+    assert bad_file.exit_code == 2 and "unknown key(s) bogus" in bad_file.output  # 1 is "did not pass"
     llm = tmp_path / "llm.toml"
     llm.write_text(
         "[llm]\napi_key_env = 'NOPE_NOT_SET'\n[[scenario]]\nname = 'x'\ncustomer = { kind = 'llm' }\n"
     )
     missing_key = CliRunner().invoke(simulate, [str(llm), "--agent", f"{tmp_path}/agent.py:Parrot"])
-    assert missing_key.exit_code == 1 and "NOPE_NOT_SET is not set" in missing_key.output
+    assert missing_key.exit_code == 2 and "NOPE_NOT_SET is not set" in missing_key.output

@@ -176,8 +176,8 @@ def simulate(ctx: click.Context, /, scenarios_file: Path, **options: Any) -> Non
     try:
         scenario_file = load_scenarios(scenarios_file)
         settings = scenario_file.llm_settings() if scenario_file.needs_llm else None
-    except ConfigError as exc:
-        raise click.ClickException(_in_file(scenarios_file, str(exc))) from exc
+    except ConfigError as exc:  # bad input, not a failed simulation: 2, not 1
+        raise BadInput(_in_file(scenarios_file, str(exc))) from exc
     try:
         spec = options["agent_spec"] or scenario_file.agent
         base_dir = Path.cwd() if options["agent_spec"] else scenario_file.base_dir
@@ -218,11 +218,16 @@ def simulate(ctx: click.Context, /, scenarios_file: Path, **options: Any) -> Non
     bar = _ProgressBar(console, options["progress"])
     try:
         run = trio.run(_run_batch, batch, settings, cache_dir, bar, served)
-    except KeyboardInterrupt:
-        console.print(f"interrupted; finished simulations are kept in {transcripts}: run again to resume")
-        ctx.exit(130)
     except ConfigError as exc:
         raise click.ClickException(str(exc)) from exc
+    except BaseException as exc:
+        # Ctrl-C, alone or out of a nursery (grouped with what it cancelled): not a failure.
+        if not isinstance(exc, KeyboardInterrupt | BaseExceptionGroup) or (
+            isinstance(exc, BaseExceptionGroup) and exc.subgroup(KeyboardInterrupt) is None
+        ):
+            raise
+        console.print(f"interrupted; finished simulations are kept in {transcripts}: run again to resume")
+        ctx.exit(130)
     summary = BatchSummary.from_run(run, samples)
     (out / "summary.json").write_text(summary_json(summary), encoding="utf-8")
     (out / "junit.xml").write_text(junit_xml(run.records, summary), encoding="utf-8")

@@ -114,7 +114,7 @@ def render_report(
     console.print(table)
     console.print(f"outcomes:    {_counts(summary.outcomes)}")
     console.print(f"end reasons: {_counts(summary.end_reasons)}")
-    hat = "  ".join(f"pass^{k} {value:.3f}" for k, value in summary.pass_hat_k.items())
+    hat = "  ".join(f"pass^{k} {summary.pass_hat_k[k]:.3f}" for k in _shown_ks(summary.pass_hat_k))
     resumed = f" ({summary.resumed} resumed)" if summary.resumed else ""
     seconds = summary.duration_seconds
     took = f"{seconds * 1000:.0f} ms" if seconds < 1 else f"{seconds:.1f} s"
@@ -130,3 +130,14 @@ def render_report(
             console.print(f"    {line}", highlight=False, markup=False)
     if len(failed) > max_failures:
         console.print(f"... and {len(failed) - max_failures} more failures (see the JUnit report)")
+
+
+def _shown_ks(pass_hat_k: Mapping[int, float]) -> list[int]:
+    """The k of pass^k worth a place on the summary line: 1 to 3, round numbers, the last.
+    (With ``--samples 300`` the line held 300 of them; summary.json and the JUnit XML
+    keep every k.)"""
+    last = max(pass_hat_k, default=0)
+    return [k for k in pass_hat_k if k <= 3 or k == last or k in _ROUND_KS]
+
+
+_ROUND_KS = frozenset(m * 10**e for e in range(7) for m in (1, 2, 5))

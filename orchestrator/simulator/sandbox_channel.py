@@ -359,8 +359,22 @@ async def serve_over_sandbox(
     """
     server = SandboxServer(settings, bot_tokens={SANDBOX_BOT_TOKEN: agent.agent_id})
     metrics = Metrics(registry if registry is not None else CollectorRegistry())
+    # The orchestrator stops before the sandbox (Ctrl-C included): its links never see
+    # the platform go away, which every conversation would log as a link failed for good.
+    async with trio.open_nursery() as platform_side:
+        await platform_side.start(server.run)
+        try:
+            async with _orchestrator_serving(server, agent, idle_timeout, metrics) as channel:
+                yield channel
+        finally:
+            platform_side.cancel_scope.cancel()
+
+
+@asynccontextmanager
+async def _orchestrator_serving(
+    server: SandboxServer, agent: type[Agent], idle_timeout: float, metrics: Metrics
+) -> AsyncIterator[SandboxChannel]:
     async with trio.open_nursery() as nursery:
-        await nursery.start(server.run)
         platforms: dict[str, Platform] = {
             "conversimple": ConversimplePlatform(
                 server.conversimple_url, SANDBOX_API_KEY, SANDBOX_CUSTOMER, metrics=metrics
