@@ -19,6 +19,7 @@ from orchestrator.protocols import conversimple as wire
 from orchestrator.sandbox import ConversationPlan, SandboxServer, Scenario, ToolTurn, load_plan
 from orchestrator.sandbox.conversation import ConversimpleConversation
 from orchestrator.sandbox.conversimple import ConversimpleRouter
+from orchestrator.sandbox.load import progress_line
 from orchestrator.transport import connect
 from tests.helpers import wait_until
 from tests.sandbox_client import RawAgent, RawSocket
@@ -336,6 +337,20 @@ async def test_a_conversation_cancelled_before_its_end_refuses_a_registration(se
     sock = await joined(server)
     await sock.register("c-cancelled", ECHO_TOOLS)
     assert (await sock.next(replies=True)).message == wire.PhxReply("error", {"reason": "conversation_ended"})
+
+
+async def test_progress_says_how_many_announced_conversations_an_agent_took(server: SandboxServer) -> None:
+    # Found by a user: a load for an agent id nobody served showed "conversations 0/20"
+    # for 30 s, with nothing to say the agent never took them.
+    control = await joined(server)
+    (cid,) = server.add_conversations(echo_calls("x"))
+    await control.expect(wire.ConversationReady)
+    await wait_until(lambda: server.recorder.counters["announced"] == 1, 5, "the announcement counted")
+    assert "conversations 0/1  registered 0/1  calls" in progress_line(server.recorder, 1, 0.0)
+    sock = await joined(server)
+    await sock.register(cid, ECHO_TOOLS)
+    await sock.expect(wire.ConversationLifecycle)
+    assert "registered 1/1" in progress_line(server.recorder, 1, 0.0)
 
 
 async def test_bad_frames_close_only_that_socket(server: SandboxServer) -> None:

@@ -98,6 +98,7 @@ class ConversimpleConversation:
             self.control, self.customer_id = sock, sock.customer_id
             if not await self.push(sock, "conversation_ready", agent_id=self.plan.agent_id):
                 self.control = None
+        router.recorder.counters["announced"] += 1
         with trio.move_on_after(timeout):
             await self.registered.wait()
         if not self.registered.is_set():

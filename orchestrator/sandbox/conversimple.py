@@ -196,6 +196,7 @@ class ConversimpleRouter:
         if not conv.registered.is_set():
             await conv.push(sock, "conversation_lifecycle", event="conversation_started")
             conv.registered.set()
+            self.recorder.counters["registered"] += 1
         elif conv.pending and self.nursery is not None:
             self.nursery.start_soon(conv.redeliver, sock, self.settings.redelivery_delay)
 

@@ -167,8 +167,10 @@ def progress_line(recorder: Recorder, total: int, since: float, answered_before:
     now = time.perf_counter()
     answered = c["calls_answered"] + c["replies_answered"]
     per_second = (answered - answered_before) / (now - since) if now > since else 0.0
+    # Announced but not registered: no agent serving that agent_id has taken them (yet).
+    registered = f"registered {c['registered']}/{c['announced']}  " if c["announced"] else ""
     return (
-        f"conversations {c['ended']}/{total}  calls {c['calls_answered']}/{c['calls_sent']}  "
+        f"conversations {c['ended']}/{total}  {registered}calls {c['calls_answered']}/{c['calls_sent']}  "
         f"messages {c['replies_answered']}/{c['replies_sent']}  chunks {c['chunks']}  "
         f"{per_second:,.0f} answers/s"
     )

@@ -113,7 +113,11 @@ class Recorder:
     unknown_answers: int = 0
     counters: dict[str, int] = attrs.Factory(
         lambda: dict.fromkeys(
-            ("calls_sent", "calls_answered", "replies_sent", "replies_answered", "chunks", "ended"), 0
+            (
+                *("calls_sent", "calls_answered", "replies_sent", "replies_answered", "chunks"),
+                *("announced", "registered", "ended"),
+            ),
+            0,
         )
     )
     """Running totals for live progress: cheap to read at any moment."""
