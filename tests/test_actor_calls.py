@@ -49,11 +49,13 @@ class SlowCompletedHook(Timed):
         await trio.sleep(3)  # longer than the tools' 1 s timeout
 
 
-def make_actor(agent: type[Agent], peer: MemoryPeer) -> ConversationActor:
+def make_actor(
+    agent: type[Agent], peer: MemoryPeer, connection: type[MemoryConnection] = MemoryConnection
+) -> ConversationActor:
     return ConversationActor(
         ConversationRecord(peer.conversation_id, agent.agent_id),
         agent,
-        MemoryConnection(peer),
+        connection(peer),
         trio.CapacityLimiter(4),
         ActorSettings(tools=ToolSettings(default_timeout=1.0, min_timeout=0.1)),
     )
@@ -139,8 +141,7 @@ class ReaderNoted(MemoryConnection):
 
 async def test_a_call_runs_in_the_task_that_read_its_request(autojump_clock: trio.testing.MockClock) -> None:
     peer = MemoryPeer("c1")
-    actor = make_actor(TaskNoted, peer)
-    actor.connection = ReaderNoted(peer)
+    actor = make_actor(TaskNoted, peer, ReaderNoted)
     TaskNoted.tasks.clear()
     ReaderNoted.readers.clear()
     async with trio.open_nursery() as nursery:
@@ -217,8 +218,7 @@ async def test_the_connection_runs_in_the_actors_nursery_from_its_start(
     """``nursery.start`` opened a nursery of its own per actor for the connection to
     come up in (time, and memory every idle conversation kept)."""
     peer = MemoryPeer("c1")
-    actor = make_actor(Timed, peer)
-    actor.connection = SlowToConnect(peer)
+    actor = make_actor(Timed, peer, SlowToConnect)
     SlowToConnect.nurseries.clear()
     started_at: list[float] = []
 
@@ -239,8 +239,7 @@ async def test_an_actor_stopped_while_its_link_comes_up_stops_it(
     autojump_clock: trio.testing.MockClock,
 ) -> None:
     peer = MemoryPeer("c1")
-    actor = make_actor(Timed, peer)
-    actor.connection = SlowToConnect(peer)
+    actor = make_actor(Timed, peer, SlowToConnect)
     async with trio.open_nursery() as nursery:
         exits = Exits()
         nursery.start_soon(exits.run, actor)
@@ -268,8 +267,7 @@ async def test_a_connection_that_returns_before_it_is_up_fails_its_actor(
 ) -> None:
     """Found in review: as nursery.start did, not a wait for ever."""
     peer = MemoryPeer("c1")
-    actor = make_actor(Timed, peer)
-    actor.connection = ReturnsAtOnce(peer)
+    actor = make_actor(Timed, peer, ReturnsAtOnce)
     with trio.fail_after(1), pytest.raises(BaseExceptionGroup) as caught:
         await actor.run()
     assert [str(e) for e in leaves(caught.value)] == [

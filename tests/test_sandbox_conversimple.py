@@ -48,6 +48,24 @@ async def joined(server: SandboxServer, **options: Any) -> RawSocket:
     return sock
 
 
+async def dropped_after_its_request(
+    server: SandboxServer, text: str
+) -> tuple[RawSocket, str, wire.ToolCallRequest]:
+    """A one-call conversation registered on a socket the sandbox drops once the request
+    is out: (the control socket, kept open; the conversation id; the request)."""
+    control = await joined(server)
+    (cid,) = server.add_conversations(echo_calls(text))
+    await control.expect(wire.ConversationReady)
+    sock = await joined(server)
+    await sock.register(cid, ECHO_TOOLS)
+    await sock.expect(wire.ConversationLifecycle)
+    request = await sock.expect(wire.ToolCallRequest)
+    assert server.drop_socket(cid)
+    with pytest.raises(LinkClosedError):
+        await sock.next()
+    return control, cid, request
+
+
 # ---------------------------------------------------------------- join and handshake
 
 
@@ -194,16 +212,7 @@ async def test_unanswered_call_is_redelivered_after_reregistration(
     autojump_clock: trio.abc.Clock, server: SandboxServer
 ) -> None:
     with trio.fail_after(1000):  # virtual time: a deadlock fails instead of spinning
-        control = await joined(server)
-        (cid,) = server.add_conversations(echo_calls("lost?"))
-        await control.expect(wire.ConversationReady)
-        sock = await joined(server)
-        await sock.register(cid, ECHO_TOOLS)
-        await sock.expect(wire.ConversationLifecycle)
-        request = await sock.expect(wire.ToolCallRequest)
-        assert server.drop_socket(cid)
-        with pytest.raises(LinkClosedError):
-            await sock.next()
+        _control, cid, request = await dropped_after_its_request(server, "lost?")
         again = await joined(server)
         await again.register(cid, ECHO_TOOLS)
         redelivered = await again.expect(wire.ToolCallRequest)  # no second conversation_started
@@ -296,16 +305,7 @@ async def test_a_registration_while_the_end_waits_for_a_socket_hears_the_end(
     until ``register_timeout``) and the end goes out on it; once the end is on its way,
     a registration is refused."""
     with trio.fail_after(1000):  # virtual time: a deadlock fails instead of spinning
-        control = await joined(server)
-        (cid,) = server.add_conversations(echo_calls("gone"))
-        await control.expect(wire.ConversationReady)
-        sock = await joined(server)
-        await sock.register(cid, ECHO_TOOLS)
-        await sock.expect(wire.ConversationLifecycle)
-        await sock.expect(wire.ToolCallRequest)
-        assert server.drop_socket(cid)
-        with pytest.raises(LinkClosedError):
-            await sock.next()
+        _control, cid, _ = await dropped_after_its_request(server, "gone")
         await trio.sleep(10)  # past call_timeout: the call is lost, the customer done
         assert server.conversation(cid).calls[0].status == "lost"
         back = trio.current_time()
