@@ -328,7 +328,9 @@ class ConversationActor:
             return True
         try:
             if reply is not None:
-                await self._send_reply(reply)
+                sending = self._reply_soon(reply)
+                if sending is not None:
+                    await sending
         finally:
             self._end_call()
         return False
@@ -343,12 +345,17 @@ class ConversationActor:
             self._slot_freed.unpark()
 
     async def _send_reply(self, reply: CallOutcome) -> None:
+        sending = self._reply_soon(reply)
+        if sending is not None:
+            await sending
+
+    def _reply_soon(self, reply: CallOutcome) -> Awaitable[None] | None:
         self.record.record(
             trio.current_time(),
             "tool_call",
             {"call_id": reply.call_id, "tool": reply.tool_name, "ok": type(reply) is ev.ToolResult},
         )
-        await self.send(reply)
+        return self.send_soon(reply)
 
     def _hand_off(self, agent: Agent) -> None:
         """This task keeps a waiting call: a new task takes over the mailbox."""
@@ -375,8 +382,25 @@ class ConversationActor:
         call that finishes after the end is logged and counted as unsent, and the
         actor goes on to end (it never waits for a link that will not come back).
         """
+        sending = self.send_soon(event)
+        if sending is not None:
+            await sending
+
+    def send_soon(self, event: ev.OutboundEvent) -> Awaitable[None] | None:
+        """:meth:`send`, done at once where the connection can (``send_soon``, the
+        resilient link's): None once it has left, else what to await to finish it."""
+        connection = self.connection
+        send_soon = getattr(connection, "send_soon", None)
+        sending = connection.send(event) if send_soon is None else send_soon(event)
+        if sending is None:
+            if self.metrics is not None:
+                self.metrics.sent(event)
+            return None
+        return self._sending(event, sending)
+
+    async def _sending(self, event: ev.OutboundEvent, sending: Awaitable[None]) -> None:
         try:
-            await self.connection.send(event)
+            await sending
         except ConversationOverError:
             call_id = getattr(event, "call_id", None)
             log.info(

@@ -11,7 +11,7 @@ import logging
 import math
 import random
 import ssl
-from collections.abc import Coroutine
+from collections.abc import Awaitable, Coroutine
 from typing import Any
 
 import attrs
@@ -402,20 +402,39 @@ class ResilientConnection:
         return ended
 
     async def send(self, event: OutboundEvent) -> None:
+        sending = self.send_soon(event)
+        if sending is not None:
+            await sending
+
+    def send_soon(self, event: OutboundEvent) -> Awaitable[None] | None:
+        """:meth:`send`, done at once when the link is up and its socket takes the frame:
+        None once it has left, else what to await (which sends it again on the next link
+        after a drop, as :meth:`send` does)."""
         frame = self.session.encode(event)
+        ws = self._ws
+        if ws is None:
+            return self._send(frame, None, None)
+        sending = ws.send_text_soon(frame)
+        return None if sending is None else self._send(frame, ws, sending)
+
+    async def _send(self, frame: str, ws: WebSocket | None, sending: Awaitable[None] | None) -> None:
         while True:
-            ws = self._ws
-            if ws is None:
-                if self._failed is not None:
-                    raise self._failed
-                if self._over:
-                    raise ConversationOverError("the platform ended the conversation")
-                await self._up.wait()
-                continue
+            if sending is None:
+                ws = self._ws
+                if ws is None:
+                    if self._failed is not None:
+                        raise self._failed
+                    if self._over:
+                        raise ConversationOverError("the platform ended the conversation")
+                    await self._up.wait()
+                    continue
+                sending = ws.send_text(frame)
             try:
-                await ws.send_text(frame)
+                await sending
                 return
             except LinkClosedError:
+                sending = None
+                assert ws is not None
                 if self._ws is ws:
                     # A reader in the socket reads what arrived first, then reports the end.
                     # With none (a busy actor), maintain() learns it here and reads that.

@@ -20,7 +20,7 @@ from __future__ import annotations
 
 import contextlib
 import math
-from collections.abc import Mapping
+from collections.abc import Awaitable, Mapping
 from typing import Any
 
 import attrs
@@ -259,6 +259,9 @@ class MemoryWebSocket:
     close_code: int | None = None
     blackholed: bool = False
     sent: list[str] = attrs.field(factory=list)
+
+    def send_text_soon(self, text: str) -> Awaitable[None]:
+        return self.send_text(text)
 
     async def send_text(self, text: str) -> None:
         if self.close_code is not None:

@@ -508,3 +508,53 @@ async def test_a_simple_close_from_the_server_is_read_without_the_protocol_objec
     said = [pipe.heard(chunk) for chunk in SERVER_ANSWERS[name]]
     assert said[-1] and not any(said[:-1])
     assert ws.close_code == (1005 if name == "empty close" else 1011)
+
+
+@pytest.mark.parametrize("takes", [1 << 20, 3, 0])
+async def test_a_message_sent_soon_leaves_whole_however_much_the_socket_takes_at_once(takes: int) -> None:
+    # send_text_soon writes the frame without a coroutine when the socket takes it all;
+    # when it takes less, what it returns sends the rest, and the bytes are one frame.
+    pipe = LingeringPipe([], takes=takes)
+    ws, _ = make_link([], fast=True, pipe=pipe)
+    sending = ws.send_text_soon("héllo")
+    if takes >= 100:
+        assert sending is None
+        assert pipe.written == []
+    else:
+        assert sending is not None
+        assert len(b"".join(pipe.taken)) == takes
+        await sending
+    wire = b"".join(pipe.taken) + b"".join(pipe.written)
+    assert frames_sent([wire], by_client=True) == [(Opcode.TEXT, "héllo".encode())]
+    if takes >= 100:
+        assert ws.send_text_soon("again") is None  # nothing was left holding the write turn
+
+
+async def test_a_message_sent_soon_on_a_broken_socket_fails_as_send_text_does() -> None:
+    pipe = LingeringPipe([], broken=True)
+    ws, _ = make_link([], fast=True, pipe=pipe)
+    sending = ws.send_text_soon("lost")
+    assert sending is not None
+    with pytest.raises(LinkClosedError):
+        await sending
+    assert ws.close_code == CloseCode.ABNORMAL_CLOSURE
+    with pytest.raises(LinkClosedError):  # and so does every later send
+        await ws.send_text("after")
+
+
+async def test_a_message_sent_soon_queues_behind_a_sender_holding_the_write_turn() -> None:
+    pipe = LingeringPipe([], takes=2)
+    ws, _ = make_link([], fast=True, pipe=pipe)
+    first = ws.send_text_soon("first")  # 2 bytes out: this sender now holds the turn
+    assert first is not None
+    second = ws.send_text_soon("second")  # not written at once: it goes through send_text
+    assert second is not None and len(pipe.taken) == 1
+
+    async def finish(sending: Any) -> None:
+        await sending
+
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(finish, first)
+        nursery.start_soon(finish, second)
+    wire = b"".join(pipe.taken) + b"".join(pipe.written)
+    assert frames_sent([wire], by_client=True) == [(Opcode.TEXT, b"first"), (Opcode.TEXT, b"second")]

@@ -66,6 +66,12 @@ class WebSocket(Protocol):
         """
         ...
 
+    def send_text_soon(self, text: str) -> Awaitable[None] | None:
+        """:meth:`send_text`, done at once where it can be: None once the message has
+        left, else what to await to send it (or to finish sending it). The fast path of
+        a reply: no coroutine, no checkpoint, nothing to schedule."""
+        ...
+
     async def receive_text(self) -> str:
         """Wait for the next message (binary messages are decoded as UTF-8).
 

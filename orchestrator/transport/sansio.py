@@ -14,7 +14,8 @@ costs no extra scheduling. Per connection this keeps one stream, one
 from __future__ import annotations
 
 import logging
-from collections.abc import Sequence
+from collections.abc import Awaitable, Sequence
+from typing import NoReturn
 
 import attrs
 import trio
@@ -115,8 +116,7 @@ class SansIOWebSocket:
         data = text.encode()
         proto = self._proto
         if proto.state is not _OPEN or self._dropped:
-            await trio.lowlevel.checkpoint()
-            raise self._closed_error()
+            await self._refuse()
         if self._fast:
             proto.writes.append(frames.text_frame(data, masked=not self._masked_in))
         else:
@@ -128,6 +128,36 @@ class SansIOWebSocket:
             await self._wait_flushed(self._queued)
             return
         self._writing = True  # uncontended: no extra await on the hot path
+        await self._finish_writing()
+
+    def send_text_soon(self, text: str) -> Awaitable[None] | None:
+        """:meth:`send_text` without a coroutine when the frame can leave at once (the
+        link is open, nobody holds the write turn, nothing is queued and the socket takes
+        it all): None once it has left, else what to await to send it, or to finish
+        sending it. Unlike :meth:`send_text` it does not check for cancellation first."""
+        proto = self._proto
+        if self._writing or proto.writes or not self._fast or self._dropped or proto.state is not _OPEN:
+            return self.send_text(text)
+        data = frames.text_frame(text.encode(), masked=not self._masked_in)
+        self._queued += 1
+        try:
+            sent = self._pipe.send_now(data)
+        except _LINK_ERRORS:
+            self._drop()
+            return self._refuse()
+        if sent == len(data):
+            self._written(self._queued)
+            return None
+        proto.writes.append(data[sent:])  # the rest goes out with the usual wait
+        self._writing = True
+        return self._finish_writing()
+
+    async def _refuse(self) -> NoReturn:
+        await trio.lowlevel.checkpoint()
+        raise self._closed_error()
+
+    async def _finish_writing(self) -> None:
+        """Write what is queued while holding the write turn, then let it go."""
         try:
             if not await self._write_queued():
                 raise self._closed_error()
