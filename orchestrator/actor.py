@@ -350,12 +350,23 @@ class ConversationActor:
             await sending
 
     def _reply_soon(self, reply: CallOutcome) -> Awaitable[None] | None:
+        """Record and send a reply, at once where the connection can (``send_soon``, the
+        resilient link's): None once it has left, else what to await to finish it. No
+        checkpoint (unlike :meth:`send`): the actor waits for its next event next."""
         self.record.record(
             trio.current_time(),
             "tool_call",
             {"call_id": reply.call_id, "tool": reply.tool_name, "ok": type(reply) is ev.ToolResult},
         )
-        return self.send_soon(reply)
+        send_soon = getattr(self.connection, "send_soon", None)
+        if send_soon is None:
+            return self.send(reply)
+        sending = send_soon(reply)
+        if sending is None:
+            if self.metrics is not None:
+                self.metrics.sent(reply)
+            return None
+        return self._sending(reply, sending)
 
     def _hand_off(self, agent: Agent) -> None:
         """This task keeps a waiting call: a new task takes over the mailbox."""
@@ -382,21 +393,7 @@ class ConversationActor:
         call that finishes after the end is logged and counted as unsent, and the
         actor goes on to end (it never waits for a link that will not come back).
         """
-        sending = self.send_soon(event)
-        if sending is not None:
-            await sending
-
-    def send_soon(self, event: ev.OutboundEvent) -> Awaitable[None] | None:
-        """:meth:`send`, done at once where the connection can (``send_soon``, the
-        resilient link's): None once it has left, else what to await to finish it."""
-        connection = self.connection
-        send_soon = getattr(connection, "send_soon", None)
-        sending = connection.send(event) if send_soon is None else send_soon(event)
-        if sending is None:
-            if self.metrics is not None:
-                self.metrics.sent(event)
-            return None
-        return self._sending(event, sending)
+        await self._sending(event, self.connection.send(event))
 
     async def _sending(self, event: ev.OutboundEvent, sending: Awaitable[None]) -> None:
         try:

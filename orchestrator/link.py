@@ -402,14 +402,13 @@ class ResilientConnection:
         return ended
 
     async def send(self, event: OutboundEvent) -> None:
-        sending = self.send_soon(event)
-        if sending is not None:
-            await sending
+        await self._send(self.session.encode(event), None, None)
 
     def send_soon(self, event: OutboundEvent) -> Awaitable[None] | None:
         """:meth:`send`, done at once when the link is up and its socket takes the frame:
         None once it has left, else what to await (which sends it again on the next link
-        after a drop, as :meth:`send` does)."""
+        after a drop, as :meth:`send` does). Unlike :meth:`send` it is no checkpoint: for
+        a caller that waits for the link next (the actor, after a reply)."""
         frame = self.session.encode(event)
         ws = self._ws
         if ws is None:
