@@ -3,9 +3,10 @@
 from __future__ import annotations
 
 import random
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Mapping
 from typing import Any
 
+import attrs
 import pytest
 import trio
 import trio.testing
@@ -16,8 +17,8 @@ from orchestrator import events
 from orchestrator.agent import tool_schemas
 from orchestrator.errors import HandshakeError, LinkClosedError, PermanentLinkError
 from orchestrator.protocols import conversimple as wire
-from orchestrator.sandbox import ConversationPlan, SandboxServer, Scenario, ToolTurn, load_plan
-from orchestrator.sandbox.conversation import ConversimpleConversation
+from orchestrator.sandbox import CallRecord, ConversationPlan, SandboxServer, Scenario, ToolTurn, load_plan
+from orchestrator.sandbox.conversation import ConversimpleConversation, OpenCall
 from orchestrator.sandbox.conversimple import ConversimpleRouter
 from orchestrator.sandbox.load import progress_line
 from orchestrator.transport import connect
@@ -204,6 +205,112 @@ async def test_errors_and_failed_expectations(server: SandboxServer) -> None:
     assert len(log.failures) == 2 and "turn 0" in log.failures[0] and "turn 2" in log.failures[1]
 
 
+@attrs.define(eq=False)
+class _NotingConversation(ConversimpleConversation):
+    """Notes which task opened each of its calls."""
+
+    opened_by: list[trio.lowlevel.Task] = attrs.Factory(list)
+
+    def open_call(self, tool_name: str, arguments: Mapping[str, Any], encoded: str | None) -> OpenCall:
+        self.opened_by.append(trio.lowlevel.current_task())
+        return super().open_call(tool_name, arguments, encoded)
+
+
+async def test_the_answers_task_sends_the_next_call_in_order(server: SandboxServer) -> None:
+    """The fast path: an answer's socket task checks it and sends the next call (the
+    customer's task sleeps through them), in order, with the frames the customer's own
+    task would send."""
+    control = await joined(server)
+    router = server.conversimple
+    texts = ("one", "two", "three", "four")
+    plan = ConversationPlan(
+        "echo", turns=tuple(ToolTurn("echo", {"text": t}, expect_result={"text": t}) for t in texts)
+    )
+    conv = _NotingConversation(router, server.recorder.open("c-chain", "echo", "conversimple"), plan)
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(router.run_conversation, conv, random.Random(0))
+        await control.expect(wire.ConversationReady)
+        sock = await joined(server)
+        await sock.register("c-chain", ECHO_TOOLS)
+        await sock.expect(wire.ConversationLifecycle)
+        for number, text in enumerate(texts, 1):
+            request = await sock.expect(wire.ToolCallRequest)
+            assert (request.call_id, request.tool_name, request.arguments) == (
+                f"c-chain-c{number}",
+                "echo",
+                {"text": text},
+            )
+            await sock.answer(request, {"text": "wrong" if number == 2 else text})
+        assert (await sock.expect(wire.ConversationLifecycle)).event == "conversation_ended"
+    customer_task, *answer_tasks = conv.opened_by
+    assert len(set(answer_tasks)) == 1 and customer_task not in answer_tasks  # the socket's task
+    log = conv.log
+    assert [c.status for c in log.calls] == ["ok"] * 4 and [c.deliveries for c in log.calls] == [1] * 4
+    assert all(c.latency is not None and c.latency >= 0 for c in log.calls)
+    assert log.outcome == "failed" and len(log.failures) == 1 and log.failures[0].startswith("turn 1 (echo)")
+    assert [e.event for e in log.entries].count("tool_call_request") == 4
+    assert not conv.pending
+
+
+async def test_a_customer_that_thinks_first_sends_its_calls_itself(server: SandboxServer) -> None:
+    """The fast path's fallback: where the customer must wait before a call, its own task sends it."""
+
+    @attrs.define(eq=False)
+    class Waiting(_NotingConversation):
+        def can_call_now(self) -> bool:
+            return False
+
+    control = await joined(server)
+    router = server.conversimple
+    conv = Waiting(
+        router,
+        server.recorder.open("c-wait", "echo", "conversimple"),
+        echo_calls("a", "b", "c").conversations[0],
+    )
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(router.run_conversation, conv, random.Random(0))
+        await control.expect(wire.ConversationReady)
+        sock = await joined(server)
+        await sock.register("c-wait", ECHO_TOOLS)
+        await sock.expect(wire.ConversationLifecycle)
+        for text in ("a", "b", "c"):
+            await sock.answer(await sock.expect(wire.ToolCallRequest), {"text": text})
+        assert (await sock.expect(wire.ConversationLifecycle)).event == "conversation_ended"
+    assert len(set(conv.opened_by)) == 1  # the customer's task, every time
+    assert conv.log.outcome == "completed" and [c.status for c in conv.log.calls] == ["ok"] * 3
+
+
+async def test_a_customer_failing_in_the_answers_task_fails_its_own_task_not_the_socket(
+    server: SandboxServer,
+) -> None:
+    @attrs.define(eq=False)
+    class Broken(ConversimpleConversation):
+        def after_call(self, record: CallRecord) -> None:
+            raise RuntimeError(f"broken after {record.call_id}")
+
+    router = server.conversimple
+    conv = Broken(
+        router,
+        server.recorder.open("c-broken", "echo", "conversimple"),
+        echo_calls("a", "b").conversations[0],
+    )
+    sock = await joined(server)
+
+    async def agent() -> None:
+        await sock.expect(wire.ConversationReady)
+        await sock.register("c-broken", ECHO_TOOLS)
+        await sock.expect(wire.ConversationLifecycle)
+        await sock.answer(await sock.expect(wire.ToolCallRequest), {"text": "a"})
+
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(agent)
+        with pytest.raises(RuntimeError, match="broken after c-broken-c1"):
+            await router.run_conversation(conv, random.Random(0))
+    assert [c.status for c in conv.log.calls] == ["ok"]  # no second call went out
+    await sock.ws.send_text(sock.client.heartbeat())  # the socket is still served
+    assert (await sock.next(replies=True)).message == wire.PhxReply("ok", {})
+
+
 # ---------------------------------------------------------------- faults
 
 
@@ -249,6 +356,65 @@ async def test_drop_right_after_request_and_answer_after_reconnect(
         (call,) = server.conversation(cid).calls
         assert (call.status, call.deliveries, call.answers) == ("ok", 1, 1)
         assert server.recorder.duplicates == 0
+
+
+async def test_a_call_sent_by_the_answers_task_is_redelivered_after_reconnect(
+    autojump_clock: trio.abc.Clock, server: SandboxServer
+) -> None:
+    with trio.fail_after(1000):  # virtual time: a deadlock fails instead of spinning
+        control = await joined(server)
+        (cid,) = server.add_conversations(echo_calls("a", "b", "c"))
+        await control.expect(wire.ConversationReady)
+        sock = await joined(server)
+        await sock.register(cid, ECHO_TOOLS)
+        await sock.expect(wire.ConversationLifecycle)
+        first = await sock.expect(wire.ToolCallRequest)
+        server.drop_after_next_request(cid)  # the second request, sent by the socket's own task
+        await sock.answer(first, {"text": "a"})
+        with pytest.raises(LinkClosedError):
+            while True:
+                await sock.next()
+        again = await joined(server)
+        await again.register(cid, ECHO_TOOLS)
+        second = await again.expect(wire.ToolCallRequest)
+        assert (second.call_id, second.arguments) == (f"{cid}-c2", {"text": "b"})
+        await again.answer(second, {"text": "b"})
+        third = await again.expect(wire.ToolCallRequest)
+        assert third.call_id == f"{cid}-c3"
+        await again.answer(third, {"text": "c"})
+        await server.wait_done([cid])
+        log = server.conversation(cid)
+        assert log.outcome == "completed"
+        assert [(c.status, c.deliveries, c.answers) for c in log.calls] == [
+            ("ok", 1, 1),
+            ("ok", 2, 1),
+            ("ok", 1, 1),
+        ]
+
+
+@pytest.mark.parametrize("server", [{"call_timeout": 5.0}], indirect=True)
+async def test_a_call_sent_by_the_answers_task_is_lost_and_the_customer_goes_on(
+    autojump_clock: trio.abc.Clock, server: SandboxServer
+) -> None:
+    with trio.fail_after(1000):  # virtual time: a deadlock fails instead of spinning
+        sock = await joined(server)
+        (cid,) = server.add_conversations(echo_calls("a", "b", "c"))
+        await sock.expect(wire.ConversationReady)
+        await sock.register(cid, ECHO_TOOLS)
+        await sock.expect(wire.ConversationLifecycle)
+        await sock.answer(await sock.expect(wire.ToolCallRequest), {"text": "a"})
+        second = await sock.expect(wire.ToolCallRequest)  # left unanswered
+        sent = trio.current_time()
+        third = await sock.expect(wire.ToolCallRequest)  # once the reaper lost the second
+        assert third.call_id == f"{cid}-c3" and trio.current_time() - sent >= 5.0
+        await sock.answer(third, {"text": "c"})
+        await server.wait_done([cid])
+        await sock.answer(second, {"text": "b"})  # too late
+        await trio.testing.wait_all_tasks_blocked()
+        log = server.conversation(cid)
+        assert [c.status for c in log.calls] == ["ok", "lost", "ok"]
+        assert log.outcome == "lost" and log.failures == ["turn 1 (echo): no answer (lost)"]
+        assert server.recorder.late_answers == 1 and server.recorder.duplicates == 0
 
 
 async def test_duplicate_answer_is_counted(server: SandboxServer) -> None:

@@ -144,18 +144,26 @@ class BenchConversation(ConversimpleConversation):
     announced_at: float = attrs.field(default=0.0, kw_only=True)
     counted: bool = attrs.field(default=False, kw_only=True)
 
-    async def call(self, tool_name: str, arguments: Any, *more: Any) -> CallRecord:
+    async def before_call(self) -> None:
         batch = self.batch
-        assert batch is not None and self.calls_table is not None
+        assert batch is not None
         if not batch.gate.is_set():
             await batch.gate.wait()
         elif self.calls == 0:
             batch.setup.append(time.perf_counter() - self.announced_at)
         if self.calls and batch.think > 0:
             await trio.sleep(batch.think * (0.5 + batch.rng.random()))
-        record = await ConversimpleConversation.call(self, tool_name, arguments, *more)
-        self.calls_table.add(batch.index, record)
-        return record
+
+    def can_call_now(self) -> bool:
+        # Past the first call (the setup time) with the gate open and no thinking:
+        # before_call would do nothing, so the answer's task may send the next call.
+        batch = self.batch
+        assert batch is not None
+        return self.calls > 0 and batch.gate.is_set() and not batch.think > 0
+
+    def after_call(self, record: CallRecord) -> None:
+        assert self.batch is not None and self.calls_table is not None
+        self.calls_table.add(self.batch.index, record)
 
 
 @attrs.define(eq=False)

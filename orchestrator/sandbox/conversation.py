@@ -12,18 +12,20 @@ from __future__ import annotations
 
 import random
 import time
-from collections.abc import Mapping
+from collections.abc import Awaitable, Mapping
 from typing import TYPE_CHECKING, Any
 
 import attrs
+import outcome
 import trio
+from trio.lowlevel import Abort, Task, current_task, reschedule, wait_task_rescheduled
 
 from orchestrator.errors import LinkError
 from orchestrator.protocols import codec
 from orchestrator.protocols import conversimple as wire
 from orchestrator.transport import ServerWebSocket
 
-from .customers import run_tool_customer
+from .customers import Step, ToolCustomer
 from .recorder import CallRecord, ConversationLog
 from .scenarios import ConversationPlan
 
@@ -88,6 +90,14 @@ class ConversimpleConversation:
     end_told: bool = False
     """``conversation_ended`` is on its way: a registration from here on is refused."""
     calls: int = 0
+    # While the customer waits for an answer in converse(): its task, its customer and
+    # the call it waits for; and a call the answer's task opened, for it to send.
+    _waiter: Task | None = attrs.field(default=None, init=False)
+    _customer: ToolCustomer | None = attrs.field(default=None, init=False)
+    _awaited: CallRecord | None = attrs.field(default=None, init=False)
+    _next: OpenCall | None = attrs.field(default=None, init=False)
+    _pieces: tuple[str, str] | None = attrs.field(default=None, init=False)
+    """A request's JSON before its call number and after its arguments (see open_call)."""
 
     async def run(self, rng: random.Random) -> None:
         """Announce, wait for registration, play the customer, end. Sets ``log.outcome``."""
@@ -105,7 +115,7 @@ class ConversimpleConversation:
             log.failures.append(f"no agent registered tools within {timeout:g} s")
             log.outcome = "unregistered"
         else:
-            await run_tool_customer(self, self.plan, rng, router.pool)
+            await self.converse(ToolCustomer(self, self.plan, rng, router.pool))
             lost = any(c.status == "lost" for c in log.calls)
             log.outcome = "lost" if lost else "failed" if log.failures else "completed"
         await self.end()
@@ -139,42 +149,163 @@ class ConversimpleConversation:
         self, tool_name: str, arguments: Mapping[str, Any], encoded: str | None = None
     ) -> CallRecord:
         """Send one tool call and wait for its answer, or for the router to declare it lost."""
+        await self.before_call()
+        call = self.open_call(tool_name, arguments, encoded)
+        if self.socket is not None:
+            await self.deliver(self.socket, call)
+        record = call.record
+        await record.done.wait()  # set by the answer, or by the router's reaper
+        self.after_call(record)
+        return record
+
+    # Hooks for subclasses (the load generator's gate and its call table).
+
+    async def before_call(self) -> None:
+        """Wait, if need be, before the customer's next call goes out (nothing here)."""
+
+    def can_call_now(self) -> bool:
+        """Whether :meth:`before_call` would return at once, doing nothing: then an
+        answer's task may send the next call (see :meth:`converse`)."""
+        return True
+
+    def after_call(self, record: CallRecord) -> None:
+        """The customer's call has its answer, or was lost (nothing here)."""
+
+    # The customer.
+
+    async def converse(self, customer: ToolCustomer) -> None:
+        """Play the customer's calls (as :func:`.run_tool_customer` does), each after the
+        answer to the one before.
+
+        The task that matches an answer (the socket's) takes the customer's next step
+        itself, where nothing needs to wait first (:meth:`can_call_now`): it checks the
+        answer, opens the next call and sends it, while this task sleeps on, so a call
+        costs one task step, not two. A lost call, a customer that is done, or one that
+        must wait first, wakes this task to go on. Cancelled, it leaves its open call to
+        the reaper.
+        """
+        step = customer.next_call()
+        while step is not None:
+            await self.before_call()
+            call = self.open_call(*step)
+            if self.socket is not None:
+                await self.deliver(self.socket, call)
+            step = await self._next_step(customer, call.record)
+
+    async def _next_step(self, customer: ToolCustomer, record: CallRecord) -> Step | None:
+        """Wait for ``record``'s answer: the step after it (taken here, or by whoever went on)."""
+        if record.status != "pending":  # answered while it was being sent
+            await trio.lowlevel.checkpoint()
+            return self._take_step(customer, record)
+        self._waiter, self._customer, self._awaited = current_task(), customer, record
+        step: Step | None = await wait_task_rescheduled(self._abort_wait)
+        return step
+
+    def _abort_wait(self, _: object) -> Abort:
+        self._waiter = self._customer = self._awaited = None
+        return Abort.SUCCEEDED
+
+    def _take_step(self, customer: ToolCustomer, record: CallRecord) -> Step | None:
+        self.after_call(record)
+        customer.check(record)
+        return customer.next_call()
+
+    def answered(self, record: CallRecord, *, go_on: bool = False) -> bool:
+        """``record`` has its answer, or was lost: wake whoever waits for it.
+
+        With ``go_on`` (the caller can send) the customer's next call may be opened here
+        instead (see :meth:`converse`): True if so, and :meth:`send_next` sends it.
+        """
+        record.wake()
+        waiter = self._waiter
+        if waiter is None or record is not self._awaited:
+            return False
+        customer = self._customer
+        assert customer is not None
+        try:  # (as _take_step, inline: every call comes here)
+            self.after_call(record)
+            customer.check(record)
+            step = customer.next_call()
+            if go_on and step is not None and self.can_call_now():
+                call = self._next = self.open_call(*step)
+                self._awaited = call.record
+                return True
+        except Exception as exc:  # the customer's own failure: raised in its task, not this one
+            self._waiter = self._customer = self._awaited = None
+            reschedule(waiter, outcome.Error(exc))
+            return False
+        self._waiter = self._customer = self._awaited = None
+        reschedule(waiter, outcome.Value(step))
+        return False
+
+    def send_next(self) -> Awaitable[None] | None:
+        """Send the call :meth:`answered` opened (when the conversation has a socket), at
+        once if the socket takes it (see :meth:`deliver_soon`): else what to await."""
+        call, self._next = self._next, None
+        sock = self.socket
+        if call is not None and sock is not None:
+            return self.deliver_soon(sock, call)
+        return None
+
+    def open_call(self, tool_name: str, arguments: Mapping[str, Any], encoded: str | None) -> OpenCall:
+        """A new call, recorded and open (:attr:`pending`), its request encoded for delivery."""
         router = self.router
-        self.calls += 1
+        self.calls = number = self.calls + 1
         cid = self.log.conversation_id
-        call_id = f"{cid}-c{self.calls}"
+        call_id = f"{cid}-c{number}"
         record = CallRecord(call_id, cid, tool_name, arguments, time.perf_counter())
         # The frame body is assembled from JSON pieces encoded once: per-call work stays small.
         # (The call id's JSON is the conversation id's with the suffix before its closing quote.)
-        encoded_cid = router.encoded(cid)
+        pieces = self._pieces
+        if pieces is None:
+            encoded_cid = router.encoded(cid)
+            pieces = self._pieces = (
+                f'{{"call_id":{encoded_cid[:-1]}-c',
+                f',"timeout_seconds":{router.encoded_timeout},"conversation_id":{encoded_cid}}}',
+            )
         body = (
-            f'{{"call_id":{encoded_cid[:-1]}-c{self.calls}","tool_name":{router.encoded(tool_name)},'
-            f'"arguments":{codec.encode_frame(arguments) if encoded is None else encoded},'
-            f'"timeout_seconds":{router.encoded_timeout},"conversation_id":{encoded_cid}}}'
+            f'{pieces[0]}{number}","tool_name":{router.encoded(tool_name)},'
+            f'"arguments":{codec.encode_frame(arguments) if encoded is None else encoded}{pieces[1]}'
         )
         call = OpenCall(record, body, trio.current_time() + router.settings.call_timeout)
         self.log.calls.append(record)
         self.pending[call_id] = call
-        router.recorder.counters["calls_sent"] += 1
-        if router.recorder.messages:
-            router.recorder.record(cid, "out", "tool_call_request", codec.decode_frame(body))
-        if self.socket is not None:
-            await self.deliver(self.socket, call)
-        await record.done.wait()  # set by the answer, or by the router's reaper
-        return record
+        recorder = router.recorder
+        recorder.counters["calls_sent"] += 1
+        if recorder.messages:
+            recorder.record(cid, "out", "tool_call_request", codec.decode_frame(body))
+        return call
 
     async def deliver(self, sock: Socket, call: OpenCall) -> None:
+        sending = self.deliver_soon(sock, call)
+        if sending is not None:
+            await sending
+
+    def deliver_soon(self, sock: Socket, call: OpenCall) -> Awaitable[None] | None:
+        """Send ``call`` on ``sock``: None once it has left (the socket took it at once, no
+        checkpoint: the caller waits next), else what to await to send it."""
         call.sent_to = sock
         call.record.deliveries += 1
-        if await sock.push("tool_call_request", call.body):
+        # (Socket.push without its coroutines: every call comes here)
+        sending = sock.ws.send_text_soon(f'{sock.prefix}"tool_call_request",{call.body}]')
+        if sending is None:
             self.router.after_request(self, sock)
+            return None
+        return self._delivering(sock, sending)
+
+    async def _delivering(self, sock: Socket, sending: Awaitable[None]) -> None:
+        try:
+            await sending
+        except LinkError:
+            return
+        self.router.after_request(self, sock)
 
     async def redeliver(self, sock: Socket, delay: float) -> None:
         """After ``delay``, send ``sock`` the calls whose socket dropped before answering."""
         await trio.sleep(delay)
         for call in list(self.pending.values()):
             stale = call.sent_to is None or not call.sent_to.alive
-            if stale and self.socket is sock and sock.alive and not call.record.done.is_set():
+            if stale and self.socket is sock and sock.alive and call.record.status == "pending":
                 await self.deliver(sock, call)
 
     def lose_overdue(self, now: float) -> None:
@@ -183,4 +314,4 @@ class ConversimpleConversation:
             if call.deadline <= now:
                 del self.pending[call_id]
                 call.record.status = "lost"
-                call.record.done.set()
+                self.answered(call.record)

@@ -90,7 +90,13 @@ class ConversimpleRouter:
             while sock.alive:
                 text = await ws.receive_text()
                 if '"tool_call_response"' in text:
-                    if self._fast_answer(sock, text):
+                    payload = self._fast_answer(sock, text)
+                    if payload is not None:
+                        going_on = self._answer(sock, payload["call_id"], "ok", payload["result"], None)
+                        if going_on is not None:
+                            sending = going_on.send_next()
+                            if sending is not None:
+                                await sending
                         continue
                 elif '"heartbeat"' in text:
                     reply = self._fast_heartbeat(sock, text)
@@ -144,10 +150,15 @@ class ConversimpleRouter:
             await sock.ws.send_text(_ok(sock, frame, "error", "unmatched topic"))
         elif isinstance(message, wire.RegisterConversationTools):
             await self._register(sock, frame, message)
-        elif isinstance(message, wire.ToolCallResponse):
-            self._answer(sock, message.call_id, "ok", message.result, None)
-        elif isinstance(message, wire.ToolCallError):
-            self._answer(sock, message.call_id, "error", None, message.error.message)
+        elif isinstance(message, wire.ToolCallResponse | wire.ToolCallError):
+            if isinstance(message, wire.ToolCallResponse):
+                going_on = self._answer(sock, message.call_id, "ok", message.result, None)
+            else:
+                going_on = self._answer(sock, message.call_id, "error", None, message.error.message)
+            if going_on is not None:
+                sending = going_on.send_next()
+                if sending is not None:
+                    await sending
 
     async def _join(self, sock: Socket, frame: wire.Frame) -> None:
         settings, query = self.settings, sock.ws.query
@@ -200,39 +211,39 @@ class ConversimpleRouter:
         elif conv.pending and self.nursery is not None:
             self.nursery.start_soon(conv.redeliver, sock, self.settings.redelivery_delay)
 
-    def _fast_answer(self, sock: Socket, text: str) -> bool:
-        """The hot path: a well-formed ``tool_call_response`` without the full decode."""
+    def _fast_answer(self, sock: Socket, text: str) -> dict[str, Any] | None:
+        """The hot path: a well-formed ``tool_call_response``'s payload without the full
+        decode (None for the full decode)."""
         try:
             raw = codec.decode_frame(
                 text, max_bytes=self.settings.max_frame_bytes, max_depth=self.settings.max_depth
             )
         except ProtocolError:
-            return False  # the full decode reports it
+            return None  # the full decode reports it
         if (
             type(raw) is not dict
             or raw.get("event") != "tool_call_response"
             or raw.get("topic") != sock.session.topic
         ):
-            return False
+            return None
         payload = raw.get("payload")
         if sock.customer_id is None or type(payload) is not dict or "result" not in payload:
-            return False
+            return None
         call_id, cid, name = payload.get("call_id"), payload.get("conversation_id"), payload.get("tool_name")
         if (
             type(call_id) is not str
             or not (cid is None or type(cid) is str)
             or not (name is None or type(name) is str)
         ):
-            return False
+            return None
         ref, join_ref = raw.get("ref"), raw.get("join_ref")
         if not (ref is None or type(ref) is str) or not (join_ref is None or type(join_ref) is str):
-            return False
+            return None
         if self.recorder.messages:
             self.recorder.record(
                 cid if cid in self.conversations else None, "in", "tool_call_response", payload
             )
-        self._answer(sock, call_id, "ok", payload["result"], None)
-        return True
+        return payload
 
     def _fast_heartbeat(self, sock: Socket, text: str) -> str | None:
         """The other frame every socket sends: a well-formed ``heartbeat``'s reply, or None
@@ -269,26 +280,39 @@ class ConversimpleRouter:
         record = conv.log.calls[int(number) - 1]
         return (conv, record) if record.call_id == call_id else None
 
-    def _answer(self, sock: Socket, call_id: str, status: str, result: Any, error: str | None) -> None:
+    def _answer(
+        self, sock: Socket, call_id: str, status: str, result: Any, error: str | None
+    ) -> ConversimpleConversation | None:
+        """Record an answer. The conversation, if its customer's next call is ready for this
+        task to send (:meth:`ConversimpleConversation.send_next`; see its ``converse``)."""
+        conv = self.conversations.get(call_id.rpartition("-c")[0])
+        if conv is not None and conv.customer_id == sock.customer_id:
+            call = conv.pending.pop(call_id, None)
+            if call is not None:  # the common case: the first answer to an open call
+                record = call.record
+                record.latency = time.perf_counter() - record.sent_at
+                record.answers += 1
+                record.status = "ok" if status == "ok" else "error"
+                record.result, record.error = result, error
+                self.recorder.counters["calls_answered"] += 1
+                return conv if conv.answered(record, go_on=True) else None
+        self._answer_closed(sock, call_id)
+        return None
+
+    def _answer_closed(self, sock: Socket, call_id: str) -> None:
+        """An answer to no open call: to an unknown one, a duplicate, or late (it was lost)."""
         found = self._find_call(call_id)
         recorder = self.recorder
         if found is None or found[0].customer_id != sock.customer_id:
             recorder.unknown_answers += 1
             log.warning("socket %d answered an unknown call", sock.serial)
             return
-        conv, record = found
+        record = found[1]
         record.answers += 1
         if record.answers > 1:
             recorder.duplicates += 1
-            return
-        if record.status == "lost":
+        elif record.status == "lost":  # (an open call is answered in _answer)
             recorder.late_answers += 1
-            return
-        record.latency = time.perf_counter() - record.sent_at
-        record.status, record.result, record.error = ("ok" if status == "ok" else "error"), result, error
-        conv.pending.pop(call_id, None)
-        recorder.counters["calls_answered"] += 1
-        record.done.set()
 
     # ------------------------------------------------------------ conversations
     async def run_conversation(self, conv: ConversimpleConversation, rng: random.Random) -> None:

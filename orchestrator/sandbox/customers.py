@@ -12,11 +12,21 @@ import random
 from collections.abc import Mapping, Sequence
 from typing import Any, Protocol
 
+import attrs
+
 from .recorder import CallRecord, ConversationLog, ReplyRecord
 from .scenarios import UNSET, ConversationPlan, MessageTurn, ToolTurn
 from .synthetic import ArgumentPool, synthetic_message
 
-__all__ = ["ChatConversation", "ToolConversation", "matches", "run_chat_customer", "run_tool_customer"]
+__all__ = [
+    "ChatConversation",
+    "Step",
+    "ToolConversation",
+    "ToolCustomer",
+    "matches",
+    "run_chat_customer",
+    "run_tool_customer",
+]
 
 
 class ToolConversation(Protocol):
@@ -58,35 +68,80 @@ async def run_tool_customer(
     conversation: ToolConversation, plan: ConversationPlan, rng: random.Random, pool: ArgumentPool
 ) -> None:
     """Play the plan's turns, then its synthetic calls; record failures on the log."""
-    log = conversation.log
-    known: object = None
-    names: list[str] = []
-    schemas: dict[str, Mapping[str, Any]] = {}
-    variants: dict[str, list[tuple[Mapping[str, Any], str]]] = {}
-    picked = 0
-    for index, turn in enumerate([*plan.turns, *[_SYNTHETIC] * plan.synthetic]):
-        if conversation.tools is not known:  # (re-)registered: refresh the catalogue
-            known = conversation.tools
-            schemas = {str(spec.get("name")): _parameters(spec) for spec in conversation.tools}
-            names, variants = list(schemas), {}
+    customer = ToolCustomer(conversation, plan, rng, pool)
+    step = customer.next_call()
+    while step is not None:
+        customer.check(await conversation.call(*step))
+        step = customer.next_call()
+
+
+Step = tuple[str, Mapping[str, Any], str | None]
+"""A call to make: tool name, arguments and their JSON (None when not at hand)."""
+
+
+@attrs.define(eq=False)
+class ToolCustomer:
+    """The customer of :func:`run_tool_customer`, one step at a time: :meth:`next_call`
+    says what to call, :meth:`check` judges its answer.
+
+    Both are synchronous, so whichever task has the answer can take the next step
+    (see :meth:`.ConversimpleConversation.converse`).
+    """
+
+    conversation: ToolConversation
+    plan: ConversationPlan
+    rng: random.Random
+    pool: ArgumentPool
+    index: int = 0
+    """The turn :meth:`next_call` plays next."""
+    _turn: ToolTurn = _SYNTHETIC
+    _name: str = ""
+    _known: object = None
+    _names: list[str] = attrs.Factory(list)
+    _schemas: dict[str, Mapping[str, Any]] = attrs.Factory(dict)
+    _variants: dict[str, list[tuple[Mapping[str, Any], str]]] = attrs.Factory(dict)
+    _picked: int = 0
+
+    def next_call(self) -> Step | None:
+        """The next turn's call, or None once there is none (or no tool to call: a failure)."""
+        plan, index = self.plan, self.index
+        turns = plan.turns
+        if index >= len(turns) + plan.synthetic:
+            return None
+        turn = turns[index] if index < len(turns) else _SYNTHETIC
+        conversation = self.conversation
+        if conversation.tools is not self._known:  # (re-)registered: refresh the catalogue
+            self._known = conversation.tools
+            self._schemas = {str(spec.get("name")): _parameters(spec) for spec in conversation.tools}
+            self._names, self._variants = list(self._schemas), {}
         name = turn.tool
         if name is None:
+            names = self._names
             if not names:
-                log.failures.append(f"turn {index}: no registered tool to call")
-                break
-            name = names[picked % len(names)]
-            picked += 1
+                conversation.log.failures.append(f"turn {index}: no registered tool to call")
+                self.index = len(turns) + plan.synthetic  # the customer gives up
+                return None
+            name = names[self._picked % len(names)]
+            self._picked += 1
         arguments, encoded = turn.arguments, None
         if arguments is None:
-            options = variants.get(name)
+            options = self._variants.get(name)
             if options is None:
-                options = variants[name] = pool.variants(schemas.get(name, {"type": "object"}))
-            arguments, encoded = options[rng.randrange(len(options))]
-        record = await conversation.call(name, arguments, encoded)
+                schema = self._schemas.get(name, {"type": "object"})
+                options = self._variants[name] = self.pool.variants(schema)
+            arguments, encoded = options[self.rng.randrange(len(options))]
+        self.index, self._turn, self._name = index + 1, turn, name
+        return name, arguments, encoded
+
+    def check(self, record: CallRecord) -> None:
+        """Judge the answer to the last call :meth:`next_call` gave; a failure goes on the log."""
+        turn = self._turn
+        if turn is _SYNTHETIC and record.status != "lost":
+            return  # expects nothing but an answer
         failure = _check_call(turn, record)
         if failure is not None:
             record.failure = failure
-            log.failures.append(f"turn {index} ({name}): {failure}")
+            self.conversation.log.failures.append(f"turn {self.index - 1} ({self._name}): {failure}")
 
 
 def _parameters(spec: Mapping[str, Any]) -> Mapping[str, Any]:

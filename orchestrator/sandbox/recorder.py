@@ -51,7 +51,23 @@ class CallRecord:
     answers: int = 0
     failure: str | None = None
     """Why the answer broke the turn's expectation."""
-    done: trio.Event = attrs.field(factory=trio.Event, repr=False)
+    _done: trio.Event | None = attrs.field(default=None, init=False, repr=False)
+
+    @property
+    def done(self) -> trio.Event:
+        """Set once the call is answered or lost (made on first use: most calls are
+        awaited another way, see :meth:`.ConversimpleConversation.converse`)."""
+        done = self._done
+        if done is None:
+            done = self._done = trio.Event()
+            if self.status != "pending":
+                done.set()
+        return done
+
+    def wake(self) -> None:
+        """The call was answered or lost (its status says which): set :attr:`done`."""
+        if self._done is not None:
+            self._done.set()
 
 
 @attrs.define(eq=False, slots=True)
