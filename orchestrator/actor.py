@@ -352,7 +352,8 @@ class ConversationActor:
     def _reply_soon(self, reply: CallOutcome) -> Awaitable[None] | None:
         """Record and send a reply, at once where the connection can (``send_soon``, the
         resilient link's): None once it has left, else what to await to finish it. No
-        checkpoint (unlike :meth:`send`): the actor waits for its next event next."""
+        cancellation check (unlike :meth:`send`): the actor's next read of its socket
+        or mailbox makes one, and the at-once writes still yield every few frames."""
         self.record.record(
             trio.current_time(),
             "tool_call",

@@ -558,3 +558,45 @@ async def test_a_message_sent_soon_queues_behind_a_sender_holding_the_write_turn
         nursery.start_soon(finish, second)
     wire = b"".join(pipe.taken) + b"".join(pipe.written)
     assert frames_sent([wire], by_client=True) == [(Opcode.TEXT, b"first"), (Opcode.TEXT, b"second")]
+
+
+async def test_a_task_that_only_sends_soon_still_lets_others_run() -> None:
+    # Frames that leave at once ask for a yield as often as send_text's writes do.
+    pipe = LingeringPipe([])
+    ws, _ = make_link([], fast=True, pipe=pipe)
+    others = 0
+
+    async def other() -> None:
+        nonlocal others
+        while True:
+            others += 1
+            await trio.lowlevel.checkpoint()
+
+    sends = 20 * YIELD_EVERY
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(other)
+        await trio.lowlevel.checkpoint()
+        start = others
+        for index in range(sends):
+            sending = ws.send_text_soon(f"m{index}")
+            if sending is not None:
+                await sending
+        ran = others - start
+        nursery.cancel_scope.cancel()
+    assert len(pipe.taken) == sends  # every frame left at once
+    assert sends // YIELD_EVERY - 1 <= ran <= sends // YIELD_EVERY + 2
+
+
+async def test_a_send_after_a_message_too_large_fails_as_a_closed_link() -> None:
+    # The reader learns the message was too large; a sender (the sandbox answering on
+    # another socket, say) only that the link is closed, as the interface says.
+    too_big = Frame(Opcode.TEXT, b"x" * (LIMIT + 1)).serialize(mask=False)
+    ws, _ = make_link([too_big], fast=True)
+    messages, error, code = await read_all(ws)
+    assert (messages, error, code) == ([], "FrameTooLargeError", 1009)
+    with pytest.raises(LinkClosedError, match="1009"):
+        await ws.send_text("after")
+    sending = ws.send_text_soon("after")
+    assert sending is not None
+    with pytest.raises(LinkClosedError, match="1009"):
+        await sending

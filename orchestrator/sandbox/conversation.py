@@ -181,8 +181,8 @@ class ConversimpleConversation:
         itself, where nothing needs to wait first (:meth:`can_call_now`): it checks the
         answer, opens the next call and sends it, while this task sleeps on, so a call
         costs one task step, not two. A lost call, a customer that is done, or one that
-        must wait first, wakes this task to go on. Cancelled, it leaves its open call to
-        the reaper.
+        must wait first, wakes this task to go on. Cancelled (with its conversation),
+        it stops waiting; its open call stays unanswered in the log.
         """
         step = customer.next_call()
         while step is not None:
@@ -213,8 +213,11 @@ class ConversimpleConversation:
     def answered(self, record: CallRecord, *, go_on: bool = False) -> bool:
         """``record`` has its answer, or was lost: wake whoever waits for it.
 
-        With ``go_on`` (the caller can send) the customer's next call may be opened here
-        instead (see :meth:`converse`): True if so, and :meth:`send_next` sends it.
+        If the customer's task waits for it in :meth:`converse`, the customer's step
+        (:meth:`after_call`, its check, its next call) is taken here, in the caller's
+        task, and its outcome handed to the customer's task; with ``go_on`` (the caller
+        can send) the next call may be opened here instead: True if so, and
+        :meth:`send_next` sends it.
         """
         record.wake()
         waiter = self._waiter

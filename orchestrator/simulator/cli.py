@@ -217,7 +217,12 @@ def simulate(ctx: click.Context, /, scenarios_file: Path, **options: Any) -> Non
         console.print(f"via the sandbox: the orchestrator serves {served.agent_id!r} over loopback")
     bar = _ProgressBar(console, options["progress"])
     try:
-        run = trio.run(_run_batch, batch, settings, cache_dir, bar, served)
+        # Ctrl-C is raised in the main task only, at a checkpoint, so it unwinds the run
+        # in order: the in-process orchestrator stops before its sandbox. Raised in
+        # whatever task happened to run (trio's default), a sandbox task could stop the
+        # platform under the orchestrator's links first.
+        args = (batch, settings, cache_dir, bar, served)
+        run = trio.run(_run_batch, *args, restrict_keyboard_interrupt_to_checkpoints=True)
     except ConfigError as exc:
         raise click.ClickException(str(exc)) from exc
     except BaseException as exc:

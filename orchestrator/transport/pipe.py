@@ -89,10 +89,18 @@ async def yield_sometimes(steps: Unyielded) -> None:
     checks for cancellation itself; a task that does nothing else still lets others run.
     Each kind of step keeps its own count: a writer holding a link's write turn yields
     on its own rhythm, which is when other senders queue their frames behind it."""
+    if yield_due(steps):
+        await cancel_shielded_checkpoint()
+
+
+def yield_due(steps: Unyielded) -> bool:
+    """Count a step that finished at once in ``steps``: True on every :data:`YIELD_EVERY`-th,
+    when the caller should yield (see :func:`yield_sometimes`)."""
     steps.count += 1
     if steps.count >= YIELD_EVERY:
         steps.count = 0
-        await cancel_shielded_checkpoint()
+        return True
+    return False
 
 
 class Pipe(Protocol):

@@ -30,7 +30,7 @@ from ..redact import SecretFilter
 from . import frames
 from .closing import queue_close, read_server_close, release
 from .interface import CLOSE_TIMEOUT, close_arguments
-from .pipe import Pipe, Unyielded, yield_sometimes
+from .pipe import WRITES, Pipe, Unyielded, yield_due, yield_sometimes
 
 __all__ = ["WIRE_LOG", "SansIOWebSocket"]
 
@@ -133,8 +133,9 @@ class SansIOWebSocket:
     def send_text_soon(self, text: str) -> Awaitable[None] | None:
         """:meth:`send_text` without a coroutine when the frame can leave at once (the
         link is open, nobody holds the write turn, nothing is queued and the socket takes
-        it all): None once it has left, else what to await to send it, or to finish
-        sending it. Unlike :meth:`send_text` it does not check for cancellation first."""
+        it all): None once it has left, else what to await: to send it, to finish sending
+        it, or (every few frames that left at once, as :meth:`send_text` yields) to let
+        other tasks run. Unlike :meth:`send_text` it does not check for cancellation first."""
         proto = self._proto
         if self._writing or proto.writes or not self._fast or self._dropped or proto.state is not _OPEN:
             return self.send_text(text)
@@ -147,6 +148,8 @@ class SansIOWebSocket:
             return self._refuse()
         if sent == len(data):
             self._written(self._queued)
+            if yield_due(WRITES):
+                return trio.lowlevel.cancel_shielded_checkpoint()  # noqa: ASYNC105 - the caller awaits it
             return None
         proto.writes.append(data[sent:])  # the rest goes out with the usual wait
         self._writing = True
@@ -154,13 +157,13 @@ class SansIOWebSocket:
 
     async def _refuse(self) -> NoReturn:
         await trio.lowlevel.checkpoint()
-        raise self._closed_error()
+        raise self._closed_error(sending=True)
 
     async def _finish_writing(self) -> None:
         """Write what is queued while holding the write turn, then let it go."""
         try:
             if not await self._write_queued():
-                raise self._closed_error()
+                raise self._closed_error(sending=True)
         finally:
             self._release_write_turn()
 
@@ -171,7 +174,7 @@ class SansIOWebSocket:
         while self._flushed < frame:
             if self._dropped:
                 await trio.lowlevel.checkpoint()
-                raise self._closed_error()
+                raise self._closed_error(sending=True)
             if not self._writing:  # the holder let go before this frame was written
                 await self._flush()
                 continue
@@ -524,12 +527,14 @@ class SansIOWebSocket:
         if self._flush_lot:
             self._flush_lot.unpark_all()  # senders waiting on a writer learn the link is gone
 
-    def _closed_error(self) -> LinkClosedError | FrameTooLargeError:
+    def _closed_error(self, *, sending: bool = False) -> LinkClosedError | FrameTooLargeError:
         if isinstance(self._proto.parser_exc, PayloadTooBig):
-            return FrameTooLargeError(
+            text = (
                 f"a message from {self._label} exceeded {self._max_frame_bytes} bytes; "
                 "the link was closed with 1009"
             )
+            # The reader learns of the message too large; to a sender the link is closed.
+            return LinkClosedError(text) if sending else FrameTooLargeError(text)
         detail = self._failure
         received = self._proto.close_rcvd
         if detail is None and received is not None and received.reason:
