@@ -49,17 +49,24 @@ async def joined(server: SandboxServer, **options: Any) -> RawSocket:
     return sock
 
 
+async def registered(server: SandboxServer, *texts: str) -> tuple[RawSocket, RawSocket, str]:
+    """A conversation of echo calls registered on a socket of its own: (the control
+    socket, kept open; that socket; the conversation id)."""
+    control = await joined(server)
+    (cid,) = server.add_conversations(echo_calls(*texts))
+    await control.expect(wire.ConversationReady)
+    sock = await joined(server)
+    await sock.register(cid, ECHO_TOOLS)
+    await sock.expect(wire.ConversationLifecycle)
+    return control, sock, cid
+
+
 async def dropped_after_its_request(
     server: SandboxServer, text: str
 ) -> tuple[RawSocket, str, wire.ToolCallRequest]:
     """A one-call conversation registered on a socket the sandbox drops once the request
     is out: (the control socket, kept open; the conversation id; the request)."""
-    control = await joined(server)
-    (cid,) = server.add_conversations(echo_calls(text))
-    await control.expect(wire.ConversationReady)
-    sock = await joined(server)
-    await sock.register(cid, ECHO_TOOLS)
-    await sock.expect(wire.ConversationLifecycle)
+    control, sock, cid = await registered(server, text)
     request = await sock.expect(wire.ToolCallRequest)
     assert server.drop_socket(cid)
     with pytest.raises(LinkClosedError):
@@ -362,12 +369,7 @@ async def test_a_call_sent_by_the_answers_task_is_redelivered_after_reconnect(
     autojump_clock: trio.abc.Clock, server: SandboxServer
 ) -> None:
     with trio.fail_after(1000):  # virtual time: a deadlock fails instead of spinning
-        control = await joined(server)
-        (cid,) = server.add_conversations(echo_calls("a", "b", "c"))
-        await control.expect(wire.ConversationReady)
-        sock = await joined(server)
-        await sock.register(cid, ECHO_TOOLS)
-        await sock.expect(wire.ConversationLifecycle)
+        _control, sock, cid = await registered(server, "a", "b", "c")
         first = await sock.expect(wire.ToolCallRequest)
         server.drop_after_next_request(cid)  # the second request, sent by the socket's own task
         await sock.answer(first, {"text": "a"})

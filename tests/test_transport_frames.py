@@ -10,6 +10,7 @@ from __future__ import annotations
 import contextlib
 import random
 import socket
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 import attrs
@@ -242,19 +243,18 @@ def test_a_link_whose_protocol_object_logs_frames_leaves_them_to_it() -> None:
     assert not ws._fast
 
 
-async def test_a_task_that_only_sends_still_lets_others_run() -> None:
-    left, right = socket.socketpair()
-    left.setblocking(False)
-    right.setblocking(False)
-    pipe = FdPipe(trio.socket.from_stdlib_socket(left))
+async def yields_as_often_as_writes_do(
+    send: Callable[[int], Awaitable[None]], between: Callable[[], None] = lambda: None
+) -> None:
+    """Send 20 * YIELD_EVERY times while another task counts its turns (calling
+    ``between`` on each): it must get one turn per YIELD_EVERY sends."""
     others = 0
 
-    async def other() -> None:  # counts its turns, and reads so the sender never waits
+    async def other() -> None:
         nonlocal others
         while True:
             others += 1
-            with contextlib.suppress(BlockingIOError):
-                right.recv(65536)
+            between()
             await trio.lowlevel.checkpoint()
 
     sends = 20 * YIELD_EVERY
@@ -262,11 +262,27 @@ async def test_a_task_that_only_sends_still_lets_others_run() -> None:
         nursery.start_soon(other)
         await trio.lowlevel.checkpoint()
         start = others
-        for _ in range(sends):
-            await pipe.send_all(b"x")
+        for index in range(sends):
+            await send(index)
         ran = others - start
         nursery.cancel_scope.cancel()
     assert sends // YIELD_EVERY - 1 <= ran <= sends // YIELD_EVERY + 2
+
+
+async def test_a_task_that_only_sends_still_lets_others_run() -> None:
+    left, right = socket.socketpair()
+    left.setblocking(False)
+    right.setblocking(False)
+    pipe = FdPipe(trio.socket.from_stdlib_socket(left))
+
+    def drain() -> None:  # so the sender never waits
+        with contextlib.suppress(BlockingIOError):
+            right.recv(65536)
+
+    async def send(_: int) -> None:
+        await pipe.send_all(b"x")
+
+    await yields_as_often_as_writes_do(send, drain)
     with trio.CancelScope() as scope:
         scope.cancel()
         with pytest.raises(trio.Cancelled):
@@ -564,27 +580,14 @@ async def test_a_task_that_only_sends_soon_still_lets_others_run() -> None:
     # Frames that leave at once ask for a yield as often as send_text's writes do.
     pipe = LingeringPipe([])
     ws, _ = make_link([], fast=True, pipe=pipe)
-    others = 0
 
-    async def other() -> None:
-        nonlocal others
-        while True:
-            others += 1
-            await trio.lowlevel.checkpoint()
+    async def send(index: int) -> None:
+        sending = ws.send_text_soon(f"m{index}")
+        if sending is not None:
+            await sending
 
-    sends = 20 * YIELD_EVERY
-    async with trio.open_nursery() as nursery:
-        nursery.start_soon(other)
-        await trio.lowlevel.checkpoint()
-        start = others
-        for index in range(sends):
-            sending = ws.send_text_soon(f"m{index}")
-            if sending is not None:
-                await sending
-        ran = others - start
-        nursery.cancel_scope.cancel()
-    assert len(pipe.taken) == sends  # every frame left at once
-    assert sends // YIELD_EVERY - 1 <= ran <= sends // YIELD_EVERY + 2
+    await yields_as_often_as_writes_do(send)
+    assert len(pipe.taken) == 20 * YIELD_EVERY  # every frame left at once
 
 
 async def test_a_send_after_a_message_too_large_fails_as_a_closed_link() -> None:

@@ -225,10 +225,8 @@ class ConversimpleConversation:
             return False
         customer = self._customer
         assert customer is not None
-        try:  # (as _take_step, inline: every call comes here)
-            self.after_call(record)
-            customer.check(record)
-            step = customer.next_call()
+        try:
+            step = self._take_step(customer, record)
             if go_on and step is not None and self.can_call_now():
                 call = self._next = self.open_call(*step)
                 self._awaited = call.record

@@ -26,6 +26,7 @@ import itertools
 import logging
 import random
 import time
+from collections.abc import Awaitable
 from typing import TYPE_CHECKING, Any
 
 import attrs
@@ -92,11 +93,9 @@ class ConversimpleRouter:
                 if '"tool_call_response"' in text:
                     payload = self._fast_answer(sock, text)
                     if payload is not None:
-                        going_on = self._answer(sock, payload["call_id"], "ok", payload["result"], None)
-                        if going_on is not None:
-                            sending = going_on.send_next()
-                            if sending is not None:
-                                await sending
+                        sending = self._answer(sock, payload["call_id"], "ok", payload["result"], None)
+                        if sending is not None:
+                            await sending
                         continue
                 elif '"heartbeat"' in text:
                     reply = self._fast_heartbeat(sock, text)
@@ -152,13 +151,11 @@ class ConversimpleRouter:
             await self._register(sock, frame, message)
         elif isinstance(message, wire.ToolCallResponse | wire.ToolCallError):
             if isinstance(message, wire.ToolCallResponse):
-                going_on = self._answer(sock, message.call_id, "ok", message.result, None)
+                sending = self._answer(sock, message.call_id, "ok", message.result, None)
             else:
-                going_on = self._answer(sock, message.call_id, "error", None, message.error.message)
-            if going_on is not None:
-                sending = going_on.send_next()
-                if sending is not None:
-                    await sending
+                sending = self._answer(sock, message.call_id, "error", None, message.error.message)
+            if sending is not None:
+                await sending
 
     async def _join(self, sock: Socket, frame: wire.Frame) -> None:
         settings, query = self.settings, sock.ws.query
@@ -282,9 +279,10 @@ class ConversimpleRouter:
 
     def _answer(
         self, sock: Socket, call_id: str, status: str, result: Any, error: str | None
-    ) -> ConversimpleConversation | None:
-        """Record an answer. The conversation, if its customer's next call is ready for this
-        task to send (:meth:`ConversimpleConversation.send_next`; see its ``converse``)."""
+    ) -> Awaitable[None] | None:
+        """Record an answer. Where the customer's next call is ready for this task to send
+        (see :meth:`ConversimpleConversation.converse`), it is sent: at once, else this
+        returns what to await to send it."""
         conv = self.conversations.get(call_id.rpartition("-c")[0])
         if conv is not None and conv.customer_id == sock.customer_id:
             call = conv.pending.pop(call_id, None)
@@ -295,7 +293,7 @@ class ConversimpleRouter:
                 record.status = "ok" if status == "ok" else "error"
                 record.result, record.error = result, error
                 self.recorder.counters["calls_answered"] += 1
-                return conv if conv.answered(record, go_on=True) else None
+                return conv.send_next() if conv.answered(record, go_on=True) else None
         self._answer_closed(sock, call_id)
         return None
 
