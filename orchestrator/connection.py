@@ -10,7 +10,7 @@ tells that resilient connection; ``LinkPolicy`` is how it retries and times out.
 from __future__ import annotations
 
 from collections.abc import Awaitable, Callable, Sequence
-from typing import Any, Protocol, cast
+from typing import Any, NamedTuple, Protocol, cast
 
 import attrs
 import trio
@@ -105,9 +105,11 @@ def pulled(connection: Connection) -> PullConnection | None:
     return None
 
 
-@attrs.frozen
-class Received:
-    """What a session made of one inbound frame."""
+class Received(NamedTuple):
+    """What a session made of one inbound frame.
+
+    A named tuple, not an attrs class: one is made per inbound frame.
+    """
 
     events: tuple[Any, ...] = ()
     replies: tuple[str, ...] = ()

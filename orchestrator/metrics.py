@@ -10,6 +10,7 @@ id, URL or token as a label.
 
 from __future__ import annotations
 
+from bisect import bisect_left
 from typing import Any
 
 from prometheus_client import (
@@ -229,7 +230,9 @@ class Metrics:
             label = EVENT_LABELS.get(type(event), "unknown")
             child = self._received[type(event)] = self.messages_in.labels(label)
         child.value += 1
-        self._depth.observe(depth)
+        depth_ = self._depth  # HistogramChild.observe written out: once per event
+        depth_.counts[bisect_left(depth_.bounds, depth)] += 1
+        depth_.total += depth
 
     def tool_finished(self, tool: str, outcome: str, seconds: float) -> None:
         """Count one tool call that ran, by outcome, and time it."""
@@ -238,7 +241,9 @@ class Metrics:
             series = (self.tool_calls.labels(tool, outcome), self.tool_duration.labels(tool))
             self._tool_series[(tool, outcome)] = series
         series[0].value += 1
-        series[1].observe(seconds)
+        duration = series[1]  # HistogramChild.observe written out: once per call
+        duration.counts[bisect_left(duration.bounds, seconds)] += 1
+        duration.total += seconds
 
     def sent(self, event: object) -> None:
         """Count one outbound event."""

@@ -74,7 +74,8 @@ def to_json_value(value: Any) -> Any:
         for key, item in value.items():
             if not isinstance(key, str):
                 raise TypeError(f"object key {key!r} is not a string")
-            out[key] = to_json_value(item)
+            of = type(item)  # a string or whole number needs no call (the usual reply)
+            out[key] = item if of is str or of is int or of is bool else to_json_value(item)
         return out
     if isinstance(value, list | tuple):
         return [to_json_value(item) for item in value]
@@ -232,26 +233,32 @@ class ToolExecutor:
             call = self._waiting(request, tool, trio.current_time(), math.inf)
             hook = agent_mod.call_hook(self.agent, "on_tool_called", tool.name, kwargs)
             await _drive(hook, call, on_suspend, None, settings, metrics)
-        started = trio.current_time()
         outcome = "ok"
         reply: CallOutcome
+        # A call that never waits is timed on the performance counter alone (trio's clock
+        # costs three calls a reading); one that waits, in trio time from when it began.
+        began = time.perf_counter()
         try:
             body = tool.func(self.agent, **kwargs) if tool.is_async else self._run_in_thread(tool, kwargs)
             if call is None:
                 # The first step runs right here: most tools finish in it, and then
                 # there is nothing to time out and no generator to drive them.
-                began = time.perf_counter()
                 try:
                     first = body.send(None)
                 except StopIteration as stop:
                     first, value = _NOT_STARTED, stop.value
-                _check_step(began, settings.blocking_warn_after, tool.name, metrics)
+                held = time.perf_counter() - began
+                blocked = held > settings.blocking_warn_after
+                if blocked:
+                    _blocked(held, tool.name, metrics)
                 if first is not _NOT_STARTED:  # it waits: keep driving it from where it stopped
+                    # Its timeout runs from now, less the first step if that blocked the loop.
+                    started = trio.current_time() - (held if blocked else 0.0)
                     timeout = self.timeout_for(tool, request.timeout_seconds)
                     call = self._waiting(request, tool, started, started + timeout)
                     value = await _drive(body, call, on_suspend, tool.name, settings, metrics, first)
             else:
-                call.started = started
+                call.started = started = trio.current_time()
                 call.deadline = started + self.timeout_for(tool, request.timeout_seconds)
                 if call.suspended:
                     on_suspend(call)  # the caller keeps it: the deadline now applies
@@ -264,10 +271,11 @@ class ToolExecutor:
             # The exception's message, as conversimple-sdk sends it: the LLM reads it.
             reply = self._failure(request, str(exc) or type(exc).__name__)
         if metrics is not None:
-            metrics.tool_finished(tool.name, outcome, trio.current_time() - started)
+            took = time.perf_counter() - began if call is None else trio.current_time() - call.started
+            metrics.tool_finished(tool.name, outcome, took)
         if self._hook_completed and type(reply) is ToolResult:
             if call is None:
-                call = self._waiting(request, tool, started, math.inf)
+                call = self._waiting(request, tool, trio.current_time(), math.inf)
             elif call.suspended:
                 call.deadline = math.inf
                 on_suspend(call)  # the tool is done: its timeout no longer applies
@@ -355,9 +363,13 @@ def _drive(
 def _check_step(began: float, limit: float, tool: str, metrics: Metrics | None) -> None:
     held = time.perf_counter() - began
     if held > limit:
-        log.warning("async tool %r blocked the event loop for %.3f s", tool, held)
-        if metrics is not None:
-            metrics.child(metrics.blocking_tools, tool).inc()
+        _blocked(held, tool, metrics)
+
+
+def _blocked(held: float, tool: str, metrics: Metrics | None) -> None:
+    log.warning("async tool %r blocked the event loop for %.3f s", tool, held)
+    if metrics is not None:
+        metrics.child(metrics.blocking_tools, tool).inc()
 
 
 #: Threads abandoned by a timeout and still running, per (agent class, tool).

@@ -1,6 +1,7 @@
 from __future__ import annotations
 
 import logging
+import time
 from typing import Any
 
 import pytest
@@ -228,6 +229,32 @@ async def test_blocking_async_tool_is_named_in_a_warning(caplog: pytest.LogCaptu
         "block_loop" in r.getMessage() and "blocked the event loop" in r.getMessage() for r in caplog.records
     )
     assert sample(metrics, "orchestrator_blocking_tool_detections_total", tool="block_loop") == 1
+
+
+class BlockThenNapAgent(Agent):
+    agent_id = "block-then-nap"
+
+    @tool
+    async def block_then_nap(self, block: float, nap: float) -> str:
+        time.sleep(block)  # noqa: ASYNC251 - a first step that blocks the loop
+        await trio.sleep(nap)
+        return "done"
+
+
+async def test_a_first_step_that_blocks_the_loop_counts_against_the_timeout(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    settings = ToolSettings(default_timeout=1, min_timeout=0.5, blocking_warn_after=0.05)
+    ex = ToolExecutor(BlockThenNapAgent(), ConversationRecord("c1", "x"), trio.CapacityLimiter(1), settings)
+    start = trio.current_time()
+    reply = await ex.execute(ev.ToolCallRequest("1", "block_then_nap", {"block": 0.3, "nap": 0.8}))
+    # The mock clock stood still while the tool blocked: the timeout fired 0.3 s early on it.
+    assert isinstance(reply, ev.ToolFailure) and "timed out after 1 s" in reply.message
+    assert trio.current_time() - start == pytest.approx(0.7, abs=0.05)
+    start = trio.current_time()
+    reply = await ex.execute(ev.ToolCallRequest("2", "block_then_nap", {"block": 0.01, "nap": 0.8}))
+    assert reply == ev.ToolResult("2", "block_then_nap", "done")  # a short first step does not count
+    assert trio.current_time() - start == pytest.approx(0.8)
 
 
 async def test_one_failing_tool_among_50_conversations_touches_only_its_call() -> None:

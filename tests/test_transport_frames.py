@@ -159,6 +159,34 @@ async def test_any_stream_cut_anywhere_reads_as_the_protocol_object_reads_it(see
     await both_ways(cut(stream, rng), server=server)
 
 
+@pytest.mark.parametrize("seed", range(20))
+async def test_a_stream_read_one_frame_at_a_time_reads_as_the_protocol_object_reads_it(seed: int) -> None:
+    rng = random.Random(seed)
+    server = seed % 2 == 0
+    await both_ways([f.serialize(mask=server) for f in random_frames(rng)], server=server)
+
+
+@pytest.mark.parametrize("seed", range(20))
+def test_a_read_holding_one_whole_text_message_is_taken_as_scan_takes_it(seed: int) -> None:
+    rng = random.Random(seed)
+    odd = [b"\x81\x02\xff\xfe", b"\x81\x7e\x00", b"\x81", b"", b"\xc1\x02hi", b"\x81\x03ok"]
+    for data in [f.serialize(mask=m) for f in random_frames(rng) for m in (True, False)] + odd:
+        for masked in (True, False):
+            text = frames.lone_text(data, masked, LIMIT)
+            found, used = frames.scan(data, masked=masked, limit=LIMIT, text=True)
+            whole = used == len(data) and [f[0] for f in found] == [frames.TEXT]
+            if not whole:
+                assert text is None
+                continue
+            _, start, stop, mask = found[0]
+            payload = data[start:stop] if mask is None else frames.unmask(data[start:stop], mask)
+            try:
+                expected: str | None = payload.decode()
+            except UnicodeDecodeError:
+                expected = None
+            assert text == (expected if stop - start < 65_536 else None)
+
+
 @pytest.mark.parametrize(
     ("name", "stream"),
     [

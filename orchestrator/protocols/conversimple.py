@@ -377,7 +377,8 @@ class ConversimpleClient:
             if tool_name is not None:
                 payload["tool_name"] = tool_name
             ref = str(next(self._refs))
-            frame = {"ref": ref, "topic": self.topic, "event": "tool_call_response", "payload": payload}
+            topic = "customer:" + self.customer_id
+            frame = {"ref": ref, "topic": topic, "event": "tool_call_response", "payload": payload}
             # (try, not contextlib.suppress: a context manager per reply cost 2 % of a call)
             try:  # join_ref null written here: a null in the value would send it to stdlib json
                 return '{"join_ref":null,' + codec.encode_frame(frame)[1:]

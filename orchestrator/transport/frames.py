@@ -24,7 +24,7 @@ try:  # XOR a payload with its 4-byte mask (masking and unmasking are the same);
 except ImportError:  # pragma: no cover - websockets without its C extension
     from websockets.utils import apply_mask as unmask
 
-__all__ = ["OTHER", "REST", "TEXT", "close_frame", "peer_close", "scan", "text_frame", "unmask"]
+__all__ = ["OTHER", "REST", "TEXT", "close_frame", "lone_text", "peer_close", "scan", "text_frame", "unmask"]
 
 TEXT = 0
 """A whole text message: its payload is ``data[start:stop]``, masked with ``mask`` if set."""
@@ -68,7 +68,48 @@ def _mask() -> bytes:
 
 def text_frame(data: bytes, *, masked: bool) -> bytes:
     """One unfragmented text frame carrying ``data`` (UTF-8), masked if the client sends it."""
-    return _frame(_HEAD_TEXT, data, masked)
+    size = len(data)
+    if size >= 65536:
+        return _frame(_HEAD_TEXT, data, masked)
+    # Every message takes this way: _frame and _mask written out, a call each less.
+    if not masked:
+        return (_SHORT.pack(_HEAD_TEXT, size) if size < 126 else _MEDIUM.pack(_HEAD_TEXT, 126, size)) + data
+    head = _SHORT.pack(_HEAD_TEXT, 0x80 | size) if size < 126 else _MEDIUM.pack(_HEAD_TEXT, 0xFE, size)
+    masks = _MASKS
+    at = masks.at
+    if at >= len(masks.pool):
+        masks.pool, at = os.urandom(4096), 0
+    masks.at = at + 4
+    mask = masks.pool[at : at + 4]
+    return head + mask + unmask(data, mask)
+
+
+def lone_text(data: bytes | bytearray, masked: bool, limit: int) -> str | None:
+    """The message ``data`` carries if it is exactly one whole text frame of under 64 KiB,
+    masked exactly when ``masked``, within ``limit`` and valid UTF-8: what nearly every
+    read on a request/reply link holds. None for anything else, which :func:`scan` reads."""
+    end = len(data)
+    if end < 2 or data[0] != _HEAD_TEXT:
+        return None
+    second = data[1]
+    if (second > 0x7F) is not masked:
+        return None
+    size = second & 0x7F
+    start = 6 if masked else 2
+    if size == 126:
+        start += 2
+        if end < start:
+            return None
+        size = (data[2] << 8) | data[3]
+    elif size == 127:
+        return None
+    if start + size != end or size > limit:
+        return None
+    payload = data[start:] if not masked else unmask(data[start:], data[start - 4 : start])
+    try:
+        return str(payload, "utf-8")
+    except UnicodeDecodeError:
+        return None  # scan's reader fails the link as it should
 
 
 def close_frame(payload: bytes, *, masked: bool) -> bytes:

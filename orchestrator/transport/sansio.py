@@ -277,6 +277,11 @@ class SansIOWebSocket:
                     self._drop()
                     raise self._closed_error() from exc
                 if self._fast:
+                    if self._partial is None and self._fragments is None:
+                        # The everyday read, one whole text message: no scan, no inbox.
+                        text = frames.lone_text(data, self._masked_in, self._max_frame_bytes)
+                        if text is not None:
+                            return text
                     self._take_frames(data)
                 else:
                     self._feed(data)
