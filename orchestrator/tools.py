@@ -65,7 +65,7 @@ def to_json_value(value: Any) -> Any:
     kind = type(value)
     if kind is str or kind is int or kind is bool or value is None:
         return value
-    if isinstance(value, _SCALARS):
+    if kind is not dict and isinstance(value, _SCALARS):
         if isinstance(value, float) and value != value:  # NaN has no JSON form
             raise TypeError("NaN is not valid JSON")
         return value

@@ -80,10 +80,14 @@ class ChannelSession:
         return self.client.send(event)
 
     def receive(self, text: str) -> Received:
-        results = self.client.receive(text)
+        got = self.client.receive_call(text)
         control = self.client.conversation_id is None
-        if not control and len(results) == 1 and type(results[0]) is ev.ToolCallRequest:
-            return Received((results[0],))  # the everyday frame, as the loop below takes it
+        if isinstance(got, list):
+            results: list[Any] = got
+        elif not control:
+            return Received((got,))  # the everyday frame, as the loop below takes it
+        else:
+            results = [got]
         events: list[Any] = []
         joined = closed = False
         rejected = None

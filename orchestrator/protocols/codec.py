@@ -135,25 +135,10 @@ def decode_frame(
     Raises FrameTooLargeError, FrameTooDeepError, or ProtocolError (invalid UTF-8,
     malformed JSON, NaN/Infinity). No other exception escapes.
     """
-    if isinstance(text, bytes | bytearray):
-        data = bytes(text)
-        if len(data) > max_bytes:
-            raise FrameTooLargeError(f"frame of {len(data)} bytes exceeds {max_bytes}")
-        try:
-            text = data.decode("utf-8")
-        except UnicodeDecodeError as exc:
-            raise ProtocolError("frame is not valid UTF-8") from exc
-    elif isinstance(text, str):
-        if type(text) is not str:
-            text = str.__str__(text)  # orjson reads exact str only
-        data = None
-        if len(text) * 4 > max_bytes and not text.isascii():
-            data = text.encode("utf-8", "surrogatepass")
-        if len(text if data is None else data) > max_bytes:
-            raise FrameTooLargeError(f"frame of over {max_bytes} bytes")
+    if type(text) is str and len(text) * 4 <= max_bytes:  # the everyday frame: within the limit
+        raw = text.encode("utf-8", "surrogatepass")
     else:
-        raise ProtocolError(f"frame must be text or bytes, not {type(text).__name__}")
-    raw = data or text.encode("utf-8", "surrogatepass")
+        text, raw = _sized(text, max_bytes)
     # Fast path: no more openers than the limit cannot nest deeper than it.
     if text.count("[") + text.count("{") > max_depth:
         _check_depth(raw, max_depth)
@@ -173,6 +158,30 @@ def decode_frame(
         except UnicodeEncodeError:
             raise ProtocolError("frame contains an unpaired surrogate") from None
     return value
+
+
+def _sized(text: object, max_bytes: int) -> tuple[str, bytes]:
+    """A frame that may be over ``max_bytes`` (or is no str): as text and UTF-8, checked."""
+    data: bytes | None
+    if isinstance(text, bytes | bytearray):
+        data = bytes(text)
+        if len(data) > max_bytes:
+            raise FrameTooLargeError(f"frame of {len(data)} bytes exceeds {max_bytes}")
+        try:
+            text = data.decode("utf-8")
+        except UnicodeDecodeError as exc:
+            raise ProtocolError("frame is not valid UTF-8") from exc
+    elif isinstance(text, str):
+        if type(text) is not str:
+            text = str.__str__(text)  # orjson reads exact str only
+        data = None
+        if len(text) * 4 > max_bytes and not text.isascii():
+            data = text.encode("utf-8", "surrogatepass")
+        if len(text if data is None else data) > max_bytes:
+            raise FrameTooLargeError(f"frame of over {max_bytes} bytes")
+    else:
+        raise ProtocolError(f"frame must be text or bytes, not {type(text).__name__}")
+    return text, data or text.encode("utf-8", "surrogatepass")
 
 
 def encode_frame(value: Any) -> str:

@@ -397,12 +397,18 @@ class ConversimpleClient:
 
     def receive(self, text: str | bytes) -> list[ClientResult]:
         """Map one platform frame to results; a bad frame is a ProtocolViolation, not a raise."""
+        got = self.receive_call(text)
+        return got if isinstance(got, list) else [got]
+
+    def receive_call(self, text: str | bytes) -> events.ToolCallRequest | list[ClientResult]:
+        """:meth:`receive`, but a tool call for this socket's conversation (the everyday
+        frame) comes back alone, not in a list of results."""
         try:
             raw = codec.decode_frame(text, max_bytes=self.max_bytes, max_depth=self.max_depth)
             hot = _tool_call_request(raw)
             if hot is not None:
                 request, cid = hot
-                return [request if cid is None or cid == self.conversation_id else ForeignEvent(cid, request)]
+                return request if cid is None or cid == self.conversation_id else [ForeignEvent(cid, request)]
             ended = _conversation_ended(raw)
             if ended is not None:
                 end = events.ConversationEnded()
