@@ -12,7 +12,7 @@ import functools
 import gc
 import logging
 import signal
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence, Sized
 from typing import Any
 
 import attrs
@@ -64,11 +64,16 @@ class RssProbe:
 #: below: 1.2-1.5 s. Fewer collections, fewer chains walked: hence also
 #: GC_YOUNG_PER_CONVERSATION.
 GC_THRESHOLD_GEN0 = 100_000
-#: The young threshold grows by this much per conversation the process may host,
+#: The young threshold grows by this much per conversation the process hosts,
 #: so that the chains walked stay a fixed share of a collection's work. At 10,000
 #: conversations (300,000) young collections took 0.76 s of that run instead of
 #: 1.2-1.3 s; each pause is longer (0.22 s at most, from 0.14 s), and as rare.
+#: It follows the conversations hosted now, not the most the process may host:
+#: sized for 10,000 while hosting 1,000, one young collection walked 300,000
+#: objects in a single 98 ms pause.
 GC_YOUNG_PER_CONVERSATION = 30
+#: Seconds between two looks at how many conversations the process hosts.
+GC_FOLLOW_INTERVAL = 1.0
 #: Young collections per middle one (CPython: 10), and middle ones per full
 #: collection (CPython's 10). A middle collection walks every live object
 #: younger than the full collection's, 0.3 s at 10,000 conversations. Full
@@ -78,20 +83,39 @@ GC_YOUNG_PER_CONVERSATION = 30
 GC_THRESHOLD_GEN1, GC_THRESHOLD_GEN2 = 100, 10
 
 
+def young_threshold(conversations: int) -> int:
+    """The young generation's threshold for a process hosting ``conversations``."""
+    return min(max(GC_THRESHOLD_GEN0, GC_YOUNG_PER_CONVERSATION * conversations), 2**31 - 1)
+
+
 def tune_gc(conversations: int = 0) -> None:
-    """Garbage-collector settings for a long-lived process hosting up to ``conversations``.
+    """Garbage-collector settings for a long-lived process hosting ``conversations``.
 
     Everything alive at startup (modules, classes, settings) is moved to the
     permanent generation so collections stop re-scanning it, and the young
-    generation collects less often, the more so the more conversations it may
-    host. Objects made after this are collected as usual.
+    generation collects less often, the more so the more conversations it
+    hosts (see :func:`follow_conversations`). Objects made after this are
+    collected as usual.
     """
     gc.collect()
     gc.freeze()
-    young = min(max(GC_THRESHOLD_GEN0, GC_YOUNG_PER_CONVERSATION * conversations), 2**31 - 1)
-    gc.set_threshold(young, GC_THRESHOLD_GEN1, GC_THRESHOLD_GEN2)
+    gc.set_threshold(young_threshold(conversations), GC_THRESHOLD_GEN1, GC_THRESHOLD_GEN2)
     # One series per metric instead of two: the `_created` timestamps are noise here.
     disable_created_metrics()  # type: ignore[no-untyped-call]
+
+
+async def follow_conversations(
+    hosted: Sized, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED
+) -> None:
+    """Keep the young generation's threshold at :func:`young_threshold` of ``len(hosted)``,
+    looked at every :data:`GC_FOLLOW_INTERVAL` seconds."""
+    task_status.started()
+    while True:
+        young = young_threshold(len(hosted))
+        threshold = gc.get_threshold()
+        if threshold[0] != young:
+            gc.set_threshold(young, *threshold[1:])
+        await trio.sleep(GC_FOLLOW_INTERVAL)
 
 
 @attrs.frozen
@@ -119,7 +143,7 @@ async def run_service(
     Returns the process exit code. ``stop_when_idle`` ends a finite run (the
     demo) once the platform's dispatch has returned and no conversation is left.
     """
-    tune_gc(settings.supervisor.max_conversations)
+    tune_gc()
     metrics = Metrics(registry if registry is not None else REGISTRY, process=registry is not None)
     supervisor = Supervisor(
         agents,
@@ -141,6 +165,7 @@ async def run_service(
                 functools.partial(serve_http, app, host=settings.http.host, port=settings.http.port)
             )
         await nursery.start(monitor_loop_lag, metrics)
+        await nursery.start(follow_conversations, supervisor)
         dispatch_done = trio.Event()
 
         async def dispatch(task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:

@@ -51,10 +51,7 @@ class ResultCache:
 
 
 class HistoryEntry(NamedTuple):
-    """One thing that happened in a conversation (trio time, kind, data).
-
-    A named tuple, not an attrs class: one is made per event on the hot path.
-    """
+    """One thing that happened in a conversation (trio time, kind, data)."""
 
     at: float
     kind: str
@@ -74,20 +71,30 @@ class ConversationRecord:
     results: ResultCache = attrs.field(factory=ResultCache)
     history_limit: int = 1000
     restarts: int = 0
-    _history: list[HistoryEntry] | None = attrs.field(init=False, default=None)
+    # Flat (at, kind, data, at, kind, data, ...), trimmed back to the limit once it holds a
+    # quarter more: an entry leaves no object the garbage collector must walk (a float, a
+    # str and a dict of plain values are never tracked; a tuple per entry was), and the
+    # trimming is amortised instead of a shift of the whole list per entry.
+    _history: list[Any] | None = attrs.field(init=False, default=None)
 
     @property
     def history(self) -> tuple[HistoryEntry, ...]:
         """The most recent ``history_limit`` entries, oldest first."""
-        return () if self._history is None else tuple(self._history)
+        flat = self._history
+        if not flat:
+            return ()
+        start = max(0, len(flat) - 3 * self.history_limit)
+        return tuple(HistoryEntry(*flat[i : i + 3]) for i in range(start, len(flat), 3))
 
     def record(self, at: float, kind: str, data: Mapping[str, Any]) -> None:
-        """Append to the history, dropping the oldest entries past the limit."""
-        if self._history is None:
-            self._history = []
-        self._history.append(HistoryEntry(at, kind, data))
-        if len(self._history) > self.history_limit:
-            del self._history[: len(self._history) - self.history_limit]
+        """Append to the history; the oldest entries past the limit are dropped."""
+        flat = self._history
+        if flat is None:
+            flat = self._history = []
+        flat += (at, kind, data)
+        limit = self.history_limit
+        if len(flat) > 3 * (limit + (limit + 3) // 4):
+            del flat[: len(flat) - 3 * limit]
 
 
 class ConversationStore(Protocol):

@@ -17,11 +17,13 @@ from prometheus_client.parser import text_string_to_metric_families
 from orchestrator import events as ev
 from orchestrator.config import Settings
 from orchestrator.service import (
+    GC_FOLLOW_INTERVAL,
     GC_THRESHOLD_GEN0,
     GC_THRESHOLD_GEN1,
     GC_THRESHOLD_GEN2,
     GC_YOUNG_PER_CONVERSATION,
     Running,
+    follow_conversations,
     run_service,
     tune_gc,
 )
@@ -108,14 +110,49 @@ async def test_drain_flips_readyz_before_the_first_conversation_ends() -> None:
         assert (await client.get("/healthz")).status_code == 200
 
 
-async def test_the_young_collection_threshold_grows_with_the_conversations_hosted() -> None:
+async def test_the_young_collection_threshold_follows_the_conversations_hosted(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
     # Each waiting conversation holds young objects every young collection walks:
-    # the more conversations the service may host, the rarer those collections.
+    # the more conversations the process hosts now, the rarer those collections.
     before = gc.get_threshold()
+    hosted: list[int] = []
     try:
-        for capacity, young in ((100, GC_THRESHOLD_GEN0), (20_000, 20_000 * GC_YOUNG_PER_CONVERSATION)):
-            async with service(max_conversations=capacity):
+        tune_gc()
+        assert gc.get_threshold() == (GC_THRESHOLD_GEN0, GC_THRESHOLD_GEN1, GC_THRESHOLD_GEN2)
+        async with trio.open_nursery() as nursery:
+            await nursery.start(follow_conversations, hosted)
+            await trio.sleep(GC_FOLLOW_INTERVAL / 2)  # between two looks, from here on
+            steps = ((1_000, GC_THRESHOLD_GEN0), (20_000, 600_000), (4_000, 120_000), (0, GC_THRESHOLD_GEN0))
+            for count, young in steps:
+                hosted[:] = range(count)
+                await trio.sleep(GC_FOLLOW_INTERVAL)
                 assert gc.get_threshold() == (young, GC_THRESHOLD_GEN1, GC_THRESHOLD_GEN2)
+            nursery.cancel_scope.cancel()
+    finally:
+        gc.unfreeze()
+        gc.set_threshold(*before)
+
+
+async def test_a_running_service_sizes_the_young_generation_to_its_conversations(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    before = gc.get_threshold()
+    settings = Settings.load(env={}, overrides={"http": {"enabled": False}})
+    platform = MemoryPlatform()
+    try:
+        async with trio.open_nursery() as nursery:
+            running: Running = await nursery.start(
+                lambda task_status: run_service(
+                    settings, [EchoAgent], platform, registry=CollectorRegistry(),
+                    handle_signals=False, task_status=task_status,
+                )
+            )  # fmt: skip
+            for i in range(4_000):
+                running.supervisor.start_conversation_nowait(f"c{i}", "echo")
+            await trio.sleep(2 * GC_FOLLOW_INTERVAL)
+            assert gc.get_threshold()[0] == 4_000 * GC_YOUNG_PER_CONVERSATION
+            nursery.cancel_scope.cancel()
     finally:
         gc.unfreeze()
         gc.set_threshold(*before)

@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+import gc
 import itertools
 import random
 from typing import Any
@@ -13,6 +14,7 @@ from orchestrator import events as ev
 from orchestrator.actor import ActorSettings
 from orchestrator.agent import Agent, tool
 from orchestrator.errors import AdmissionError, ConversationNotFoundError, PermanentLinkError
+from orchestrator.store import ConversationRecord
 from orchestrator.supervisor import SupervisorSettings
 
 from .helpers import ConfigNapper, CrashOnStartAgent, EchoAgent, running_supervisor, sample
@@ -200,6 +202,19 @@ async def test_breaker_opens_on_restart_storm_and_stops_admission(
         assert not sup.breaker_open and sup.readiness() == (True, "ok")
         assert sample(metrics, "orchestrator_breaker_open") == 0
         await sup.start_conversation("new", "echo")
+
+
+@pytest.mark.parametrize("limit", [1, 4, 10])
+def test_history_keeps_the_latest_entries_in_order_and_nothing_for_the_collector_to_walk(limit: int) -> None:
+    record = ConversationRecord("c1", "echo", history_limit=limit)
+    assert record.history == ()
+    for i in range(57):
+        record.record(float(i), "tool_call", {"call_id": f"call-{i}", "tool": "echo", "ok": True})
+        expected = [float(j) for j in range(max(0, i + 1 - limit), i + 1)]
+        assert [entry.at for entry in record.history] == expected
+    assert record.history[-1] == (56.0, "tool_call", {"call_id": "call-56", "tool": "echo", "ok": True})
+    (flat,) = [ref for ref in gc.get_referents(record) if type(ref) is list]
+    assert flat and not any(gc.is_tracked(item) for item in flat)
 
 
 async def test_restart_keeps_history_and_answers_redelivered_call_from_cache(
