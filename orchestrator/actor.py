@@ -258,6 +258,10 @@ class ConversationActor:
     async def _serve_calls(
         self, agent: Agent, event: ev.InboundEvent | None, keeper: _Keeper
     ) -> ActorExit | None:
+        pull, mailbox, metrics = self._pull, self.mailbox, self.metrics
+        # The everyday wait reads the socket from this frame, not through _take's: one
+        # coroutine less to make, and to wake through, per call.
+        direct = pull is not None and self.settings.idle_timeout is None
         while True:
             if event is None:
                 return ActorExit.IDLE
@@ -269,7 +273,15 @@ class ConversationActor:
                 return ActorExit.COMPLETED
             else:
                 await self._handle(agent, event)
-            event = await self._next_event()
+            if direct and not mailbox:
+                assert pull is not None
+                event = await pull.receive()
+                if event is None:  # woken: what woke it is in the mailbox
+                    event = await self._take()
+                elif metrics is not None:
+                    metrics.received(event, 0)
+            else:
+                event = await self._next_event()
 
     def _next_event(self) -> Awaitable[ev.InboundEvent | None]:
         """The next event, or None after ``idle_timeout`` seconds without activity.

@@ -50,16 +50,16 @@ async def test_loadgen_records_every_call_once(
     if gated:
         await wait_until(lambda: len(batch.live) == n, 10, "the conversations")
         await wait_until(lambda: all(c.registered.is_set() for c in batch.live), 10, "the registrations")
-        assert len(generator.calls.sent_at) == 0  # the gate holds every call
+        assert len(generator.calls.column("sent_at")) == 0  # the gate holds every call
         await generator.handle({"cmd": "go", "batch": "main"})
     await wait_until(lambda: batch.done_at is not None, 30, "the batch to finish")
     table = generator.calls
     assert batch.outcomes == {"completed": n}
-    assert len(table.sent_at) == n * calls
-    assert set(table.status) == {STATUS["ok"]} and set(table.deliveries) == {1.0}
-    assert all(latency >= 0 for latency in table.latency)
+    assert len(table.column("sent_at")) == n * calls
+    assert set(table.column("status")) == {STATUS["ok"]} and set(table.column("deliveries")) == {1.0}
+    assert all(latency >= 0 for latency in table.column("latency"))
     # Ungated, each conversation's first call records its setup time (gated: the gate's wait).
     assert len(batch.setup) == (0 if gated else n)
     logs = [generator.server.recorder.conversations[f"load-{i:06d}"] for i in range(1, n + 1)]
     recorded = sorted(c.sent_at for log in logs for c in log.calls)
-    assert sorted(table.sent_at) == recorded  # each call once, none twice
+    assert sorted(table.column("sent_at")) == recorded  # each call once, none twice

@@ -22,7 +22,8 @@ def load_table(path: Path, count: int) -> Table:
     raw = np.fromfile(path, dtype=np.float64)
     if raw.size != count * len(COLUMNS):
         raise ValueError(f"call table {path} has {raw.size} values, expected {count * len(COLUMNS)}")
-    return {name: raw[i * count : (i + 1) * count] for i, name in enumerate(COLUMNS)}
+    rows = raw.reshape(count, len(COLUMNS))
+    return {name: np.ascontiguousarray(rows[:, i]) for i, name in enumerate(COLUMNS)}
 
 
 def pct(values: np.ndarray[Any, Any], q: float) -> float:

@@ -63,45 +63,40 @@ TICK = 0.2
 """Seconds between two ``tick`` events (live progress and the conversations chart)."""
 STATUS = {"ok": 0, "error": 1, "lost": 2}
 COLUMNS = ("sent_at", "latency", "status", "batch", "tool", "deliveries", "first_chunk", "chunks")
-"""The call table :meth:`Calls.dump` writes: one float64 column after another."""
+"""The call table :meth:`Calls.dump` writes: one row of these float64s per call."""
 
 
 @attrs.define(eq=False)
 class Calls:
-    """Every answered or lost call, column-wise (a million calls is ~48 MB)."""
+    """Every answered or lost call, a row of :data:`COLUMNS` each (a million calls is ~64 MB).
 
-    sent_at: array.array[float] = attrs.Factory(lambda: array.array("d"))
-    latency: array.array[float] = attrs.Factory(lambda: array.array("d"))
-    status: array.array[float] = attrs.Factory(lambda: array.array("d"))
-    batch: array.array[float] = attrs.Factory(lambda: array.array("d"))
-    tool: array.array[float] = attrs.Factory(lambda: array.array("d"))
-    deliveries: array.array[float] = attrs.Factory(lambda: array.array("d"))
-    first_chunk: array.array[float] = attrs.Factory(lambda: array.array("d"))
-    chunks: array.array[float] = attrs.Factory(lambda: array.array("d"))
+    Row by row: one ``extend`` a call, not an ``append`` per column (the load
+    generator shares the machine with what it measures)."""
+
+    rows: array.array[float] = attrs.Factory(lambda: array.array("d"))
     tools: dict[str, int] = attrs.Factory(dict)
 
     def add(self, batch: int, record: CallRecord | ReplyRecord) -> None:
         """A tool call (Conversimple) or a message and its streamed reply (Arinova)."""
-        self.sent_at.append(record.sent_at)
-        self.latency.append(-1.0 if record.latency is None else record.latency)
-        self.status.append(STATUS.get(record.status, 2))
-        self.batch.append(batch)
+        latency = -1.0 if record.latency is None else record.latency
+        status = STATUS.get(record.status, 2)
         if isinstance(record, CallRecord):
-            self.tool.append(self.tools.setdefault(record.tool_name, len(self.tools)))
-            self.deliveries.append(record.deliveries)
-            self.first_chunk.append(-1.0)
-            self.chunks.append(0)
+            tool = self.tools.setdefault(record.tool_name, len(self.tools))
+            row = (record.sent_at, latency, status, batch, tool, record.deliveries, -1.0, 0)
         else:
-            self.tool.append(self.tools.setdefault("message", len(self.tools)))
-            self.deliveries.append(1)
-            self.first_chunk.append(-1.0 if record.first_chunk is None else record.first_chunk)
-            self.chunks.append(len(record.chunks))
+            tool = self.tools.setdefault("message", len(self.tools))
+            first = -1.0 if record.first_chunk is None else record.first_chunk
+            row = (record.sent_at, latency, status, batch, tool, 1, first, len(record.chunks))
+        self.rows.extend(row)
+
+    def column(self, name: str) -> array.array[float]:
+        """One of :data:`COLUMNS`, a value per call."""
+        return self.rows[COLUMNS.index(name) :: len(COLUMNS)]
 
     def dump(self, path: str) -> int:
         with open(path, "wb") as out:
-            for name in COLUMNS:
-                getattr(self, name).tofile(out)
-        return len(self.sent_at)
+            self.rows.tofile(out)
+        return len(self.rows) // len(COLUMNS)
 
 
 @attrs.define(eq=False)

@@ -129,7 +129,7 @@ class ToolCustomer:
             if options is None:
                 schema = self._schemas.get(name, {"type": "object"})
                 options = self._variants[name] = self.pool.variants(schema)
-            arguments, encoded = options[self.rng.randrange(len(options))]
+            arguments, encoded = options[int(self.rng.random() * len(options))]  # randrange: 4 calls deep
         self.index, self._turn, self._name = index + 1, turn, name
         return name, arguments, encoded
 
