@@ -85,7 +85,9 @@ class ChannelSession:
         if isinstance(got, list):
             results: list[Any] = got
         elif not control:
-            return Received((got,))  # the everyday frame, as the loop below takes it
+            # The everyday frame, as the loop below takes it (built as the named tuple's
+            # own constructor would, without its frame: one per call).
+            return tuple.__new__(Received, ((got,), (), False, None, None, False))
         else:
             results = [got]
         events: list[Any] = []
