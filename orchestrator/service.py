@@ -18,6 +18,7 @@ from typing import Any
 import attrs
 import psutil
 import trio
+import trio.testing
 from prometheus_client import REGISTRY, CollectorRegistry, disable_created_metrics
 
 from . import __version__
@@ -74,6 +75,12 @@ GC_THRESHOLD_GEN0 = 100_000
 GC_YOUNG_PER_CONVERSATION = 30
 #: Seconds between two looks at how many conversations the process hosts.
 GC_FOLLOW_INTERVAL = 1.0
+#: A young collection is made early, while the process has nothing else to do, once
+#: the young generation holds this share of its threshold (see :func:`collect_when_idle`).
+GC_IDLE_SHARE = 0.25
+#: Seconds between two looks at the young generation's size, and how long (real time)
+#: every task must have been waiting for the process to count as idle.
+GC_IDLE_CHECK, GC_IDLE_CUSHION = 0.1, 0.005
 #: Young collections per middle one (CPython: 10), and middle ones per full
 #: collection (CPython's 10). A middle collection walks every live object
 #: younger than the full collection's, 0.3 s at 10,000 conversations. Full
@@ -116,6 +123,29 @@ async def follow_conversations(
         if threshold[0] != young:
             gc.set_threshold(young, *threshold[1:])
         await trio.sleep(GC_FOLLOW_INTERVAL)
+
+
+async def collect_when_idle(
+    collect: Callable[[int], object] = gc.collect,
+    *,
+    task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED,
+) -> None:
+    """Make young collections while the process is idle, before the threshold forces one
+    in the middle of its work.
+
+    Conversations that connect leave their long-lived objects (links, actors, parsers)
+    in the young generation, and the first young collection after walks them all: at
+    1,000 conversations a pause of 70 ms, which fell among the first calls. Collected
+    while every task waits (a moment between connecting and talking, or between two
+    bursts of calls), the same walk costs the same CPU but delays nobody. A process
+    that is never idle collects on the usual schedule.
+    """
+    task_status.started()
+    while True:
+        await trio.sleep(GC_IDLE_CHECK)
+        if gc.get_count()[0] >= GC_IDLE_SHARE * gc.get_threshold()[0]:
+            await trio.testing.wait_all_tasks_blocked(GC_IDLE_CUSHION)
+            collect(0)
 
 
 @attrs.frozen
@@ -166,6 +196,7 @@ async def run_service(
             )
         await nursery.start(monitor_loop_lag, metrics)
         await nursery.start(follow_conversations, supervisor)
+        await nursery.start(collect_when_idle)
         dispatch_done = trio.Event()
 
         async def dispatch(task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:

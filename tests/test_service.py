@@ -18,11 +18,15 @@ from orchestrator import events as ev
 from orchestrator.config import Settings
 from orchestrator.service import (
     GC_FOLLOW_INTERVAL,
+    GC_IDLE_CHECK,
+    GC_IDLE_CUSHION,
+    GC_IDLE_SHARE,
     GC_THRESHOLD_GEN0,
     GC_THRESHOLD_GEN1,
     GC_THRESHOLD_GEN2,
     GC_YOUNG_PER_CONVERSATION,
     Running,
+    collect_when_idle,
     follow_conversations,
     run_service,
     tune_gc,
@@ -155,6 +159,40 @@ async def test_a_running_service_sizes_the_young_generation_to_its_conversations
             nursery.cancel_scope.cancel()
     finally:
         gc.unfreeze()
+        gc.set_threshold(*before)
+
+
+async def test_young_collections_are_made_early_while_every_task_waits() -> None:
+    # Idle means every task waiting for GC_IDLE_CUSHION of real time (as trio measures
+    # it), so this runs on the real clock: about half a second.
+    before = gc.get_threshold()
+    collected: list[int] = []
+    worked = trio.Event()
+
+    def collect(generation: int) -> None:
+        collected.append(generation)
+        gc.collect(generation)
+
+    async def worker() -> None:  # wakes every millisecond: the process is never idle long
+        for _ in range(int(5 * GC_IDLE_CHECK / (GC_IDLE_CUSHION / 5))):
+            await trio.sleep(GC_IDLE_CUSHION / 5)
+        worked.set()
+
+    try:
+        gc.set_threshold(1_000_000, *before[1:])
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(worker)
+            await nursery.start(lambda task_status: collect_when_idle(collect, task_status=task_status))
+            keep = [[] for _ in range(int(GC_IDLE_SHARE * 1_000_000))]  # a quarter-full young generation
+            await trio.sleep(4 * GC_IDLE_CHECK)
+            assert collected == []  # the worker kept the process busy throughout
+            await worked.wait()
+            await trio.sleep(GC_IDLE_CHECK)
+            await trio.testing.wait_all_tasks_blocked(10 * GC_IDLE_CUSHION)
+            assert collected == [0]  # idle: the young generation, once (not again while nothing is made)
+            del keep
+            nursery.cancel_scope.cancel()
+    finally:
         gc.set_threshold(*before)
 
 
