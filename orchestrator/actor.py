@@ -368,7 +368,8 @@ class ConversationActor:
         """Record and send a reply, at once where the connection can (``send_soon``, the
         resilient link's): None once it has left, else what to await to finish it. No
         cancellation check (unlike :meth:`send`): the actor's next read of its socket
-        or mailbox makes one, and the at-once writes still yield every few frames."""
+        or mailbox makes one. An actor that reads its socket yields there too; one served
+        through its mailbox might not, so its at-once writes yield every few frames."""
         self.record.record(
             self._clock.current_time(),
             "tool_call",
@@ -377,7 +378,7 @@ class ConversationActor:
         send_soon = getattr(self.connection, "send_soon", None)
         if send_soon is None:
             return self.send(reply)
-        sending = send_soon(reply)
+        sending = send_soon(reply) if self._pull is None else send_soon(reply, yielding=False)
         if sending is None:
             if self.metrics is not None:
                 self.metrics.sent(reply)

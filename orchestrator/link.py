@@ -410,16 +410,17 @@ class ResilientConnection:
     async def send(self, event: OutboundEvent) -> None:
         await self._send(self.session.encode(event), None, None)
 
-    def send_soon(self, event: OutboundEvent) -> Awaitable[None] | None:
+    def send_soon(self, event: OutboundEvent, *, yielding: bool = True) -> Awaitable[None] | None:
         """:meth:`send`, done at once when the link is up and its socket takes the frame:
         None once it has left, else what to await (which sends it again on the next link
         after a drop, as :meth:`send` does). Unlike :meth:`send` it is no checkpoint: for
-        a caller that waits for the link next (the actor, after a reply)."""
+        a caller that waits for the link next (the actor, after a reply). Not ``yielding``:
+        not even every few frames (see ``WebSocket.send_text_soon``)."""
         frame = self.session.encode(event)
         ws = self._ws
         if ws is None:
             return self._send(frame, None, None)
-        sending = ws.send_text_soon(frame)
+        sending = ws.send_text_soon(frame, yielding=yielding)
         return None if sending is None else self._send(frame, ws, sending)
 
     async def _send(self, frame: str, ws: WebSocket | None, sending: Awaitable[None] | None) -> None:

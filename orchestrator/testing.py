@@ -260,7 +260,7 @@ class MemoryWebSocket:
     blackholed: bool = False
     sent: list[str] = attrs.field(factory=list)
 
-    def send_text_soon(self, text: str) -> Awaitable[None]:
+    def send_text_soon(self, text: str, *, yielding: bool = True) -> Awaitable[None]:
         return self.send_text(text)
 
     async def send_text(self, text: str) -> None:

@@ -618,6 +618,19 @@ async def test_a_task_that_only_sends_soon_still_lets_others_run() -> None:
     assert len(pipe.taken) == 20 * YIELD_EVERY  # every frame left at once
 
 
+async def test_a_sender_that_waits_on_its_socket_next_is_never_asked_to_yield() -> None:
+    # Not yielding: the caller reads its socket next, and that read lets the others run.
+    pipe = LingeringPipe([])
+    ws, _ = make_link([], fast=True, pipe=pipe)
+    assert all(ws.send_text_soon(f"m{i}", yielding=False) is None for i in range(3 * YIELD_EVERY))
+    assert len(pipe.taken) == 3 * YIELD_EVERY
+    asked = [ws.send_text_soon(f"y{i}") for i in range(YIELD_EVERY)]
+    assert sum(sending is not None for sending in asked) == 1  # yielding again: once in YIELD_EVERY
+    for sending in asked:
+        if sending is not None:
+            await sending
+
+
 async def test_a_send_after_a_message_too_large_fails_as_a_closed_link() -> None:
     # The reader learns the message was too large; a sender (the sandbox answering on
     # another socket, say) only that the link is closed, as the interface says.

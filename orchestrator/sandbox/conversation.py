@@ -245,7 +245,8 @@ class ConversimpleConversation:
         call, self._next = self._next, None
         sock = self.socket
         if call is not None and sock is not None:
-            return self.deliver_soon(sock, call)
+            # The socket's task reads its socket next, which yields: no yield every few.
+            return self.deliver_soon(sock, call, yielding=False)
         return None
 
     def open_call(self, tool_name: str, arguments: Mapping[str, Any], encoded: str | None) -> OpenCall:
@@ -282,13 +283,14 @@ class ConversimpleConversation:
         if sending is not None:
             await sending
 
-    def deliver_soon(self, sock: Socket, call: OpenCall) -> Awaitable[None] | None:
+    def deliver_soon(self, sock: Socket, call: OpenCall, *, yielding: bool = True) -> Awaitable[None] | None:
         """Send ``call`` on ``sock``: None once it has left (the socket took it at once, no
-        checkpoint: the caller waits next), else what to await to send it."""
+        checkpoint: the caller waits next), else what to await to send it (or, every few
+        calls if ``yielding``, to let other tasks run)."""
         call.sent_to = sock
         call.record.deliveries += 1
         # (Socket.push without its coroutines: every call comes here)
-        sending = sock.ws.send_text_soon(f'{sock.prefix}"tool_call_request",{call.body}]')
+        sending = sock.ws.send_text_soon(f'{sock.prefix}"tool_call_request",{call.body}]', yielding=yielding)
         if sending is None:
             self.router.after_request(self, sock)
             return None

@@ -66,11 +66,13 @@ class WebSocket(Protocol):
         """
         ...
 
-    def send_text_soon(self, text: str) -> Awaitable[None] | None:
+    def send_text_soon(self, text: str, *, yielding: bool = True) -> Awaitable[None] | None:
         """:meth:`send_text`, done at once where it can be: None once the message has
         left, else what to await to send it, to finish sending it, or (every few
-        messages, as :meth:`send_text` does) to let other tasks run. The fast path of a
-        reply: no coroutine and no cancellation check when the socket takes it at once."""
+        messages, as :meth:`send_text` does, unless not ``yielding``: for a caller that
+        waits on its socket next, which lets the others run) to let other tasks run. The
+        fast path of a reply: no coroutine and no cancellation check when the socket takes
+        it at once."""
         ...
 
     async def receive_text(self) -> str:

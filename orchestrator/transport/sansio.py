@@ -130,12 +130,13 @@ class SansIOWebSocket:
         self._writing = True  # uncontended: no extra await on the hot path
         await self._finish_writing()
 
-    def send_text_soon(self, text: str) -> Awaitable[None] | None:
+    def send_text_soon(self, text: str, *, yielding: bool = True) -> Awaitable[None] | None:
         """:meth:`send_text` without a coroutine when the frame can leave at once (the
         link is open, nobody holds the write turn, nothing is queued and the socket takes
         it all): None once it has left, else what to await: to send it, to finish sending
-        it, or (every few frames that left at once, as :meth:`send_text` yields) to let
-        other tasks run. Unlike :meth:`send_text` it does not check for cancellation first."""
+        it, or (every few frames that left at once, as :meth:`send_text` yields, if
+        ``yielding``) to let other tasks run. Unlike :meth:`send_text` it does not check
+        for cancellation first."""
         proto = self._proto
         if self._writing or proto.writes or not self._fast or self._dropped or proto.state is not _OPEN:
             return self.send_text(text)
@@ -148,7 +149,7 @@ class SansIOWebSocket:
             return self._refuse()
         if sent == len(data):
             self._written(self._queued)
-            if yield_due(WRITES):
+            if yielding and yield_due(WRITES):
                 return trio.lowlevel.cancel_shielded_checkpoint()  # noqa: ASYNC105 - the caller awaits it
             return None
         proto.writes.append(data[sent:])  # the rest goes out with the usual wait

@@ -102,7 +102,7 @@ class TrioWebSocket:
         reason = self._conn.closed
         return None if reason is None else int(reason.code)
 
-    def send_text_soon(self, text: str) -> Awaitable[None]:
+    def send_text_soon(self, text: str, *, yielding: bool = True) -> Awaitable[None]:
         return self.send_text(text)
 
     async def send_text(self, text: str) -> None:
