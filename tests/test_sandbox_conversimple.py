@@ -61,6 +61,20 @@ async def registered(server: SandboxServer, *texts: str) -> tuple[RawSocket, Raw
     return control, sock, cid
 
 
+async def running(
+    server: SandboxServer, nursery: trio.Nursery, conv: Any, cid: str
+) -> tuple[RawSocket, RawSocket]:
+    """``conv`` run by the router in ``nursery``, announced and registered on a socket of
+    its own: (the control socket, kept open; that socket)."""
+    control = await joined(server)
+    nursery.start_soon(server.conversimple.run_conversation, conv, random.Random(0))
+    await control.expect(wire.ConversationReady)
+    sock = await joined(server)
+    await sock.register(cid, ECHO_TOOLS)
+    await sock.expect(wire.ConversationLifecycle)
+    return control, sock
+
+
 async def dropped_after_its_request(
     server: SandboxServer, text: str
 ) -> tuple[RawSocket, str, wire.ToolCallRequest]:
@@ -227,7 +241,6 @@ async def test_the_answers_task_sends_the_next_call_in_order(server: SandboxServ
     """The fast path: an answer's socket task checks it and sends the next call (the
     customer's task sleeps through them), in order, with the frames the customer's own
     task would send."""
-    control = await joined(server)
     router = server.conversimple
     texts = ("one", "two", "three", "four")
     plan = ConversationPlan(
@@ -235,11 +248,7 @@ async def test_the_answers_task_sends_the_next_call_in_order(server: SandboxServ
     )
     conv = _NotingConversation(router, server.recorder.open("c-chain", "echo", "conversimple"), plan)
     async with trio.open_nursery() as nursery:
-        nursery.start_soon(router.run_conversation, conv, random.Random(0))
-        await control.expect(wire.ConversationReady)
-        sock = await joined(server)
-        await sock.register("c-chain", ECHO_TOOLS)
-        await sock.expect(wire.ConversationLifecycle)
+        _control, sock = await running(server, nursery, conv, "c-chain")
         for number, text in enumerate(texts, 1):
             request = await sock.expect(wire.ToolCallRequest)
             assert (request.call_id, request.tool_name, request.arguments) == (
@@ -267,19 +276,13 @@ async def test_a_customer_that_thinks_first_sends_its_calls_itself(server: Sandb
         def can_call_now(self) -> bool:
             return False
 
-    control = await joined(server)
-    router = server.conversimple
     conv = Waiting(
-        router,
+        server.conversimple,
         server.recorder.open("c-wait", "echo", "conversimple"),
         echo_calls("a", "b", "c").conversations[0],
     )
     async with trio.open_nursery() as nursery:
-        nursery.start_soon(router.run_conversation, conv, random.Random(0))
-        await control.expect(wire.ConversationReady)
-        sock = await joined(server)
-        await sock.register("c-wait", ECHO_TOOLS)
-        await sock.expect(wire.ConversationLifecycle)
+        _control, sock = await running(server, nursery, conv, "c-wait")
         for text in ("a", "b", "c"):
             await sock.answer(await sock.expect(wire.ToolCallRequest), {"text": text})
         assert (await sock.expect(wire.ConversationLifecycle)).event == "conversation_ended"
