@@ -14,7 +14,7 @@ from orchestrator import events as ev
 from orchestrator.actor import ActorSettings
 from orchestrator.agent import Agent, tool
 from orchestrator.errors import AdmissionError, ConversationNotFoundError, PermanentLinkError
-from orchestrator.store import ConversationRecord
+from orchestrator.store import ConversationRecord, ResultCache
 from orchestrator.supervisor import SupervisorSettings
 
 from .helpers import ConfigNapper, CrashOnStartAgent, EchoAgent, running_supervisor, sample
@@ -215,6 +215,24 @@ def test_history_keeps_the_latest_entries_in_order_and_nothing_for_the_collector
     assert record.history[-1] == (56.0, "tool_call", {"call_id": "call-56", "tool": "echo", "ok": True})
     (flat,) = [ref for ref in gc.get_referents(record) if type(ref) is list]
     assert flat and not any(gc.is_tracked(item) for item in flat)
+
+
+def test_result_cache_answers_what_it_kept_evicts_the_oldest_and_keeps_no_result_object() -> None:
+    cache = ResultCache(maxsize=3)
+    failure = ev.ToolFailure("f", "echo", "boom", 2.0)
+    cache.put(failure)
+    for i in range(4):
+        cache.put(ev.ToolResult(f"r{i}", "echo", {"text": str(i), "n": i}))
+    assert len(cache) == 3 and "f" not in cache and "r0" not in cache
+    assert cache.get("f") is None and cache.get("r0") is None and cache.get("nope") is None
+    assert cache.get("r3") == ev.ToolResult("r3", "echo", {"text": "3", "n": 3})
+    cache.put(failure)
+    assert cache.get("f") == failure and "r1" not in cache
+    cache.put(ev.ToolResult("none", "echo", None))  # a tool may return null
+    assert cache.get("none") == ev.ToolResult("none", "echo", None)
+    # A kept result of plain values is no object a young collection walks.
+    gc.collect()
+    assert not [o for o in gc.get_objects() if type(o) is ev.ToolResult and o.call_id in ("r2", "r3")]
 
 
 async def test_restart_keeps_history_and_answers_redelivered_call_from_cache(
