@@ -186,8 +186,12 @@ def overrides(agent: Agent, hook: str) -> bool:
 
 
 async def call_hook(agent: Agent, hook: str, *args: Any) -> Any:
-    """Call a hook that may be sync (run in a worker thread) or async."""
+    """Call a hook that may be sync (run in a worker thread) or async. One the agent
+    left as :class:`Agent`'s no-op is not called: a conversation's start and end pay
+    for no coroutine and no ``inspect`` check."""
     func = getattr(agent, hook)
+    if getattr(func, "__func__", None) is getattr(Agent, hook):
+        return None
     if inspect.iscoroutinefunction(func):
         return await func(*args)
     return await trio.to_thread.run_sync(func, *args)

@@ -8,6 +8,8 @@ task: the event that asks for a call never crosses to another task.
 
 from __future__ import annotations
 
+import inspect
+import threading
 from typing import Any
 
 import pytest
@@ -16,7 +18,7 @@ import trio.testing
 
 from orchestrator import events as ev
 from orchestrator.actor import ActorExit, ActorSettings, ConversationActor
-from orchestrator.agent import Agent, tool
+from orchestrator.agent import Agent, call_hook, tool
 from orchestrator.mailbox import OverflowPolicy
 from orchestrator.store import ConversationRecord
 from orchestrator.testing import MemoryConnection, MemoryPeer
@@ -298,3 +300,29 @@ async def test_a_drop_policy_actor_still_queues_and_drops_in_its_mailbox(
         await trio.sleep(100)
         assert ConfigNapper.seen == [0, 1] and actor.mailbox.statistics().dropped == 2
         nursery.cancel_scope.cancel()
+
+
+async def test_call_hook_runs_the_hooks_an_agent_overrides_and_skips_its_no_ops(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    calls: list[tuple[str, bool]] = []
+
+    class Hooked(Agent):
+        async def on_conversation_started(self, conversation: ConversationRecord) -> None:
+            calls.append(("async", threading.current_thread() is threading.main_thread()))
+
+        def on_conversation_ended(self, conversation: ConversationRecord) -> None:  # type: ignore[override]
+            calls.append(("sync", threading.current_thread() is threading.main_thread()))
+
+    agent, record = Hooked(), ConversationRecord("c", "hooked")
+    await call_hook(agent, "on_conversation_started", record)
+    await call_hook(agent, "on_conversation_ended", record)
+    assert calls == [("async", True), ("sync", False)]  # a sync hook runs in a worker thread
+
+    def looked_at(func: Any) -> bool:
+        raise AssertionError(f"{func!r} was looked at")
+
+    monkeypatch.setattr(inspect, "iscoroutinefunction", looked_at)
+    assert await call_hook(agent, "on_error", "link", "gone", {}) is None  # Agent's no-op
+    with pytest.raises(AssertionError, match="was looked at"):
+        await call_hook(agent, "on_conversation_started", record)

@@ -656,6 +656,41 @@ async def test_connect_timeout_on_silent_listener(autojump_clock: trio.testing.M
     assert_no_token(caught.value)
 
 
+class _Spawns(trio.abc.Instrument):
+    def __init__(self) -> None:
+        self.names: list[str] = []
+
+    def task_spawned(self, task: trio.lowlevel.Task) -> None:
+        self.names.append(task.name)
+
+
+@both
+async def test_an_ip_literal_is_dialled_directly_and_a_name_is_resolved(
+    nursery: trio.Nursery, impl: str
+) -> None:
+    port = await start_server(nursery, echo)
+    spawns = _Spawns()
+    trio.lowlevel.add_instrument(spawns)
+    try:
+        for target in (url(port), url(port).replace("127.0.0.1", "localhost")):
+            spawns.names.clear()
+            ws = await connect(target, implementation=impl)
+            dialled = [name for name in spawns.names if "open_tcp_stream" in name]
+            await ws.send_text("hi")
+            assert await ws.receive_text() == "hi"
+            await ws.aclose()
+            # trio's open_tcp_stream races the addresses of a name, a task each; an IP
+            # literal has one address and takes one connect, no task.
+            assert bool(dialled) == ("localhost" in target)
+    finally:
+        trio.lowlevel.remove_instrument(spawns)
+
+
+def test_parse_target_parses_a_url_once() -> None:
+    first = parse_target(url(1234))
+    assert parse_target(url(1234)) is first and parse_target(url(1235)) is not first
+
+
 class _NoSockets(trio.abc.SocketFactory):
     def socket(self, family: Any = None, type: Any = None, proto: Any = None) -> Any:
         raise AssertionError("connect() touched the network")

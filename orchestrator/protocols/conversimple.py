@@ -10,6 +10,7 @@ allows). Refs are decimal strings from one counter per socket; only the join has
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import itertools
 import time
@@ -348,8 +349,10 @@ class ConversimpleClient:
         return f"customer:{self.customer_id}"
 
     @staticmethod
+    @functools.lru_cache(maxsize=64)
     def url(platform_url: str, api_key: str, customer_id: str | None = None) -> str:
-        """The connect URL; it carries the api key: log only ``redact.redact_url`` of it."""
+        """The connect URL; it carries the api key: log only ``redact.redact_url`` of it.
+        (The same for every conversation of a customer: built once, not per link.)"""
         cid = customer_id or customer_id_from_key(api_key)
         joiner = "&" if "?" in platform_url else "?"
         return f"{platform_url}{joiner}{urlencode({'customer_id': cid, 'auth_token': api_key})}"
