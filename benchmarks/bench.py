@@ -455,6 +455,8 @@ def summary(results: Mapping[str, Any]) -> dict[str, Any]:
         "max_ms",
         "cpu_s_per_1000_calls",
         "cpu_s_per_1000_calls_at_done",
+        "cpu_pct_at_done",
+        "loadgen_cpu_pct_at_done",
         "teardown_s",
         "rss_kib_per_conversation",
         "rss_kib_per_conversation_active",

@@ -59,6 +59,7 @@ def test_bench_steady_compare_writes_results_and_fails_a_breached_budget(tmp_pat
         assert figures["p99_ms"] >= figures["p50_ms"] > 0
         assert figures["cpu_s_per_1000_calls"] > 0
         assert figures["loadgen_cpu_pct"] > 0  # read at both ends, not from 100 ms samples
+        assert figures["cpu_pct_at_done"] > 0 and figures["loadgen_cpu_pct_at_done"] > 0
         assert "rss_kib_per_conversation" in figures
         # The CPU window ends once the system closed its conversations' sockets: it
         # counts the teardown, which the window up to the platform's last end did not.
