@@ -247,13 +247,10 @@ class ToolExecutor:
                     first = body.send(None)
                 except StopIteration as stop:
                     first, value = _NOT_STARTED, stop.value
-                held = time.perf_counter() - began
-                blocked = held > settings.blocking_warn_after
-                if blocked:
-                    _blocked(held, tool.name, metrics)
+                held = _check_step(began, settings.blocking_warn_after, tool.name, metrics)
                 if first is not _NOT_STARTED:  # it waits: keep driving it from where it stopped
                     # Its timeout runs from now, less the first step if that blocked the loop.
-                    started = trio.current_time() - (held if blocked else 0.0)
+                    started = trio.current_time() - (held if held > settings.blocking_warn_after else 0.0)
                     timeout = self.timeout_for(tool, request.timeout_seconds)
                     call = self._waiting(request, tool, started, started + timeout)
                     value = await _drive(body, call, on_suspend, tool.name, settings, metrics, first)
@@ -360,16 +357,14 @@ def _drive(
             send, throw = None, exc
 
 
-def _check_step(began: float, limit: float, tool: str, metrics: Metrics | None) -> None:
+def _check_step(began: float, limit: float, tool: str, metrics: Metrics | None) -> float:
+    """Seconds since ``began``; warned about and counted if over ``limit``."""
     held = time.perf_counter() - began
     if held > limit:
-        _blocked(held, tool, metrics)
-
-
-def _blocked(held: float, tool: str, metrics: Metrics | None) -> None:
-    log.warning("async tool %r blocked the event loop for %.3f s", tool, held)
-    if metrics is not None:
-        metrics.child(metrics.blocking_tools, tool).inc()
+        log.warning("async tool %r blocked the event loop for %.3f s", tool, held)
+        if metrics is not None:
+            metrics.child(metrics.blocking_tools, tool).inc()
+    return held
 
 
 #: Threads abandoned by a timeout and still running, per (agent class, tool).
