@@ -34,7 +34,8 @@ from orchestrator.agent import Agent, tool
 from orchestrator.metrics import Metrics
 from orchestrator.service import tune_gc
 from orchestrator.store import ConversationRecord
-from orchestrator.supervisor import Supervisor, SupervisorSettings
+from orchestrator.supervision import SupervisorSettings
+from orchestrator.supervisor import Supervisor
 from orchestrator.testing import MemoryConnection, MemoryPeer, NullConnection
 
 

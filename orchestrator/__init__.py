@@ -24,7 +24,8 @@ from .errors import (
 from .mailbox import Mailbox, OverflowPolicy
 from .metrics import Metrics
 from .store import ConversationRecord, ConversationStore, MemoryStore
-from .supervisor import Supervisor, SupervisorSettings
+from .supervision import SupervisorSettings
+from .supervisor import Supervisor
 from .tools import ToolExecutor, ToolSettings
 
 __version__ = "0.1.0"

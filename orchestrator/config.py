@@ -41,7 +41,7 @@ from .backoff import BackoffPolicy
 from .errors import ConfigError
 from .mailbox import OverflowPolicy
 from .protocols.codec import MAX_DEPTH as MAX_JSON_DEPTH
-from .supervisor import SupervisorSettings
+from .supervision import SupervisorSettings
 
 PlatformKind = Literal["conversimple", "arinova", "sandbox"]
 

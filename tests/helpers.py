@@ -16,7 +16,8 @@ from prometheus_client import CollectorRegistry
 from orchestrator.actor import ActorExit, ConversationActor
 from orchestrator.agent import Agent, tool
 from orchestrator.metrics import Metrics
-from orchestrator.supervisor import Supervisor, SupervisorSettings
+from orchestrator.supervision import SupervisorSettings
+from orchestrator.supervisor import Supervisor
 from orchestrator.testing import MemoryPeer, MemoryPlatform
 
 

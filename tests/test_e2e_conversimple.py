@@ -25,7 +25,8 @@ from orchestrator.platforms.conversimple import ConversimplePlatform
 from orchestrator.sandbox.scenarios import parse_scenario
 from orchestrator.sandbox.server import SandboxServer
 from orchestrator.sandbox.settings import SandboxSettings
-from orchestrator.supervisor import Supervisor, SupervisorSettings
+from orchestrator.supervision import SupervisorSettings
+from orchestrator.supervisor import Supervisor
 
 API_KEY = "canary-api-key-7f3a9"
 

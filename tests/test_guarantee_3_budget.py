@@ -23,7 +23,7 @@ from orchestrator.connection import LinkPolicy
 from orchestrator.platforms.conversimple import ConversimplePlatform
 from orchestrator.sandbox.server import SandboxServer
 from orchestrator.service import Running, run_service
-from orchestrator.supervisor import SupervisorSettings
+from orchestrator.supervision import SupervisorSettings
 
 from .test_guarantees import API_KEY, CUSTOMER, Steady, scenario, wait_until
 

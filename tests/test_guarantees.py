@@ -48,7 +48,8 @@ from orchestrator.protocols import conversimple as wire
 from orchestrator.sandbox.scenarios import parse_scenario
 from orchestrator.sandbox.server import SandboxServer
 from orchestrator.sandbox.settings import SandboxSettings
-from orchestrator.supervisor import Supervisor, SupervisorSettings
+from orchestrator.supervision import SupervisorSettings
+from orchestrator.supervisor import Supervisor
 from orchestrator.transport import ServerWebSocket, serve
 from tests.helpers import free_port, sample, wait_until
 

@@ -33,7 +33,8 @@ from orchestrator.platforms.arinova import (
 from orchestrator.protocols import arinova as wire
 from orchestrator.sandbox import ConversationPlan, MessageTurn, SandboxServer, Scenario
 from orchestrator.service import Running, run_service
-from orchestrator.supervisor import Supervisor, SupervisorSettings
+from orchestrator.supervision import SupervisorSettings
+from orchestrator.supervisor import Supervisor
 from orchestrator.testing import MemoryWebSocket, memory_websocket_pair
 from orchestrator.transport import ServerWebSocket, serve
 

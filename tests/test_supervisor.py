@@ -15,7 +15,7 @@ from orchestrator.actor import ActorSettings
 from orchestrator.agent import Agent, tool
 from orchestrator.errors import AdmissionError, ConversationNotFoundError, PermanentLinkError
 from orchestrator.store import ConversationRecord, ResultCache
-from orchestrator.supervisor import SupervisorSettings
+from orchestrator.supervision import SupervisorSettings
 
 from .helpers import ConfigNapper, CrashOnStartAgent, EchoAgent, running_supervisor, sample
 

@@ -52,7 +52,8 @@ from ..sandbox.conversation import ConversimpleConversation
 from ..sandbox.scenarios import ConversationPlan
 from ..sandbox.server import SandboxServer
 from ..sandbox.settings import SandboxSettings
-from ..supervisor import Supervisor, SupervisorSettings
+from ..supervision import SupervisorSettings
+from ..supervisor import Supervisor
 from .batch import Batch
 from .builder import build_evaluator, build_participant
 from .channels import Channel, Session
