@@ -329,6 +329,27 @@ def preflight(args: argparse.Namespace) -> list[str]:
     return warnings
 
 
+LOADGEN_BUSY_PCT = 90.0
+"""The load generator's share of its core, during a system's calls, from which that
+system's figures may be the load generator's limit and not its own."""
+
+
+def after_run(by_system: Mapping[str, Mapping[str, Any]]) -> list[str]:
+    """Warnings the run's figures call for: a system whose load generator was (nearly)
+    saturated during its calls was measured against a limit of the harness's own, so
+    its throughput is a lower bound, and a ratio against a system it did not bound
+    understates the difference."""
+    warnings = []
+    for system, figures in by_system.items():
+        busy = figures.get("loadgen_cpu_pct_at_done")
+        if busy is not None and busy >= LOADGEN_BUSY_PCT:
+            warnings.append(
+                f"the load generator was {busy:.0f} % busy during {system}'s calls (median of its "
+                f"rounds): {system}'s calls/s may be the load generator's limit, a lower bound of its own"
+            )
+    return warnings
+
+
 def verdict(checks: Sequence[Mapping[str, Any]], rounds: Sequence[Mapping[str, Any]]) -> list[str]:
     """Why the run failed (stderr's last lines): each breached budget, each failed orchestrator round."""
     lines = [
@@ -390,6 +411,8 @@ def run(args: argparse.Namespace, argv: Sequence[str]) -> int:
             if key in ours and key in theirs:
                 ratios[key] = ratio(ours[key], theirs[key])
     checks = check_budgets(args, by_system["orchestrator"])
+    late = after_run(by_system)
+    warnings += late
     ours_ok = all(r["figures"]["passed"] for r in rounds if r["figures"]["system"] == "orchestrator")
     passed = ours_ok and all(c["ok"] for c in checks)
     results: dict[str, Any] = {
@@ -438,6 +461,8 @@ def run(args: argparse.Namespace, argv: Sequence[str]) -> int:
     for r in rounds:
         for failure in r["figures"]["failures"]:
             print(f"round {r['figures']['round']} ({r['figures']['system']}): {failure}")
+    for warning in late:
+        print(f"warning: {warning}", file=sys.stderr)
     print(f"results: {out}/results.md")
     emit_json(summary(results))
     for line in verdict(checks, rounds):
@@ -496,6 +521,7 @@ def summary(results: Mapping[str, Any]) -> dict[str, Any]:
         "ratios": results["ratios"],
         "budget": results["budget"],
         "passed": results["passed"],
+        "warnings": results["warnings"],
         "dir": results["dir"],
     }
 

@@ -386,3 +386,34 @@ def test_a_chaos_drop_that_would_find_conversations_ended_is_warned_about() -> N
     assert bench_py.preflight(bench_py.parse(later)) == []
     (no_think,) = bench_py.preflight(bench_py.parse(["chaos", "--think-ms", "0"]))  # found in review
     assert no_think.startswith("chaos: with no think time")
+
+
+def test_a_system_measured_against_a_saturated_load_generator_is_warned_about() -> None:
+    # Found measuring 1,000 x 20: the load generator was 94-98 % busy during the
+    # orchestrator's calls, and nothing said that its calls/s were the harness's limit.
+    by_system = {
+        "orchestrator": {"calls_per_s": 25_000.0, "loadgen_cpu_pct_at_done": 95.4},
+        "conversimple-sdk": {"calls_per_s": 8_000.0, "loadgen_cpu_pct_at_done": 37.1},
+    }
+    (warning,) = bench_py.after_run(by_system)
+    assert warning.startswith("the load generator was 95 % busy during orchestrator's calls")
+    assert "lower bound" in warning
+    by_system["orchestrator"]["loadgen_cpu_pct_at_done"] = 89.9
+    assert bench_py.after_run(by_system) == []
+    assert bench_py.after_run({"orchestrator": {"calls_per_s": 1.0}}) == []  # idle: no such figure
+
+
+def test_the_json_line_carries_the_runs_warnings() -> None:
+    results = {
+        "scenario": "steady",
+        "options": {"conversations": 10, "calls": 2, "platform": "conversimple", "workers": 1, "rounds": 1},
+        "systems": {"orchestrator": {"calls_per_s": 5.0, "not_kept": 1}},
+        "ratios": {},
+        "budget": {"checks": [], "passed": True},
+        "passed": True,
+        "warnings": ["the load generator was 95 % busy ..."],
+        "dir": "x",
+    }
+    line = bench_py.summary(results)
+    assert line["warnings"] == ["the load generator was 95 % busy ..."]
+    assert line["systems"] == {"orchestrator": {"calls_per_s": 5.0}}
