@@ -224,7 +224,7 @@ def worker(agents: tuple[str, ...], worker_index: int, worker_count: int) -> Non
     from .loader import load_agents
     from .platforms.conversimple import ConversimplePlatform
     from .service import run_service
-    from .workers import PipePlatform, announce_port, settings_from_env
+    from .workers import PipePlatform, settings_from_env
 
     try:
         settings = settings_from_env()
@@ -239,7 +239,9 @@ def worker(agents: tuple[str, ...], worker_index: int, worker_count: int) -> Non
                 settings,
                 agent_classes,
                 platform,
-                on_started=lambda running: announce_port(worker_index, running.http_port),
+                # Ends once the parent is gone and what is here has drained (see PipePlatform).
+                stop_when_idle=True,
+                on_started=lambda up: platform.tell({"worker": worker_index, "http_port": up.http_port}),
             )
         )
     )

@@ -101,6 +101,7 @@ class Supervisor:
         self._ended: dict[str, int] = dict.fromkeys(OUTCOMES, 0)
         self._rejected: dict[str, int] = {}
         self._by_state: dict[str, int] = dict.fromkeys(STATES, 0)
+        self._end_watchers: list[Callable[[str, str], object]] = []
 
     # ------------------------------------------------------------ lifecycle
 
@@ -301,6 +302,11 @@ class Supervisor:
         if self.metrics is not None:
             self.metrics.child(self.metrics.conversations_ended, slot.record.agent_id, outcome).inc()
         slot.mark_ended(outcome)
+        for watcher in self._end_watchers:
+            try:
+                watcher(slot.record.conversation_id, outcome)
+            except Exception:
+                log.exception("a watcher of conversations' ends failed")
         if not self._slots:
             self._idle.set()
 
@@ -388,6 +394,12 @@ class Supervisor:
         """Wait until a drain has begun (a platform whose conversations never end on their
         own ends each one once it has nothing left to answer)."""
         await self._drain_started.wait()
+
+    def watch_ends(self, watcher: Callable[[str, str], object]) -> None:
+        """Call ``watcher(conversation_id, outcome)`` each time a conversation ends, once it
+        has left the supervisor (synchronously: it must not block). One that raises is
+        logged, and called again at the next end."""
+        self._end_watchers.append(watcher)
 
     async def wait_ended(self, conversation_id: str) -> str:
         """Wait until the conversation ends; returns its outcome."""

@@ -7,20 +7,26 @@ conversation by rendezvous hashing of the conversation id over worker indexes:
 deterministic, no coordination, and a restarted worker (same index) owns the
 same conversations again. Each worker runs its own supervisor and opens the
 conversations' own connections; the parent tells it about new and ended
-conversations over its stdin, one JSON object per line.
+conversations over its stdin, one JSON object per line, and the worker tells the
+parent over its stdout which port its HTTP endpoint got and which conversations
+ended (their own sockets say so even when the control connection was down then).
 
 The parent restarts a worker that dies (full-jitter backoff) and re-announces
 the conversations it owned, so none is dropped and none is handled twice. It
 serves its own ``/metrics`` (workers alive, restarts, routing) while every
 worker serves its own. SIGTERM drains every worker and exits 0 when they all
-drained; a second signal kills them and exits 1.
+drained; a second signal kills them and exits 1. A parent that fails (the platform
+refuses its key, say) drains its workers before it exits; a worker whose parent is
+gone (its stdin ends) drains and exits.
 """
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import logging
+import math
 import os
 import random
 import signal
@@ -183,6 +189,11 @@ class WorkerPool:
                 await worker.send({"end": event.conversation_id})
         await trio.lowlevel.checkpoint()
 
+    def _grace(self) -> float:
+        """How long a worker told to stop may take to drain before it is killed."""
+        supervisor = self.settings.supervisor
+        return supervisor.drain_timeout + supervisor.actor.shutdown_timeout + 2.0
+
     async def _keep_alive(self, worker: Worker, *, task_status: trio.TaskStatus[None]) -> None:
         backoff = Backoff(BackoffPolicy(base=1.0, cap=30.0, floor=0.5), random.Random())
         started = False
@@ -202,7 +213,12 @@ class WorkerPool:
                 if not started:
                     started = True
                     task_status.started()
-                code = await process.wait()
+                try:
+                    code = await process.wait()
+                except BaseException:  # the parent is exiting without a drain: the worker goes too
+                    with trio.CancelScope(shield=True):
+                        await _stop(process, self._grace())
+                    raise
             self.alive.dec()
             if self.draining:
                 if code != 0:
@@ -224,8 +240,12 @@ class WorkerPool:
                     message = json.loads(line)
                 except ValueError:
                     continue
-                if isinstance(message, dict) and isinstance(message.get("http_port"), int):
+                if not isinstance(message, dict):
+                    continue
+                if isinstance(message.get("http_port"), int):
                     worker.http_port = message["http_port"]
+                elif isinstance(message.get("ended"), str):
+                    worker.owned.pop(message["ended"], None)  # a restart must not bring it back
 
     async def _signals(self, scope: trio.CancelScope) -> None:
         with trio.open_signal_receiver(signal.SIGTERM, signal.SIGINT) as signals:
@@ -254,14 +274,38 @@ class WorkerPool:
         scope.cancel()
 
 
+async def _stop(process: trio.Process, grace: float) -> None:
+    """Drain a worker as SIGTERM does; kill it if that takes longer than ``grace`` seconds."""
+    if process.returncode is None:
+        process.send_signal(signal.SIGTERM)
+        with trio.move_on_after(grace):
+            await process.wait()
+            return
+        log.warning("worker %d did not drain within %.0f s: killing it", process.pid, grace)
+        process.kill()
+    await process.wait()
+
+
 @attrs.define(eq=False)
 class PipePlatform:
     """A worker's platform: conversations come from the parent over stdin.
 
     Each conversation's own connection is an ordinary Conversimple connection.
+    What the worker tells the parent (:meth:`tell`) leaves on stdout from a task of
+    its own, so a parent slow to read never stalls this process's event loop.
     """
 
     inner: ConversimplePlatform
+    _out: trio.MemorySendChannel[bytes] = attrs.field(init=False)
+    _lines: trio.MemoryReceiveChannel[bytes] = attrs.field(init=False)
+
+    def __attrs_post_init__(self) -> None:
+        self._out, self._lines = trio.open_memory_channel[bytes](math.inf)
+
+    def tell(self, message: Mapping[str, Any]) -> None:
+        """Send the parent one JSON line (dropped once the parent is gone)."""
+        with contextlib.suppress(trio.ClosedResourceError):
+            self._out.send_nowait((json.dumps(message) + "\n").encode())
 
     def connect(self, record: ConversationRecord) -> ResilientConnection:
         return self.inner.connect(record)
@@ -270,17 +314,33 @@ class PipePlatform:
         self, supervisor: Supervisor, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED
     ) -> None:
         self.inner.bind(supervisor)
+        supervisor.watch_ends(lambda conversation_id, _: self.tell({"ended": conversation_id}))
         stdin = trio.lowlevel.FdStream(os.dup(sys.stdin.fileno()))
-        task_status.started()
-        buffer = b""
-        async with stdin:
-            async for chunk in stdin:
-                buffer += chunk
-                *lines, buffer = buffer.split(b"\n")
-                for line in lines:
-                    self._handle(supervisor, line)
-        # The parent is gone: nothing more will be routed here; keep serving until drained.
-        await trio.sleep_forever()
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(self._write_lines)
+            task_status.started()
+            buffer = b""
+            async with stdin:
+                async for chunk in stdin:
+                    buffer += chunk
+                    *lines, buffer = buffer.split(b"\n")
+                    for line in lines:
+                        self._handle(supervisor, line)
+            # The parent is gone: nothing more will be routed here. Serve what is here
+            # until it ends (within the drain timeout), then this process exits.
+            log.warning("the parent process is gone: draining")
+            self._out.close()
+            await supervisor.drain()
+
+    async def _write_lines(self) -> None:
+        stdout = trio.lowlevel.FdStream(os.dup(sys.stdout.fileno()))
+        async with stdout, self._lines:
+            async for line in self._lines:
+                try:
+                    await stdout.send_all(line)
+                except (trio.BrokenResourceError, trio.ClosedResourceError):
+                    self._out.close()  # the parent is gone: its end of the pipe with it
+                    return
 
     def _handle(self, supervisor: Supervisor, line: bytes) -> None:
         try:
@@ -313,9 +373,3 @@ def settings_from_env() -> Settings:
     if raw is None:
         raise ConfigError(f"{SETTINGS_ENV} is not set: `orchestrator worker` is started by `run --workers`")
     return settings_converter.structure(json.loads(raw), Settings)
-
-
-def announce_port(index: int, port: int | None) -> None:
-    """Tell the parent which port this worker's HTTP endpoint got (a line on stdout)."""
-    sys.stdout.write(json.dumps({"worker": index, "http_port": port}) + "\n")
-    sys.stdout.flush()

@@ -90,6 +90,27 @@ async def test_transient_restarts_on_crash_but_not_on_normal_end(
         assert platform.peer("x").connects == 1
 
 
+async def test_end_watchers_hear_each_end_once_it_has_left_and_a_failing_one_harms_nothing(
+    autojump_clock: trio.testing.MockClock, caplog: pytest.LogCaptureFixture
+) -> None:
+    Temporary.starts = 0
+    heard: list[tuple[str, str, bool]] = []
+    async with running_supervisor([Flaky, Temporary]) as (sup, platform, _):
+
+        def broken(conversation_id: str, outcome: str) -> None:
+            raise RuntimeError("a watcher's bug")
+
+        sup.watch_ends(broken)
+        sup.watch_ends(lambda cid, outcome: heard.append((cid, outcome, cid in sup)))
+        await sup.start_conversation("x", "flaky")
+        sup.start_conversation_nowait("t", "temporary")
+        await platform.peer("x").end()
+        assert await sup.wait_ended("x") == "completed"
+        await trio.testing.wait_all_tasks_blocked()  # "t" fails at its start
+        assert sorted(heard) == [("t", "failed", False), ("x", "completed", False)]
+        assert caplog.text.count("a watcher of conversations' ends failed") == 2
+
+
 async def test_temporary_never_restarts(autojump_clock: trio.testing.MockClock) -> None:
     Temporary.starts = 0
     async with running_supervisor([Temporary]) as (sup, _, metrics):

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import signal
 import subprocess
@@ -10,6 +11,7 @@ from pathlib import Path
 from typing import Any
 
 import httpx
+import psutil
 import pytest
 import trio
 
@@ -136,3 +138,122 @@ async def test_the_parent_is_not_ready_before_the_platform_is_reached() -> None:
         if process.returncode is None:
             process.kill()
             await process.wait()
+
+
+@pytest.mark.slow
+async def test_a_conversation_ended_while_the_control_connection_hears_nothing_leaves_the_parent() -> None:
+    # Found in review: the parent forgot a conversation only when the control connection
+    # said it ended, so with that connection down at the time (chaos through a fault proxy)
+    # /status counted ended conversations for ever, and a restarted worker got them back.
+    server = SandboxServer(notify_control_on_end=False)  # each end reaches its own socket only
+    port = free_port()
+    async with trio.open_nursery() as nursery:
+        await nursery.start(server.run)
+        command = [
+            sys.executable, "-m", "orchestrator", "run", "tests/helpers.py:EchoAgent", "--workers", "2",
+            "--url", server.conversimple_url, "--api-key", "workers-key", "--http-port", str(port),
+        ]  # fmt: skip
+        process = await trio.lowlevel.open_process(
+            command, cwd=ROOT, env={**os.environ}, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
+        )
+        try:
+            async with httpx.AsyncClient(base_url=f"http://127.0.0.1:{port}") as client:
+                await workers_status(client, ready=True)
+                plan = {"conversation": [{"agent_id": "echo", "repeat": 10, "calls": 2}]}
+                ids = server.add_conversations(parse_scenario(plan))
+                with trio.fail_after(60):
+                    await server.wait_done(ids)
+                assert all(server.conversation(c).outcome == "completed" for c in ids)
+                with trio.fail_after(10):
+                    while True:
+                        status = (await client.get("/status")).json()
+                        if sum(w["conversations"] for w in status["workers"]) == 0:
+                            break
+                        await trio.sleep(0.05)
+            process.send_signal(signal.SIGTERM)
+            with trio.fail_after(30):
+                await process.wait()
+            assert process.returncode == 0
+        finally:
+            if process.returncode is None:
+                process.kill()
+                await process.wait()
+        nursery.cancel_scope.cancel()
+
+
+@pytest.mark.slow
+async def test_a_parent_the_platform_refuses_stops_its_workers_before_it_exits() -> None:
+    # Found in review: the parent printed the refusal and exited, and its workers went on
+    # alone, each printing a BrokenPipeError traceback once it found the parent gone.
+    server = SandboxServer(api_keys={"the-right-key"}, auth_at_handshake=True)
+    async with trio.open_nursery() as nursery:
+        await nursery.start(server.run)
+        command = [
+            sys.executable, "-m", "orchestrator", "run", "tests/helpers.py:EchoAgent", "--workers", "2",
+            "--url", server.conversimple_url, "--api-key", "a-wrong-key", "--http-port", str(free_port()),
+        ]  # fmt: skip
+        process = await trio.lowlevel.open_process(
+            command, cwd=ROOT, env={**os.environ}, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE
+        )
+        try:
+            assert process.stderr is not None
+            logged = b""
+            with trio.fail_after(60):  # the end of stderr: the parent and every worker closed it
+                while chunk := await process.stderr.receive_some():
+                    logged += chunk
+                await process.wait()
+            text = logged.decode()
+            assert process.returncode == 3, text[-2000:]
+            assert "401" in text and "a-wrong-key" not in text
+            assert "Traceback" not in text and "BrokenPipeError" not in text, text[-3000:]
+        finally:
+            if process.returncode is None:
+                process.kill()
+                await process.wait()
+        nursery.cancel_scope.cancel()
+
+
+@pytest.mark.slow
+async def test_workers_whose_parent_is_killed_drain_and_exit() -> None:
+    # They used to serve on for ever, with nothing ever routed to them again.
+    server = SandboxServer()
+    port = free_port()
+    async with trio.open_nursery() as nursery:
+        await nursery.start(server.run)
+        command = [
+            sys.executable, "-m", "orchestrator", "run", "tests/helpers.py:EchoAgent", "--workers", "2",
+            "--url", server.conversimple_url, "--api-key", "workers-key", "--http-port", str(port),
+        ]  # fmt: skip
+        process = await trio.lowlevel.open_process(
+            command, cwd=ROOT, env={**os.environ}, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
+        )
+        pids: list[int] = []
+        try:
+            async with httpx.AsyncClient(base_url=f"http://127.0.0.1:{port}") as client:
+                status = await workers_status(client, ready=True)
+            pids = [w["pid"] for w in status["workers"]]
+            process.kill()
+            await process.wait()
+            with trio.fail_after(30):
+                while True:
+                    if not _running(pids):
+                        break
+                    await trio.sleep(0.05)
+        finally:
+            if process.returncode is None:
+                process.kill()
+                await process.wait()
+            for pid in pids:
+                with contextlib.suppress(ProcessLookupError):
+                    os.kill(pid, signal.SIGKILL)
+        nursery.cancel_scope.cancel()
+
+
+def _running(pids: list[int]) -> list[int]:
+    """The processes of ``pids`` that still run (a zombie has exited)."""
+    running = []
+    for pid in pids:
+        with contextlib.suppress(psutil.NoSuchProcess):
+            if psutil.Process(pid).status() != psutil.STATUS_ZOMBIE:
+                running.append(pid)
+    return running
