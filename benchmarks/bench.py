@@ -74,6 +74,27 @@ DEFAULTS: dict[str, dict[str, Any]] = {
 COMPARABLE = {"conversimple-sdk": "conversimple", "arinova-agent-sdk": "arinova"}
 SDK_MODULES = {package: module for module, package in EXTRA_MODULES.items() if package in COMPARABLE}
 ARINOVA_SCENARIOS = ("steady", "ramp", "soak")
+# The flags only some scenarios read, and their defaults where every scenario shares one
+# (the others: DEFAULTS). Given to a scenario that does not read it, a flag would be
+# ignored, and its run taken for what was asked: a usage error instead.
+READ_BY: dict[str, tuple[str, ...]] = {
+    "rate": ("ramp",),
+    "think_ms": ("ramp", "spike", "soak", "chaos"),
+    "duration": ("idle", "spike", "soak"),
+    "spike": ("spike",),
+    "spike_at": ("spike",),
+    "share": ("chaos",),
+    "drop_at": ("chaos",),
+    "via": ("chaos",),
+    "outage": ("chaos",),
+    "settle": ("steady", "idle", "soak", "chaos", "mixed"),
+}
+SHARED_DEFAULTS: dict[str, Any] = {
+    "spike_at": 3.0, "share": 0.3, "drop_at": 2.0, "via": "sandbox", "outage": 0.0, "settle": 1.0, "words": 20
+}  # fmt: skip
+IDLE_RSS_SCENARIOS = ("steady", "idle", "soak", "mixed")
+"""The scenarios that read RSS per idle conversation (conversimple only: an Arinova agent
+learns of a conversation from its first message)."""
 MIXED_TOOLS = len(MixedToolsAgent.__tools__)
 """The mixed scenario agent's tools: echo, nap, block, fail."""
 
@@ -139,7 +160,7 @@ def parse(argv: Sequence[str] | None) -> argparse.Namespace:
         help=f"Conversations (slots for soak). {scenario_default('conversations')}",
     )
     p.add_argument(
-        "-k", "--calls", type=COUNT, help=f"Tool calls per conversation. {scenario_default('calls')}"
+        "-k", "--calls", type=POSITIVE_COUNT, help=f"Tool calls per conversation. {scenario_default('calls')}"
     )
     p.add_argument(
         "--rate", type=SECONDS, help=f"ramp: conversations arriving per second. {scenario_default('rate')}"
@@ -157,17 +178,18 @@ def parse(argv: Sequence[str] | None) -> argparse.Namespace:
     p.add_argument(
         "--spike", type=COUNT, help=f"spike: conversations in the burst. {scenario_default('spike')}"
     )
-    p.add_argument("--spike-at", type=SECONDS, default=3.0, help="spike: seconds after the base load starts.")
-    p.add_argument("--share", type=float, default=0.3, help="chaos: share of links killed, in (0, 1].")
-    p.add_argument("--drop-at", type=SECONDS, default=2.0, help="chaos: seconds into the calls.")
+    p.add_argument("--spike-at", type=SECONDS, help="spike: seconds after the base load starts. (default: 3)")
+    p.add_argument(
+        "--share", type=float, help="chaos --via sandbox: share of links killed, in (0, 1]. (default: 0.3)"
+    )
+    p.add_argument("--drop-at", type=SECONDS, help="chaos: seconds into the calls. (default: 2)")
     p.add_argument(
         "--via",
         choices=("sandbox", "proxy"),
-        default="sandbox",
-        help="chaos: kill links at the sandbox (a share) or reset all at a fault proxy.",
+        help="chaos: kill links at the sandbox (a share) or reset all at a fault proxy. (default: sandbox)",
     )
     p.add_argument(
-        "--outage", type=SECONDS, default=0.0, help="chaos --via proxy: refuse connections this long (s)."
+        "--outage", type=SECONDS, help="chaos --via proxy: refuse connections this long (s). (default: 0)"
     )
     p.add_argument("--compare", choices=list(COMPARABLE), help="Also run the real SDK, interleaved.")
     p.add_argument(
@@ -177,7 +199,7 @@ def parse(argv: Sequence[str] | None) -> argparse.Namespace:
         "compared SDK's, else conversimple).",
     )
     p.add_argument(
-        "--words", type=POSITIVE_COUNT, default=20, help="arinova: words per message (one chunk each)."
+        "--words", type=POSITIVE_COUNT, help="arinova: words per message (one chunk each). (default: 20)"
     )
     p.add_argument(
         "--workers",
@@ -187,7 +209,9 @@ def parse(argv: Sequence[str] | None) -> argparse.Namespace:
         "are the whole process tree's.",
     )
     p.add_argument("--rounds", type=POSITIVE_COUNT, default=1, help="Rounds per system (interleaved).")
-    p.add_argument("--settle", type=SECONDS, default=1.0, help="Seconds to settle before RSS readings.")
+    p.add_argument(
+        "--settle", type=SECONDS, help="Seconds to settle before RSS readings (not ramp, spike). (default: 1)"
+    )
     p.add_argument(
         "--call-timeout", type=POSITIVE, default=60.0, help="Seconds: a call unanswered this long is lost."
     )
@@ -206,6 +230,19 @@ def parse(argv: Sequence[str] | None) -> argparse.Namespace:
         "--max-rss-drift-pct", type=POSITIVE, help="soak: most |last - first minute| / first, in %%."
     )
     args = p.parse_args(argv)
+    for key, readers in READ_BY.items():
+        if getattr(args, key) is not None and args.scenario not in readers:
+            flag = "--" + key.replace("_", "-")
+            p.error(f"{flag} is for {', '.join(readers)}: {args.scenario} would ignore it")
+    if args.platform is None:
+        args.platform = COMPARABLE[args.compare] if args.compare else "conversimple"
+    if args.words is not None and args.platform != "arinova":
+        p.error("--words is for --platform arinova (a message's words): conversimple would ignore it")
+    if args.share is not None and args.via == "proxy":
+        p.error("--share is for chaos --via sandbox: the proxy resets every link")
+    for key, value in SHARED_DEFAULTS.items():
+        if getattr(args, key) is None:
+            setattr(args, key, value)
     for key, value in DEFAULTS[args.scenario].items():
         if getattr(args, key, None) is None:
             setattr(args, key, value)
@@ -218,14 +255,24 @@ def parse(argv: Sequence[str] | None) -> argparse.Namespace:
         p.error("spike needs --spike > 0")
     if args.scenario == "soak" and args.duration <= 0:
         p.error("soak needs --duration > 0")
-    if args.platform is None:
-        args.platform = COMPARABLE[args.compare] if args.compare else "conversimple"
     if args.compare and COMPARABLE[args.compare] != args.platform:
         p.error(f"--compare {args.compare} speaks {COMPARABLE[args.compare]}, not --platform {args.platform}")
     if args.platform == "arinova" and args.scenario not in ARINOVA_SCENARIOS:
-        p.error(f"--platform arinova runs {', '.join(ARINOVA_SCENARIOS)}")
+        given = f"--compare {args.compare}" if args.compare else "--platform arinova"
+        p.error(f"{given} runs {', '.join(ARINOVA_SCENARIOS)}, not {args.scenario}")
     if not 0 < args.share <= 1:
         p.error("--share must be in (0, 1]")
+    if args.max_rss_kib_per_conversation is not None:
+        if args.platform == "arinova":
+            p.error(
+                "--max-rss-kib-per-conversation: an Arinova agent learns of a conversation from its "
+                "first message, so no RSS per idle conversation is measured"
+            )
+        if args.scenario not in IDLE_RSS_SCENARIOS:
+            p.error(
+                f"--max-rss-kib-per-conversation is for {', '.join(IDLE_RSS_SCENARIOS)} (RSS per idle "
+                f"conversation): {args.scenario} does not measure it"
+            )
     if args.workers > 1 and args.platform != "conversimple":
         p.error("--workers runs the conversimple platform only (as `orchestrator run --workers` does)")
     if args.workers > 1 and args.profile:
@@ -299,8 +346,15 @@ def check_budgets(args: argparse.Namespace, figures: Mapping[str, Any]) -> list[
             ok = value >= limit
         else:
             ok = abs(value) <= limit
-        checks.append({"figure": key, "value": value, "limit": limit, "ok": ok, "rule": f"{flag} {limit:g}"})
+        checks.append(
+            {"figure": key, "value": value, "limit": limit, "ok": ok, "rule": f"{flag} {_plain(limit)}"}
+        )
     return checks
+
+
+def _plain(value: float) -> str:
+    """A budget as given: 10000000, not 1e+07 (found in review)."""
+    return str(int(value)) if float(value).is_integer() and abs(value) < 1e18 else f"{value:g}"
 
 
 def preflight(args: argparse.Namespace) -> list[str]:
@@ -332,6 +386,8 @@ def preflight(args: argparse.Namespace) -> list[str]:
 LOADGEN_BUSY_PCT = 90.0
 """The load generator's share of its core, during a system's calls, from which that
 system's figures may be the load generator's limit and not its own."""
+LOADGEN_BUSY_MIN_S = 1.0
+"""The shortest calls phase whose busy share is read (a short one reads up to 104 %)."""
 
 
 def after_run(by_system: Mapping[str, Mapping[str, Any]]) -> list[str]:
@@ -341,7 +397,9 @@ def after_run(by_system: Mapping[str, Mapping[str, Any]]) -> list[str]:
     understates the difference."""
     warnings = []
     for system, figures in by_system.items():
-        busy = figures.get("loadgen_cpu_pct_at_done")
+        busy, calls, rate = (figures.get(k) for k in ("loadgen_cpu_pct_at_done", "calls", "calls_per_s"))
+        if not calls or not rate or calls / rate < LOADGEN_BUSY_MIN_S:
+            continue  # CPU time comes in 10 ms ticks: over a short window the share is noise
         if busy is not None and busy >= LOADGEN_BUSY_PCT:
             warnings.append(
                 f"the load generator was {busy:.0f} % busy during {system}'s calls (median of its "
@@ -447,11 +505,7 @@ def run(args: argparse.Namespace, argv: Sequence[str]) -> int:
     extra = [(k, v) for k, v in report.extras(rounds[0]["figures"]) if k not in ("exit_code", "stop_s")]
     if extra:
         print()
-        for system in systems:
-            first = next(r for r in rounds if r["figures"]["system"] == system)
-            print(
-                f"{system}: " + ", ".join(f"{k} {report.fmt(v)}" for k, v in report.extras(first["figures"]))
-            )
+        print("\n".join(figure_lines(by_system, args.rounds)))
     print()
     for check in checks:
         print(
@@ -469,6 +523,16 @@ def run(args: argparse.Namespace, argv: Sequence[str]) -> int:
         print(line, file=sys.stderr)
     print(f"bench: {'passed' if passed else 'FAILED'}", file=sys.stderr)
     return 0 if passed else 1
+
+
+def figure_lines(by_system: Mapping[str, Mapping[str, Any]], rounds: int) -> list[str]:
+    """A line per system of the figures the table leaves out: medians, as the table's (they
+    were round 1's alone, and read like medians: found in review)."""
+    lines = []
+    for system, figures in by_system.items():
+        label = system if rounds == 1 else f"{system}, medians of {rounds} rounds"
+        lines.append(f"{label}: " + ", ".join(f"{k} {report.fmt(v)}" for k, v in report.extras(figures)))
+    return lines
 
 
 def summary(results: Mapping[str, Any]) -> dict[str, Any]:
@@ -545,6 +609,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("bench: interrupted", file=sys.stderr)
         return 128 + signal.SIGINT
+    except SystemExit as exit_:
+        if exit_.code == 128 + signal.SIGTERM:  # raised by _stopped: say so, as for SIGINT
+            print("bench: terminated", file=sys.stderr)
+        raise
 
 
 if __name__ == "__main__":

@@ -14,6 +14,7 @@ import signal
 import subprocess
 import sys
 import time
+import types
 from pathlib import Path
 
 import psutil
@@ -112,8 +113,13 @@ def test_bench_command_records_itself_as_the_command_run(tmp_path: Path) -> None
     assert run.returncode == 0, run.stdout + run.stderr
     out = Path(json.loads(run.stdout.strip().splitlines()[-1])["dir"])
     command = "orchestrator bench steady -n 3 -k 1 --settle 0 --quiet --out " + str(tmp_path)
-    assert json.loads((out / "results.json").read_text())["command"] == command
+    results = json.loads((out / "results.json").read_text())
+    assert results["command"] == command
     assert command in (out / "results.md").read_text()
+    # A round this short has no 100 ms RSS sample of its own: its peak is read when it ends
+    # (it came out as 0 MiB, and a negative RSS a conversation).
+    (figures,) = [r["figures"] for r in results["rounds"]]
+    assert figures["peak_rss_mib"] > 10 and figures["rss_kib_per_conversation_active"] >= 0
 
 
 def _command_line(process: psutil.Process) -> str:
@@ -161,7 +167,11 @@ def test_a_signal_to_the_bench_command_stops_every_process_it_started(
         _, alive = psutil.wait_procs(started, timeout=15)
         assert not alive, [_command_line(p) for p in alive]
         assert proc.stderr is not None
-        assert "Traceback" not in proc.stderr.read().decode()
+        said = proc.stderr.read().decode()
+        assert "Traceback" not in said
+        # The last word says why it stopped (SIGTERM said nothing: found in review).
+        last = {signal.SIGINT: "bench: interrupted", signal.SIGTERM: "bench: terminated"}[signum]
+        assert said.strip().splitlines()[-1] == last, said[-500:]
     finally:
         leftovers = started if proc.poll() is not None else [psutil.Process(proc.pid), *started]
         for process in leftovers:
@@ -268,7 +278,7 @@ def test_bench_compare_without_the_sdk_names_the_extra(tmp_path: Path) -> None:
 WRONG = [
     (["--call-timeout", "0"], "--call-timeout", "must be > 0"),
     (["-n", "0"], "-n/--conversations", "must be >= 1"),
-    (["-k", "-1"], "-k/--calls", "must be >= 0"),
+    (["-k", "-1"], "-k/--calls", "must be >= 1"),
     (["--rounds", "0"], "--rounds", "must be >= 1"),
     (["--settle", "-1"], "--settle", "must be >= 0"),
     (["--think-ms", "-5"], "--think-ms", "must be >= 0"),
@@ -278,6 +288,7 @@ WRONG = [
     (["--min-calls-per-s", "0"], "--min-calls-per-s", "must be > 0"),
     (["--max-rss-drift-pct", "nan"], "--max-rss-drift-pct", "must be a finite number"),
     (["-n", "ten"], "-n/--conversations", "not an integer"),
+    (["-k", "0"], "-k/--calls", "must be >= 1, got 0"),  # it ran, measured nothing and passed
 ]
 
 
@@ -337,7 +348,7 @@ def test_bench_warns_without_py_spy_and_ends_with_the_breached_budget(tmp_path: 
     assert stderr[0] == "warning: --profile needs py-spy (pip install py-spy); running without a profile"
     assert not any("passed True" in line for line in stderr), run.stderr
     assert any(line.startswith("round 1 orchestrator: ") and "round ok" in line for line in stderr)
-    assert stderr[-2].startswith("budget: FAILED --min-calls-per-s 1e+09 (calls_per_s = "), run.stderr
+    assert stderr[-2].startswith("budget: FAILED --min-calls-per-s 1000000000 (calls_per_s = "), run.stderr
     assert stderr[-1] == "bench: FAILED"
     summary = json.loads(run.stdout.strip().splitlines()[-1])
     out = Path(summary["dir"])
@@ -353,6 +364,23 @@ def test_bench_warns_without_py_spy_and_ends_with_the_breached_budget(tmp_path: 
     [
         (["steady", "--max-rss-drift-pct", "5"], "--max-rss-drift-pct is a soak budget"),
         (["chaos", "--outage", "3"], "--outage needs chaos --via proxy"),
+        # Found in review: these ran, and ignored the flag (--via proxy put a fault proxy
+        # in front of a steady run, which then measured a quarter of the usual calls/s).
+        (["steady", "--rate", "10"], "--rate is for ramp: steady would ignore it"),
+        (["steady", "--think-ms", "100"], "--think-ms is for ramp, spike, soak, chaos: steady would"),
+        (["idle", "--think-ms", "100"], "--think-ms is for ramp, spike, soak, chaos: idle would"),
+        (["steady", "--duration", "3"], "--duration is for idle, spike, soak: steady would"),
+        (["steady", "--spike", "100"], "--spike is for spike: steady would"),
+        (["soak", "--spike-at", "1"], "--spike-at is for spike: soak would"),
+        (["steady", "--share", "0.5"], "--share is for chaos: steady would"),
+        (["steady", "--drop-at", "1"], "--drop-at is for chaos: steady would"),
+        (["steady", "--via", "proxy"], "--via is for chaos: steady would"),
+        (["ramp", "--settle", "2"], "--settle is for steady, idle, soak, chaos, mixed: ramp would"),
+        (["steady", "--words", "5"], "--words is for --platform arinova"),
+        (["chaos", "--via", "proxy", "--share", "0.5"], "--share is for chaos --via sandbox"),
+        (["ramp", "--max-rss-kib-per-conversation", "20"], "is for steady, idle, soak, mixed (RSS per idle"),
+        (["steady", "--platform", "arinova", "--max-rss-kib-per-conversation", "20"], "an Arinova agent"),
+        (["idle", "--platform", "arinova"], "--platform arinova runs steady, ramp, soak, not idle"),
     ],
 )
 def test_bench_refuses_a_flag_its_scenario_would_ignore(
@@ -392,15 +420,18 @@ def test_a_system_measured_against_a_saturated_load_generator_is_warned_about() 
     # Found measuring 1,000 x 20: the load generator was 94-98 % busy during the
     # orchestrator's calls, and nothing said that its calls/s were the harness's limit.
     by_system = {
-        "orchestrator": {"calls_per_s": 25_000.0, "loadgen_cpu_pct_at_done": 95.4},
-        "conversimple-sdk": {"calls_per_s": 8_000.0, "loadgen_cpu_pct_at_done": 37.1},
+        "orchestrator": {"calls": 50_000, "calls_per_s": 25_000.0, "loadgen_cpu_pct_at_done": 95.4},
+        "conversimple-sdk": {"calls": 50_000, "calls_per_s": 8_000.0, "loadgen_cpu_pct_at_done": 37.1},
     }
     (warning,) = bench_py.after_run(by_system)
     assert warning.startswith("the load generator was 95 % busy during orchestrator's calls")
     assert "lower bound" in warning
     by_system["orchestrator"]["loadgen_cpu_pct_at_done"] = 89.9
     assert bench_py.after_run(by_system) == []
-    assert bench_py.after_run({"orchestrator": {"calls_per_s": 1.0}}) == []  # idle: no such figure
+    # Over 50 ms, 10 ms ticks read 104 %: found in review, a warning about nothing.
+    short = {"orchestrator": {"calls": 1_000, "calls_per_s": 20_000.0, "loadgen_cpu_pct_at_done": 104.0}}
+    assert bench_py.after_run(short) == []
+    assert bench_py.after_run({"orchestrator": {"calls_per_s": 1.0}}) == []  # no such figure
 
 
 def test_the_json_line_carries_the_runs_warnings() -> None:
@@ -417,3 +448,44 @@ def test_the_json_line_carries_the_runs_warnings() -> None:
     line = bench_py.summary(results)
     assert line["warnings"] == ["the load generator was 95 % busy ..."]
     assert line["systems"] == {"orchestrator": {"calls_per_s": 5.0}}
+
+
+def test_a_round_too_short_for_an_rss_sample_reads_its_peak_when_its_calls_end(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Found in review: a 38 ms round had no 100 ms sample, so its peak RSS came out as 0 MiB
+    # and its RSS per active conversation as -1,114 KiB.
+    from benchmarks.harness.rounds import Round
+
+    one = Round(bench_py.options_of(bench_py.parse(["steady", "-n", "50"])), "orchestrator", 1, tmp_path)
+
+    class Sampler:
+        def loadgen_cpu_now(self) -> float:
+            return 0.0
+
+        def rss_read(self) -> int:
+            return 60 * 2**20
+
+        def between(self, start: float, end: float) -> list[int]:
+            return []  # no sample fell in the round
+
+    one.sut = types.SimpleNamespace(cpu_seconds=lambda: 0.0)  # type: ignore[assignment]
+    one.sampler, one.base_rss = Sampler(), 50 * 2**20  # type: ignore[assignment]
+    one.progress = types.SimpleNamespace(phase="calls")  # type: ignore[assignment]
+    monkeypatch.setattr(one, "wait_closed", lambda n: 0.1)
+    one.measure_calls(time.perf_counter() - 0.038, 50)
+    assert one.figures["peak_rss_mib"] == 60.0
+    assert one.figures["rss_kib_per_conversation_active"] == 204.8
+
+
+def test_the_figures_line_of_each_system_gives_its_medians_and_says_so() -> None:
+    by_system = {
+        "orchestrator": {"calls_per_s": 9.0, "cpu_pct_at_done": 90.4, "loadgen_cpu_pct_at_done": 88.0},
+        "conversimple-sdk": {"calls_per_s": 3.0, "cpu_pct_at_done": 97.0, "loadgen_cpu_pct_at_done": 35.0},
+    }
+    ours, theirs = bench_py.figure_lines(by_system, rounds=2)
+    assert ours.startswith("orchestrator, medians of 2 rounds: ")
+    assert "cpu_pct_at_done 90.40" in ours and "loadgen_cpu_pct_at_done 88.00" in ours
+    assert theirs.startswith("conversimple-sdk, medians of 2 rounds: ") and "97.00" in theirs
+    (one,) = bench_py.figure_lines({"orchestrator": by_system["orchestrator"]}, rounds=1)
+    assert one.startswith("orchestrator: ")

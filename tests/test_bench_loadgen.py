@@ -51,6 +51,12 @@ async def test_loadgen_records_every_call_once(
         await wait_until(lambda: len(batch.live) == n, 10, "the conversations")
         await wait_until(lambda: all(c.registered.is_set() for c in batch.live), 10, "the registrations")
         assert len(generator.calls.column("sent_at")) == 0  # the gate holds every call
+        # All registered is the moment the last one did, not the next tick's (up to 0.2 s
+        # later: connect_s was rounded to ticks, found in review).
+        assert generator.nursery is not None
+        generator.nursery.start_soon(generator.ticker)
+        await wait_until(lambda: batch.all_registered_at is not None, 10, "the tick that sees them")
+        assert batch.all_registered_at == batch.last_registered_at
         await generator.handle({"cmd": "go", "batch": "main"})
     await wait_until(lambda: batch.done_at is not None, 30, "the batch to finish")
     table = generator.calls

@@ -383,6 +383,13 @@ class Sampler:
         values = sorted(r for t, r in zip(self.t, self.rss, strict=True) if t >= cut)
         return values[len(values) // 2]
 
+    def rss_read(self) -> int:
+        """The system under test's RSS read now, not sampled (0 if it is gone)."""
+        try:
+            return tree_rss(self._sut)
+        except psutil.Error:
+            return 0
+
     def between(self, start: float, end: float) -> list[int]:
         return [r for t, r in zip(self.t, self.rss, strict=True) if start <= t <= end]
 

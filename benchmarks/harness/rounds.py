@@ -324,6 +324,7 @@ class Round:
     def measure_calls(self, go_at: float, n: int) -> None:
         at_done = self.sut.cpu_seconds() - self.cpu0
         lg_at_done = self.sampler.loadgen_cpu_now() - self.loadgen_cpu0
+        rss_at_done = self.sampler.rss_read()
         done = time.perf_counter()
         self.figures["cpu_s_at_done"] = round(at_done, 3)
         # Busy share up to the platform's last end, the calls' own window: the CPU % below
@@ -342,7 +343,9 @@ class Round:
         # Read at both ends, not from the 100 ms samples: a short run has none in between.
         lg = self.sampler.loadgen_cpu_now() - self.loadgen_cpu0
         self.figures["loadgen_cpu_pct"] = round(lg / (end - go_at) * 100, 1)
-        peak = max(self.sampler.between(go_at, end), default=0)
+        # Read when the last call was answered too: a round shorter than the 100 ms sampling
+        # has no sample of its own, and its peak came out as 0 (a negative RSS a conversation).
+        peak = max([*self.sampler.between(go_at, end), rss_at_done])
         self.figures["peak_rss_mib"] = round(peak / 2**20, 2)
         self.figures["rss_kib_per_conversation_active"] = round((peak - self.base_rss) / n / 1024, 2)
 
