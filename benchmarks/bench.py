@@ -502,6 +502,10 @@ def run(args: argparse.Namespace, argv: Sequence[str]) -> int:
                 report.table(["ratio", "value"], [[report.RATIO_TITLES[k], v] for k, v in ratios.items()])
             )
         )
+    for r in rounds:  # mixed: as results.md has them (stdout had none: found in review)
+        if r["figures"].get("tools"):
+            print(f"\ntools, round {r['figures']['round']} ({r['figures']['system']}):")
+            print("\n".join(report.tools_table(r["figures"]["tools"])))
     extra = [(k, v) for k, v in report.extras(rounds[0]["figures"]) if k not in ("exit_code", "stop_s")]
     if extra:
         print()

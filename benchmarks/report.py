@@ -107,6 +107,15 @@ def extras(figures: Mapping[str, Any]) -> list[tuple[str, Any]]:
     return out
 
 
+def tools_table(tools: Mapping[str, Mapping[str, Any]]) -> list[str]:
+    """The ``mixed`` scenario's figures per tool, one row each."""
+    columns = ("calls", "calls_ok", "calls_error", "calls_lost", "p50_ms", "p99_ms")
+    return table(
+        ["tool", "calls", "ok", "errors", "lost", "p50 ms", "p99 ms"],
+        [[name, *(t[c] for c in columns)] for name, t in tools.items()],
+    )
+
+
 def markdown(results: Mapping[str, Any]) -> str:
     lines = [f"# {results['scenario']} — {results['started']}", ""]
     lines += ["## Machine", "", ", ".join(f"{k}={v}" for k, v in results["machine"].items()), ""]
@@ -137,21 +146,7 @@ def markdown(results: Mapping[str, Any]) -> str:
         f = r["figures"]
         if f.get("tools"):
             lines += [f"## Tools, round {f['round']} ({f['system']})", ""]
-            lines += table(
-                ["tool", "calls", "ok", "errors", "lost", "p50 ms", "p99 ms"],
-                [
-                    [
-                        name,
-                        t["calls"],
-                        t["calls_ok"],
-                        t["calls_error"],
-                        t["calls_lost"],
-                        t["p50_ms"],
-                        t["p99_ms"],
-                    ]
-                    for name, t in f["tools"].items()
-                ],
-            )
+            lines += tools_table(f["tools"])
             lines.append("")
         profile = f.get("profile")
         if profile and profile.get("top_self"):

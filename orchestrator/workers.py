@@ -104,6 +104,7 @@ class WorkerPool:
     draining: bool = attrs.field(init=False, default=False)
     exit_code: int = attrs.field(init=False, default=0)
     reached: bool = attrs.field(init=False, default=False)
+    _platform: ConversimplePlatform | None = attrs.field(init=False, default=None)
     """The control connection has been up once (``/readyz`` waits for it, as one process's does)."""
 
     def __attrs_post_init__(self) -> None:
@@ -152,7 +153,7 @@ class WorkerPool:
     # -------------------------------------------------------------- running
 
     async def run(self) -> int:
-        platform = ConversimplePlatform.from_settings(self.settings.platform)
+        platform = self._platform = ConversimplePlatform.from_settings(self.settings.platform)
         async with trio.open_nursery() as nursery:
             for worker in self.workers:
                 await nursery.start(self._keep_alive, worker)
@@ -174,19 +175,21 @@ class WorkerPool:
     async def _route(self, event: Any) -> None:
         if isinstance(event, wire.ConversationReady) and event.agent_id is not None:
             if self.draining:
-                log.info("draining: conversation not routed")
+                log.info("draining: conversation %s not routed", event.conversation_id)
             else:
                 worker = self.workers[owner(event.conversation_id, self.count)]
                 if event.conversation_id not in worker.owned:
                     worker.owned[event.conversation_id] = event.agent_id
                     self.routed.labels(str(worker.index)).inc()
                     await worker.send({"start": event.conversation_id, "agent_id": event.agent_id})
-        elif isinstance(event, LinkUp):
-            self.reached = True
         elif isinstance(event, ControlEnded):
             worker = self.workers[owner(event.conversation_id, self.count)]
             if worker.owned.pop(event.conversation_id, None) is not None:
                 await worker.send({"end": event.conversation_id})
+        else:
+            self.reached = self.reached or isinstance(event, LinkUp)
+            if self._platform is not None:
+                self._platform.note(event, self.metrics)  # as one process logs it
         await trio.lowlevel.checkpoint()
 
     def _grace(self) -> float:
@@ -271,6 +274,7 @@ class WorkerPool:
         for worker in self.workers:
             if worker.process is not None:
                 await worker.process.wait()
+        log.info("every worker has drained: exiting")
         scope.cancel()
 
 

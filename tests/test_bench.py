@@ -489,3 +489,80 @@ def test_the_figures_line_of_each_system_gives_its_medians_and_says_so() -> None
     assert theirs.startswith("conversimple-sdk, medians of 2 rounds: ") and "97.00" in theirs
     (one,) = bench_py.figure_lines({"orchestrator": by_system["orchestrator"]}, rounds=1)
     assert one.startswith("orchestrator: ")
+
+
+SCENARIO_RUNS = [
+    (
+        ["idle", "-n", "10", "--duration", "0.5", "--settle", "0"],
+        10,
+        {"idle_cpu_pct", "rss_kib_per_conversation"},
+    ),
+    (["ramp", "-n", "20", "-k", "3", "--rate", "100", "--think-ms", "10"], 60, {"setup_p99_s"}),
+    (
+        [
+            "spike",
+            "-n",
+            "10",
+            "-k",
+            "2",
+            "--spike",
+            "20",
+            "--think-ms",
+            "50",
+            "--duration",
+            "1",
+            "--spike-at",
+            "0.3",
+        ],
+        None,
+        {"base_before_p99_ms", "base_during_p99_ms", "spike_s"},
+    ),
+    (
+        ["soak", "-n", "10", "-k", "5", "--think-ms", "0", "--duration", "2", "--settle", "0"],
+        None,
+        {"rss_drift_pct"},
+    ),
+    (
+        ["chaos", "-n", "10", "-k", "40", "--think-ms", "50", "--drop-at", "0.5", "--settle", "0"],
+        400,
+        {"dropped", "recovery_p50_s", "recover_all_s"},
+    ),
+    (["mixed", "-n", "10", "-k", "4", "--settle", "0"], 40, {"unexpected_errors"}),
+]
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize(
+    ("argv", "calls", "figures"), SCENARIO_RUNS, ids=lambda v: v[0] if isinstance(v, list) else ""
+)
+def test_every_scenario_runs_end_to_end_and_reports_its_own_figures(
+    tmp_path: Path, argv: list[str], calls: int | None, figures: set[str]
+) -> None:
+    # Only steady ran in the tests; a user runs all seven.
+    run = subprocess.run(
+        [sys.executable, str(BENCH), *argv, "--quiet", "--out", str(tmp_path)],
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert run.returncode == 0, run.stdout[-2000:] + run.stderr[-2000:]
+    lines = run.stdout.strip().splitlines()
+    assert lines[0].startswith("machine: cpu=")
+    summary = json.loads(lines[-1])
+    ours = summary["systems"]["orchestrator"]
+    assert ours["calls_lost"] == 0 and ours["duplicates"] == 0 and ours["calls"] > 0
+    if calls is not None:
+        assert ours["calls"] == calls
+    assert figures <= set(ours), sorted(ours)
+    out = Path(summary["dir"])
+    assert (out / "results.md").exists() and json.loads((out / "results.json").read_text())["passed"]
+    for chart in ("throughput.png", "latency.png", "rss.png"):
+        assert (out / chart).read_bytes().startswith(b"\x89PNG"), chart
+    if argv[0] == "mixed":  # the per-tool table, on stdout too (found in review: results.md only)
+        assert "tools, round 1 (orchestrator):" in run.stdout
+        assert all(
+            f"| {tool} " in run.stdout or f" {tool} " in run.stdout for tool in ("echo", "nap", "fail")
+        )
+    if argv[0] == "chaos":
+        assert ours["dropped"] == 3  # the default share, 0.3 of 10 links

@@ -106,6 +106,10 @@ async def test_two_workers_share_conversations_survive_a_worker_death_and_drain(
                         logged += chunk
                 # Each worker's records say which worker wrote them.
                 assert b"[worker=0]" in logged and b"[worker=1]" in logged, logged.decode()[-2000:]
+                # The parent says what one process says of its control connection, and when
+                # it is done (it said neither: found in review).
+                assert b"control connection up: ws://127.0.0.1:" in logged
+                assert logged.rstrip().endswith(b"every worker has drained: exiting"), logged[-500:]
         finally:
             if process.returncode is None:
                 process.kill()

@@ -179,6 +179,18 @@ class ConversimplePlatform:
             self._session(record.conversation_id), self.policy, self.handshakes, metrics
         )
 
+    def note(self, event: Any, metrics: Metrics | None) -> None:
+        """Log what the control connection says about itself (up, back, lost, a bad frame)."""
+        if isinstance(event, ev.LinkUp):
+            where = redact_url(self.url)
+            log.info("control connection %s: %s", "back" if event.reconnect else "up", where)
+        elif isinstance(event, ev.LinkDown):
+            log.warning("control connection lost (%s): reconnecting", event.reason)
+        elif isinstance(event, ev.ProtocolViolation):
+            log.warning("control connection: protocol error (%s): %s", event.reason, event.message)
+            if metrics is not None:
+                metrics.child(metrics.protocol_errors, event.reason).inc()
+
     async def run(
         self, supervisor: Supervisor, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED
     ) -> None:
@@ -199,15 +211,8 @@ class ConversimplePlatform:
                     )
             elif isinstance(event, ControlEnded):
                 supervisor.notify(event.conversation_id, ev.ConversationEnded())
-            elif isinstance(event, ev.LinkUp):
-                where = redact_url(self.url)
-                log.info("control connection %s: %s", "back" if event.reconnect else "up", where)
-            elif isinstance(event, ev.LinkDown):
-                log.warning("control connection lost (%s): reconnecting", event.reason)
-            elif isinstance(event, ev.ProtocolViolation):
-                log.warning("control connection: protocol error (%s): %s", event.reason, event.message)
-                if metrics is not None:
-                    metrics.child(metrics.protocol_errors, event.reason).inc()
+            else:
+                self.note(event, metrics)
             # No checkpoint of its own: the reader checks for cancellation at every frame
             # and yields at least every YIELD_EVERY frames (see transport.pipe), and at
             # conversations' ends a yield here was a scheduler pass for each of
