@@ -205,6 +205,10 @@ def charts(results: Mapping[str, Any], out: Path) -> list[str]:
             for r in results["rounds"]
         ]
 
+    def dots(s: Mapping[str, Any]) -> dict[str, Any]:
+        """Markers where a series is too short for a line (a round under two bins drew nothing)."""
+        return {"marker": "o"} if len(s.get("t", [])) < 3 else {}
+
     def save(fig: Any, name: str) -> None:
         fig.tight_layout()
         fig.savefig(out / name, dpi=100)
@@ -213,7 +217,7 @@ def charts(results: Mapping[str, Any], out: Path) -> list[str]:
 
     fig, ax = plt.subplots(figsize=(10, 4.5))
     for label, color, s in lines_of("calls"):
-        ax.plot(s.get("t", []), s.get("calls_per_s", []), label=label, color=color, alpha=0.8)
+        ax.plot(s.get("t", []), s.get("calls_per_s", []), label=label, color=color, alpha=0.8, **dots(s))
     ax.set(title=f"{title} — throughput", xlabel="seconds since start", ylabel="calls / s")
     ax.legend(loc="best", fontsize="small")
     ax.grid(alpha=0.3)
@@ -221,7 +225,7 @@ def charts(results: Mapping[str, Any], out: Path) -> list[str]:
 
     fig, ax = plt.subplots(figsize=(10, 4.5))
     for label, color, s in lines_of("calls"):
-        ax.plot(s.get("t", []), s.get("p99_ms", []), label=f"{label} p99", color=color)
+        ax.plot(s.get("t", []), s.get("p99_ms", []), label=f"{label} p99", color=color, **dots(s))
         ax.plot(s.get("t", []), s.get("p50_ms", []), label=f"{label} p50", color=color, ls="--", alpha=0.6)
     ax.set(title=f"{title} — latency", xlabel="seconds since start", ylabel="ms")
     ax.set_yscale("log")

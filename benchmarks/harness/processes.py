@@ -364,6 +364,8 @@ class Sampler:
                 lg = self._loadgen.cpu_times()
             except psutil.Error:
                 return
+            if not rss:  # exited, not yet reaped: no memory of its own (charts showed a drop to 0)
+                return
             self.t.append(time.perf_counter())
             self.rss.append(rss)
             self.cpu.append(cpu)
