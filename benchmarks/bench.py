@@ -87,7 +87,6 @@ READ_BY: dict[str, tuple[str, ...]] = {
     "drop_at": ("chaos",),
     "via": ("chaos",),
     "outage": ("chaos",),
-    "settle": ("steady", "idle", "soak", "chaos", "mixed"),
 }
 SHARED_DEFAULTS: dict[str, Any] = {
     "spike_at": 3.0, "share": 0.3, "drop_at": 2.0, "via": "sandbox", "outage": 0.0, "settle": 1.0, "words": 20
@@ -210,7 +209,7 @@ def parse(argv: Sequence[str] | None) -> argparse.Namespace:
     )
     p.add_argument("--rounds", type=POSITIVE_COUNT, default=1, help="Rounds per system (interleaved).")
     p.add_argument(
-        "--settle", type=SECONDS, help="Seconds to settle before RSS readings (not ramp, spike). (default: 1)"
+        "--settle", type=SECONDS, help="Seconds to settle before RSS readings. (default: 1)"
     )
     p.add_argument(
         "--call-timeout", type=POSITIVE, default=60.0, help="Seconds: a call unanswered this long is lost."

@@ -8,8 +8,9 @@ deterministic, no coordination, and a restarted worker (same index) owns the
 same conversations again. Each worker runs its own supervisor and opens the
 conversations' own connections; the parent tells it about new and ended
 conversations over its stdin, one JSON object per line, and the worker tells the
-parent over its stdout which port its HTTP endpoint got and which conversations
-ended (their own sockets say so even when the control connection was down then).
+parent, over a pipe of their own (:data:`REPORTS_FD_ENV`; stdout stays the agents'),
+which port its HTTP endpoint got and which conversations ended or were refused
+(their own sockets say so even when the control connection was down then).
 
 The parent restarts a worker that dies (full-jitter backoff) and re-announces
 the conversations it owned, so none is dropped and none is handled twice. It
@@ -202,15 +203,28 @@ class WorkerPool:
         started = False
         while True:
             argv = [*self.worker_argv, "--worker-index", str(worker.index), "--worker-count", str(self.count)]
-            # A session of its own: a terminal's Ctrl-C reaches the parent only, which
-            # then drains the workers itself (two signals would force their exit).
-            process = await trio.lowlevel.open_process(
-                argv, stdin=subprocess.PIPE, stdout=subprocess.PIPE, env=self.env, start_new_session=True
-            )
+            reports, theirs = os.pipe()
+            try:
+                # A session of its own: a terminal's Ctrl-C reaches the parent only, which
+                # then drains the workers itself (two signals would force their exit).
+                process = await trio.lowlevel.open_process(
+                    argv,
+                    stdin=subprocess.PIPE,
+                    env={**self.env, REPORTS_FD_ENV: str(theirs)},
+                    pass_fds=(theirs,),
+                    start_new_session=True,
+                )
+            except BaseException:
+                os.close(reports)
+                raise
+            finally:
+                os.close(theirs)
             worker.process = process
+            if self.draining:  # the drain began while it started: _signals did not see it
+                process.send_signal(signal.SIGTERM)
             self.alive.inc()
             async with trio.open_nursery() as nursery:
-                nursery.start_soon(self._read_worker, worker, process)
+                nursery.start_soon(self._read_worker, worker, trio.lowlevel.FdStream(reports))
                 for cid, agent_id in list(worker.owned.items()):  # a restart gets its conversations back
                     await worker.send({"start": cid, "agent_id": agent_id})
                 if not started:
@@ -218,9 +232,9 @@ class WorkerPool:
                     task_status.started()
                 try:
                     code = await process.wait()
-                except BaseException:  # the parent is exiting without a drain: the worker goes too
+                except BaseException:  # the parent is exiting at once: the worker goes too
                     with trio.CancelScope(shield=True):
-                        await _stop(process, self._grace())
+                        await _stop(process, self._grace(), signalled=self.draining)
                     raise
             self.alive.dec()
             if self.draining:
@@ -231,24 +245,28 @@ class WorkerPool:
             self.worker_restarts.inc()
             log.warning("worker %d exited with status %s: restarting", worker.index, code)
             await trio.sleep(backoff.next_delay())
+            if self.draining:  # not restarted into a drain: what it owned was not drained
+                self.exit_code = self.exit_code or 1
+                return
 
-    async def _read_worker(self, worker: Worker, process: trio.Process) -> None:
-        assert process.stdout is not None
+    async def _read_worker(self, worker: Worker, reports: trio.lowlevel.FdStream) -> None:
+        """What the worker reports on its pipe: its HTTP port, its conversations' ends."""
         buffer = b""
-        async for chunk in process.stdout:
-            buffer += chunk
-            *lines, buffer = buffer.split(b"\n")
-            for line in lines:
-                try:
-                    message = json.loads(line)
-                except ValueError:
-                    continue
-                if not isinstance(message, dict):
-                    continue
-                if isinstance(message.get("http_port"), int):
-                    worker.http_port = message["http_port"]
-                elif isinstance(message.get("ended"), str):
-                    worker.owned.pop(message["ended"], None)  # a restart must not bring it back
+        async with reports:
+            async for chunk in reports:
+                buffer += chunk
+                *lines, buffer = buffer.split(b"\n")
+                for line in lines:
+                    try:
+                        message = json.loads(line)
+                    except ValueError:
+                        continue
+                    if not isinstance(message, dict):
+                        continue
+                    if isinstance(message.get("http_port"), int):
+                        worker.http_port = message["http_port"]
+                    elif isinstance(message.get("ended"), str):
+                        worker.owned.pop(message["ended"], None)  # a restart must not bring it back
 
     async def _signals(self, scope: trio.CancelScope) -> None:
         with trio.open_signal_receiver(signal.SIGTERM, signal.SIGINT) as signals:
@@ -278,14 +296,16 @@ class WorkerPool:
         scope.cancel()
 
 
-async def _stop(process: trio.Process, grace: float) -> None:
-    """Drain a worker as SIGTERM does; kill it if that takes longer than ``grace`` seconds."""
+async def _stop(process: trio.Process, grace: float, *, signalled: bool) -> None:
+    """Drain a worker as SIGTERM does (unless it has had its SIGTERM: a second one would
+    force it out); kill it if that takes longer than ``grace`` seconds."""
     if process.returncode is None:
-        process.send_signal(signal.SIGTERM)
+        if not signalled:
+            process.send_signal(signal.SIGTERM)
         with trio.move_on_after(grace):
             await process.wait()
             return
-        log.warning("worker %d did not drain within %.0f s: killing it", process.pid, grace)
+        log.warning("worker process %d did not drain within %.0f s: killing it", process.pid, grace)
         process.kill()
     await process.wait()
 
@@ -295,20 +315,28 @@ class PipePlatform:
     """A worker's platform: conversations come from the parent over stdin.
 
     Each conversation's own connection is an ordinary Conversimple connection.
-    What the worker tells the parent (:meth:`tell`) leaves on stdout from a task of
-    its own, so a parent slow to read never stalls this process's event loop.
+    What the worker tells the parent (:meth:`tell`) leaves on the pipe the parent
+    gave it (:data:`REPORTS_FD_ENV`) from a task of its own, so a parent slow to read
+    never stalls this process's event loop.
     """
 
     inner: ConversimplePlatform
     _out: trio.MemorySendChannel[bytes] = attrs.field(init=False)
     _lines: trio.MemoryReceiveChannel[bytes] = attrs.field(init=False)
+    _reports_fd: int = attrs.field(init=False)
 
     def __attrs_post_init__(self) -> None:
         self._out, self._lines = trio.open_memory_channel[bytes](math.inf)
+        raw = os.environ.get(REPORTS_FD_ENV, "")
+        if not raw.isdigit():
+            raise ConfigError(
+                f"{REPORTS_FD_ENV} is not set: `orchestrator worker` is started by `run --workers`"
+            )
+        self._reports_fd = int(raw)
 
     def tell(self, message: Mapping[str, Any]) -> None:
         """Send the parent one JSON line (dropped once the parent is gone)."""
-        with contextlib.suppress(trio.ClosedResourceError):
+        with contextlib.suppress(trio.ClosedResourceError, trio.BrokenResourceError):
             self._out.send_nowait((json.dumps(message) + "\n").encode())
 
     def connect(self, record: ConversationRecord) -> ResilientConnection:
@@ -337,14 +365,15 @@ class PipePlatform:
             await supervisor.drain()
 
     async def _write_lines(self) -> None:
-        stdout = trio.lowlevel.FdStream(os.dup(sys.stdout.fileno()))
-        async with stdout, self._lines:
-            async for line in self._lines:
-                try:
-                    await stdout.send_all(line)
-                except (trio.BrokenResourceError, trio.ClosedResourceError):
-                    self._out.close()  # the parent is gone: its end of the pipe with it
-                    return
+        reports = trio.lowlevel.FdStream(self._reports_fd)
+        try:
+            async with reports, self._lines:
+                async for line in self._lines:
+                    await reports.send_all(line)
+        except (trio.BrokenResourceError, trio.ClosedResourceError):
+            pass  # the parent is gone: its end of the pipe with it
+        finally:
+            self._out.close()  # what is told from now on goes nowhere, quietly
 
     def _handle(self, supervisor: Supervisor, line: bytes) -> None:
         try:
@@ -355,13 +384,17 @@ class PipePlatform:
         if not isinstance(message, dict):
             return
         if isinstance(message.get("start"), str) and isinstance(message.get("agent_id"), str):
+            cid = message["start"]
             metadata = {"customer_id": self.inner.customer_id, "platform": "conversimple"}
-            admit(supervisor, message["start"], message["agent_id"], metadata)
+            if not admit(supervisor, cid, message["agent_id"], metadata) and cid not in supervisor:
+                self.tell({"ended": cid})  # refused (capacity, breaker, unknown agent): not here
         elif isinstance(message.get("end"), str):
             supervisor.notify(message["end"], ConversationEnded())
 
 
 SETTINGS_ENV = "ORCHESTRATOR_WORKER_SETTINGS"
+REPORTS_FD_ENV = "ORCHESTRATOR_WORKER_REPORTS_FD"
+"""The worker's end of the pipe it reports on (a file descriptor number the parent passed)."""
 
 
 def settings_to_env(settings: Settings) -> dict[str, str]:

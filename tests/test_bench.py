@@ -375,7 +375,6 @@ def test_bench_warns_without_py_spy_and_ends_with_the_breached_budget(tmp_path: 
         (["steady", "--share", "0.5"], "--share is for chaos: steady would"),
         (["steady", "--drop-at", "1"], "--drop-at is for chaos: steady would"),
         (["steady", "--via", "proxy"], "--via is for chaos: steady would"),
-        (["ramp", "--settle", "2"], "--settle is for steady, idle, soak, chaos, mixed: ramp would"),
         (["steady", "--words", "5"], "--words is for --platform arinova"),
         (["chaos", "--via", "proxy", "--share", "0.5"], "--share is for chaos --via sandbox"),
         (["ramp", "--max-rss-kib-per-conversation", "20"], "is for steady, idle, soak, mixed (RSS per idle"),

@@ -196,16 +196,22 @@ async def test_a_parent_the_platform_refuses_stops_its_workers_before_it_exits()
             sys.executable, "-m", "orchestrator", "run", "tests/helpers.py:EchoAgent", "--workers", "2",
             "--url", server.conversimple_url, "--api-key", "a-wrong-key", "--http-port", str(free_port()),
         ]  # fmt: skip
+        mark = f"refused-{os.getpid()}-{free_port()}"  # finds this run's workers, and only them
+        env = {**os.environ, "ORCHESTRATOR_TEST_MARK": mark}
         process = await trio.lowlevel.open_process(
-            command, cwd=ROOT, env={**os.environ}, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE
+            command, cwd=ROOT, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE
         )
         try:
             assert process.stderr is not None
+            with trio.fail_after(60):
+                await process.wait()
+            # Gone when the parent is: it stopped them (they would end later by themselves,
+            # once they found the parent gone, which is not what it must do).
+            assert _marked(mark) == [], "workers outlived their parent"
             logged = b""
-            with trio.fail_after(60):  # the end of stderr: the parent and every worker closed it
+            with trio.fail_after(30):
                 while chunk := await process.stderr.receive_some():
                     logged += chunk
-                await process.wait()
             text = logged.decode()
             assert process.returncode == 3, text[-2000:]
             assert "401" in text and "a-wrong-key" not in text
@@ -261,3 +267,103 @@ def _running(pids: list[int]) -> list[int]:
             if psutil.Process(pid).status() != psutil.STATUS_ZOMBIE:
                 running.append(pid)
     return running
+
+
+def _marked(mark: str) -> list[int]:
+    """Running processes whose environment carries ``mark``."""
+    found = []
+    for process in psutil.process_iter():
+        with contextlib.suppress(psutil.Error):
+            if (
+                process.environ().get("ORCHESTRATOR_TEST_MARK") == mark
+                and process.status() != psutil.STATUS_ZOMBIE
+            ):
+                found.append(process.pid)
+    return found
+
+
+@pytest.mark.slow
+async def test_a_drain_that_begins_while_a_worker_restarts_does_not_restart_it() -> None:
+    # Found in review: the restart went ahead into the drain, unsignalled, and the parent
+    # waited for it for ever.
+    server = SandboxServer()
+    port = free_port()
+    async with trio.open_nursery() as nursery:
+        await nursery.start(server.run)
+        command = [
+            sys.executable, "-m", "orchestrator", "run", "tests/helpers.py:EchoAgent", "--workers", "2",
+            "--url", server.conversimple_url, "--api-key", "workers-key", "--http-port", str(port),
+        ]  # fmt: skip
+        process = await trio.lowlevel.open_process(
+            command, cwd=ROOT, env={**os.environ}, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
+        )
+        try:
+            async with httpx.AsyncClient(base_url=f"http://127.0.0.1:{port}") as client:
+                status = await workers_status(client, ready=True)
+            # Worker 0 drains for 3 s, past the moment worker 1 would be restarted.
+            ids = [f"conv-{i:05d}" for i in range(1, 41)]
+            zero = sum(1 for cid in ids if owner(cid, 2) == 0)
+            plan = {"conversation": [{"agent_id": "echo", "repeat": 40, "turn": [
+                {"tool": "nap", "arguments": {"seconds": 3.0}}]}]}  # fmt: skip
+            assert server.add_conversations(parse_scenario(plan)) == ids and zero > 0
+            await trio.sleep(0.8)  # in their calls
+            os.kill(status["workers"][1]["pid"], signal.SIGKILL)
+            await trio.sleep(0.1)  # the parent sees it die, and waits 0.5-1 s to restart it
+            process.send_signal(signal.SIGTERM)
+            with trio.fail_after(30):
+                await process.wait()
+            assert process.returncode == 1  # worker 1's conversations were not drained
+        finally:
+            if process.returncode is None:
+                process.kill()
+                await process.wait()
+        nursery.cancel_scope.cancel()
+
+
+@pytest.mark.slow
+async def test_a_parent_that_fails_while_draining_lets_its_workers_finish_the_drain() -> None:
+    # Found in review: the parent's failure sent each worker a second SIGTERM, which made
+    # it cancel its conversations at once instead of letting them end.
+    server = SandboxServer()
+    port = free_port()
+    async with trio.open_nursery() as nursery:
+        await nursery.start(server.run)
+        command = [
+            sys.executable, "-m", "orchestrator", "run", "tests/helpers.py:EchoAgent", "--workers", "2",
+            "--url", server.conversimple_url, "--api-key", "workers-key", "--http-port", str(port),
+        ]  # fmt: skip
+        process = await trio.lowlevel.open_process(
+            command, cwd=ROOT, env={**os.environ}, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
+        )
+        try:
+            async with httpx.AsyncClient(base_url=f"http://127.0.0.1:{port}") as client:
+                await workers_status(client, ready=True)
+            plan = {
+                "conversation": [
+                    {
+                        "agent_id": "echo",
+                        "repeat": 6,
+                        "turn": [{"tool": "nap", "arguments": {"seconds": 6.0}}],
+                    }
+                ]
+            }  # fmt: skip (past the control's retry)
+            ids = server.add_conversations(parse_scenario(plan))
+            await trio.sleep(0.8)  # every conversation is in its call
+            process.send_signal(signal.SIGTERM)  # the drain begins
+            await trio.sleep(0.2)
+            server.refuse_handshakes(401)  # and the platform turns the parent away
+            router = server.conversimple
+            for control in {c.control for c in router.conversations.values() if c.control is not None}:
+                router.abort(control)
+            with trio.fail_after(60):
+                await server.wait_done(ids)
+                await process.wait()
+            assert process.returncode == 3  # the platform failed it
+            assert all(server.conversation(c).outcome == "completed" for c in ids), [
+                (server.conversation(c).outcome, server.conversation(c).failures) for c in ids
+            ]
+        finally:
+            if process.returncode is None:
+                process.kill()
+                await process.wait()
+        nursery.cancel_scope.cancel()
