@@ -565,3 +565,10 @@ def test_every_scenario_runs_end_to_end_and_reports_its_own_figures(
         )
     if argv[0] == "chaos":
         assert ours["dropped"] == 3  # the default share, 0.3 of 10 links
+
+
+def test_the_flags_know_every_scenario_the_rounds_run() -> None:
+    from benchmarks.harness.flags import SCENARIOS as flagged
+    from benchmarks.harness.rounds import SCENARIO_RUNNERS, SCENARIOS
+
+    assert flagged == SCENARIOS == tuple(SCENARIO_RUNNERS)
