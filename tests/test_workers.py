@@ -7,6 +7,8 @@ import os
 import signal
 import subprocess
 import sys
+from collections.abc import AsyncIterator, Mapping
+from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Any
 
@@ -21,6 +23,32 @@ from orchestrator.workers import owner
 from tests.helpers import free_port
 
 ROOT = Path(__file__).resolve().parent.parent
+
+
+@asynccontextmanager
+async def parent(
+    url: str,
+    *,
+    key: str = "workers-key",
+    port: int | None = None,
+    stderr: int = subprocess.DEVNULL,
+    env: Mapping[str, str] | None = None,
+) -> AsyncIterator[trio.Process]:
+    """``orchestrator run --workers 2`` serving tests/helpers.py's EchoAgent on ``url``;
+    killed on the way out if it is still running."""
+    command = [
+        sys.executable, "-m", "orchestrator", "run", "tests/helpers.py:EchoAgent", "--workers", "2",
+        "--url", url, "--api-key", key, "--http-port", str(port or free_port()),
+    ]  # fmt: skip
+    process = await trio.lowlevel.open_process(
+        command, cwd=ROOT, env={**os.environ, **(env or {})}, stdout=subprocess.DEVNULL, stderr=stderr
+    )
+    try:
+        yield process
+    finally:
+        if process.returncode is None:
+            process.kill()
+            await process.wait()
 
 
 async def workers_status(client: httpx.AsyncClient, *, ready: bool = False) -> dict[str, Any]:
@@ -55,80 +83,63 @@ async def test_two_workers_share_conversations_survive_a_worker_death_and_drain(
     port = free_port()
     async with trio.open_nursery() as nursery:
         await nursery.start(server.run)
-        command = [
-            sys.executable, "-m", "orchestrator", "run", "tests/helpers.py:EchoAgent", "--workers", "2",
-            "--url", server.conversimple_url, "--api-key", "workers-key", "--http-port", str(port),
-        ]  # fmt: skip
-        process = await trio.lowlevel.open_process(
-            command, cwd=ROOT, env={**os.environ}, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE
-        )
-        try:
-            async with httpx.AsyncClient(base_url=f"http://127.0.0.1:{port}") as client:
-                await workers_status(client, ready=True)
-                plan = {"conversation": [{"agent_id": "echo", "repeat": 20, "calls": 3}]}
-                ids = server.add_conversations(parse_scenario(plan))
-                with trio.fail_after(60):
-                    await server.wait_done(ids)
-                assert all(server.conversation(c).outcome == "completed" for c in ids)
-                assert server.report(ids).duplicates == 0
-                status = (await client.get("/status")).json()
-                started = []
-                for w in status["workers"]:
-                    worker_status = (
-                        await httpx.AsyncClient().get(f"http://127.0.0.1:{w['http_port']}/status")
-                    ).json()
-                    started.append(worker_status["started_total"])
-                assert sum(started) == 20 and all(n > 0 for n in started)
+        async with (
+            parent(server.conversimple_url, port=port, stderr=subprocess.PIPE) as process,
+            httpx.AsyncClient(base_url=f"http://127.0.0.1:{port}") as client,
+        ):
+            await workers_status(client, ready=True)
+            plan = {"conversation": [{"agent_id": "echo", "repeat": 20, "calls": 3}]}
+            ids = server.add_conversations(parse_scenario(plan))
+            with trio.fail_after(60):
+                await server.wait_done(ids)
+            assert all(server.conversation(c).outcome == "completed" for c in ids)
+            assert server.report(ids).duplicates == 0
+            status = (await client.get("/status")).json()
+            started = []
+            for w in status["workers"]:
+                worker_status = (
+                    await httpx.AsyncClient().get(f"http://127.0.0.1:{w['http_port']}/status")
+                ).json()
+                started.append(worker_status["started_total"])
+            assert sum(started) == 20 and all(n > 0 for n in started)
 
-                # A worker dies: the parent restarts it and re-announces what it owned.
-                victim = status["workers"][0]
-                plan = {"conversation": [{"agent_id": "echo", "repeat": 10, "turn": [
-                    {"tool": "nap", "arguments": {"seconds": 1.0}}]}]}  # fmt: skip
-                more = server.add_conversations(parse_scenario(plan))
-                await trio.sleep(0.3)
-                os.kill(victim["pid"], signal.SIGKILL)
-                with trio.fail_after(60):
-                    await server.wait_done(more)
-                assert all(server.conversation(c).outcome == "completed" for c in more), [
-                    server.conversation(c).failures for c in more
-                ]
-                status = (await client.get("/status")).json()
-                assert status["workers"][0]["restarts"] == 1
+            # A worker dies: the parent restarts it and re-announces what it owned.
+            victim = status["workers"][0]
+            plan = {"conversation": [{"agent_id": "echo", "repeat": 10, "turn": [
+                {"tool": "nap", "arguments": {"seconds": 1.0}}]}]}  # fmt: skip
+            more = server.add_conversations(parse_scenario(plan))
+            await trio.sleep(0.3)
+            os.kill(victim["pid"], signal.SIGKILL)
+            with trio.fail_after(60):
+                await server.wait_done(more)
+            assert all(server.conversation(c).outcome == "completed" for c in more), [
+                server.conversation(c).failures for c in more
+            ]
+            status = (await client.get("/status")).json()
+            assert status["workers"][0]["restarts"] == 1
 
-                process.send_signal(signal.SIGTERM)
-                with trio.fail_after(30):
-                    await process.wait()
-                assert process.returncode == 0
-                assert process.stderr is not None
-                logged = b""
-                with trio.move_on_after(5):
-                    while chunk := await process.stderr.receive_some():
-                        logged += chunk
-                # Each worker's records say which worker wrote them.
-                assert b"[worker=0]" in logged and b"[worker=1]" in logged, logged.decode()[-2000:]
-                # The parent says what one process says of its control connection, and when
-                # it is done (it said neither: found in review).
-                assert b"control connection up: ws://127.0.0.1:" in logged
-                assert logged.rstrip().endswith(b"every worker has drained: exiting"), logged[-500:]
-        finally:
-            if process.returncode is None:
-                process.kill()
+            process.send_signal(signal.SIGTERM)
+            with trio.fail_after(30):
                 await process.wait()
+            assert process.returncode == 0
+            assert process.stderr is not None
+            logged = b""
+            with trio.move_on_after(5):
+                while chunk := await process.stderr.receive_some():
+                    logged += chunk
+            # Each worker's records say which worker wrote them.
+            assert b"[worker=0]" in logged and b"[worker=1]" in logged, logged.decode()[-2000:]
+            # The parent says what one process says of its control connection, and when
+            # it is done (it said neither: found in review).
+            assert b"control connection up: ws://127.0.0.1:" in logged
+            assert logged.rstrip().endswith(b"every worker has drained: exiting"), logged[-500:]
         nursery.cancel_scope.cancel()
 
 
 @pytest.mark.slow
 async def test_the_parent_is_not_ready_before_the_platform_is_reached() -> None:
     port = free_port()
-    command = [
-        sys.executable, "-m", "orchestrator", "run", "tests/helpers.py:EchoAgent", "--workers", "2",
-        "--url", f"ws://127.0.0.1:{free_port()}/customer_sdk/websocket", "--api-key", "workers-key",
-        "--http-port", str(port),
-    ]  # fmt: skip
-    process = await trio.lowlevel.open_process(
-        command, cwd=ROOT, env={**os.environ}, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
-    )
-    try:
+    async with parent(f"ws://127.0.0.1:{free_port()}/customer_sdk/websocket", port=port) as process:
         async with httpx.AsyncClient(base_url=f"http://127.0.0.1:{port}") as client:
             status = await workers_status(client)
             ready = await client.get("/readyz")
@@ -138,10 +149,6 @@ async def test_the_parent_is_not_ready_before_the_platform_is_reached() -> None:
         with trio.fail_after(30):
             await process.wait()
         assert process.returncode == 0
-    finally:
-        if process.returncode is None:
-            process.kill()
-            await process.wait()
 
 
 @pytest.mark.slow
@@ -153,14 +160,7 @@ async def test_a_conversation_ended_while_the_control_connection_hears_nothing_l
     port = free_port()
     async with trio.open_nursery() as nursery:
         await nursery.start(server.run)
-        command = [
-            sys.executable, "-m", "orchestrator", "run", "tests/helpers.py:EchoAgent", "--workers", "2",
-            "--url", server.conversimple_url, "--api-key", "workers-key", "--http-port", str(port),
-        ]  # fmt: skip
-        process = await trio.lowlevel.open_process(
-            command, cwd=ROOT, env={**os.environ}, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
-        )
-        try:
+        async with parent(server.conversimple_url, port=port) as process:
             async with httpx.AsyncClient(base_url=f"http://127.0.0.1:{port}") as client:
                 await workers_status(client, ready=True)
                 plan = {"conversation": [{"agent_id": "echo", "repeat": 10, "calls": 2}]}
@@ -178,10 +178,6 @@ async def test_a_conversation_ended_while_the_control_connection_hears_nothing_l
             with trio.fail_after(30):
                 await process.wait()
             assert process.returncode == 0
-        finally:
-            if process.returncode is None:
-                process.kill()
-                await process.wait()
         nursery.cancel_scope.cancel()
 
 
@@ -192,16 +188,11 @@ async def test_a_parent_the_platform_refuses_stops_its_workers_before_it_exits()
     server = SandboxServer(api_keys={"the-right-key"}, auth_at_handshake=True)
     async with trio.open_nursery() as nursery:
         await nursery.start(server.run)
-        command = [
-            sys.executable, "-m", "orchestrator", "run", "tests/helpers.py:EchoAgent", "--workers", "2",
-            "--url", server.conversimple_url, "--api-key", "a-wrong-key", "--http-port", str(free_port()),
-        ]  # fmt: skip
         mark = f"refused-{os.getpid()}-{free_port()}"  # finds this run's workers, and only them
-        env = {**os.environ, "ORCHESTRATOR_TEST_MARK": mark}
-        process = await trio.lowlevel.open_process(
-            command, cwd=ROOT, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE
-        )
-        try:
+        marked = {"ORCHESTRATOR_TEST_MARK": mark}
+        async with parent(
+            server.conversimple_url, key="a-wrong-key", stderr=subprocess.PIPE, env=marked
+        ) as process:
             assert process.stderr is not None
             with trio.fail_after(60):
                 await process.wait()
@@ -216,10 +207,6 @@ async def test_a_parent_the_platform_refuses_stops_its_workers_before_it_exits()
             assert process.returncode == 3, text[-2000:]
             assert "401" in text and "a-wrong-key" not in text
             assert "Traceback" not in text and "BrokenPipeError" not in text, text[-3000:]
-        finally:
-            if process.returncode is None:
-                process.kill()
-                await process.wait()
         nursery.cancel_scope.cancel()
 
 
@@ -230,32 +217,23 @@ async def test_workers_whose_parent_is_killed_drain_and_exit() -> None:
     port = free_port()
     async with trio.open_nursery() as nursery:
         await nursery.start(server.run)
-        command = [
-            sys.executable, "-m", "orchestrator", "run", "tests/helpers.py:EchoAgent", "--workers", "2",
-            "--url", server.conversimple_url, "--api-key", "workers-key", "--http-port", str(port),
-        ]  # fmt: skip
-        process = await trio.lowlevel.open_process(
-            command, cwd=ROOT, env={**os.environ}, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
-        )
         pids: list[int] = []
-        try:
-            async with httpx.AsyncClient(base_url=f"http://127.0.0.1:{port}") as client:
-                status = await workers_status(client, ready=True)
-            pids = [w["pid"] for w in status["workers"]]
-            process.kill()
-            await process.wait()
-            with trio.fail_after(30):
-                while True:
-                    if not _running(pids):
-                        break
-                    await trio.sleep(0.05)
-        finally:
-            if process.returncode is None:
+        async with parent(server.conversimple_url, port=port) as process:
+            try:
+                async with httpx.AsyncClient(base_url=f"http://127.0.0.1:{port}") as client:
+                    status = await workers_status(client, ready=True)
+                pids = [w["pid"] for w in status["workers"]]
                 process.kill()
                 await process.wait()
-            for pid in pids:
-                with contextlib.suppress(ProcessLookupError):
-                    os.kill(pid, signal.SIGKILL)
+                with trio.fail_after(30):
+                    while True:
+                        if not _running(pids):
+                            break
+                        await trio.sleep(0.05)
+            finally:
+                for pid in pids:
+                    with contextlib.suppress(ProcessLookupError):
+                        os.kill(pid, signal.SIGKILL)
         nursery.cancel_scope.cancel()
 
 
@@ -290,14 +268,7 @@ async def test_a_drain_that_begins_while_a_worker_restarts_does_not_restart_it()
     port = free_port()
     async with trio.open_nursery() as nursery:
         await nursery.start(server.run)
-        command = [
-            sys.executable, "-m", "orchestrator", "run", "tests/helpers.py:EchoAgent", "--workers", "2",
-            "--url", server.conversimple_url, "--api-key", "workers-key", "--http-port", str(port),
-        ]  # fmt: skip
-        process = await trio.lowlevel.open_process(
-            command, cwd=ROOT, env={**os.environ}, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
-        )
-        try:
+        async with parent(server.conversimple_url, port=port) as process:
             async with httpx.AsyncClient(base_url=f"http://127.0.0.1:{port}") as client:
                 status = await workers_status(client, ready=True)
             # Worker 0 drains for 3 s, past the moment worker 1 would be restarted.
@@ -313,10 +284,6 @@ async def test_a_drain_that_begins_while_a_worker_restarts_does_not_restart_it()
             with trio.fail_after(30):
                 await process.wait()
             assert process.returncode == 1  # worker 1's conversations were not drained
-        finally:
-            if process.returncode is None:
-                process.kill()
-                await process.wait()
         nursery.cancel_scope.cancel()
 
 
@@ -328,14 +295,7 @@ async def test_a_parent_that_fails_while_draining_lets_its_workers_finish_the_dr
     port = free_port()
     async with trio.open_nursery() as nursery:
         await nursery.start(server.run)
-        command = [
-            sys.executable, "-m", "orchestrator", "run", "tests/helpers.py:EchoAgent", "--workers", "2",
-            "--url", server.conversimple_url, "--api-key", "workers-key", "--http-port", str(port),
-        ]  # fmt: skip
-        process = await trio.lowlevel.open_process(
-            command, cwd=ROOT, env={**os.environ}, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
-        )
-        try:
+        async with parent(server.conversimple_url, port=port) as process:
             async with httpx.AsyncClient(base_url=f"http://127.0.0.1:{port}") as client:
                 await workers_status(client, ready=True)
             plan = {
@@ -362,8 +322,4 @@ async def test_a_parent_that_fails_while_draining_lets_its_workers_finish_the_dr
             assert all(server.conversation(c).outcome == "completed" for c in ids), [
                 (server.conversation(c).outcome, server.conversation(c).failures) for c in ids
             ]
-        finally:
-            if process.returncode is None:
-                process.kill()
-                await process.wait()
         nursery.cancel_scope.cancel()
