@@ -18,7 +18,7 @@ from orchestrator.agent import tool_schemas
 from orchestrator.errors import HandshakeError, LinkClosedError, PermanentLinkError
 from orchestrator.protocols import conversimple as wire
 from orchestrator.sandbox import CallRecord, ConversationPlan, SandboxServer, Scenario, ToolTurn, load_plan
-from orchestrator.sandbox.conversation import ConversimpleConversation, OpenCall
+from orchestrator.sandbox.conversation import ConversimpleConversation, OpenCall, Socket
 from orchestrator.sandbox.conversimple import ConversimpleRouter
 from orchestrator.sandbox.load import progress_line
 from orchestrator.transport import connect
@@ -623,3 +623,36 @@ async def test_leave_stops_announcements_to_that_socket(server: SandboxServer) -
     assert (await first.next(replies=True)).message == wire.PhxReply("ok", {})
     (cid,) = server.add_conversations(echo_calls("x"))
     assert (await second.expect(wire.ConversationReady)).conversation_id == cid
+
+
+async def test_a_drop_armed_while_a_sent_request_yields_is_for_the_next_one(server: SandboxServer) -> None:
+    # Found in CI, once in a full run: a request's frame had left, its task was yielding
+    # (as a send does every few frames), the peer read it and armed "drop after the next
+    # request", and the drop fired for this one: the link was cut before its answer.
+    router = server.conversimple
+    plan = ConversationPlan("echo", turns=(ToolTurn("echo", {"text": "x"}),))
+    conv = ConversimpleConversation(router, server.recorder.open("c-drop", "echo", "conversimple"), plan)
+    aborted: list[object] = []
+
+    class YieldingWebSocket:
+        """Takes the frame at once, then yields before its sender goes on."""
+
+        def send_text_soon(self, text: str, *, yielding: bool = True) -> Any:
+            return trio.lowlevel.cancel_shielded_checkpoint()  # noqa: ASYNC105 - the caller awaits it
+
+        def abort(self) -> None:
+            aborted.append(self)
+
+    ws = YieldingWebSocket()
+    sock = Socket(ws, wire.ConversimpleServer(), 1)  # type: ignore[arg-type]
+    first = conv.open_call("echo", {"text": "a"}, None)
+    sending = conv.deliver_soon(sock, first)
+    assert sending is not None
+    router.drop_after_next_request("c-drop")  # the peer has the first request: arm for the next
+    await sending
+    assert aborted == []
+    second = conv.open_call("echo", {"text": "b"}, None)
+    sending = conv.deliver_soon(sock, second)
+    assert sending is not None
+    await sending
+    assert aborted == [ws]

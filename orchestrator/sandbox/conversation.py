@@ -294,19 +294,25 @@ class ConversimpleConversation:
         calls if ``yielding``, to let other tasks run)."""
         call.sent_to = sock
         call.record.deliveries += 1
+        # Whether a fault armed for "the next request" is this one is decided as it is sent:
+        # once the frame has left, the peer may arm one for the next while this task still
+        # waits its turn to run on (the drop then cut the link after the wrong request).
+        drop = self.router.take_drop(self)
         # (Socket.push without its coroutines: every call comes here)
         sending = sock.ws.send_text_soon(f'{sock.prefix}"tool_call_request",{call.body}]', yielding=yielding)
         if sending is None:
-            self.router.after_request(self, sock)
+            if drop:
+                self.router.abort(sock)
             return None
-        return self._delivering(sock, sending)
+        return self._delivering(sock, sending, drop)
 
-    async def _delivering(self, sock: Socket, sending: Awaitable[None]) -> None:
+    async def _delivering(self, sock: Socket, sending: Awaitable[None], drop: bool) -> None:
         try:
             await sending
         except LinkError:
             return
-        self.router.after_request(self, sock)
+        if drop:
+            self.router.abort(sock)
 
     async def redeliver(self, sock: Socket, delay: float) -> None:
         """After ``delay``, send ``sock`` the calls whose socket dropped before answering."""

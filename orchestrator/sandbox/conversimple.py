@@ -335,14 +335,15 @@ class ConversimpleRouter:
                     return sock
             await self._joined_event.wait()
 
-    def after_request(self, conv: ConversimpleConversation, sock: Socket) -> None:
-        """A ``tool_call_request`` went out on ``sock``: the armed fault fires here."""
+    def take_drop(self, conv: ConversimpleConversation) -> bool:
+        """A ``tool_call_request`` of ``conv`` is about to go out: whether an armed drop
+        (see :meth:`drop_after_next_request`) is for it, disarmed if so."""
         if self._drop_armed:
             for key in (conv.log.conversation_id, None):
                 if key in self._drop_armed:
                     self._drop_armed.discard(key)
-                    self.abort(sock)
-                    return
+                    return True
+        return False
 
     def encoded(self, text: str) -> str:
         """``text`` as JSON, cached: tool names and conversation ids recur in many calls."""
