@@ -12,6 +12,8 @@ from typing import Any
 
 import psutil
 
+from orchestrator.build import describe
+
 
 def machine_facts() -> dict[str, Any]:
     """CPU, memory, OS and library versions: printed by every benchmark."""
@@ -42,7 +44,7 @@ def machine_facts() -> dict[str, Any]:
         "trio-websocket": ver("trio-websocket"),
         "websockets": ver("websockets"),
         "orjson": ver("orjson"),
-        "orchestrator": ver("orchestrator"),
+        "orchestrator": f"{ver('orchestrator')}, {describe()}",
         "open_files_limit": resource.getrlimit(resource.RLIMIT_NOFILE)[1],
     }
 

@@ -18,6 +18,7 @@ import click
 import trio
 
 from . import __version__
+from .build import describe
 from .config import Settings
 from .errors import ConfigError, LinkError, OrchestratorError, first_error
 
@@ -126,7 +127,9 @@ def run_trio(main: Callable[[], Any]) -> int:
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
-@click.version_option(__version__, "-V", "--version", prog_name="orchestrator")
+@click.version_option(
+    __version__, "-V", "--version", prog_name="orchestrator", message=f"%(prog)s %(version)s, {describe()}"
+)
 def main() -> None:
     """Host thousands of live customer/AI-agent conversations in one process.
 

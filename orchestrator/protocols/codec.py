@@ -125,20 +125,21 @@ def _check_depth(data: bytes, max_depth: int) -> None:
 
 
 def decode_frame(
-    text: str | bytes | bytearray,
+    frame: object,
     *,
     max_bytes: int = DEFAULT_MAX_BYTES,
     max_depth: int = DEFAULT_MAX_DEPTH,
 ) -> Any:
-    """Parse one frame into JSON values, checking size before parsing and depth without recursion.
+    """Parse one frame (str, or UTF-8 bytes) into JSON values, checking size before parsing
+    and depth without recursion.
 
     Raises FrameTooLargeError, FrameTooDeepError, or ProtocolError (invalid UTF-8,
-    malformed JSON, NaN/Infinity). No other exception escapes.
+    malformed JSON, NaN/Infinity, no text at all). No other exception escapes.
     """
-    if type(text) is str and len(text) * 4 <= max_bytes:  # the everyday frame: within the limit
-        raw = text.encode("utf-8", "surrogatepass")
+    if type(frame) is str and len(frame) * 4 <= max_bytes:  # the everyday frame: within the limit
+        text, raw = frame, frame.encode("utf-8", "surrogatepass")
     else:
-        text, raw = _sized(text, max_bytes)
+        text, raw = _sized(frame, max_bytes)
     # Fast path: no more openers than the limit cannot nest deeper than it.
     if text.count("[") + text.count("{") > max_depth:
         _check_depth(raw, max_depth)

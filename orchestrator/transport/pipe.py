@@ -24,7 +24,7 @@ import threading
 from collections.abc import Awaitable, Callable
 from typing import Protocol
 
-import attrs
+import attr
 import trio
 from trio.lowlevel import cancel_shielded_checkpoint, checkpoint_if_cancelled
 
@@ -156,13 +156,13 @@ def pipe_for(stream: trio.SocketStream | trio.SSLStream[trio.SocketStream]) -> P
     return StreamPipe(stream)
 
 
-@attrs.define(eq=False)
+@attr.s(auto_attribs=True, eq=False, slots=True)
 class FdPipe:
     """Plain TCP on a non-blocking POSIX socket, by file descriptor."""
 
     _sock: trio.socket.SocketType
-    _fd: int = attrs.field(init=False)
-    _waits: Readiness | None = attrs.field(init=False, factory=readiness)
+    _fd: int = attr.ib(init=False)
+    _waits: Readiness | None = attr.ib(init=False, factory=readiness)
     """Where reads wait (in the order sockets became readable; see .readiness)."""
     _watched: bool = False  # in _waits' set
     _trio_waited: bool = False  # trio's own epoll set has had it: close it through trio
@@ -201,7 +201,8 @@ class FdPipe:
         self._trio_waited = True
         while rest:
             await trio.lowlevel.wait_writable(self._fd)
-            rest = rest[self._write(rest) :]
+            took = self._write(rest)  # not inside the slice: mypyc evaluates a slice's
+            rest = rest[took:]  # bounds twice when it cannot tell the sliced type
 
     def _write(self, data: bytes | memoryview) -> int:
         if self._closed:
@@ -322,7 +323,7 @@ class FdPipe:
         self.close()
 
 
-@attrs.define(eq=False)
+@attr.s(auto_attribs=True, eq=False, slots=True)
 class StreamPipe:
     """A trio stream (TLS, or TCP where file descriptors cannot be used directly)."""
 

@@ -17,7 +17,7 @@ import logging
 from collections.abc import Awaitable, Sequence
 from typing import NoReturn
 
-import attrs
+import attr
 import trio
 from websockets.exceptions import PayloadTooBig
 from websockets.frames import CloseCode, Frame, Opcode
@@ -53,7 +53,7 @@ _CONT = Opcode.CONT
 _LINK_ERRORS = (trio.BrokenResourceError, trio.ClosedResourceError)
 
 
-@attrs.define(eq=False, repr=False)
+@attr.s(auto_attribs=True, eq=False, repr=False, slots=True)
 class SansIOWebSocket:
     """One WebSocket (client or server end) over a trio stream; see :class:`.WebSocket`."""
 
@@ -63,7 +63,7 @@ class SansIOWebSocket:
     """Who is at the other end, safe to print (a redacted URL or a peer address)."""
     _max_frame_bytes: int
     subprotocol: str | None = None
-    _inbox: list[str] = attrs.Factory(list)
+    _inbox: list[str] = attr.Factory(list)
     """Messages decoded but not yet returned (several can arrive in one read)."""
     _fragments: list[BytesLike] | None = None
     _failure: str | None = None
@@ -83,7 +83,7 @@ class SansIOWebSocket:
     # other kind still go to it; once it leaves OPEN or fails, everything does.
     _fast: bool = False
     _partial: bytearray | None = None  # the start of a frame not yet all read
-    _masked_in: bool = attrs.field(init=False)  # a server's peer masks its frames
+    _masked_in: bool = attr.ib(init=False)  # a server's peer masks its frames
     _lingering: bool = False  # the pipe waits for the server's FIN (see _close_handshake)
 
     def __attrs_post_init__(self) -> None:
@@ -319,7 +319,7 @@ class SansIOWebSocket:
             self._feed(b"")
             return
         if partial is not None:
-            partial += data
+            partial.extend(data)  # in place: compiled, ``+=`` would make a new bytearray
             data = partial
         found, used = frames.scan(
             data, masked=self._masked_in, limit=self._max_frame_bytes, text=self._fragments is None

@@ -12,7 +12,7 @@ import http
 import logging
 import math
 import ssl
-from collections.abc import Awaitable, Callable, Mapping, Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from urllib.parse import parse_qsl
 
 import attrs
@@ -22,38 +22,18 @@ from websockets.server import ServerProtocol
 from websockets.typing import Subprotocol
 
 from ..errors import FrameTooLargeError, LinkError
+from .accepted import SansIOServerWebSocket
 from .closing import release
 from .dial import Stream
 from .handshake import ends_at_blank_line, feed_handshake
 from .interface import DEFAULT_MAX_FRAME_BYTES, Handler, Reject
 from .pipe import Pipe, pipe_for
-from .sansio import WIRE_LOG, SansIOWebSocket
+from .sansio import WIRE_LOG
 
 __all__ = ["SansIOServerWebSocket", "serve"]
 
 HANDSHAKE_TIMEOUT = 10.0
 """Seconds a client gets to send its handshake request before the socket is dropped."""
-
-
-@attrs.define(eq=False, repr=False)
-class SansIOServerWebSocket(SansIOWebSocket):
-    """The server's end of an accepted WebSocket; see :class:`.ServerWebSocket`."""
-
-    _path: str = attrs.field(default="/", kw_only=True)
-    _query: Mapping[str, str] = attrs.field(factory=dict, kw_only=True)
-    _headers: Mapping[str, str] = attrs.field(factory=dict, kw_only=True)
-
-    @property
-    def path(self) -> str:
-        return self._path
-
-    @property
-    def query(self) -> Mapping[str, str]:
-        return self._query
-
-    @property
-    def headers(self) -> Mapping[str, str]:
-        return self._headers
 
 
 async def serve(
