@@ -14,6 +14,11 @@ COMPILED = (
     "orchestrator.transport.pipe",
     "orchestrator.transport.readiness",
     "orchestrator.protocols.codec",
+    "orchestrator.link",
+    "orchestrator.metrics",
+    "orchestrator.sandbox.conversation",
+    "orchestrator.sandbox.conversimple",
+    "orchestrator.sandbox.customers",
 )
 """What ``setup.py`` compiles: the modules every frame and every tool call run through,
 in the orchestrator and in the sandbox that load-tests it. Each is typed for

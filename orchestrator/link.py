@@ -14,7 +14,7 @@ import ssl
 from collections.abc import Awaitable, Coroutine
 from typing import Any
 
-import attrs
+import attr
 import trio
 
 from . import transport
@@ -41,7 +41,7 @@ log = logging.getLogger("orchestrator.link")
 _JITTER = random.Random()  # backoff jitter for links not given their own generator
 
 
-@attrs.define(eq=False, slots=True)
+@attr.s(auto_attribs=True, eq=False, slots=True)
 class ResilientConnection:
     """A :class:`Connection` over a WebSocket that reconnects, rejoins and keeps sends safe.
 
@@ -67,31 +67,31 @@ class ResilientConnection:
     metrics: Metrics | None = None
     ssl_context: ssl.SSLContext | None = None
     # One generator for every link: a Random holds 2.5 KB of state, per link that adds up.
-    rng: random.Random = attrs.field(factory=lambda: _JITTER)
+    rng: random.Random = attr.ib(factory=lambda: _JITTER)
     dial: Dial | None = None
-    _ws: WebSocket | None = attrs.field(init=False, default=None)
-    _up: trio.Event = attrs.field(init=False, factory=trio.Event)
-    _failed: LinkError | None = attrs.field(init=False, default=None)
-    _heard: float = attrs.field(init=False, default=0.0)
-    _next_beat: float = attrs.field(init=False, default=math.inf)
-    _dead: WebSocket | None = attrs.field(init=False, default=None)  # declared dead by the watch
+    _ws: WebSocket | None = attr.ib(init=False, default=None)
+    _up: trio.Event = attr.ib(init=False, factory=trio.Event)
+    _failed: LinkError | None = attr.ib(init=False, default=None)
+    _heard: float = attr.ib(init=False, default=0.0)
+    _next_beat: float = attr.ib(init=False, default=math.inf)
+    _dead: WebSocket | None = attr.ib(init=False, default=None)  # declared dead by the watch
     # The platform ended the conversation (under maintain(): receive() handed out its end).
-    _over: bool = attrs.field(init=False, default=False)
+    _over: bool = attr.ib(init=False, default=False)
     # Under maintain(): events not yet taken by receive(), the link receive() may read,
     # maintain's task parked until that link ends and how it ended (None: the
     # conversation ended), and a reader's wake-up while there is nothing to read.
-    _inbox: list[InboundEvent] | None = attrs.field(init=False, default=None)
-    _readable: WebSocket | None = attrs.field(init=False, default=None)
-    _holder: trio.lowlevel.Task | None = attrs.field(init=False, default=None)
-    _loss: LinkError | None = attrs.field(init=False, default=None)
-    _news: trio.Event | None = attrs.field(init=False, default=None)
-    _woken: bool = attrs.field(init=False, default=False)
+    _inbox: list[InboundEvent] | None = attr.ib(init=False, default=None)
+    _readable: WebSocket | None = attr.ib(init=False, default=None)
+    _holder: trio.lowlevel.Task | None = attr.ib(init=False, default=None)
+    _loss: LinkError | None = attr.ib(init=False, default=None)
+    _news: trio.Event | None = attr.ib(init=False, default=None)
+    _woken: bool = attr.ib(init=False, default=False)
     # A reader is in the socket now; a send saw the link end while none was, so what
     # arrived before the end is still to be read.
-    _in_socket: bool = attrs.field(init=False, default=False)
-    _drain: bool = attrs.field(init=False, default=False)
+    _in_socket: bool = attr.ib(init=False, default=False)
+    _drain: bool = attr.ib(init=False, default=False)
     # The run's clock, read directly: trio.current_time() is three calls deep, once a frame.
-    _clock: trio.abc.Clock = attrs.field(init=False)
+    _clock: trio.abc.Clock = attr.ib(init=False)
 
     async def run(
         self, deliver: Deliver, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED
@@ -216,9 +216,7 @@ class ResilientConnection:
             if self._inbox is None:
                 return await self._read_frames(ws, deliver)
             # maintain(): receive() reads; this task waits for it to see the link end.
-            self._readable, self._loss, self._clock = ws, None, trio.lowlevel.current_clock()
-            self._heard = math.inf  # nobody listens until a reader comes
-            self._tell_reader()  # the link is up: a reader waiting for it reads now
+            self._readable_now(ws)
             self._holder = trio.lowlevel.current_task()
             try:
                 await trio.lowlevel.wait_task_rescheduled(self._abort_hold)
@@ -232,6 +230,14 @@ class ResilientConnection:
         finally:
             if watch is not None:
                 watch.cancel()
+
+    def _readable_now(self, ws: WebSocket) -> None:
+        """``ws`` is up for :meth:`receive` to read, with no loss yet. A method of its own:
+        compiled, a caller that set ``_loss = None`` itself would read it as None for good
+        (mypyc trusts mypy's narrowing, which no wait undoes)."""
+        self._readable, self._loss, self._clock = ws, None, trio.lowlevel.current_clock()
+        self._heard = math.inf  # nobody listens until a reader comes
+        self._tell_reader()  # the link is up: a reader waiting for it reads now
 
     def _abort_hold(self, _: object) -> trio.lowlevel.Abort:
         self._holder = None
@@ -265,21 +271,24 @@ class ResilientConnection:
                 continue
             if self._heard == math.inf:  # listening again after the actor had the last event
                 self._heard = self._clock.current_time()
+            # (No try/finally for _in_socket: mypyc compiles no ``continue`` inside one.)
             self._in_socket = True
             try:
                 text = await ws.receive_text()
             except ProtocolError as exc:  # oversized: the transport closed the link
                 inbox.append(codec.violation(exc))
                 self._lose(ws, LinkClosedError(f"link closed after a protocol error: {exc}"))
+                self._in_socket = False
                 continue
             except LinkError as exc:
                 self._lose(ws, self._dead_link() if self._dead is ws else exc)
+                self._in_socket = False
                 continue
             except BaseException:
+                self._in_socket = False
                 self._heard = math.inf  # cancelled: nobody listens until a reader comes back
                 raise
-            finally:
-                self._in_socket = False
+            self._in_socket = False
             events, replies, _, _, ignored, closed = self.session.receive(text)
             if closed:
                 self._lose(ws, LinkClosedError("the platform closed the channel"))

@@ -56,7 +56,7 @@ def _families(registry: CollectorRegistry) -> dict[str, Metric]:
 def _label_names(metrics: Metrics) -> dict[str, set[str]]:
     """Label names per family, read from the collectors (no children needed)."""
     names: dict[str, set[str]] = {}
-    for value in vars(metrics).values():
+    for value in (getattr(metrics, name) for name in dir(metrics) if not name.startswith("__")):
         labelnames = getattr(value, "_labelnames", None)
         name = getattr(value, "_name", None)
         if labelnames is not None and name is not None:

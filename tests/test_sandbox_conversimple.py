@@ -19,7 +19,6 @@ from orchestrator.errors import HandshakeError, LinkClosedError, PermanentLinkEr
 from orchestrator.protocols import conversimple as wire
 from orchestrator.sandbox import CallRecord, ConversationPlan, SandboxServer, Scenario, ToolTurn, load_plan
 from orchestrator.sandbox.conversation import ConversimpleConversation, OpenCall, Socket
-from orchestrator.sandbox.conversimple import ConversimpleRouter
 from orchestrator.sandbox.load import progress_line
 from orchestrator.transport import connect
 from tests.helpers import wait_until
@@ -545,14 +544,16 @@ async def test_heartbeats_are_answered_as_the_full_decode_answers_them(
     server: SandboxServer, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     # Heartbeats are read on a fast path unless messages are recorded: the reply is the same text.
+    # Counted where the full decode reads a frame: the session, not the (compiled) router.
     full: list[str] = []
-    on_frame = ConversimpleRouter._on_frame
+    receive = wire.ConversimpleServer.receive
 
-    async def counted(self: ConversimpleRouter, sock: Any, frame: wire.Frame) -> None:
+    def counted(self: wire.ConversimpleServer, text: str) -> wire.Frame:
+        frame = receive(self, text)
         full.append(type(frame.message).__name__)
-        await on_frame(self, sock, frame)
+        return frame
 
-    monkeypatch.setattr(ConversimpleRouter, "_on_frame", counted)
+    monkeypatch.setattr(wire.ConversimpleServer, "receive", counted)
     sock = await joined(server)
     frames = [
         '{"join_ref":null,"ref":"5","topic":"customer:cust","event":"heartbeat","payload":{}}',

@@ -13,11 +13,12 @@ from __future__ import annotations
 import random
 import time
 from collections.abc import Awaitable, Mapping
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
-import attrs
+import attr
 import outcome
 import trio
+from mypy_extensions import mypyc_attr
 from trio.lowlevel import Abort, Task, current_task, reschedule, wait_task_rescheduled
 
 from orchestrator.errors import LinkError
@@ -29,13 +30,10 @@ from .customers import Step, ToolCustomer
 from .recorder import CallRecord, ConversationLog
 from .scenarios import ConversationPlan
 
-if TYPE_CHECKING:
-    from .conversimple import ConversimpleRouter
-
 __all__ = ["ConversimpleConversation", "OpenCall", "Socket"]
 
 
-@attrs.define(eq=False, slots=True)
+@attr.s(auto_attribs=True, eq=False, slots=True)
 class Socket:
     """One accepted agent socket; ``customer_id`` once joined."""
 
@@ -46,7 +44,7 @@ class Socket:
     alive: bool = True
     prefix: str = ""
     """The encoded ``[join_ref, null, topic,`` every push on this channel starts with."""
-    conversations: set[str] = attrs.Factory(set)
+    conversations: set[str] = attr.Factory(set)
 
     async def push(self, event: str, body: str) -> bool:
         """Send ``[join_ref, null, topic, event, body]``; False if the link is gone."""
@@ -57,7 +55,7 @@ class Socket:
         return True
 
 
-@attrs.define(eq=False, slots=True)
+@attr.s(auto_attribs=True, eq=False, slots=True)
 class OpenCall:
     """A call not answered yet, with its encoded request for (re)delivery."""
 
@@ -68,11 +66,14 @@ class OpenCall:
     sent_to: Socket | None = None
 
 
-@attrs.define(eq=False)
+@mypyc_attr(allow_interpreted_subclasses=True)  # the simulator's and the benchmark's
+@attr.s(auto_attribs=True, eq=False, slots=True)
 class ConversimpleConversation:
     """One conversation: where it was announced, its socket, its tools, its open calls."""
 
-    router: ConversimpleRouter
+    router: Any
+    """Its :class:`.ConversimpleRouter` (typed Any: that module imports this one, and a
+    compiled attrs class needs its fields' types at run time)."""
     log: ConversationLog
     plan: ConversationPlan
     customer_id: str | None = None
@@ -80,11 +81,11 @@ class ConversimpleConversation:
     """The socket it was announced on."""
     socket: Socket | None = None
     """The socket that registered its tools last (None while that one is down)."""
-    tools: list[dict[str, Any]] = attrs.Factory(list)
-    registered: trio.Event = attrs.Factory(trio.Event)
-    changed: trio.Event = attrs.Factory(trio.Event)
+    tools: list[dict[str, Any]] = attr.Factory(list)
+    registered: trio.Event = attr.Factory(trio.Event)
+    changed: trio.Event = attr.Factory(trio.Event)
     """Replaced and set at every registration."""
-    pending: dict[str, OpenCall] = attrs.Factory(dict)
+    pending: dict[str, OpenCall] = attr.Factory(dict)
     done: bool = False
     """Its customer has finished: it is ending."""
     end_told: bool = False
@@ -92,13 +93,13 @@ class ConversimpleConversation:
     calls: int = 0
     # While the customer waits for an answer in converse(): its task, its customer and
     # the call it waits for; and a call the answer's task opened, for it to send.
-    _waiter: Task | None = attrs.field(default=None, init=False)
-    _customer: ToolCustomer | None = attrs.field(default=None, init=False)
-    _awaited: CallRecord | None = attrs.field(default=None, init=False)
-    _next: OpenCall | None = attrs.field(default=None, init=False)
-    _pieces: tuple[str, str] | None = attrs.field(default=None, init=False)
+    _waiter: Task | None = attr.ib(default=None, init=False)
+    _customer: ToolCustomer | None = attr.ib(default=None, init=False)
+    _awaited: CallRecord | None = attr.ib(default=None, init=False)
+    _next: OpenCall | None = attr.ib(default=None, init=False)
+    _pieces: tuple[str, str] | None = attr.ib(default=None, init=False)
     """A request's JSON before its call number and after its arguments (see open_call)."""
-    _clock: trio.abc.Clock | None = attrs.field(default=None, init=False)
+    _clock: trio.abc.Clock | None = attr.ib(default=None, init=False)
     """The run's clock, read directly (trio.current_time() is three calls deep)."""
 
     async def run(self, rng: random.Random) -> None:
@@ -131,9 +132,11 @@ class ConversimpleConversation:
         """
         self.done = True
         settings = self.router.settings
-        if self.registered.is_set() and self.socket is None:
+        if self.registered.is_set():
             with trio.move_on_after(settings.register_timeout):
-                while self.socket is None:
+                # (Not ``while self.socket is None`` inside ``if self.socket is None``:
+                # compiled, the loop would trust mypy that it is still None.)
+                while self._unserved():
                     await self.changed.wait()
         targets = [s for s in (self.socket, self.control) if s is not None and s.alive]
         if not settings.notify_control_on_end and self.socket is not None:
@@ -141,6 +144,9 @@ class ConversimpleConversation:
         self.end_told = True
         for sock in dict.fromkeys(targets):
             await self.push(sock, "conversation_lifecycle", event="conversation_ended")
+
+    def _unserved(self) -> bool:
+        return self.socket is None
 
     async def push(self, sock: Socket, name: str, **fields: Any) -> bool:
         payload = {"conversation_id": self.log.conversation_id, **fields}

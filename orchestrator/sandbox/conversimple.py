@@ -27,9 +27,9 @@ import logging
 import random
 import time
 from collections.abc import Awaitable
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
-import attrs
+import attr
 import trio
 
 from orchestrator.errors import ProtocolError
@@ -39,10 +39,8 @@ from orchestrator.transport import ServerWebSocket
 
 from .conversation import ConversimpleConversation, Socket
 from .recorder import CallRecord, Recorder
+from .settings import SandboxSettings
 from .synthetic import ArgumentPool
-
-if TYPE_CHECKING:
-    from .settings import SandboxSettings
 
 __all__ = ["ConversimpleRouter"]
 
@@ -56,24 +54,24 @@ def _ok(sock: Socket, frame: wire.Frame, status: str = "ok", reason: str | None 
     return sock.session.reply(frame, status, {"reason": reason} if reason else {})
 
 
-@attrs.define(eq=False)
+@attr.s(auto_attribs=True, eq=False, slots=True)
 class ConversimpleRouter:
     """All Conversimple sockets and conversations of one sandbox server."""
 
     settings: SandboxSettings
     recorder: Recorder
     nursery: trio.Nursery | None = None
-    conversations: dict[str, ConversimpleConversation] = attrs.Factory(dict)
-    _serials: itertools.count[int] = attrs.Factory(lambda: itertools.count(1))
-    _joined: dict[Socket, None] = attrs.Factory(dict)
-    _joined_event: trio.Event = attrs.Factory(trio.Event)
-    _active: set[ConversimpleConversation] = attrs.Factory(set)
-    _drop_armed: set[str | None] = attrs.Factory(set)
-    pool: ArgumentPool = attrs.Factory(ArgumentPool)
-    _json: dict[str, str] = attrs.Factory(dict)
+    conversations: dict[str, ConversimpleConversation] = attr.Factory(dict)
+    _serials: itertools.count[int] = attr.Factory(lambda: itertools.count(1))
+    _joined: dict[Socket, None] = attr.Factory(dict)
+    _joined_event: trio.Event = attr.Factory(trio.Event)
+    _active: set[ConversimpleConversation] = attr.Factory(set)
+    _drop_armed: set[str | None] = attr.Factory(set)
+    pool: ArgumentPool = attr.Factory(ArgumentPool)
+    _json: dict[str, str] = attr.Factory(dict)
     """JSON of strings sent in every call (conversation ids, tool names), encoded once."""
     sockets_open: int = 0
-    encoded_timeout: str = attrs.field(init=False)
+    encoded_timeout: str = attr.ib(init=False)
     """``timeout_seconds`` as JSON, for every request."""
 
     def __attrs_post_init__(self) -> None:

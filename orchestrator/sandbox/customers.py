@@ -12,7 +12,7 @@ import random
 from collections.abc import Mapping, Sequence
 from typing import Any, Protocol
 
-import attrs
+import attr
 
 from .recorder import CallRecord, ConversationLog, ReplyRecord
 from .scenarios import UNSET, ConversationPlan, MessageTurn, ToolTurn
@@ -79,7 +79,7 @@ Step = tuple[str, Mapping[str, Any], str | None]
 """A call to make: tool name, arguments and their JSON (None when not at hand)."""
 
 
-@attrs.define(eq=False)
+@attr.s(auto_attribs=True, eq=False, slots=True)
 class ToolCustomer:
     """The customer of :func:`run_tool_customer`, one step at a time: :meth:`next_call`
     says what to call, :meth:`check` judges its answer.
@@ -96,10 +96,10 @@ class ToolCustomer:
     """The turn :meth:`next_call` plays next."""
     _turn: ToolTurn = _SYNTHETIC
     _name: str = ""
-    _known: object = None
-    _names: list[str] = attrs.Factory(list)
-    _schemas: dict[str, Mapping[str, Any]] = attrs.Factory(dict)
-    _variants: dict[str, list[tuple[Mapping[str, Any], str]]] = attrs.Factory(dict)
+    _known: Any = None  # (not ``object``: mypyc cannot build an attrs class with one)
+    _names: list[str] = attr.Factory(list)
+    _schemas: dict[str, Mapping[str, Any]] = attr.Factory(dict)
+    _variants: dict[str, list[tuple[Mapping[str, Any], str]]] = attr.Factory(dict)
     _picked: int = 0
 
     def next_call(self) -> Step | None:
