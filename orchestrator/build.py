@@ -5,7 +5,7 @@ from __future__ import annotations
 from importlib.machinery import EXTENSION_SUFFIXES
 from pathlib import Path
 
-__all__ = ["COMPILED", "compiled_modules", "describe"]
+__all__ = ["COMPILED", "compiled_modules", "describe", "stale_modules"]
 
 COMPILED = (
     "orchestrator.transport.frames",
@@ -28,19 +28,41 @@ This module imports nothing outside the standard library: ``setup.py`` reads it.
 _PACKAGE = Path(__file__).resolve().parent
 
 
+def _extensions() -> dict[str, tuple[Path, Path]]:
+    """Each compiled module here: its extension and its source."""
+    found = {}
+    for suffix in EXTENSION_SUFFIXES:
+        for path in _PACKAGE.rglob(f"*{suffix}"):
+            source = path.with_name(path.name[: -len(suffix)] + ".py")
+            if source.exists():
+                parts = (_PACKAGE.name, *path.relative_to(_PACKAGE).parts[:-1], source.stem)
+                found[".".join(parts)] = (path, source)
+    return found
+
+
 def compiled_modules() -> tuple[str, ...]:
     """The dotted names of the modules Python imports from a compiled extension here,
     sorted; empty for a pure-Python install (``pip install -e .``, or no compiler)."""
-    names = {
-        ".".join((_PACKAGE.name, *path.relative_to(_PACKAGE).parts[:-1], path.name[: -len(suffix)]))
-        for suffix in EXTENSION_SUFFIXES
-        for path in _PACKAGE.rglob(f"*{suffix}")
-        if path.with_name(path.name[: -len(suffix)] + ".py").exists()
-    }
-    return tuple(sorted(names))
+    return tuple(sorted(_extensions()))
+
+
+def stale_modules() -> tuple[str, ...]:
+    """Compiled modules whose source was edited after they were built: Python still
+    imports the extension, so the edit does not run until a reinstall rebuilds it."""
+    return tuple(
+        sorted(
+            name
+            for name, (ext, source) in _extensions().items()
+            if source.stat().st_mtime > ext.stat().st_mtime
+        )
+    )
 
 
 def describe() -> str:
-    """``"compiled (N modules)"`` or ``"pure Python"``: for ``--version`` and benchmarks."""
+    """``"compiled (N modules)"`` or ``"pure Python"``, and any stale modules: for
+    ``--version`` and the benchmarks' machine facts."""
     compiled = compiled_modules()
-    return f"compiled ({len(compiled)} modules)" if compiled else "pure Python"
+    if not compiled:
+        return "pure Python"
+    stale = stale_modules()
+    return f"compiled ({len(compiled)} modules{f'; {len(stale)} older than their source' if stale else ''})"

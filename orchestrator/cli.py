@@ -18,7 +18,7 @@ import click
 import trio
 
 from . import __version__
-from .build import describe
+from .build import describe, stale_modules
 from .config import Settings
 from .errors import ConfigError, LinkError, OrchestratorError, first_error
 
@@ -135,6 +135,13 @@ def main() -> None:
 
     Start with `orchestrator demo` (no account needed).
     """
+    stale = stale_modules()
+    if stale:
+        click.echo(
+            f"warning: compiled modules older than their source, so the source's edits do not run: "
+            f"{', '.join(stale)}; reinstall (pip install) to rebuild them",
+            err=True,
+        )
 
 
 @main.command()

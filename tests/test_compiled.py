@@ -98,6 +98,16 @@ def test_the_compiled_modules_pass_the_whole_suite(tmp_path: Path) -> None:
     )
     assert suite.returncode == 0, suite.stdout[-8000:] + suite.stderr[-2000:]
 
+    # A source edited after the build: Python still imports the extension. Say so.
+    edited = tree / "orchestrator" / "transport" / "frames.py"
+    os.utime(edited, (edited.stat().st_atime, edited.stat().st_mtime + 3600))
+    version = subprocess.run(
+        [sys.executable, "-m", "orchestrator", "--version"], cwd=tree, env=env, capture_output=True, text=True
+    )
+    assert version.returncode == 0, version.stderr
+    assert version.stdout.strip().endswith(f"compiled ({len(COMPILED)} modules; 1 older than their source)")
+    assert "orchestrator.transport.frames; reinstall" in version.stderr
+
 
 # Compiled code trusts mypy's narrowing of an attribute: after ``self.x = None`` (or a
 # check ``if self.x is None``), a read of ``self.x`` that mypy still sees as None is
@@ -161,3 +171,32 @@ def test_every_narrowed_attribute_read_in_a_compiled_module_was_reviewed() -> No
         "changed; check that nothing (no await, no call) can change the attribute between "
         f"the narrowing and each read, then update REVIEWED_NARROWINGS: {found}"
     )
+
+
+def test_a_build_asks_for_mypy_only_when_it_compiles(monkeypatch: pytest.MonkeyPatch) -> None:
+    sys.path.insert(0, str(ROOT))
+    try:
+        import build_backend
+    finally:
+        sys.path.remove(str(ROOT))
+    for choice, wheel, editable in [("", True, False), ("1", True, True), ("0", False, False)]:
+        monkeypatch.setenv("ORCHESTRATOR_COMPILE", choice)
+        for requires, compiles in [
+            (build_backend.get_requires_for_build_wheel(), wheel),
+            (build_backend.get_requires_for_build_editable(), editable),
+        ]:
+            assert any(r.startswith("mypy>=") for r in requires) is compiles, (choice, requires)
+            assert any(r.startswith("trio>=") for r in requires) is compiles
+
+
+def test_a_bad_compile_choice_stops_the_build_with_a_clear_error(tmp_path: Path) -> None:
+    built = subprocess.run(
+        [sys.executable, str(ROOT / "setup.py"), "--version"],
+        cwd=ROOT,
+        env={**os.environ, "ORCHESTRATOR_COMPILE": "yes"},
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert built.returncode != 0
+    assert "ORCHESTRATOR_COMPILE must be 0 or 1, not 'yes'" in built.stderr
