@@ -55,8 +55,12 @@ class _Optional(build_ext):
             _fall_back(exc)
 
 
+_BUILDING = {"build", "build_ext", "bdist_wheel", "editable_wheel"}
+"""The commands that build: pip's metadata step (``dist_info``) need not compile too."""
+
+
 def _extensions(choice: str | None) -> list[object]:
-    if choice == "0" or (choice is None and "editable_wheel" in sys.argv):
+    if choice == "0" or (choice is None and "editable_wheel" in sys.argv) or not _BUILDING & set(sys.argv):
         return []
     try:
         from mypyc.build import mypycify

@@ -26,6 +26,9 @@ in the orchestrator and in the sandbox that load-tests it. Each is typed for
 This module imports nothing outside the standard library: ``setup.py`` reads it."""
 
 _PACKAGE = Path(__file__).resolve().parent
+_SAME_INSTALL = 2.0
+"""Seconds a source may be newer than its extension and still be theirs: pip writes a
+wheel's files in name order, ``frames.cpython-….so`` just before ``frames.py``."""
 
 
 def _extensions() -> dict[str, tuple[Path, Path]]:
@@ -53,7 +56,7 @@ def stale_modules() -> tuple[str, ...]:
         sorted(
             name
             for name, (ext, source) in _extensions().items()
-            if source.stat().st_mtime > ext.stat().st_mtime
+            if source.stat().st_mtime > ext.stat().st_mtime + _SAME_INSTALL
         )
     )
 

@@ -6,6 +6,7 @@ import gc
 import random
 import socket
 import struct
+import threading
 import warnings
 from collections.abc import AsyncIterator
 
@@ -406,3 +407,27 @@ async def test_a_peer_that_keeps_sending_after_the_close_is_cut_off(
         for _ in range(1000):
             peer.send(b"x" * 65536)
             await trio.sleep(0.001)
+
+
+def test_the_read_buffer_the_masks_and_the_write_counts_are_per_thread() -> None:
+    """Two trio runs in two threads read into buffers of their own (a read releases the
+    GIL: one shared buffer would mix their bytes), and draw masks and count writes
+    apart. Compiled as native classes, these ``threading.local``s would be shared."""
+    from orchestrator.transport import frames as frames_module
+
+    mine = (pipe_module._READ.view, frames_module._MASKS, pipe_module.WRITES.count)
+    pipe_module.WRITES.count = 7
+    theirs: list[object] = []
+
+    def look() -> None:
+        theirs.extend([pipe_module._READ.view, pipe_module.WRITES.count])
+        frames_module.text_frame(b"x", masked=True)  # draws from this thread's pool
+        theirs.append(frames_module._MASKS.at)
+
+    thread = threading.Thread(target=look)
+    thread.start()
+    thread.join()
+    assert theirs[0] is not mine[0]
+    assert theirs[1] == 0  # not this thread's 7
+    assert theirs[2] == 4
+    pipe_module.WRITES.count = mine[2]

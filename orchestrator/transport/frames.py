@@ -17,12 +17,13 @@ from __future__ import annotations
 
 import os
 import struct
-import threading
 
 try:  # XOR a payload with its 4-byte mask (masking and unmasking are the same); C where built
     from websockets.speedups import apply_mask as unmask
 except ImportError:  # pragma: no cover - websockets without its C extension
     from websockets.utils import apply_mask as unmask
+
+from .perthread import MaskPool
 
 __all__ = ["OTHER", "REST", "TEXT", "close_frame", "lone_text", "peer_close", "scan", "text_frame", "unmask"]
 
@@ -48,13 +49,7 @@ _LONG = struct.Struct("!BBQ")
 Found = tuple[int, int, int, bytes | None]
 
 
-class _MaskPool(threading.local):
-    def __init__(self) -> None:
-        self.pool = b""
-        self.at = 0
-
-
-_MASKS = _MaskPool()
+_MASKS = MaskPool()
 
 
 def _mask() -> bytes:

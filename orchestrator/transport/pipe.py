@@ -20,7 +20,6 @@ import contextlib
 import os
 import socket
 import struct
-import threading
 from collections.abc import Awaitable, Callable
 from typing import Protocol
 
@@ -28,6 +27,7 @@ import attr
 import trio
 from trio.lowlevel import cancel_shielded_checkpoint, checkpoint_if_cancelled
 
+from .perthread import ReadBuffer, Unyielded
 from .readiness import Readiness, readiness
 
 __all__ = [
@@ -62,20 +62,7 @@ once it wants no more."""
 # Every read lands in one buffer per thread and leaves as a bytes object of its own
 # size. Reading into a fresh 64 KiB allocation and shrinking it, once per message,
 # fragmented the C heap: RSS crept up over hours of traffic.
-class _PerThread(threading.local):
-    def __init__(self) -> None:
-        self.view = memoryview(bytearray(RECEIVE_SIZE))
-        self.into = (self.view,)
-
-
-_READ = _PerThread()
-
-
-class Unyielded(threading.local):
-    """Steps that finished at once since the last one that yielded, per thread."""
-
-    def __init__(self) -> None:
-        self.count = 0
+_READ = ReadBuffer(RECEIVE_SIZE)
 
 
 WRITES = Unyielded()
