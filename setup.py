@@ -66,7 +66,7 @@ def _extensions(choice: str | None) -> list[object]:
         from mypyc.build import mypycify
 
         return list(mypycify(COMPILED, group_name="orchestrator", opt_level="3"))
-    except (ImportError, SystemExit, Exception) as exc:
+    except (SystemExit, Exception) as exc:  # no mypy, a type error, a compiler missing
         if choice == "1":
             raise
         _fall_back(exc)
