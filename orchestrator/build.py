@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 from importlib.machinery import EXTENSION_SUFFIXES
 from pathlib import Path
 
@@ -31,8 +32,9 @@ _SAME_INSTALL = 2.0
 wheel's files in name order, ``frames.cpython-….so`` just before ``frames.py``."""
 
 
+@functools.cache
 def _extensions() -> dict[str, tuple[Path, Path]]:
-    """Each compiled module here: its extension and its source."""
+    """Each compiled module here: its extension and its source (looked for once a process)."""
     found = {}
     for suffix in EXTENSION_SUFFIXES:
         for path in _PACKAGE.rglob(f"*{suffix}"):

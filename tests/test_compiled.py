@@ -62,65 +62,38 @@ def test_the_compiled_modules_pass_the_whole_suite(tmp_path: Path) -> None:
     tree = tmp_path / "tree"
     _copy_tree(tree)
     env = {**os.environ, "ORCHESTRATOR_COMPILE": "1", "PYTHONPATH": str(tree)}
-    built = subprocess.run(
-        [sys.executable, "setup.py", "-q", "build_ext", "--inplace"],
-        cwd=tree,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=600,
-    )
-    assert built.returncode == 0, built.stderr[-4000:]
+
+    def run(*argv: str, timeout: float = 60) -> subprocess.CompletedProcess[str]:
+        """``python *argv`` in the copy, which must succeed."""
+        done = subprocess.run(
+            [sys.executable, *argv], cwd=tree, env=env, capture_output=True, text=True, timeout=timeout
+        )
+        assert done.returncode == 0, done.stdout[-8000:] + done.stderr[-4000:]
+        return done
+
+    run("setup.py", "-q", "build_ext", "--inplace", timeout=600)
 
     probe = (
         "import importlib, orchestrator.build as b; "
         "print(*[importlib.import_module(m).__file__ for m in b.COMPILED], sep='\\n'); "
         "print(b.describe())"
     )
-    files = subprocess.run(
-        [sys.executable, "-c", probe], cwd=tree, env=env, capture_output=True, text=True, timeout=60
-    )
-    assert files.returncode == 0, files.stderr
-    *paths, described = files.stdout.splitlines()
+    *paths, described = run("-c", probe).stdout.splitlines()
     assert len(paths) == len(COMPILED)
     for path in paths:  # imported from the copy, as the extension built there
         assert path.startswith(str(tree)) and path.endswith(".so"), path
     assert described == f"compiled ({len(COMPILED)} modules)"
 
     test_files = sorted(p.name for p in (tree / "tests").glob("test_*.py") if p.name not in LEFT_OUT)
-    suite = subprocess.run(
-        [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", *(f"tests/{f}" for f in test_files)],
-        cwd=tree,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=1200,
-    )
-    assert suite.returncode == 0, suite.stdout[-8000:] + suite.stderr[-2000:]
+    run("-m", "pytest", "-q", "-p", "no:cacheprovider", *(f"tests/{f}" for f in test_files), timeout=1200)
 
     # A source edited after the build: Python still imports the extension. Say so.
     edited = tree / "orchestrator" / "transport" / "frames.py"
     os.utime(edited, (edited.stat().st_atime, edited.stat().st_mtime + 3600))
-    version = subprocess.run(
-        [sys.executable, "-m", "orchestrator", "--version"],
-        cwd=tree,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=60,
-    )
-    assert version.returncode == 0, version.stderr
-    assert version.stdout.strip().endswith(f"compiled ({len(COMPILED)} modules; 1 older than their source)")
-    command = subprocess.run(  # any subcommand warns (--version exits before the group runs)
-        [sys.executable, "-m", "orchestrator", "demo", "--help"],
-        cwd=tree,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=60,
-    )
-    assert command.returncode == 0, command.stderr
-    assert "orchestrator.transport.frames; reinstall" in command.stderr
+    version = run("-m", "orchestrator", "--version").stdout.strip()
+    assert version.endswith(f"compiled ({len(COMPILED)} modules; 1 older than their source)")
+    # Any subcommand warns (--version exits before the group runs).
+    assert "orchestrator.transport.frames; reinstall" in run("-m", "orchestrator", "demo", "--help").stderr
 
 
 # Compiled code trusts mypy's narrowing of an attribute: after ``self.x = None`` (or a
