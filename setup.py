@@ -65,7 +65,7 @@ def _extensions(choice: str | None) -> list[object]:
     try:
         from mypyc.build import mypycify
 
-        return list(mypycify(COMPILED, group_name="orchestrator", opt_level="3"))
+        return list(mypycify(COMPILED, group_name=_build.GROUP, opt_level="3"))
     except (SystemExit, Exception) as exc:  # no mypy, a type error, a compiler missing
         if choice == "1":
             raise

@@ -6,7 +6,7 @@ import functools
 from importlib.machinery import EXTENSION_SUFFIXES
 from pathlib import Path
 
-__all__ = ["COMPILED", "compiled_modules", "describe", "stale_modules"]
+__all__ = ["COMPILED", "GROUP", "compiled_modules", "describe", "stale_modules"]
 
 COMPILED = (
     "orchestrator.transport.frames",
@@ -25,6 +25,9 @@ COMPILED = (
 in the orchestrator and in the sandbox that load-tests it. Each is typed for
 ``mypy --strict`` and behaves the same compiled or not (``tests/test_compiled.py``).
 This module imports nothing outside the standard library: ``setup.py`` reads it."""
+
+GROUP = "orchestrator"
+"""mypyc's group name for them: their code is one library, ``orchestrator__mypyc``."""
 
 _PACKAGE = Path(__file__).resolve().parent
 _SAME_INSTALL = 2.0
@@ -54,13 +57,22 @@ def compiled_modules() -> tuple[str, ...]:
 def stale_modules() -> tuple[str, ...]:
     """Compiled modules whose source was edited after they were built: Python still
     imports the extension, so the edit does not run until a reinstall rebuilds it."""
+    shared = max((p.stat().st_mtime for p in _shared_libraries()), default=0.0)
     return tuple(
         sorted(
             name
             for name, (ext, source) in _extensions().items()
-            if source.stat().st_mtime > ext.stat().st_mtime + _SAME_INSTALL
+            if source.stat().st_mtime > max(ext.stat().st_mtime, shared) + _SAME_INSTALL
         )
     )
+
+
+def _shared_libraries() -> list[Path]:
+    """The library next to the package that holds every compiled module's code
+    (``setup.py``'s group). A module's own extension only loads it, and is the same for
+    any version of the module: an in-place rebuild after an edit rebuilds the library
+    and may keep the old one, copied from ``build/`` with its old time."""
+    return [p for s in EXTENSION_SUFFIXES if (p := _PACKAGE.parent / f"{GROUP}__mypyc{s}").exists()]
 
 
 def describe() -> str:
