@@ -71,7 +71,7 @@ def _shared_libraries() -> list[Path]:
     """The library next to the package that holds every compiled module's code
     (``setup.py``'s group). A module's own extension only loads it, and is the same for
     any version of the module: an in-place rebuild after an edit rebuilds the library
-    and may keep the old one, copied from ``build/`` with its old time."""
+    and may keep the module's old extension, copied from ``build/`` with its old time."""
     return [p for s in EXTENSION_SUFFIXES if (p := _PACKAGE.parent / f"{GROUP}__mypyc{s}").exists()]
 
 
