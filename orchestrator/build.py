@@ -57,7 +57,7 @@ def compiled_modules() -> tuple[str, ...]:
 def stale_modules() -> tuple[str, ...]:
     """Compiled modules whose source was edited after they were built: Python still
     imports the extension, so the edit does not run until a reinstall rebuilds it."""
-    shared = max((p.stat().st_mtime for p in _shared_libraries()), default=0.0)
+    shared = _shared_library_built_at()
     return tuple(
         sorted(
             name
@@ -67,12 +67,14 @@ def stale_modules() -> tuple[str, ...]:
     )
 
 
-def _shared_libraries() -> list[Path]:
-    """The library next to the package that holds every compiled module's code
-    (``setup.py``'s group). A module's own extension only loads it, and is the same for
-    any version of the module: an in-place rebuild after an edit rebuilds the library
-    and may keep the module's old extension, copied from ``build/`` with its old time."""
-    return [p for s in EXTENSION_SUFFIXES if (p := _PACKAGE.parent / f"{GROUP}__mypyc{s}").exists()]
+def _shared_library_built_at() -> float:
+    """When the library next to the package that holds every compiled module's code
+    (``setup.py``'s group) was built; 0 if there is none. A module's own extension only
+    loads it, and is the same for any version of the module: an in-place rebuild after an
+    edit rebuilds the library and may keep the module's old extension, copied from
+    ``build/`` with its old time."""
+    paths = (_PACKAGE.parent / f"{GROUP}__mypyc{suffix}" for suffix in EXTENSION_SUFFIXES)
+    return max((p.stat().st_mtime for p in paths if p.exists()), default=0.0)
 
 
 def describe() -> str:
