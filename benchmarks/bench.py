@@ -169,8 +169,10 @@ def preflight(args: argparse.Namespace) -> list[str]:
 LOADGEN_BUSY_PCT = 90.0
 """The load generator's share of its core, during a system's calls, from which that
 system's figures may be the load generator's limit and not its own."""
-LOADGEN_BUSY_MIN_S = 1.0
-"""The shortest calls phase whose busy share is read (a short one reads up to 104 %)."""
+LOADGEN_BUSY_MIN_CPU_S = 0.5
+"""The least CPU time the load generator must have spent in a calls phase for its busy
+share to be read: CPU time comes in 10 ms ticks, so over a short phase the share is
+noise (a 50 ms one read 104 %); from half a second on a tick at each end is 4 % at most."""
 
 
 def after_run(by_system: Mapping[str, Mapping[str, Any]]) -> list[str]:
@@ -180,14 +182,19 @@ def after_run(by_system: Mapping[str, Mapping[str, Any]]) -> list[str]:
     understates the difference."""
     warnings = []
     for system, figures in by_system.items():
-        busy, calls, rate = (figures.get(k) for k in ("loadgen_cpu_pct_at_done", "calls", "calls_per_s"))
-        if not calls or not rate or calls / rate < LOADGEN_BUSY_MIN_S:
-            continue  # CPU time comes in 10 ms ticks: over a short window the share is noise
-        if busy is not None and busy >= LOADGEN_BUSY_PCT:
-            warnings.append(
+        busy, spent = figures.get("loadgen_cpu_pct_at_done"), figures.get("loadgen_cpu_s_at_done")
+        if busy is None or spent is None or spent < LOADGEN_BUSY_MIN_CPU_S:
+            continue
+        if busy >= LOADGEN_BUSY_PCT:
+            warning = (
                 f"the load generator was {busy:.0f} % busy during {system}'s calls (median of its "
                 f"rounds): {system}'s calls/s may be the load generator's limit, a lower bound of its own"
             )
+            theirs = figures.get("loadgen_cpu_s_per_1000_calls_at_done")
+            ours = figures.get("cpu_s_per_1000_calls_at_done")
+            if theirs and ours:
+                warning += f"; per call it spent {theirs / ours:.2f} times {system}'s CPU"
+            warnings.append(warning)
     return warnings
 
 
@@ -333,6 +340,7 @@ def summary(results: Mapping[str, Any]) -> dict[str, Any]:
         "cpu_s_per_1000_calls_at_done",
         "cpu_pct_at_done",
         "loadgen_cpu_pct_at_done",
+        "loadgen_cpu_s_per_1000_calls_at_done",
         "teardown_s",
         "rss_kib_per_conversation",
         "rss_kib_per_conversation_active",

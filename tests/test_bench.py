@@ -61,6 +61,7 @@ def test_bench_steady_compare_writes_results_and_fails_a_breached_budget(tmp_pat
         assert figures["cpu_s_per_1000_calls"] > 0
         assert figures["loadgen_cpu_pct"] > 0  # read at both ends, not from 100 ms samples
         assert figures["cpu_pct_at_done"] > 0 and figures["loadgen_cpu_pct_at_done"] > 0
+        assert figures["loadgen_cpu_s_per_1000_calls_at_done"] > 0  # what the calls cost the harness
         assert "rss_kib_per_conversation" in figures
         # The CPU window ends once the system closed its conversations' sockets: it
         # counts the teardown, which the window up to the platform's last end did not.
@@ -418,19 +419,36 @@ def test_a_chaos_drop_that_would_find_conversations_ended_is_warned_about() -> N
 def test_a_system_measured_against_a_saturated_load_generator_is_warned_about() -> None:
     # Found measuring 1,000 x 20: the load generator was 94-98 % busy during the
     # orchestrator's calls, and nothing said that its calls/s were the harness's limit.
-    by_system = {
-        "orchestrator": {"calls": 50_000, "calls_per_s": 25_000.0, "loadgen_cpu_pct_at_done": 95.4},
-        "conversimple-sdk": {"calls": 50_000, "calls_per_s": 8_000.0, "loadgen_cpu_pct_at_done": 37.1},
+    by_system: dict[str, dict[str, float]] = {
+        "orchestrator": {"loadgen_cpu_pct_at_done": 95.4, "loadgen_cpu_s_at_done": 1.9},
+        "conversimple-sdk": {"loadgen_cpu_pct_at_done": 37.1, "loadgen_cpu_s_at_done": 2.3},
     }
     (warning,) = bench_py.after_run(by_system)
     assert warning.startswith("the load generator was 95 % busy during orchestrator's calls")
-    assert "lower bound" in warning
+    assert warning.endswith("a lower bound of its own")
     by_system["orchestrator"]["loadgen_cpu_pct_at_done"] = 89.9
     assert bench_py.after_run(by_system) == []
     # Over 50 ms, 10 ms ticks read 104 %: found in review, a warning about nothing.
-    short = {"orchestrator": {"calls": 1_000, "calls_per_s": 20_000.0, "loadgen_cpu_pct_at_done": 104.0}}
+    short = {"orchestrator": {"loadgen_cpu_pct_at_done": 104.0, "loadgen_cpu_s_at_done": 0.05}}
     assert bench_py.after_run(short) == []
-    assert bench_py.after_run({"orchestrator": {"calls_per_s": 1.0}}) == []  # no such figure
+    assert bench_py.after_run({"orchestrator": {"calls_per_s": 1.0}}) == []  # no such figures
+
+
+def test_a_short_round_against_a_saturated_load_generator_is_warned_about_too() -> None:
+    # Found measuring 1,000 x 20 again: its rounds had become shorter than a second, and
+    # the warning, which waited for a second of calls, no longer said that the load
+    # generator was 92-96 % busy. Its 0.7 s of CPU read the share to within a tick or two.
+    by_system = {
+        "orchestrator": {
+            "loadgen_cpu_pct_at_done": 93.4,
+            "loadgen_cpu_s_at_done": 0.7,
+            "loadgen_cpu_s_per_1000_calls_at_done": 0.0355,
+            "cpu_s_per_1000_calls_at_done": 0.0357,
+        }
+    }
+    (warning,) = bench_py.after_run(by_system)
+    assert warning.startswith("the load generator was 93 % busy during orchestrator's calls")
+    assert warning.endswith("; per call it spent 0.99 times orchestrator's CPU")
 
 
 def test_the_json_line_carries_the_runs_warnings() -> None:

@@ -198,6 +198,10 @@ class Round:
                 f["cpu_s_per_1000_calls"] = round(f["cpu_s"] / answered * 1000, 4)
             if "cpu_s_at_done" in f and answered:  # the window before it counted the teardown
                 f["cpu_s_per_1000_calls_at_done"] = round(f["cpu_s_at_done"] / answered * 1000, 4)
+            if "loadgen_cpu_s_at_done" in f and answered:  # what the same calls cost the harness
+                f["loadgen_cpu_s_per_1000_calls_at_done"] = round(
+                    f["loadgen_cpu_s_at_done"] / answered * 1000, 4
+                )
             SCENARIO_FIGURES.get(self.o.scenario, lambda r, t, d: None)(self, table, dumped)
         for key in ("duplicates", "late_answers", "unknown_answers", "violations"):
             if key in dumped:
@@ -331,6 +335,7 @@ class Round:
         # runs on through the teardown, when a short round's system has little left to do.
         self.figures["cpu_pct_at_done"] = round(at_done / (done - go_at) * 100, 1)
         self.figures["loadgen_cpu_pct_at_done"] = round(lg_at_done / (done - go_at) * 100, 1)
+        self.figures["loadgen_cpu_s_at_done"] = round(lg_at_done, 3)
         self.progress.phase = "closing"
         self.figures["teardown_s"] = self.wait_closed(n)
         end = time.perf_counter()
