@@ -415,8 +415,7 @@ def test_the_read_buffer_the_masks_and_the_write_counts_are_per_thread() -> None
     apart. Compiled as native classes, these ``threading.local``s would be shared."""
     from orchestrator.transport import frames as frames_module
 
-    mine = (pipe_module._READ.view, frames_module._MASKS, pipe_module.WRITES.count)
-    pipe_module.WRITES.count = 7
+    my_view, my_count = pipe_module._READ.view, pipe_module.WRITES.count
     theirs: list[object] = []
 
     def look() -> None:
@@ -424,10 +423,13 @@ def test_the_read_buffer_the_masks_and_the_write_counts_are_per_thread() -> None
         frames_module.text_frame(b"x", masked=True)  # draws from this thread's pool
         theirs.append(frames_module._MASKS.at)
 
-    thread = threading.Thread(target=look)
-    thread.start()
-    thread.join()
-    assert theirs[0] is not mine[0]
+    pipe_module.WRITES.count = 7
+    try:
+        thread = threading.Thread(target=look)
+        thread.start()
+        thread.join()
+    finally:
+        pipe_module.WRITES.count = my_count
+    assert theirs[0] is not my_view
     assert theirs[1] == 0  # not this thread's 7
     assert theirs[2] == 4
-    pipe_module.WRITES.count = mine[2]
