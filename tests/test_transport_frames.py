@@ -646,3 +646,103 @@ async def test_a_send_after_a_message_too_large_fails_as_a_closed_link() -> None
     assert sending is not None
     with pytest.raises(LinkClosedError, match="1009"):
         await sending
+
+
+@attrs.define
+class WatchedPipe(LingeringPipe):
+    """A lingering pipe that also keeps how often it was read, half-closed and closed."""
+
+    reads: int = 0
+    eof_sent: bool = False
+    closed: bool = False
+
+    async def receive_some(self) -> bytes:
+        self.reads += 1
+        return await super().receive_some()
+
+    async def send_eof(self) -> None:
+        self.eof_sent = True
+        await super().send_eof()
+
+    def close(self) -> None:
+        self.closed = True
+
+
+CLIENT_CLOSES = {
+    "normal": Close(1000, "").serialize(),
+    "with a reason": Close(4001, "bye ✓").serialize(),
+    "empty": b"",
+    "longest": Close(4002, "r" * 123).serialize(),
+    "bad code": b"\x03\xe7",  # 999: not a close code
+    "bad UTF-8": b"\x03\xe8\xff\xfe",
+    "one byte": b"\x03",
+}
+MALFORMED = {"bad code", "bad UTF-8", "one byte"}
+
+
+@pytest.mark.parametrize("takes", [1 << 20, 3, 0], ids=["socket takes all", "takes 3 bytes", "takes none"])
+@pytest.mark.parametrize("name", list(CLIENT_CLOSES))
+async def test_a_servers_answer_to_its_clients_close_is_the_protocol_objects(name: str, takes: int) -> None:
+    # A server reads a Close that ends a read itself and echoes it as the protocol object
+    # would. When the socket takes the echo at once it closes TCP then and there: it
+    # reads nothing more and waits for nothing. A socket that takes less gets the rest
+    # the usual way (written, half-closed, read to the client's end). A malformed Close
+    # goes to the protocol object, which fails the link.
+    stream = Frame(Opcode.TEXT, b"last").serialize(mask=True)
+    stream += Frame(Opcode.CLOSE, CLIENT_CLOSES[name]).serialize(mask=True)
+    reference, reference_pipe = make_link([stream], fast=False, server=True)
+    expected = await read_all(reference)
+    pipe = WatchedPipe([stream], takes=takes)
+    ws, _ = make_link([], fast=True, server=True, pipe=pipe)
+    assert await read_all(ws) == expected
+    assert b"".join(pipe.taken + pipe.written) == b"".join(reference_pipe.written)
+    answered_here = name not in MALFORMED
+    at_once = answered_here and takes > len(CLIENT_CLOSES[name]) + 2
+    assert pipe.closed
+    assert pipe.reads == (1 if at_once else 2)  # the usual way reads to the client's end
+    assert pipe.eof_sent != at_once
+    if answered_here:
+        proto, done = ws._proto, reference._proto
+        assert (proto.close_rcvd, proto.close_sent) == (done.close_rcvd, done.close_sent)
+        assert proto.close_rcvd_then_sent is done.close_rcvd_then_sent is True
+        assert proto.state is done.state is State.CLOSED
+
+
+async def test_a_client_close_inside_a_fragmented_message_fails_as_the_protocol_object_fails_it() -> None:
+    stream = Frame(Opcode.TEXT, b"half", fin=False).serialize(mask=True)
+    stream += Frame(Opcode.CLOSE, Close(1000, "").serialize()).serialize(mask=True)
+    reference, reference_pipe = make_link([stream], fast=False, server=True)
+    expected = await read_all(reference)
+    pipe = WatchedPipe([stream])
+    ws, _ = make_link([], fast=True, server=True, pipe=pipe)
+    assert await read_all(ws) == expected
+    failed = Close(CloseCode.PROTOCOL_ERROR, "incomplete fragmented message").serialize()
+    assert frames_sent(pipe.written, by_client=False) == [(Opcode.CLOSE, failed)]
+    assert frames_sent(reference_pipe.written, by_client=False) == [(Opcode.CLOSE, failed)]
+
+
+async def test_a_client_close_answered_while_a_sender_holds_the_write_turn_leaves_after_its_frame() -> None:
+    # The sender's write waits; the reader finds the client's Close and leaves the echo
+    # to the sender, which writes it after its own frame, then half-closes.
+    stream = Frame(Opcode.CLOSE, Close(1001, "away").serialize()).serialize(mask=True)
+    gate = trio.Event()
+
+    @attrs.define
+    class SlowPipe(WatchedPipe):
+        async def send_all(self, data: bytes) -> None:
+            await gate.wait()
+            await super().send_all(data)
+
+    pipe = SlowPipe([stream])
+    ws, _ = make_link([], fast=True, server=True, pipe=pipe)
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(ws.send_text, "before")
+        await trio.testing.wait_all_tasks_blocked()
+        nursery.start_soon(read_all, ws)
+        await trio.testing.wait_all_tasks_blocked()
+        gate.set()
+    assert frames_sent(pipe.written, by_client=False) == [
+        (Opcode.TEXT, b"before"),
+        (Opcode.CLOSE, Close(1001, "away").serialize()),
+    ]
+    assert pipe.eof_sent and ws.close_code == 1001
