@@ -708,6 +708,18 @@ async def test_a_servers_answer_to_its_clients_close_is_the_protocol_objects(nam
         assert proto.state is done.state is State.CLOSED
 
 
+async def test_a_client_close_with_bytes_after_it_in_the_same_read_goes_to_the_protocol_object() -> None:
+    close = Frame(Opcode.CLOSE, Close(1000, "").serialize()).serialize(mask=True)
+    stream = close + Frame(Opcode.PING, b"late").serialize(mask=True)
+    reference, reference_pipe = make_link([stream], fast=False, server=True)
+    expected = await read_all(reference)
+    pipe = WatchedPipe([stream])
+    ws, _ = make_link([], fast=True, server=True, pipe=pipe)
+    assert await read_all(ws) == expected
+    assert pipe.written == reference_pipe.written and not pipe.taken
+    assert pipe.eof_sent and pipe.reads == 2  # the old way: half-closed, read to the end
+
+
 async def test_a_client_close_inside_a_fragmented_message_fails_as_the_protocol_object_fails_it() -> None:
     stream = Frame(Opcode.TEXT, b"half", fin=False).serialize(mask=True)
     stream += Frame(Opcode.CLOSE, Close(1000, "").serialize()).serialize(mask=True)
