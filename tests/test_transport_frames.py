@@ -668,6 +668,20 @@ class WatchedPipe(LingeringPipe):
         self.closed = True
 
 
+async def read_as_the_protocol_object(
+    stream: bytes, pipe: WatchedPipe
+) -> tuple[SansIOWebSocket, SansIOWebSocket, list[bytes]]:
+    """A server link reading its frames itself reads ``stream`` through ``pipe`` to the
+    end, which must be the end of a link that hands every byte to the protocol object:
+    the two links, and what the second wrote."""
+    pipe.chunks = [stream]
+    reference, reference_pipe = make_link([stream], fast=False, server=True)
+    expected = await read_all(reference)
+    ws, _ = make_link([], fast=True, server=True, pipe=pipe)
+    assert await read_all(ws) == expected
+    return ws, reference, reference_pipe.written
+
+
 CLIENT_CLOSES = {
     "normal": Close(1000, "").serialize(),
     "with a reason": Close(4001, "bye ✓").serialize(),
@@ -690,12 +704,9 @@ async def test_a_servers_answer_to_its_clients_close_is_the_protocol_objects(nam
     # goes to the protocol object, which fails the link.
     stream = Frame(Opcode.TEXT, b"last").serialize(mask=True)
     stream += Frame(Opcode.CLOSE, CLIENT_CLOSES[name]).serialize(mask=True)
-    reference, reference_pipe = make_link([stream], fast=False, server=True)
-    expected = await read_all(reference)
-    pipe = WatchedPipe([stream], takes=takes)
-    ws, _ = make_link([], fast=True, server=True, pipe=pipe)
-    assert await read_all(ws) == expected
-    assert b"".join(pipe.taken + pipe.written) == b"".join(reference_pipe.written)
+    pipe = WatchedPipe([], takes=takes)
+    ws, reference, reference_wrote = await read_as_the_protocol_object(stream, pipe)
+    assert b"".join(pipe.taken + pipe.written) == b"".join(reference_wrote)
     answered_here = name not in MALFORMED
     at_once = answered_here and takes > len(CLIENT_CLOSES[name]) + 2
     assert pipe.closed
@@ -711,26 +722,20 @@ async def test_a_servers_answer_to_its_clients_close_is_the_protocol_objects(nam
 async def test_a_client_close_with_bytes_after_it_in_the_same_read_goes_to_the_protocol_object() -> None:
     close = Frame(Opcode.CLOSE, Close(1000, "").serialize()).serialize(mask=True)
     stream = close + Frame(Opcode.PING, b"late").serialize(mask=True)
-    reference, reference_pipe = make_link([stream], fast=False, server=True)
-    expected = await read_all(reference)
-    pipe = WatchedPipe([stream])
-    ws, _ = make_link([], fast=True, server=True, pipe=pipe)
-    assert await read_all(ws) == expected
-    assert pipe.written == reference_pipe.written and not pipe.taken
+    pipe = WatchedPipe([])
+    *_, reference_wrote = await read_as_the_protocol_object(stream, pipe)
+    assert pipe.written == reference_wrote and not pipe.taken
     assert pipe.eof_sent and pipe.reads == 2  # the old way: half-closed, read to the end
 
 
 async def test_a_client_close_inside_a_fragmented_message_fails_as_the_protocol_object_fails_it() -> None:
     stream = Frame(Opcode.TEXT, b"half", fin=False).serialize(mask=True)
     stream += Frame(Opcode.CLOSE, Close(1000, "").serialize()).serialize(mask=True)
-    reference, reference_pipe = make_link([stream], fast=False, server=True)
-    expected = await read_all(reference)
-    pipe = WatchedPipe([stream])
-    ws, _ = make_link([], fast=True, server=True, pipe=pipe)
-    assert await read_all(ws) == expected
+    pipe = WatchedPipe([])
+    *_, reference_wrote = await read_as_the_protocol_object(stream, pipe)
     failed = Close(CloseCode.PROTOCOL_ERROR, "incomplete fragmented message").serialize()
     assert frames_sent(pipe.written, by_client=False) == [(Opcode.CLOSE, failed)]
-    assert frames_sent(reference_pipe.written, by_client=False) == [(Opcode.CLOSE, failed)]
+    assert frames_sent(reference_wrote, by_client=False) == [(Opcode.CLOSE, failed)]
 
 
 async def test_a_client_close_answered_while_a_sender_holds_the_write_turn_leaves_after_its_frame() -> None:
