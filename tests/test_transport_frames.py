@@ -728,6 +728,21 @@ async def test_a_client_close_with_bytes_after_it_in_the_same_read_goes_to_the_p
     assert pipe.eof_sent and pipe.reads == 2  # the old way: half-closed, read to the end
 
 
+@pytest.mark.parametrize(("size", "code"), [(126, 1002), (124, 4096)], ids=["126 bytes", "124 bytes"])
+async def test_a_long_form_client_close_goes_to_the_protocol_object(size: int, code: int) -> None:
+    # A control frame carries at most 125 bytes, so its length fits the short form; one
+    # in the long form is the protocol object's to judge (126 bytes fail the link, 124
+    # it echoes). websockets' Frame will not build one, so the bytes are written here,
+    # with a mask that makes them a well-formed Close (4735) if read as the short form.
+    payload = Close(4096, "r" * 124).serialize()[:size]
+    mask = bytes.fromhex("f6c51203")
+    stream = b"\x88\xfe" + size.to_bytes(2, "big") + mask + frames.unmask(payload, mask)
+    pipe = WatchedPipe([])
+    *_, reference_wrote = await read_as_the_protocol_object(stream, pipe)
+    assert pipe.written == reference_wrote and not pipe.taken
+    assert frames_sent(reference_wrote, by_client=False)[0][1][:2] == code.to_bytes(2, "big")
+
+
 async def test_a_client_close_inside_a_fragmented_message_fails_as_the_protocol_object_fails_it() -> None:
     stream = Frame(Opcode.TEXT, b"half", fin=False).serialize(mask=True)
     stream += Frame(Opcode.CLOSE, Close(1000, "").serialize()).serialize(mask=True)

@@ -167,7 +167,8 @@ def client_close(data: bytes | bytearray, start: int, stop: int) -> bytes | None
     it) if it is a client's Close: masked, FIN set, no extension bits, at most 125 bytes.
     None for any other frame. Whether the payload is a well-formed Close is the caller's."""
     second = data[start + 1]
-    if data[start] != _HEAD_CLOSE or second & 0x80 == 0 or (second & 0x7F) + start + 6 != stop:
+    size = second & 0x7F  # 126 and 127 announce longer lengths, which a Close may not have
+    if data[start] != _HEAD_CLOSE or second & 0x80 == 0 or size > _MAX_CONTROL or start + 6 + size != stop:
         return None
     at = start + 6
     return unmask(bytes(data[at:stop]), bytes(data[start + 2 : at]))

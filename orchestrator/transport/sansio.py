@@ -342,7 +342,8 @@ class SansIOWebSocket:
                     self._invalid_utf8()
                     break
                 continue
-            if stop == len(data) and self._masked_in and self._answer_close(data, start, stop):
+            last = kind == frames.OTHER and stop == len(data)
+            if last and self._masked_in and self._answer_close(data, start, stop):
                 break  # the read ended with the client's Close, answered here
             # The first frame that is not a whole text message: the rest of this read goes
             # to the protocol object in one piece, as it would have read it. Reading here
