@@ -378,19 +378,22 @@ class SansIOWebSocket:
         return True
 
     def _shut_at_once(self) -> None:
-        """A server's answer to its client's Close written without waiting, and the socket
-        closed behind it: the server closes TCP first (RFC 6455, 7.1.1), and the
-        client's end, which is all a client sends after its Close, reaches a closed socket
-        that the kernel sees through. Where the socket does not take the answer at once,
-        it is left to the usual way: written, TCP half-closed, and read until the
+        """A server's answer to its client's Close written without waiting, and its end of
+        TCP sent behind it (the server closes TCP first: RFC 6455, 7.1.1). The wait for
+        the client's end is the pipe's, in the background (see FdPipe.linger): no task
+        wakes for it, and what the client still sends is read and dropped, so that
+        closing over unread bytes never resets the link and loses what is still on its
+        way to the client. Where the socket does not take the answer at once, or cannot
+        linger, it is left to the usual way: written, half-closed, and read until the
         client's end."""
         proto = self._proto
-        if self._writing:
+        pipe = self._pipe
+        if self._writing or not pipe.lingers:
             return  # the holder of the write turn writes the answer (see _write_queued)
         writes = proto.writes  # the answer and the end of TCP: a writer left nothing before them
         data = b"".join(writes)
         try:
-            sent = self._pipe.send_now(data)
+            sent = pipe.send_now(data)
         except _LINK_ERRORS:
             self._drop()
             return
@@ -399,7 +402,8 @@ class SansIOWebSocket:
             return
         writes.clear()
         self._written(self._queued)
-        proto.state = _CLOSED
+        proto.state = _CLOSED  # for this link: nothing more is read or written
+        pipe.linger(CLOSE_TIMEOUT, shut=True)  # False: the half-close failed, and _drop closes
         self._drop()
 
     def _invalid_utf8(self) -> None:
