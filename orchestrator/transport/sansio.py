@@ -362,11 +362,12 @@ class SansIOWebSocket:
             self._partial = bytearray(data[used:])
 
     def _answer_close(self, data: bytes | bytearray, start: int, stop: int) -> bool:
-        """A server's read that ends with its client's Close: the Close echoed and TCP
-        closed at once, without the protocol object's parser or a task waiting for the
-        client's end (see _shut_at_once). False, with nothing done, for any other frame,
-        or a Close the protocol object must read (malformed, or inside a fragmented
-        message): it gets the frame, as for any frame not read here."""
+        """A server's read that ends with its client's Close: the Close echoed and this
+        side's end of TCP sent at once, without the protocol object's parser or a task
+        waiting for the client's end (see _shut_at_once). False, with nothing done, for
+        any other frame, or a Close the protocol object must read (malformed, in the long
+        form, or inside a fragmented message): it gets the frame, as any frame not read
+        here."""
         proto = self._proto
         if self._fragments is not None or proto.state is not _OPEN:
             return False
@@ -389,7 +390,7 @@ class SansIOWebSocket:
         proto = self._proto
         pipe = self._pipe
         if self._writing or not pipe.lingers:
-            return  # the holder of the write turn writes the answer (see _write_queued)
+            return  # the usual way: the write turn's holder writes it (see _write_queued)
         writes = proto.writes  # the answer and the end of TCP: a writer left nothing before them
         data = b"".join(writes)
         try:
