@@ -600,44 +600,6 @@ async def test_the_server_closes_tcp_as_soon_as_it_answers_a_clients_close(
         assert client.state is State.CLOSED
 
 
-async def test_bytes_a_client_sends_after_its_close_never_reset_the_link(nursery: trio.Nursery) -> None:
-    # Found in review: closing the socket at once turned anything the client sent after its
-    # Close (a pong, say) into a TCP reset, which threw away what the server had sent and
-    # the client had not read yet. The server half-closes instead and reads until the
-    # client's end, in the background.
-    ended = trio.Event()
-    backlog = "x" * 12_000  # more than the client's receive buffer: the rest waits in the server's
-
-    async def handler(ws: ServerWebSocket) -> None:
-        await ws.send_text(backlog)
-        with pytest.raises(LinkClosedError):
-            await ws.receive_text()
-        ended.set()
-
-    port = await start_server(nursery, handler)
-    client = ClientProtocol(parse_uri(url(port)), max_size=None)
-    client.send_request(client.connect())
-    sock = trio.socket.socket()
-    sock.setsockopt(trio.socket.SOL_SOCKET, trio.socket.SO_RCVBUF, 4096)
-    await sock.connect(("127.0.0.1", port))
-    async with trio.SocketStream(sock) as stream:
-        await stream.send_all(b"".join(client.data_to_send()))
-        while not client.events_received():
-            client.receive_data(await stream.receive_some(1))  # the response alone, not the backlog
-        client.send_close(1000)
-        await stream.send_all(b"".join(client.data_to_send()))
-        with trio.fail_after(5):
-            await ended.wait()  # the server answered, without the backlog read
-            await stream.send_all(Frame(Opcode.PONG, b"late").serialize(mask=True))
-            await trio.sleep(0.05)  # the pong reaches the server's socket
-            while data := await stream.receive_some():
-                client.receive_data(data)
-        client.receive_eof()
-    messages = [e.data for e in client.events_received() if isinstance(e, Frame) and e.opcode is Opcode.TEXT]
-    assert messages == [backlog.encode()]
-    assert client.close_rcvd is not None and client.close_rcvd.code == 1000
-
-
 # Frame limits
 
 

@@ -60,7 +60,7 @@ class ScriptedPipe:
     def abort(self) -> None:
         pass
 
-    def linger(self, timeout: float, heard: Heard | None = None, *, shut: bool = False) -> bool:
+    def linger(self, timeout: float, heard: Heard | None = None) -> bool:
         return False  # the tests read the close handshake to its end
 
     lingers = False
@@ -397,7 +397,6 @@ class LingeringPipe(ScriptedPipe):
     taken: list[bytes] = attrs.Factory(list)
     lingered: bool = False
     heard: Heard | None = None
-    shut: bool = False
 
     @property
     def lingers(self) -> bool:
@@ -409,8 +408,8 @@ class LingeringPipe(ScriptedPipe):
         self.taken.append(data[: self.takes])
         return min(self.takes, len(data))
 
-    def linger(self, timeout: float, heard: Heard | None = None, *, shut: bool = False) -> bool:
-        self.lingered, self.heard, self.shut = True, heard, shut
+    def linger(self, timeout: float, heard: Heard | None = None) -> bool:
+        self.lingered, self.heard = True, heard
         return True
 
 
@@ -699,11 +698,10 @@ MALFORMED = {"bad code", "bad UTF-8", "one byte"}
 @pytest.mark.parametrize("name", list(CLIENT_CLOSES))
 async def test_a_servers_answer_to_its_clients_close_is_the_protocol_objects(name: str, takes: int) -> None:
     # A server reads a Close that ends a read itself and echoes it as the protocol object
-    # would. When the socket takes the echo at once its end of TCP follows, and the wait
-    # for the client's end is the pipe's: the link reads nothing more and no task waits.
-    # A socket that takes less gets the rest the usual way (written, half-closed, read
-    # to the client's end). A malformed Close goes to the protocol object, which fails
-    # the link.
+    # would. When the socket takes the echo at once it closes TCP then and there: it
+    # reads nothing more and waits for nothing. A socket that takes less gets the rest
+    # the usual way (written, half-closed, read to the client's end). A malformed Close
+    # goes to the protocol object, which fails the link.
     stream = Frame(Opcode.TEXT, b"last").serialize(mask=True)
     stream += Frame(Opcode.CLOSE, CLIENT_CLOSES[name]).serialize(mask=True)
     pipe = WatchedPipe([], takes=takes)
@@ -714,7 +712,6 @@ async def test_a_servers_answer_to_its_clients_close_is_the_protocol_objects(nam
     assert pipe.closed
     assert pipe.reads == (1 if at_once else 2)  # the usual way reads to the client's end
     assert pipe.eof_sent != at_once
-    assert pipe.lingered == pipe.shut == at_once  # half-closed, and left to the pipe
     if answered_here:
         proto, done = ws._proto, reference._proto
         assert (proto.close_rcvd, proto.close_sent) == (done.close_rcvd, done.close_sent)

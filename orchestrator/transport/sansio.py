@@ -362,12 +362,11 @@ class SansIOWebSocket:
             self._partial = bytearray(data[used:])
 
     def _answer_close(self, data: bytes | bytearray, start: int, stop: int) -> bool:
-        """A server's read that ends with its client's Close: the Close echoed and this
-        side's end of TCP sent at once, without the protocol object's parser or a task
-        waiting for the client's end (see _shut_at_once). False, with nothing done, for
-        any other frame, or a Close the protocol object must read (malformed, in the long
-        form, or inside a fragmented message): it gets the frame, as any frame not read
-        here."""
+        """A server's read that ends with its client's Close: the Close echoed and TCP
+        closed at once, without the protocol object's parser or a task waiting for the
+        client's end (see _shut_at_once). False, with nothing done, for any other frame,
+        or a Close the protocol object must read (malformed, in the long form, or inside
+        a fragmented message): it gets the frame, as for any frame not read here."""
         proto = self._proto
         if self._fragments is not None or proto.state is not _OPEN:
             return False
@@ -379,22 +378,21 @@ class SansIOWebSocket:
         return True
 
     def _shut_at_once(self) -> None:
-        """A server's answer to its client's Close written without waiting, and its end of
-        TCP sent behind it (the server closes TCP first: RFC 6455, 7.1.1). The wait for
-        the client's end is the pipe's, in the background (see FdPipe.linger): no task
-        wakes for it, and what the client still sends is read and dropped, so that
-        closing over unread bytes never resets the link and loses what is still on its
-        way to the client. Where the socket does not take the answer at once, or cannot
-        linger, it is left to the usual way: written, half-closed, and read until the
+        """A server's answer to its client's Close written without waiting, and the socket
+        closed behind it: the server closes TCP first (RFC 6455, 7.1.1), and the
+        client's end, which is all a client sends after its Close, reaches a closed socket
+        that the kernel sees through. (A client that sends more, a pong say, meets a TCP
+        reset, which drops what it has not read yet: this is the sandbox's server, and
+        its clients do not.) Where the socket does not take the answer at once,
+        it is left to the usual way: written, TCP half-closed, and read until the
         client's end."""
         proto = self._proto
-        pipe = self._pipe
-        if self._writing or not pipe.lingers:
-            return  # the usual way: the write turn's holder writes it (see _write_queued)
+        if self._writing:
+            return  # the holder of the write turn writes the answer (see _write_queued)
         writes = proto.writes  # the answer and the end of TCP: a writer left nothing before them
         data = b"".join(writes)
         try:
-            sent = pipe.send_now(data)
+            sent = self._pipe.send_now(data)
         except _LINK_ERRORS:
             self._drop()
             return
@@ -403,8 +401,7 @@ class SansIOWebSocket:
             return
         writes.clear()
         self._written(self._queued)
-        proto.state = _CLOSED  # for this link: nothing more is read or written
-        pipe.linger(CLOSE_TIMEOUT, shut=True)  # False: the half-close failed, and _drop closes
+        proto.state = _CLOSED
         self._drop()
 
     def _invalid_utf8(self) -> None:
