@@ -24,12 +24,10 @@ import attrs
 import pytest
 import trio
 import trio_websocket
-from websockets.client import ClientProtocol
 from websockets.frames import Close, Frame, Opcode
 from websockets.http11 import Request, Response
 from websockets.protocol import State
 from websockets.server import ServerProtocol
-from websockets.uri import parse_uri
 
 from orchestrator.errors import (
     ConfigError,
@@ -561,43 +559,6 @@ async def test_sansio_client_waits_for_the_fin_no_longer_than_the_close_timeout(
         await server.finished.wait()
     assert server.fin_at is None and server.client_eof_at is not None
     assert start + CLOSE_TIMEOUT <= server.client_eof_at < start + CLOSE_TIMEOUT + 0.5
-
-
-async def test_the_server_closes_tcp_as_soon_as_it_answers_a_clients_close(
-    nursery: trio.Nursery, mock_clock: trio.testing.MockClock
-) -> None:
-    # The server closes TCP first (RFC 6455, 7.1.1), and at once: the task serving the
-    # link ends as soon as the answer is out, while the client has not closed its end
-    # (a client that never does costs the server nothing; the kernel sees it through).
-    mock_clock.autojump_threshold = 0.5  # jump only when every task waits, for real
-    ended = trio.Event()
-    seen: list[tuple[float, int | None]] = []
-
-    async def handler(ws: ServerWebSocket) -> None:
-        with pytest.raises(LinkClosedError, match="4001"):
-            await ws.receive_text()
-        seen.append((trio.current_time(), ws.close_code))
-        ended.set()
-
-    port = await start_server(nursery, handler)
-    client = ClientProtocol(parse_uri(url(port)))
-    client.send_request(client.connect())
-    async with await trio.open_tcp_stream("127.0.0.1", port) as stream:
-        await stream.send_all(b"".join(client.data_to_send()))
-        while not client.events_received():
-            client.receive_data(await stream.receive_some())
-        assert client.state is State.OPEN
-        start = trio.current_time()
-        client.send_close(4001, "bye")
-        await stream.send_all(b"".join(client.data_to_send()))
-        while data := await stream.receive_some():  # the answer, then the server's end
-            client.receive_data(data)
-        client.receive_eof()
-        with trio.fail_after(CLOSE_TIMEOUT * 2):
-            await ended.wait()
-        assert seen == [(start, 4001)]
-        assert client.close_rcvd is not None and client.close_rcvd.code == 4001
-        assert client.state is State.CLOSED
 
 
 # Frame limits
