@@ -21,14 +21,16 @@ pass rate reaches it; 1 when it does not, when any simulation ended in error
 (whatever the pass rate: an error is no verdict on the agent), or when the input
 is unusable; 2 when the scenarios need an LLM and none is configured (no API key
 and no base URL, and no cached completions to replay); 130 when interrupted
-(rerun to resume).
+(SIGINT, Ctrl-C) and 143 when terminated (SIGTERM): finished simulations are
+kept, and a rerun resumes.
 """
 
 from __future__ import annotations
 
+import signal
 from contextlib import AsyncExitStack
 from pathlib import Path
-from typing import Any
+from typing import Any, NoReturn
 
 import attrs
 import click
@@ -119,6 +121,31 @@ class _ProgressBar:
         self.progress.refresh()
 
 
+class Interrupted(Exception):
+    """The batch was stopped by SIGINT or SIGTERM (``signum``); what finished is kept."""
+
+    def __init__(self, signum: int) -> None:
+        super().__init__(signal.Signals(signum).name)
+        self.signum = signum
+
+
+async def _cancel_on_signal(
+    scope: trio.CancelScope, received: list[int], *, task_status: trio.TaskStatus[None]
+) -> None:
+    """Cancel ``scope`` at the first SIGINT or SIGTERM, noting it in ``received``.
+
+    Handled here, not left to Python's KeyboardInterrupt: a process started with
+    SIGINT ignored (a background job of a shell without job control, as CI runs
+    commands) would never see one, and SIGTERM would kill it mid-write.
+    """
+    with trio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as signals:
+        task_status.started()
+        async for signum in signals:
+            received.append(signum)
+            scope.cancel()
+            return
+
+
 async def _run_batch(
     batch: Batch,
     settings: LLMSettings | None,
@@ -126,6 +153,14 @@ async def _run_batch(
     bar: _ProgressBar,
     serve: type[Agent] | None = None,
 ) -> BatchRun:
+    """Run ``batch`` (serving ``serve`` over the sandbox, if given); raises Interrupted.
+
+    A signal cancels the batch alone, so the rest unwinds as after a finished run:
+    the in-process orchestrator stops before its sandbox, and its links never see
+    the platform go first (each conversation would log its link failed for good).
+    """
+    received: list[int] = []
+    run: BatchRun | None = None
     async with AsyncExitStack() as stack:
         if serve is not None:
             batch.channel = await stack.enter_async_context(serve_over_sandbox(serve))
@@ -136,8 +171,20 @@ async def _run_batch(
             batch.llm = client
         batch.observer = bar
         with bar.progress:
-            return await batch.run()
-    raise AssertionError("unreachable")
+            async with trio.open_nursery() as nursery:
+                await nursery.start(_cancel_on_signal, nursery.cancel_scope, received)
+                run = await batch.run()
+                nursery.cancel_scope.cancel()
+    if run is None:  # cancelled by a signal (a signal after the last record changes nothing)
+        raise Interrupted(received[0])
+    return run
+
+
+def _interrupted(ctx: click.Context, console: Console, transcripts: Path, signum: int) -> NoReturn:
+    """Say what was kept and exit 128 + ``signum`` (130 for Ctrl-C, 143 for SIGTERM)."""
+    how = "terminated" if signum == signal.SIGTERM else "interrupted"
+    console.print(f"{how}; finished simulations are kept in {transcripts}: run again to resume")
+    ctx.exit(128 + signum)
 
 
 @click.command("simulate")
@@ -217,22 +264,23 @@ def simulate(ctx: click.Context, /, scenarios_file: Path, **options: Any) -> Non
         console.print(f"via the sandbox: the orchestrator serves {served.agent_id!r} over loopback")
     bar = _ProgressBar(console, options["progress"])
     try:
-        # Ctrl-C is raised in the main task only, at a checkpoint, so it unwinds the run
-        # in order: the in-process orchestrator stops before its sandbox. Raised in
-        # whatever task happened to run (trio's default), a sandbox task could stop the
-        # platform under the orchestrator's links first.
+        # A Ctrl-C before the signal handler is in place, or a second one while the run
+        # unwinds, is raised in the main task only, at a checkpoint, so it too unwinds
+        # in order (see _run_batch). Raised in whatever task happened to run (trio's
+        # default), a sandbox task could stop the platform under the orchestrator's links.
         args = (batch, settings, cache_dir, bar, served)
         run = trio.run(_run_batch, *args, restrict_keyboard_interrupt_to_checkpoints=True)
     except ConfigError as exc:
         raise click.ClickException(str(exc)) from exc
+    except Interrupted as exc:
+        _interrupted(ctx, console, transcripts, exc.signum)
     except BaseException as exc:
         # Ctrl-C, alone or out of a nursery (grouped with what it cancelled): not a failure.
         if not isinstance(exc, KeyboardInterrupt | BaseExceptionGroup) or (
             isinstance(exc, BaseExceptionGroup) and exc.subgroup(KeyboardInterrupt) is None
         ):
             raise
-        console.print(f"interrupted; finished simulations are kept in {transcripts}: run again to resume")
-        ctx.exit(130)
+        _interrupted(ctx, console, transcripts, signal.SIGINT)
     summary = BatchSummary.from_run(run, samples)
     (out / "summary.json").write_text(summary_json(summary), encoding="utf-8")
     (out / "junit.xml").write_text(junit_xml(run.records, summary), encoding="utf-8")
