@@ -22,6 +22,7 @@ from pathlib import Path
 import pytest
 import trio
 from click.testing import CliRunner
+from prometheus_client import CollectorRegistry
 
 from examples.booking import BookingAgent
 from examples.weather import WeatherAgent
@@ -117,6 +118,24 @@ async def test_hybrid_run_against_the_orchestrator_over_arinova() -> None:
     assert first.status == "ok" and len(first.chunks) == 3 and "".join(first.chunks) == first.reply
     assert [e.event for e in log.entries if e.direction == "out"][:2] == ["task", "task"]
     assert server.recorder.violations == 0
+
+
+async def test_an_ended_session_ends_its_arinova_conversation_in_the_orchestrator() -> None:
+    # Found in CI: Arinova never says a conversation ended, so each finished simulation
+    # stayed hosted until its actor idled out (120 s), and a long batch filled the
+    # in-process orchestrator ("not admitted (capacity)") before the first ones left.
+    registry = CollectorRegistry()
+    turns = ["What's the weather in Paris?", "Thanks, bye!"]
+    with trio.fail_after(TIMEOUT):
+        async with serve_over_sandbox(WeatherAgent, registry=registry) as channel:
+            for _ in range(3):
+                result = await hybrid(channel, turns).run()
+                assert result.end_reason is EndReason.CLOSING_PHRASE
+            await trio.testing.wait_all_tasks_blocked(0.05)  # the end is a message to each mailbox
+            ended = {"agent": "weather", "outcome": "completed"}
+            assert registry.get_sample_value("orchestrator_conversations_ended_total", ended) == 3
+    rejected = registry.get_sample_value("orchestrator_admissions_rejected_total", {"reason": "capacity"})
+    assert rejected is None
 
 
 async def test_sandbox_session_sends_overlapping_messages_at_once() -> None:
@@ -419,7 +438,25 @@ def test_cli_via_sandbox_usage_errors(in_tmp: Path) -> None:
 
 
 @pytest.mark.slow
-def test_ctrl_c_on_a_sandbox_simulation_exits_130_quietly_and_keeps_what_finished(tmp_path: Path) -> None:
+def _ignore_sigint() -> None:
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+
+
+@pytest.mark.parametrize(
+    ("signum", "ignored_at_start", "status"),
+    [
+        (signal.SIGINT, False, 130),
+        # Found in CI, which starts commands as background jobs of a shell without job
+        # control, so with SIGINT ignored: the signal never reached the batch, which ran
+        # on to the end (and filled the orchestrator, see above).
+        (signal.SIGINT, True, 130),
+        (signal.SIGTERM, False, 143),
+    ],
+    ids=["ctrl-c", "ctrl-c-in-a-background-job", "sigterm"],
+)
+def test_a_signal_stops_a_sandbox_simulation_quietly_and_keeps_what_finished(
+    tmp_path: Path, signum: signal.Signals, ignored_at_start: bool, status: int
+) -> None:
     # Found by a user: exit status 1 (a failed simulation's), a trio traceback, and one
     # "link failed for good" line per conversation as the sandbox went before the agent.
     out = tmp_path / "out"
@@ -429,18 +466,27 @@ def test_ctrl_c_on_a_sandbox_simulation_exits_130_quietly_and_keeps_what_finishe
         "--agent", f"{ROOT / 'examples/weather.py'}:WeatherAgent",
         "--samples", "5000", "--no-progress", "--out", str(out),
     ]  # fmt: skip
-    proc = subprocess.Popen(argv, cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    proc = subprocess.Popen(
+        argv,
+        cwd=tmp_path,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        preexec_fn=_ignore_sigint if ignored_at_start else None,
+    )
     try:
         transcripts = out / "transcripts.jsonl"
         deadline = time.monotonic() + 60
         while time.monotonic() < deadline and not (transcripts.exists() and transcripts.stat().st_size):
             time.sleep(0.1)  # until some simulations have finished
-        proc.send_signal(signal.SIGINT)
+        proc.send_signal(signum)
         stdout, stderr = proc.communicate(timeout=60)
     finally:
         if proc.poll() is None:
             proc.kill()
             proc.wait(timeout=10)
-    assert proc.returncode == 130, stderr.decode()[-2000:]
+    assert proc.returncode == status, stderr.decode()[-2000:]
     assert b"Traceback" not in stderr and b"failed for good" not in stderr, stderr.decode()[-2000:]
     assert b"run again to resume" in stdout
+    records = transcripts.read_text(encoding="utf-8").splitlines()
+    assert 0 < len(records) < 15_000  # stopped part way, what finished kept whole
+    assert all(json.loads(line)["scenario"] for line in records)

@@ -32,7 +32,7 @@ from __future__ import annotations
 
 import itertools
 import random
-from collections.abc import AsyncIterator, Mapping
+from collections.abc import AsyncIterator, Callable, Mapping
 from contextlib import asynccontextmanager
 from datetime import datetime, timedelta
 from typing import Any
@@ -44,6 +44,7 @@ from prometheus_client import CollectorRegistry
 from ..actor import ActorSettings
 from ..agent import Agent
 from ..dispatcher import CompositePlatform, Platform
+from ..events import ConversationEnded
 from ..metrics import Metrics
 from ..platforms.arinova import ArinovaPlatform
 from ..platforms.conversimple import ConversimplePlatform
@@ -89,7 +90,10 @@ class SandboxChannel(Channel):
     announces Conversimple conversations only to that customer's sockets.
     ``description`` is what :class:`SandboxTools` tells an LLM driver about the
     agent. Agent messages are stamped ``base_timestamp`` plus trio time since their
-    session started.
+    session started. Arinova never says a conversation ended, so an agent hosts each
+    one until it idles out; ``end_session(session_id)``, if given, is called as each
+    :class:`SandboxSession` ends, for a host that can end it at once (the in-process
+    orchestrator of :func:`serve_over_sandbox` does).
     """
 
     def __init__(
@@ -100,8 +104,10 @@ class SandboxChannel(Channel):
         customer_id: str | None = None,
         description: str = "",
         base_timestamp: datetime | None = None,
+        end_session: Callable[[str], object] | None = None,
     ) -> None:
         self.server = server
+        self.end_session = end_session
         self.agent_id = agent_id
         self.customer_id = customer_id
         self.description = description
@@ -150,9 +156,16 @@ class SandboxSession(Session):
         self._conversation: ArinovaConversation | None = None
         self._started_at = 0.0
         self._failure: ParticipantError | None = None
+        self._ended = False
 
     async def send(self, message: Message) -> None:
-        """Send ``message`` as a task to the bot; returns at once (the reply is published)."""
+        """Send ``message`` as a task to the bot; returns at once (the reply is published).
+
+        Raises ParticipantError once the session has ended (its failure, if it failed).
+        """
+        if self._ended:
+            await trio.lowlevel.checkpoint()  # a sender cancelled with the session stops here
+            raise self._failure or ParticipantError(f"session {self.session_id} has ended")
         if self._nursery is None or self._conversation is None:
             raise RuntimeError("start the session (open_session) before sending")
         self._messages.append(message)
@@ -171,13 +184,18 @@ class SandboxSession(Session):
             async with trio.open_nursery() as nursery:
                 self._nursery = nursery
                 task_status.started()
-                await trio.sleep_forever()
+                try:
+                    await trio.sleep_forever()
+                finally:  # the nursery takes no new task from here (another task may be sending)
+                    self._ended = True
         finally:
             self._nursery = None
             self._close_subscribers()
             log.outcome = "lost" if any(r.status == "lost" for r in log.replies) else "completed"
             server.recorder.counters["ended"] += 1
             log.ended.set()
+            if channel.end_session is not None:
+                channel.end_session(self.session_id)
         # Only a failed reply stops the nursery without cancelling us; raised here, not in a group.
         assert self._failure is not None
         raise self._failure
@@ -354,8 +372,10 @@ async def serve_over_sandbox(
     replaced by the orchestrator's bot, and ``api_keys``, if any, must accept
     ``SANDBOX_API_KEY``); the orchestrator
     joins it over Conversimple and connects an Arinova bot, under one supervisor
-    (its actors end after ``idle_timeout`` seconds without a message, as Arinova
-    never ends a conversation; metrics on ``registry``, default a private one).
+    (metrics on ``registry``, default a private one). Arinova never ends a
+    conversation: each one's actor ends when its :class:`SandboxSession` does, or
+    after ``idle_timeout`` seconds without a message, so a long batch never fills
+    the supervisor with finished conversations.
     Yields the channel once both links are up; leaving the block stops both.
     """
     server = SandboxServer(settings, bot_tokens={SANDBOX_BOT_TOKEN: agent.agent_id})
@@ -390,5 +410,15 @@ async def _orchestrator_serving(
         await nursery.start(supervisor.run)
         await nursery.start(platform.run, supervisor)
         description = (agent.__doc__ or "").strip().split("\n\n")[0]
-        yield SandboxChannel(server, agent.agent_id, customer_id=SANDBOX_CUSTOMER, description=description)
+
+        def end_session(conversation_id: str) -> None:
+            supervisor.notify(conversation_id, ConversationEnded("the simulation is over"))
+
+        yield SandboxChannel(
+            server,
+            agent.agent_id,
+            customer_id=SANDBOX_CUSTOMER,
+            description=description,
+            end_session=end_session,
+        )
         nursery.cancel_scope.cancel()
