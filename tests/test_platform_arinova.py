@@ -355,6 +355,35 @@ async def test_a_stopped_conversation_answers_what_it_leaves(autojump_clock: tri
         assert platform.statistics().conversations == 0
 
 
+async def test_an_actor_that_outlives_its_platform_reports_nothing_into_it(
+    autojump_clock: trio.testing.MockClock, caplog: pytest.LogCaptureFixture
+) -> None:
+    # Found by a simulation's Ctrl-C: the platform stopped first, then the actor of a
+    # reply in progress, whose error report went to the platform's closed nursery and
+    # raised "Nursery is closed to new arrivals" out of the supervisor.
+    Streamer.pause = trio.Event()
+    try:
+        async with trio.open_nursery() as nursery:
+            fake = FakeArinova(nursery)
+            platform = ArinovaPlatform("ws://127.0.0.1:1", TOKEN, dial=fake.dial)
+            supervisor = Supervisor([Streamer], platform.connect, metrics=Metrics(CollectorRegistry()))
+            await nursery.start(supervisor.run)
+            async with trio.open_nursery() as platform_side:
+                await platform_side.start(platform.run, supervisor)
+                await fake.current.task("t1", "c1", "cut after the first word")
+                while not chunks(fake, "t1"):
+                    await fake.changed.wait()
+                platform_side.cancel_scope.cancel()
+            assert "c1" in supervisor  # its reply still streaming
+            supervisor.stop("c1")
+            await supervisor.wait_ended("c1")
+            assert [type(f) for f in fake.frames("t1")] == [wire.AgentChunk]  # no link left to report on
+            assert "Nursery is closed" not in caplog.text
+            nursery.cancel_scope.cancel()
+    finally:
+        Streamer.pause = None
+
+
 async def test_idle_conversation_ends_and_comes_back(autojump_clock: trio.testing.MockClock) -> None:
     async with arinova(actor=ActorSettings(idle_timeout=60)) as (fake, platform, supervisor, _):
         assert await fake.reply("t1", "c1", "hi") == wire.AgentComplete("t1", "hi")

@@ -239,6 +239,8 @@ class ArinovaPlatform:
     _dialed: WebSocket | None = attrs.field(init=False, default=None, repr=False)
     _up: trio.Event = attrs.field(init=False, factory=trio.Event, repr=False)
     _failed: LinkError | None = attrs.field(init=False, default=None)
+    _stopped: bool = attrs.field(init=False, default=False)
+    """``run`` was cancelled (not failed): the socket went away on purpose."""
     _nursery: trio.Nursery | None = attrs.field(init=False, default=None, repr=False)
     _supervisor: Supervisor | None = attrs.field(init=False, default=None, repr=False)
 
@@ -302,9 +304,12 @@ class ArinovaPlatform:
             except LinkError as exc:
                 failure = exc
             finally:
+                # The nursery takes no new task from here: actors that stop later (they
+                # may outlive the platform) have no socket left to report on.
+                self._nursery = None
+                self._stopped = failure is None
                 self._fail(failure or LinkClosedError("the Arinova platform stopped"))
                 nursery.cancel_scope.cancel()
-        self._nursery = None
         if failure is not None:
             raise failure
 
@@ -455,7 +460,8 @@ class ArinovaPlatform:
             try:
                 await self._write(self._client.send(ev.ReplyFailure(task_id, error)), None, task_id, True)
             except LinkError:
-                log.warning("could not report a task's error: the bot socket failed")
+                if not self._stopped:  # stopping, the platform has no socket to report on
+                    log.warning("could not report a task's error: the bot socket failed")
 
         log.info("task answered with an error: %s", error)
         if self._nursery is not None:
