@@ -20,6 +20,7 @@ from orchestrator.protocols import conversimple as wire
 from orchestrator.sandbox import CallRecord, ConversationPlan, SandboxServer, Scenario, ToolTurn, load_plan
 from orchestrator.sandbox.conversation import ConversimpleConversation, OpenCall, Socket
 from orchestrator.sandbox.load import progress_line
+from orchestrator.testing import memory_websocket_pair
 from orchestrator.transport import connect
 from tests.helpers import wait_until
 from tests.sandbox_client import RawAgent, RawSocket
@@ -657,3 +658,19 @@ async def test_a_drop_armed_while_a_sent_request_yields_is_for_the_next_one(serv
     assert sending is not None
     await sending
     assert aborted == [ws]
+
+
+async def test_a_push_cancelled_on_the_way_still_sends_its_frame_whole() -> None:
+    # Found by a simulation's Ctrl-C: a conversation cancelled while announcing itself
+    # cut the frame, and the transport then dropped the control socket every other
+    # conversation shared ("control connection lost (closed)" on the agent's side).
+    agent_end, server_end = memory_websocket_pair()
+    sock = Socket(server_end, wire.ConversimpleServer(), 1, prefix='[1,null,"customer:c",')  # type: ignore[arg-type]
+    with trio.CancelScope() as scope:
+        scope.cancel()
+        await sock.push("conversation_ready", '{"conversation_id":"c1"}')
+    assert scope.cancelled_caught  # the sender is cancelled, after the frame went
+    with trio.fail_after(1):
+        frame = await agent_end.receive_text()
+    assert frame == '[1,null,"customer:c","conversation_ready",{"conversation_id":"c1"}]'
+    assert await sock.push("conversation_ready", '{"conversation_id":"c2"}')  # the socket lives on

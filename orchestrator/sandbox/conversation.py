@@ -30,7 +30,10 @@ from .customers import Step, ToolCustomer
 from .recorder import CallRecord, ConversationLog
 from .scenarios import ConversationPlan
 
-__all__ = ["ConversimpleConversation", "OpenCall", "Socket"]
+__all__ = ["PUSH_GRACE", "ConversimpleConversation", "OpenCall", "Socket"]
+
+PUSH_GRACE = 5.0
+"""Seconds a frame on a shared socket gets to go whole once its sender is cancelled."""
 
 
 @attr.s(auto_attribs=True, eq=False, slots=True)
@@ -47,11 +50,21 @@ class Socket:
     conversations: set[str] = attr.Factory(set)
 
     async def push(self, event: str, body: str) -> bool:
-        """Send ``[join_ref, null, topic, event, body]``; False if the link is gone."""
+        """Send ``[join_ref, null, topic, event, body]``; False if the link is gone.
+
+        Many conversations share the socket, so cancelling one does not cut the frame
+        (which would cut the socket: what reached the peer would be unknown); the frame
+        gets ``PUSH_GRACE`` seconds to go whole, then the socket is given up.
+        """
         try:
-            await self.ws.send_text(f'{self.prefix}"{event}",{body}]')
+            with trio.move_on_after(PUSH_GRACE, shield=True) as scope:
+                await self.ws.send_text(f'{self.prefix}"{event}",{body}]')
         except LinkError:
             return False
+        if scope.cancelled_caught:
+            self.ws.abort()
+            return False
+        await trio.lowlevel.checkpoint_if_cancelled()
         return True
 
 
