@@ -24,10 +24,12 @@ import attrs
 import pytest
 import trio
 import trio_websocket
+from websockets.client import ClientProtocol
 from websockets.frames import Close, Frame, Opcode
 from websockets.http11 import Request, Response
 from websockets.protocol import State
 from websockets.server import ServerProtocol
+from websockets.uri import parse_uri
 
 from orchestrator.errors import (
     ConfigError,
@@ -559,6 +561,81 @@ async def test_sansio_client_waits_for_the_fin_no_longer_than_the_close_timeout(
         await server.finished.wait()
     assert server.fin_at is None and server.client_eof_at is not None
     assert start + CLOSE_TIMEOUT <= server.client_eof_at < start + CLOSE_TIMEOUT + 0.5
+
+
+async def test_the_server_closes_tcp_as_soon_as_it_answers_a_clients_close(
+    nursery: trio.Nursery, mock_clock: trio.testing.MockClock
+) -> None:
+    # The server closes TCP first (RFC 6455, 7.1.1), and at once: the task serving the
+    # link ends as soon as the answer is out, while the client has not closed its end
+    # (a client that never does costs the server nothing; the kernel sees it through).
+    mock_clock.autojump_threshold = 0.5  # jump only when every task waits, for real
+    ended = trio.Event()
+    seen: list[tuple[float, int | None]] = []
+
+    async def handler(ws: ServerWebSocket) -> None:
+        with pytest.raises(LinkClosedError, match="4001"):
+            await ws.receive_text()
+        seen.append((trio.current_time(), ws.close_code))
+        ended.set()
+
+    port = await start_server(nursery, handler)
+    client = ClientProtocol(parse_uri(url(port)))
+    client.send_request(client.connect())
+    async with await trio.open_tcp_stream("127.0.0.1", port) as stream:
+        await stream.send_all(b"".join(client.data_to_send()))
+        while not client.events_received():
+            client.receive_data(await stream.receive_some())
+        assert client.state is State.OPEN
+        start = trio.current_time()
+        client.send_close(4001, "bye")
+        await stream.send_all(b"".join(client.data_to_send()))
+        while data := await stream.receive_some():  # the answer, then the server's end
+            client.receive_data(data)
+        client.receive_eof()
+        with trio.fail_after(CLOSE_TIMEOUT * 2):
+            await ended.wait()
+        assert seen == [(start, 4001)]
+        assert client.close_rcvd is not None and client.close_rcvd.code == 4001
+        assert client.state is State.CLOSED
+
+
+async def test_bytes_a_client_sends_after_its_close_never_reset_the_link(nursery: trio.Nursery) -> None:
+    # Found in review: closing the socket at once turned anything the client sent after its
+    # Close (a pong, say) into a TCP reset, which threw away what the server had sent and
+    # the client had not read yet. The server half-closes instead and reads until the
+    # client's end, in the background.
+    ended = trio.Event()
+    backlog = "x" * 12_000  # more than the client's receive buffer: the rest waits in the server's
+
+    async def handler(ws: ServerWebSocket) -> None:
+        await ws.send_text(backlog)
+        with pytest.raises(LinkClosedError):
+            await ws.receive_text()
+        ended.set()
+
+    port = await start_server(nursery, handler)
+    client = ClientProtocol(parse_uri(url(port)), max_size=None)
+    client.send_request(client.connect())
+    sock = trio.socket.socket()
+    sock.setsockopt(trio.socket.SOL_SOCKET, trio.socket.SO_RCVBUF, 4096)
+    await sock.connect(("127.0.0.1", port))
+    async with trio.SocketStream(sock) as stream:
+        await stream.send_all(b"".join(client.data_to_send()))
+        while not client.events_received():
+            client.receive_data(await stream.receive_some(1))  # the response alone, not the backlog
+        client.send_close(1000)
+        await stream.send_all(b"".join(client.data_to_send()))
+        with trio.fail_after(5):
+            await ended.wait()  # the server answered, without the backlog read
+            await stream.send_all(Frame(Opcode.PONG, b"late").serialize(mask=True))
+            await trio.sleep(0.05)  # the pong reaches the server's socket
+            while data := await stream.receive_some():
+                client.receive_data(data)
+        client.receive_eof()
+    messages = [e.data for e in client.events_received() if isinstance(e, Frame) and e.opcode is Opcode.TEXT]
+    assert messages == [backlog.encode()]
+    assert client.close_rcvd is not None and client.close_rcvd.code == 1000
 
 
 # Frame limits

@@ -60,7 +60,7 @@ class ScriptedPipe:
     def abort(self) -> None:
         pass
 
-    def linger(self, timeout: float, heard: Heard | None = None) -> bool:
+    def linger(self, timeout: float, heard: Heard | None = None, *, shut: bool = False) -> bool:
         return False  # the tests read the close handshake to its end
 
     lingers = False
@@ -397,6 +397,7 @@ class LingeringPipe(ScriptedPipe):
     taken: list[bytes] = attrs.Factory(list)
     lingered: bool = False
     heard: Heard | None = None
+    shut: bool = False
 
     @property
     def lingers(self) -> bool:
@@ -408,8 +409,8 @@ class LingeringPipe(ScriptedPipe):
         self.taken.append(data[: self.takes])
         return min(self.takes, len(data))
 
-    def linger(self, timeout: float, heard: Heard | None = None) -> bool:
-        self.lingered, self.heard = True, heard
+    def linger(self, timeout: float, heard: Heard | None = None, *, shut: bool = False) -> bool:
+        self.lingered, self.heard, self.shut = True, heard, shut
         return True
 
 
@@ -646,3 +647,137 @@ async def test_a_send_after_a_message_too_large_fails_as_a_closed_link() -> None
     assert sending is not None
     with pytest.raises(LinkClosedError, match="1009"):
         await sending
+
+
+@attrs.define
+class WatchedPipe(LingeringPipe):
+    """A lingering pipe that also keeps how often it was read, half-closed and closed."""
+
+    reads: int = 0
+    eof_sent: bool = False
+    closed: bool = False
+
+    async def receive_some(self) -> bytes:
+        self.reads += 1
+        return await super().receive_some()
+
+    async def send_eof(self) -> None:
+        self.eof_sent = True
+        await super().send_eof()
+
+    def close(self) -> None:
+        self.closed = True
+
+
+async def read_as_the_protocol_object(
+    stream: bytes, pipe: WatchedPipe
+) -> tuple[SansIOWebSocket, SansIOWebSocket, list[bytes]]:
+    """A server link reading its frames itself reads ``stream`` through ``pipe`` to the
+    end, which must be the end of a link that hands every byte to the protocol object:
+    the two links, and what the second wrote."""
+    pipe.chunks = [stream]
+    reference, reference_pipe = make_link([stream], fast=False, server=True)
+    expected = await read_all(reference)
+    ws, _ = make_link([], fast=True, server=True, pipe=pipe)
+    assert await read_all(ws) == expected
+    return ws, reference, reference_pipe.written
+
+
+CLIENT_CLOSES = {
+    "normal": Close(1000, "").serialize(),
+    "with a reason": Close(4001, "bye ✓").serialize(),
+    "empty": b"",
+    "longest": Close(4002, "r" * 123).serialize(),
+    "bad code": b"\x03\xe7",  # 999: not a close code
+    "bad UTF-8": b"\x03\xe8\xff\xfe",
+    "one byte": b"\x03",
+}
+MALFORMED = {"bad code", "bad UTF-8", "one byte"}
+
+
+@pytest.mark.parametrize("takes", [1 << 20, 3, 0], ids=["socket takes all", "takes 3 bytes", "takes none"])
+@pytest.mark.parametrize("name", list(CLIENT_CLOSES))
+async def test_a_servers_answer_to_its_clients_close_is_the_protocol_objects(name: str, takes: int) -> None:
+    # A server reads a Close that ends a read itself and echoes it as the protocol object
+    # would. When the socket takes the echo at once its end of TCP follows, and the wait
+    # for the client's end is the pipe's: the link reads nothing more and no task waits.
+    # A socket that takes less gets the rest the usual way (written, half-closed, read
+    # to the client's end). A malformed Close goes to the protocol object, which fails
+    # the link.
+    stream = Frame(Opcode.TEXT, b"last").serialize(mask=True)
+    stream += Frame(Opcode.CLOSE, CLIENT_CLOSES[name]).serialize(mask=True)
+    pipe = WatchedPipe([], takes=takes)
+    ws, reference, reference_wrote = await read_as_the_protocol_object(stream, pipe)
+    assert b"".join(pipe.taken + pipe.written) == b"".join(reference_wrote)
+    answered_here = name not in MALFORMED
+    at_once = answered_here and takes > len(CLIENT_CLOSES[name]) + 2
+    assert pipe.closed
+    assert pipe.reads == (1 if at_once else 2)  # the usual way reads to the client's end
+    assert pipe.eof_sent != at_once
+    assert pipe.lingered == pipe.shut == at_once  # half-closed, and left to the pipe
+    if answered_here:
+        proto, done = ws._proto, reference._proto
+        assert (proto.close_rcvd, proto.close_sent) == (done.close_rcvd, done.close_sent)
+        assert proto.close_rcvd_then_sent is done.close_rcvd_then_sent is True
+        assert proto.state is done.state is State.CLOSED
+
+
+async def test_a_client_close_with_bytes_after_it_in_the_same_read_goes_to_the_protocol_object() -> None:
+    close = Frame(Opcode.CLOSE, Close(1000, "").serialize()).serialize(mask=True)
+    stream = close + Frame(Opcode.PING, b"late").serialize(mask=True)
+    pipe = WatchedPipe([])
+    *_, reference_wrote = await read_as_the_protocol_object(stream, pipe)
+    assert pipe.written == reference_wrote and not pipe.taken
+    assert pipe.eof_sent and pipe.reads == 2  # the old way: half-closed, read to the end
+
+
+@pytest.mark.parametrize(("size", "code"), [(126, 1002), (124, 4096)], ids=["126 bytes", "124 bytes"])
+async def test_a_long_form_client_close_goes_to_the_protocol_object(size: int, code: int) -> None:
+    # A control frame carries at most 125 bytes, so its length fits the short form; one
+    # in the long form is the protocol object's to judge (126 bytes fail the link, 124
+    # it echoes). websockets' Frame will not build one, so the bytes are written here,
+    # with a mask that makes them a well-formed Close (4735) if read as the short form.
+    payload = Close(4096, "r" * 124).serialize()[:size]
+    mask = bytes.fromhex("f6c51203")
+    stream = b"\x88\xfe" + size.to_bytes(2, "big") + mask + frames.unmask(payload, mask)
+    pipe = WatchedPipe([])
+    *_, reference_wrote = await read_as_the_protocol_object(stream, pipe)
+    assert pipe.written == reference_wrote and not pipe.taken
+    assert frames_sent(reference_wrote, by_client=False)[0][1][:2] == code.to_bytes(2, "big")
+
+
+async def test_a_client_close_inside_a_fragmented_message_fails_as_the_protocol_object_fails_it() -> None:
+    stream = Frame(Opcode.TEXT, b"half", fin=False).serialize(mask=True)
+    stream += Frame(Opcode.CLOSE, Close(1000, "").serialize()).serialize(mask=True)
+    pipe = WatchedPipe([])
+    *_, reference_wrote = await read_as_the_protocol_object(stream, pipe)
+    failed = Close(CloseCode.PROTOCOL_ERROR, "incomplete fragmented message").serialize()
+    assert frames_sent(pipe.written, by_client=False) == [(Opcode.CLOSE, failed)]
+    assert frames_sent(reference_wrote, by_client=False) == [(Opcode.CLOSE, failed)]
+
+
+async def test_a_client_close_answered_while_a_sender_holds_the_write_turn_leaves_after_its_frame() -> None:
+    # The sender's write waits; the reader finds the client's Close and leaves the echo
+    # to the sender, which writes it after its own frame, then half-closes.
+    stream = Frame(Opcode.CLOSE, Close(1001, "away").serialize()).serialize(mask=True)
+    gate = trio.Event()
+
+    @attrs.define
+    class SlowPipe(WatchedPipe):
+        async def send_all(self, data: bytes) -> None:
+            await gate.wait()
+            await super().send_all(data)
+
+    pipe = SlowPipe([stream])
+    ws, _ = make_link([], fast=True, server=True, pipe=pipe)
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(ws.send_text, "before")
+        await trio.testing.wait_all_tasks_blocked()
+        nursery.start_soon(read_all, ws)
+        await trio.testing.wait_all_tasks_blocked()
+        gate.set()
+    assert frames_sent(pipe.written, by_client=False) == [
+        (Opcode.TEXT, b"before"),
+        (Opcode.CLOSE, Close(1001, "away").serialize()),
+    ]
+    assert pipe.eof_sent and ws.close_code == 1001

@@ -4,8 +4,9 @@ Where a link reads and writes its everyday frames itself (see :mod:`.frames`), i
 closes the same way: :func:`queue_close` writes this side's Close as the protocol
 object's ``send_close`` would, masked from the pool instead of from a system call
 of its own, and :func:`read_server_close` finds the server's answering Close in
-what a closing client reads, without the protocol object's chain of generators.
-Both leave the protocol object as its own methods would. :func:`release` lets go
+what a closing client reads, without the protocol object's chain of generators;
+:func:`answer_close` is a server's answer to its client's Close, found the same
+way. Each leaves the protocol object as its own methods would. :func:`release` lets go
 of a protocol object a link is done with.
 """
 
@@ -21,7 +22,7 @@ from websockets.protocol import State
 
 from . import frames
 
-__all__ = ["queue_close", "read_server_close", "release"]
+__all__ = ["answer_close", "queue_close", "read_server_close", "release"]
 
 _SPENT = itertools.repeat(None)
 """Stands in for a released protocol object's parser: takes any step, does nothing."""
@@ -71,4 +72,24 @@ def read_server_close(proto: WsProtocol, data: bytes | bytearray, *, limit: int)
         return None  # the protocol object fails it, as it would have
     proto.close_rcvd, proto.close_rcvd_then_sent = close, False
     release(proto)
+    return True
+
+
+def answer_close(proto: WsProtocol, payload: bytes) -> bool:
+    """A server's open ``proto`` after its client's Close (``payload``) was read, as its own
+    parser leaves it: the Close echoed and the end of TCP asked for (both queued),
+    CLOSING, and discarding whatever still comes. False, with nothing changed, if the
+    Close is malformed: then the protocol object must read it, and fail the link."""
+    try:
+        close = Close.parse(payload)
+    except (ProtocolError, UnicodeDecodeError):
+        return False
+    proto.close_rcvd = close
+    proto.writes.append(frames.close_frame(payload, masked=False))  # the payload, echoed
+    proto.close_sent, proto.close_rcvd_then_sent = close, True
+    proto.state = State.CLOSING
+    proto.send_eof()
+    parser = proto.discard()
+    next(parser)
+    proto.parser = parser
     return True

@@ -7,7 +7,8 @@ call that carries it. :func:`scan` finds such frames in the bytes read and hands
 everything else (control frames, fragments, anything malformed or too large) back
 whole, for the protocol object to handle as it always did; :func:`text_frame`
 builds one. A closing client writes its Close with :func:`close_frame` and finds
-the server's answer with :func:`peer_close`, while nothing else is read.
+the server's answer with :func:`peer_close`, while nothing else is read; a server
+finds its client's Close with :func:`client_close`.
 
 Masks (client to server) come from the operating system's random source like the
 protocol object's, read 4 KiB at a time instead of 4 bytes per frame.
@@ -25,7 +26,18 @@ except ImportError:  # pragma: no cover - websockets without its C extension
 
 from .perthread import MaskPool
 
-__all__ = ["OTHER", "REST", "TEXT", "close_frame", "lone_text", "peer_close", "scan", "text_frame", "unmask"]
+__all__ = [
+    "OTHER",
+    "REST",
+    "TEXT",
+    "client_close",
+    "close_frame",
+    "lone_text",
+    "peer_close",
+    "scan",
+    "text_frame",
+    "unmask",
+]
 
 TEXT = 0
 """A whole text message: its payload is ``data[start:stop]``, masked with ``mask`` if set."""
@@ -148,6 +160,18 @@ def peer_close(data: bytes | bytearray, *, limit: int) -> bytes | bool:
             if first == _HEAD_CLOSE:
                 return bytes(data[start + 2 : stop])
     return used == len(data)
+
+
+def client_close(data: bytes | bytearray, start: int, stop: int) -> bytes | None:
+    """The payload, unmasked, of the whole frame ``data[start:stop]`` (as :func:`scan` found
+    it) if it is a client's Close: masked, FIN set, no extension bits, at most 125 bytes.
+    None for any other frame. Whether the payload is a well-formed Close is the caller's."""
+    second = data[start + 1]
+    size = second & 0x7F  # 126 and 127 announce longer lengths, which a Close may not have
+    if data[start] != _HEAD_CLOSE or second & 0x80 == 0 or size > _MAX_CONTROL or start + 6 + size != stop:
+        return None
+    at = start + 6
+    return unmask(bytes(data[at:stop]), bytes(data[start + 2 : at]))
 
 
 def scan(data: bytes | bytearray, *, masked: bool, limit: int, text: bool) -> tuple[list[Found], int]:

@@ -112,11 +112,12 @@ class Pipe(Protocol):
         """Close the socket now with a TCP reset (RST) instead of a FIN."""
         ...
 
-    def linger(self, timeout: float, heard: Heard | None = None) -> bool:
+    def linger(self, timeout: float, heard: Heard | None = None, *, shut: bool = False) -> bool:
         """Done with the socket, but wait for the peer to close TCP first (at most
         ``timeout`` seconds) without a task: what still comes goes to ``heard`` (until it
-        has had enough), then is dropped. The pipe is closed from then on. False if that
-        cannot be done here (the caller waits)."""
+        has had enough), then is dropped. With ``shut`` this side's end of TCP goes first
+        (a half-close). The pipe is closed from then on. False if that cannot be done
+        here (the caller waits), or the half-close failed (the caller drops the socket)."""
         ...
 
     @property
@@ -257,10 +258,15 @@ class FdPipe:
     def send_now(self, data: bytes) -> int:
         return self._write(data)
 
-    def linger(self, timeout: float, heard: Heard | None = None) -> bool:
+    def linger(self, timeout: float, heard: Heard | None = None, *, shut: bool = False) -> bool:
         waits = self._waits
         if self._closed or waits is None or waits.closed:
             return False
+        if shut:
+            try:
+                self._sock.shutdown(socket.SHUT_WR)
+            except OSError:
+                return False
         self._heard = heard
         self._closed = True  # from here on the socket is the readiness set's
         if not self._watched:
@@ -333,7 +339,7 @@ class StreamPipe:
     def close(self) -> None:
         self._socket().close()
 
-    def linger(self, timeout: float, heard: Heard | None = None) -> bool:
+    def linger(self, timeout: float, heard: Heard | None = None, *, shut: bool = False) -> bool:
         return False  # no readiness set here: the caller waits for the peer
 
     lingers = False

@@ -28,7 +28,7 @@ from websockets.typing import BytesLike
 from ..errors import FrameTooLargeError, LinkClosedError
 from ..redact import SecretFilter
 from . import frames
-from .closing import queue_close, read_server_close, release
+from .closing import answer_close, queue_close, read_server_close, release
 from .interface import CLOSE_TIMEOUT, close_arguments
 from .pipe import WRITES, Pipe, Unyielded, yield_due, yield_sometimes
 
@@ -267,8 +267,8 @@ class SansIOWebSocket:
         try:
             while True:
                 if proto.state is not _OPEN or self._dropped or self._closed:
-                    if self._closed:
-                        await trio.lowlevel.checkpoint()  # aclose() owns the closing
+                    if self._closed or self._dropped:
+                        await trio.lowlevel.checkpoint()  # aclose() owns the closing, or it is over
                     else:
                         await self._finish_closing()
                     raise self._closed_error()
@@ -342,6 +342,9 @@ class SansIOWebSocket:
                     self._invalid_utf8()
                     break
                 continue
+            last = kind == frames.OTHER and stop == len(data)
+            if last and self._masked_in and self._answer_close(data, start, stop):
+                break  # the read ended with the client's Close, answered here
             # The first frame that is not a whole text message: the rest of this read goes
             # to the protocol object in one piece, as it would have read it. Reading here
             # goes on only if that left it between frames, open and well.
@@ -357,6 +360,52 @@ class SansIOWebSocket:
             del partial[:used]
         else:
             self._partial = bytearray(data[used:])
+
+    def _answer_close(self, data: bytes | bytearray, start: int, stop: int) -> bool:
+        """A server's read that ends with its client's Close: the Close echoed and this
+        side's end of TCP sent at once, without the protocol object's parser or a task
+        waiting for the client's end (see _shut_at_once). False, with nothing done, for
+        any other frame, or a Close the protocol object must read (malformed, in the long
+        form, or inside a fragmented message): it gets the frame, as any frame not read
+        here."""
+        proto = self._proto
+        if self._fragments is not None or proto.state is not _OPEN:
+            return False
+        payload = frames.client_close(data, start, stop)
+        if payload is None or not answer_close(proto, payload):
+            return False
+        self._fast = False
+        self._shut_at_once()
+        return True
+
+    def _shut_at_once(self) -> None:
+        """A server's answer to its client's Close written without waiting, and its end of
+        TCP sent behind it (the server closes TCP first: RFC 6455, 7.1.1). The wait for
+        the client's end is the pipe's, in the background (see FdPipe.linger): no task
+        wakes for it, and what the client still sends is read and dropped, so that
+        closing over unread bytes never resets the link and loses what is still on its
+        way to the client. Where the socket does not take the answer at once, or cannot
+        linger, it is left to the usual way: written, half-closed, and read until the
+        client's end."""
+        proto = self._proto
+        pipe = self._pipe
+        if self._writing or not pipe.lingers:
+            return  # the usual way: the write turn's holder writes it (see _write_queued)
+        writes = proto.writes  # the answer and the end of TCP: a writer left nothing before them
+        data = b"".join(writes)
+        try:
+            sent = pipe.send_now(data)
+        except _LINK_ERRORS:
+            self._drop()
+            return
+        if sent < len(data):
+            writes[:] = [data[sent:], b""]  # b"": the half-close websockets asks for
+            return
+        writes.clear()
+        self._written(self._queued)
+        proto.state = _CLOSED  # for this link: nothing more is read or written
+        pipe.linger(CLOSE_TIMEOUT, shut=True)  # False: the half-close failed, and _drop closes
+        self._drop()
 
     def _invalid_utf8(self) -> None:
         self._fast = False
