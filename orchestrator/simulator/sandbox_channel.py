@@ -156,18 +156,17 @@ class SandboxSession(Session):
         self._conversation: ArinovaConversation | None = None
         self._started_at = 0.0
         self._failure: ParticipantError | None = None
-        self._ended = False
 
     async def send(self, message: Message) -> None:
         """Send ``message`` as a task to the bot; returns at once (the reply is published).
 
         Raises ParticipantError once the session has ended (its failure, if it failed).
         """
-        if self._ended:
+        if self._conversation is None:
+            raise RuntimeError("start the session (open_session) before sending")
+        if self._nursery is None:  # it has ended
             await trio.lowlevel.checkpoint()  # a sender cancelled with the session stops here
             raise self._failure or ParticipantError(f"session {self.session_id} has ended")
-        if self._nursery is None or self._conversation is None:
-            raise RuntimeError("start the session (open_session) before sending")
         self._messages.append(message)
         self._nursery.start_soon(self._ask, self._conversation, message.content)
         await trio.lowlevel.checkpoint()
@@ -187,9 +186,8 @@ class SandboxSession(Session):
                 try:
                     await trio.sleep_forever()
                 finally:  # the nursery takes no new task from here (another task may be sending)
-                    self._ended = True
+                    self._nursery = None
         finally:
-            self._nursery = None
             self._close_subscribers()
             log.outcome = "lost" if any(r.status == "lost" for r in log.replies) else "completed"
             server.recorder.counters["ended"] += 1
