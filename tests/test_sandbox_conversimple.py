@@ -18,7 +18,7 @@ from orchestrator.agent import tool_schemas
 from orchestrator.errors import HandshakeError, LinkClosedError, PermanentLinkError
 from orchestrator.protocols import conversimple as wire
 from orchestrator.sandbox import CallRecord, ConversationPlan, SandboxServer, Scenario, ToolTurn, load_plan
-from orchestrator.sandbox.conversation import ConversimpleConversation, OpenCall, Socket
+from orchestrator.sandbox.conversation import PUSH_GRACE, ConversimpleConversation, OpenCall, Socket
 from orchestrator.sandbox.load import progress_line
 from orchestrator.testing import memory_websocket_pair
 from orchestrator.transport import connect
@@ -674,3 +674,62 @@ async def test_a_push_cancelled_on_the_way_still_sends_its_frame_whole() -> None
         frame = await agent_end.receive_text()
     assert frame == '[1,null,"customer:c","conversation_ready",{"conversation_id":"c1"}]'
     assert await sock.push("conversation_ready", '{"conversation_id":"c2"}')  # the socket lives on
+
+
+def slow_peer() -> tuple[Any, Socket]:
+    """A control socket whose agent takes a frame only when it reads (no buffer)."""
+    agent_end, server_end = memory_websocket_pair(buffer=0)
+    return agent_end, Socket(server_end, wire.ConversimpleServer(), 1, prefix='[1,null,"customer:c",')  # type: ignore[arg-type]
+
+
+async def test_a_push_waits_for_a_busy_peer_however_long_it_takes(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    # Found by a 10,000-conversation benchmark round: an announcement that the busy
+    # agent had not read within PUSH_GRACE gave the control socket up, uncancelled, and
+    # every later conversation was announced on a conversation's socket instead.
+    agent_end, sock = slow_peer()
+    read: list[str] = []
+
+    async def read_late() -> None:
+        await trio.sleep(10 * PUSH_GRACE)
+        read.append(await agent_end.receive_text())
+
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(read_late)
+        assert await sock.push("conversation_ready", '{"conversation_id":"c1"}')
+    assert trio.current_time() == pytest.approx(10 * PUSH_GRACE)
+    assert read == ['[1,null,"customer:c","conversation_ready",{"conversation_id":"c1"}]']
+    assert sock.ws.close_code is None  # the socket lives on
+
+
+async def test_a_cancelled_push_goes_whole_if_the_peer_reads_within_the_grace(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    agent_end, sock = slow_peer()
+    read: list[str] = []
+
+    async def read_late() -> None:
+        await trio.sleep(1 + PUSH_GRACE / 2)
+        read.append(await agent_end.receive_text())
+
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(read_late)
+        with trio.move_on_after(1) as scope:
+            await sock.push("conversation_ready", '{"conversation_id":"c1"}')
+    assert scope.cancelled_caught  # the sender learns of its cancellation once the frame went
+    assert trio.current_time() == pytest.approx(1 + PUSH_GRACE / 2)
+    assert read == ['[1,null,"customer:c","conversation_ready",{"conversation_id":"c1"}]']
+    assert sock.ws.close_code is None
+
+
+async def test_a_cancelled_push_gives_the_socket_up_after_the_grace(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    _agent, sock = slow_peer()  # whose agent never reads
+    with trio.move_on_after(1):
+        pushed = await sock.push("conversation_ready", '{"conversation_id":"c1"}')
+    assert not pushed
+    assert trio.current_time() == pytest.approx(1 + PUSH_GRACE)
+    assert sock.ws.close_code == 1006  # given up: what reached the agent is unknown
+    assert not await sock.push("conversation_ready", '{"conversation_id":"c2"}')

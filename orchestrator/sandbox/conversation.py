@@ -52,20 +52,53 @@ class Socket:
     async def push(self, event: str, body: str) -> bool:
         """Send ``[join_ref, null, topic, event, body]``; False if the link is gone.
 
-        Many conversations share the socket, so cancelling one does not cut the frame
-        (which would cut the socket: what reached the peer would be unknown); the frame
-        gets ``PUSH_GRACE`` seconds to go whole, then the socket is given up.
+        Many conversations share the socket, so cancelling one must not cut its frame
+        (which would cut the socket: what reached the peer would be unknown). A frame
+        the socket does not take at once is finished out of the sender's cancellation,
+        however long a busy peer takes to read it; once the sender is cancelled it gets
+        ``PUSH_GRACE`` seconds more, then the socket is given up.
         """
         try:
-            with trio.move_on_after(PUSH_GRACE, shield=True) as scope:
-                await self.ws.send_text(f'{self.prefix}"{event}",{body}]')
+            sending = self.ws.send_text_soon(f'{self.prefix}"{event}",{body}]', yielding=False)
+            if sending is not None and not await _whole(sending):
+                self.ws.abort()
+                return False
         except LinkError:
-            return False
-        if scope.cancelled_caught:
-            self.ws.abort()
             return False
         await trio.lowlevel.checkpoint_if_cancelled()
         return True
+
+
+async def _whole(sending: Awaitable[None]) -> bool:
+    """Await ``sending`` in a task of its own, shielded from the caller's cancellation,
+    which starts a ``PUSH_GRACE`` deadline for it instead; False if that ran out (the
+    frame was cut). Raises the LinkError the sending raised; cancelled, the caller is
+    cancelled once the sending is over."""
+    shield = trio.CancelScope(shield=True)
+    done = trio.Event()
+    failed: list[LinkError] = []
+
+    async def finish() -> None:
+        try:
+            with shield:
+                await sending
+        except LinkError as exc:
+            failed.append(exc)
+        finally:
+            done.set()
+
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(finish)
+        try:
+            await done.wait()
+        except trio.Cancelled:  # not raised here, in the nursery: after it, on its own
+            shield.deadline = trio.current_time() + PUSH_GRACE
+    if failed:
+        raise failed[0]
+    if shield.cancelled_caught:
+        return False
+    await trio.lowlevel.checkpoint_if_cancelled()
+    return True
 
 
 @attr.s(auto_attribs=True, eq=False, slots=True)
