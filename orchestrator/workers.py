@@ -9,8 +9,11 @@ same conversations again. Each worker runs its own supervisor and opens the
 conversations' own connections; the parent tells it about new and ended
 conversations over its stdin, one JSON object per line, and the worker tells the
 parent, over a pipe of their own (:data:`REPORTS_FD_ENV`; stdout stays the agents'),
-which port its HTTP endpoint got and which conversations ended or were refused
-(their own sockets say so even when the control connection was down then).
+which port its HTTP endpoint got, which conversations ended or were refused
+(their own sockets say so even when the control connection was down then), and
+the announcements and other conversations' ends its own sockets heard (the platform
+announces on the earliest-joined socket still connected: a conversation's, while the
+control connection is down), for the parent to route.
 
 The parent restarts a worker that dies (full-jitter backoff) and re-announces
 the conversations it owned, so none is dropped and none is handled twice. It
@@ -50,7 +53,7 @@ from .events import ConversationEnded, LinkUp
 from .http import make_app, serve_http
 from .link import ResilientConnection
 from .metrics import Metrics
-from .platforms.conversimple import ControlEnded, ConversimplePlatform
+from .platforms.conversimple import ChannelEvent, ControlEnded, ConversimplePlatform
 from .protocols import conversimple as wire
 from .store import ConversationRecord
 from .supervisor import Supervisor
@@ -250,7 +253,8 @@ class WorkerPool:
                 return
 
     async def _read_worker(self, worker: Worker, reports: trio.lowlevel.FdStream) -> None:
-        """What the worker reports on its pipe: its HTTP port, its conversations' ends."""
+        """What the worker reports on its pipe: its HTTP port, its conversations' ends,
+        conversations announced on its sockets."""
         buffer = b""
         async with reports:
             async for chunk in reports:
@@ -267,6 +271,11 @@ class WorkerPool:
                         worker.http_port = message["http_port"]
                     elif isinstance(message.get("ended"), str):
                         worker.owned.pop(message["ended"], None)  # a restart must not bring it back
+                    elif isinstance(message.get("ready"), str) and isinstance(message.get("agent_id"), str):
+                        # Heard on a socket of that worker's (see platforms.conversimple).
+                        await self._route(wire.ConversationReady(message["ready"], message["agent_id"]))
+                    elif isinstance(message.get("heard_end"), str):
+                        await self._route(ControlEnded(message["heard_end"]))
 
     async def _signals(self, scope: trio.CancelScope) -> None:
         with trio.open_signal_receiver(signal.SIGTERM, signal.SIGINT) as signals:
@@ -342,10 +351,19 @@ class PipePlatform:
     def connect(self, record: ConversationRecord) -> ResilientConnection:
         return self.inner.connect(record)
 
+    def _heard(self, event: ChannelEvent) -> None:
+        """An announcement or another conversation's end heard on one of this worker's
+        sockets (see platforms.conversimple): the parent routes it."""
+        if isinstance(event, ControlEnded):
+            self.tell({"heard_end": event.conversation_id})
+        elif event.agent_id is not None:
+            self.tell({"ready": event.conversation_id, "agent_id": event.agent_id})
+
     async def run(
         self, supervisor: Supervisor, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED
     ) -> None:
         self.inner.bind(supervisor)
+        self.inner.on_channel = self._heard
         supervisor.watch_ends(lambda conversation_id, _: self.tell({"ended": conversation_id}))
         stdin = trio.lowlevel.FdStream(os.dup(sys.stdin.fileno()))
         async with trio.open_nursery() as nursery:

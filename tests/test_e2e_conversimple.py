@@ -27,6 +27,7 @@ from orchestrator.sandbox.server import SandboxServer
 from orchestrator.sandbox.settings import SandboxSettings
 from orchestrator.supervision import SupervisorSettings
 from orchestrator.supervisor import Supervisor
+from tests.helpers import EchoAgent as NappingAgent
 
 API_KEY = "canary-api-key-7f3a9"
 
@@ -162,6 +163,44 @@ async def test_a_link_lost_before_the_end_ends_on_the_new_link(
             "conversation_ended",
         ]
         assert supervisor.statistics().ended_total["completed"] == 1
+
+
+async def test_conversations_announced_on_a_conversation_socket_are_hosted(
+    autojump_clock: trio.testing.MockClock, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Found by a 10,000-conversation benchmark round: the sandbox gave the control
+    socket up, and the platform announced every later conversation on the earliest-joined
+    socket left, a conversation's, whose actor ignored each one as another conversation's
+    event; none of them was ever hosted."""
+    nap = {"tool": "nap", "arguments": {"seconds": 100.0}}  # virtual time: its socket stays
+    async with stack([NappingAgent], sandbox=SandboxSettings(call_timeout=1000.0)) as (server, supervisor, _):
+        (holding,) = server.add_conversations(
+            parse_scenario({"conversation": [{"agent_id": "echo", "turn": [nap]}]})
+        )
+        router = server.conversimple
+        with trio.fail_after(10):
+            while True:  # until the conversation's socket has registered it
+                if getattr(router.conversations.get(holding), "socket", None) is not None:
+                    break
+                await trio.sleep(0.01)
+        held = router.conversations[holding].socket
+        control = router.conversations[holding].control
+        assert control is not None and control is not held
+        router.abort(control)  # the control socket is gone: the conversation's is the earliest joined
+        echo = {"tool": "echo", "arguments": {"text": "x"}}
+        later = server.add_conversations(
+            parse_scenario({"conversation": [{"agent_id": "echo", "repeat": 3, "turn": [echo]}]})
+        )
+        with trio.fail_after(60):
+            await server.wait_done(later)
+        assert [router.conversations[c].control for c in later] == [held] * 3  # announced there
+        assert [server.conversation(c).outcome for c in later] == ["completed"] * 3
+        with trio.fail_after(200):
+            await server.wait_done([holding])
+            await supervisor.wait_idle()
+        assert server.conversation(holding).outcome == "completed"
+        assert supervisor.statistics().ended_total["completed"] == 4
+    assert "ignoring" not in caplog.text
 
 
 @pytest.mark.parametrize("where", ["join", "handshake"])

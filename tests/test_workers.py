@@ -184,6 +184,40 @@ async def test_a_conversation_ended_while_the_control_connection_hears_nothing_l
         assert process.returncode == 0
 
 
+async def test_a_conversation_announced_on_a_workers_socket_is_routed_by_the_parent() -> None:
+    # Found by a 10,000-conversation benchmark round (one process): with the control
+    # socket gone, the platform announces on the earliest-joined socket left, a
+    # conversation's, and the actor there ignored every announcement.
+    server = SandboxServer()
+    async with workers_up(server) as (process, _, _):
+        nap = {"tool": "nap", "arguments": {"seconds": 8.0}}  # its socket stays meanwhile
+        (holding,) = server.add_conversations(
+            parse_scenario({"conversation": [{"agent_id": "echo", "turn": [nap]}]})
+        )
+        router = server.conversimple
+        with trio.fail_after(30):
+            while True:  # until the conversation's socket has registered it
+                if getattr(router.conversations.get(holding), "socket", None) is not None:
+                    break
+                await trio.sleep(0.05)
+        held, control = router.conversations[holding].socket, router.conversations[holding].control
+        assert control is not None and control is not held
+        router.abort(control)
+        plan = {"conversation": [{"agent_id": "echo", "repeat": 6, "calls": 2}]}
+        ids = server.add_conversations(parse_scenario(plan))
+        with trio.fail_after(30):
+            await server.wait_done(ids)
+        assert [router.conversations[c].control for c in ids] == [held] * 6  # announced there
+        assert [server.conversation(c).outcome for c in ids] == ["completed"] * 6
+        with trio.fail_after(30):
+            await server.wait_done([holding])
+        assert server.conversation(holding).outcome == "completed"
+        process.send_signal(signal.SIGTERM)
+        with trio.fail_after(30):
+            await process.wait()
+        assert process.returncode == 0
+
+
 @pytest.mark.slow
 async def test_a_parent_the_platform_refuses_stops_its_workers_before_it_exits() -> None:
     # Found in review: the parent printed the refusal and exited, and its workers went on

@@ -5,15 +5,22 @@ The control connection joins ``customer:<id>`` and receives ``conversation_ready
 actor opens its own connection, joins the same channel, registers its tools for
 its conversation and answers ``tool_call_request`` until ``conversation_ended``
 (on either connection, or as the reason its registration is refused). An unknown
-agent id or a duplicate announcement is refused by admission (logged, counted); an
-event for another conversation on an actor's socket is logged and counted, never
+agent id or a duplicate announcement is refused by admission (logged, counted).
+
+The platform announces a conversation once, on the earliest-joined socket of the
+customer still connected: while the control connection is down, and after it comes
+back (it joined last then), that is a conversation's socket, which also hears the
+ends of the conversations announced on it. A ``conversation_ready`` or another
+conversation's ``conversation_ended`` heard there is taken as if the control connection
+had heard it (with ``--workers`` the worker tells the parent, which routes it); any
+other event for another conversation on an actor's socket is logged and counted, never
 acted on.
 """
 
 from __future__ import annotations
 
 import logging
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any
 
 import attrs
@@ -37,9 +44,14 @@ log = logging.getLogger("orchestrator.platforms.conversimple")
 
 @attrs.frozen
 class ControlEnded:
-    """``conversation_ended`` seen on the control connection."""
+    """``conversation_ended`` seen on the control connection (or on another
+    conversation's socket: see the module's docs)."""
 
     conversation_id: str
+
+
+ChannelEvent = wire.ConversationReady | ControlEnded
+"""What any socket of the customer may hear for the channel as a whole."""
 
 
 @attrs.define(eq=False, slots=True)
@@ -54,6 +66,9 @@ class ChannelSession:
     api_key: str = attrs.field(repr=False)
     client: wire.ConversimpleClient
     subprotocols: Sequence[str] = (wire.SUBPROTOCOL,)
+    channel: Callable[[ChannelEvent], None] | None = None
+    """Where a conversation's socket hands what it heard for the customer's channel as a
+    whole: announcements, and other conversations' ends (see the module's docs)."""
     _registration: ev.RegisterTools | None = None
 
     def url(self) -> str:
@@ -108,10 +123,17 @@ class ChannelSession:
                 if refused and not control:
                     events.append(ev.ConversationEnded("registration refused: conversation_ended"))
             elif isinstance(result, wire.ConversationReady):
-                events.append(result)
+                if control:
+                    events.append(result)
+                elif self.channel is not None:
+                    self.channel(result)
             elif isinstance(result, wire.ForeignEvent):
-                if control and isinstance(result.event, ev.ConversationEnded):
-                    events.append(ControlEnded(result.conversation_id))
+                if isinstance(result.event, ev.ConversationEnded) and (control or self.channel is not None):
+                    ended = ControlEnded(result.conversation_id)
+                    if control:
+                        events.append(ended)
+                    elif self.channel is not None:
+                        self.channel(ended)
                 elif not control:
                     log.warning("ignoring an event for another conversation on this socket")
                     ignored = "foreign_conversation"
@@ -135,6 +157,10 @@ class ConversimplePlatform:
     metrics: Metrics | None = None
     _handshakes: trio.CapacityLimiter | None = attrs.field(init=False, default=None)
     _supervisor: Supervisor | None = attrs.field(init=False, default=None)
+    on_channel: Callable[[ChannelEvent], None] | None = attrs.field(init=False, default=None)
+    """What becomes of an announcement or another conversation's end that a
+    conversation's socket heard (see the module's docs): taken as the control
+    connection's by :meth:`run`; set before it to route them elsewhere."""
 
     @classmethod
     def from_settings(cls, settings: PlatformSettings) -> ConversimplePlatform:
@@ -162,7 +188,12 @@ class ConversimplePlatform:
     def _session(self, conversation_id: str | None) -> ChannelSession:
         policy = self.policy
         client = wire.ConversimpleClient(self.customer_id, conversation_id, max_bytes=policy.max_frame_bytes)
-        return ChannelSession(self.url, self.api_key, client)
+        channel = None if conversation_id is None else self._heard
+        return ChannelSession(self.url, self.api_key, client, channel=channel)
+
+    def _heard(self, event: ChannelEvent) -> None:
+        if self.on_channel is not None:
+            self.on_channel(event)
 
     def bind(self, supervisor: Supervisor) -> None:
         """Use ``supervisor``'s metrics for the connections this platform makes."""
@@ -199,18 +230,22 @@ class ConversimplePlatform:
         metrics = self.metrics or supervisor.metrics
         control = self.control_connection(metrics)
 
-        async def deliver(event: Any) -> None:
-            if isinstance(event, wire.ConversationReady):
-                if event.agent_id is None:
-                    log.warning("conversation_ready without an agent_id: ignored")
-                    if metrics is not None:
-                        metrics.child(metrics.events_ignored, "no_agent_id").inc()
-                else:
-                    admit(
-                        supervisor, event.conversation_id, event.agent_id, {"customer_id": self.customer_id}
-                    )
-            elif isinstance(event, ControlEnded):
+        def heard(event: ChannelEvent) -> None:
+            if isinstance(event, ControlEnded):
                 supervisor.notify(event.conversation_id, ev.ConversationEnded())
+            elif event.agent_id is None:
+                log.warning("conversation_ready without an agent_id: ignored")
+                if metrics is not None:
+                    metrics.child(metrics.events_ignored, "no_agent_id").inc()
+            else:
+                admit(supervisor, event.conversation_id, event.agent_id, {"customer_id": self.customer_id})
+
+        if self.on_channel is None:
+            self.on_channel = heard
+
+        async def deliver(event: Any) -> None:
+            if isinstance(event, wire.ConversationReady | ControlEnded):
+                heard(event)
             else:
                 self.note(event, metrics)
             # No checkpoint of its own: the reader checks for cancellation at every frame

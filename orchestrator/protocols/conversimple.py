@@ -425,8 +425,8 @@ class ConversimpleClient:
         if isinstance(message, PhxError | PhxClose):  # the channel is gone: rejoin
             self.joined = False
             return [message]
-        if isinstance(message, ConversationReady) and self.conversation_id is None:
-            return [message]
+        if isinstance(message, ConversationReady) and message.conversation_id != self.conversation_id:
+            return [message]  # the platform announces on any socket of the customer
         cid, event = payload.get("conversation_id"), _inbound(message, payload)
         if type(cid) is not str or cid == self.conversation_id:
             return [event]
