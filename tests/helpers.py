@@ -16,6 +16,9 @@ from prometheus_client import CollectorRegistry
 from orchestrator.actor import ActorExit, ConversationActor
 from orchestrator.agent import Agent, tool
 from orchestrator.metrics import Metrics
+from orchestrator.sandbox.conversation import Socket
+from orchestrator.sandbox.scenarios import parse_scenario
+from orchestrator.sandbox.server import SandboxServer
 from orchestrator.supervision import SupervisorSettings
 from orchestrator.supervisor import Supervisor
 from orchestrator.testing import MemoryPeer, MemoryPlatform
@@ -128,6 +131,22 @@ async def wait_until(predicate: Callable[[], bool], within: float, what: str, ev
             await trio.sleep(every)
         return trio.current_time() - start
     pytest.fail(f"timed out after {within:g} s waiting for {what}")
+
+
+async def control_dropped_behind(server: SandboxServer, nap: float) -> tuple[str, Socket]:
+    """A conversation napping ``nap`` seconds on its own socket, and then the control
+    socket it was announced on aborted: the conversation's socket is now the earliest
+    joined, where the sandbox announces the next conversations. Its id and socket."""
+    turn = {"tool": "nap", "arguments": {"seconds": nap}}
+    plan = {"conversation": [{"agent_id": "echo", "turn": [turn]}]}
+    (holding,) = server.add_conversations(parse_scenario(plan))
+    conversations = server.conversimple.conversations
+    registered = lambda: getattr(conversations.get(holding), "socket", None) is not None  # noqa: E731
+    await wait_until(registered, 30, "the conversation's socket")
+    held, control = conversations[holding].socket, conversations[holding].control
+    assert held is not None and control is not None and control is not held
+    server.conversimple.abort(control)
+    return holding, held
 
 
 def free_port() -> int:

@@ -28,6 +28,7 @@ from orchestrator.sandbox.settings import SandboxSettings
 from orchestrator.supervision import SupervisorSettings
 from orchestrator.supervisor import Supervisor
 from tests.helpers import EchoAgent as NappingAgent
+from tests.helpers import control_dropped_behind
 
 API_KEY = "canary-api-key-7f3a9"
 
@@ -172,21 +173,9 @@ async def test_conversations_announced_on_a_conversation_socket_are_hosted(
     socket up, and the platform announced every later conversation on the earliest-joined
     socket left, a conversation's, whose actor ignored each one as another conversation's
     event; none of them was ever hosted."""
-    nap = {"tool": "nap", "arguments": {"seconds": 100.0}}  # virtual time: its socket stays
     async with stack([NappingAgent], sandbox=SandboxSettings(call_timeout=1000.0)) as (server, supervisor, _):
-        (holding,) = server.add_conversations(
-            parse_scenario({"conversation": [{"agent_id": "echo", "turn": [nap]}]})
-        )
+        holding, held = await control_dropped_behind(server, 100.0)  # virtual time
         router = server.conversimple
-        with trio.fail_after(10):
-            while True:  # until the conversation's socket has registered it
-                if getattr(router.conversations.get(holding), "socket", None) is not None:
-                    break
-                await trio.sleep(0.01)
-        held = router.conversations[holding].socket
-        control = router.conversations[holding].control
-        assert control is not None and control is not held
-        router.abort(control)  # the control socket is gone: the conversation's is the earliest joined
         echo = {"tool": "echo", "arguments": {"text": "x"}}
         later = server.add_conversations(
             parse_scenario({"conversation": [{"agent_id": "echo", "repeat": 3, "turn": [echo]}]})

@@ -682,6 +682,12 @@ def slow_peer() -> tuple[Any, Socket]:
     return agent_end, Socket(server_end, wire.ConversimpleServer(), 1, prefix='[1,null,"customer:c",')  # type: ignore[arg-type]
 
 
+async def read_after(agent_end: Any, delay: float, into: list[str]) -> None:
+    """The agent reads one frame ``delay`` seconds from now."""
+    await trio.sleep(delay)
+    into.append(await agent_end.receive_text())
+
+
 async def test_a_push_waits_for_a_busy_peer_however_long_it_takes(
     autojump_clock: trio.testing.MockClock,
 ) -> None:
@@ -690,13 +696,8 @@ async def test_a_push_waits_for_a_busy_peer_however_long_it_takes(
     # every later conversation was announced on a conversation's socket instead.
     agent_end, sock = slow_peer()
     read: list[str] = []
-
-    async def read_late() -> None:
-        await trio.sleep(10 * PUSH_GRACE)
-        read.append(await agent_end.receive_text())
-
     async with trio.open_nursery() as nursery:
-        nursery.start_soon(read_late)
+        nursery.start_soon(read_after, agent_end, 10 * PUSH_GRACE, read)
         assert await sock.push("conversation_ready", '{"conversation_id":"c1"}')
     assert trio.current_time() == pytest.approx(10 * PUSH_GRACE)
     assert read == ['[1,null,"customer:c","conversation_ready",{"conversation_id":"c1"}]']
@@ -708,13 +709,8 @@ async def test_a_cancelled_push_goes_whole_if_the_peer_reads_within_the_grace(
 ) -> None:
     agent_end, sock = slow_peer()
     read: list[str] = []
-
-    async def read_late() -> None:
-        await trio.sleep(1 + PUSH_GRACE / 2)
-        read.append(await agent_end.receive_text())
-
     async with trio.open_nursery() as nursery:
-        nursery.start_soon(read_late)
+        nursery.start_soon(read_after, agent_end, 1 + PUSH_GRACE / 2, read)
         with trio.move_on_after(1) as scope:
             await sock.push("conversation_ready", '{"conversation_id":"c1"}')
     assert scope.cancelled_caught  # the sender learns of its cancellation once the frame went

@@ -20,7 +20,7 @@ import trio
 from orchestrator.sandbox.scenarios import parse_scenario
 from orchestrator.sandbox.server import SandboxServer
 from orchestrator.workers import owner
-from tests.helpers import free_port
+from tests.helpers import control_dropped_behind, free_port
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -190,19 +190,8 @@ async def test_a_conversation_announced_on_a_workers_socket_is_routed_by_the_par
     # conversation's, and the actor there ignored every announcement.
     server = SandboxServer()
     async with workers_up(server) as (process, _, _):
-        nap = {"tool": "nap", "arguments": {"seconds": 8.0}}  # its socket stays meanwhile
-        (holding,) = server.add_conversations(
-            parse_scenario({"conversation": [{"agent_id": "echo", "turn": [nap]}]})
-        )
+        holding, held = await control_dropped_behind(server, 8.0)
         router = server.conversimple
-        with trio.fail_after(30):
-            while True:  # until the conversation's socket has registered it
-                if getattr(router.conversations.get(holding), "socket", None) is not None:
-                    break
-                await trio.sleep(0.05)
-        held, control = router.conversations[holding].socket, router.conversations[holding].control
-        assert control is not None and control is not held
-        router.abort(control)
         plan = {"conversation": [{"agent_id": "echo", "repeat": 6, "calls": 2}]}
         ids = server.add_conversations(parse_scenario(plan))
         with trio.fail_after(30):
