@@ -127,13 +127,15 @@ class ChannelSession:
                     events.append(result)
                 elif self.channel is not None:
                     self.channel(result)
+                else:
+                    log.warning("ignoring an announcement of another conversation on this socket")
+                    ignored = "foreign_conversation"
             elif isinstance(result, wire.ForeignEvent):
-                if isinstance(result.event, ev.ConversationEnded) and (control or self.channel is not None):
-                    ended = ControlEnded(result.conversation_id)
-                    if control:
-                        events.append(ended)
-                    elif self.channel is not None:
-                        self.channel(ended)
+                ended = isinstance(result.event, ev.ConversationEnded)
+                if ended and control:
+                    events.append(ControlEnded(result.conversation_id))
+                elif ended and self.channel is not None:
+                    self.channel(ControlEnded(result.conversation_id))
                 elif not control:
                     log.warning("ignoring an event for another conversation on this socket")
                     ignored = "foreign_conversation"
