@@ -161,8 +161,8 @@ class ConversimplePlatform:
     _supervisor: Supervisor | None = attrs.field(init=False, default=None)
     on_channel: Callable[[ChannelEvent], None] | None = attrs.field(init=False, default=None)
     """What becomes of an announcement or another conversation's end that a
-    conversation's socket heard (see the module's docs): taken as the control
-    connection's by :meth:`run`; set before it to route them elsewhere."""
+    conversation's socket heard (see the module's docs): :meth:`run` takes them as the
+    control connection's; a worker, which does not run it, routes them to its parent."""
 
     @classmethod
     def from_settings(cls, settings: PlatformSettings) -> ConversimplePlatform:
@@ -242,8 +242,7 @@ class ConversimplePlatform:
             else:
                 admit(supervisor, event.conversation_id, event.agent_id, {"customer_id": self.customer_id})
 
-        if self.on_channel is None:
-            self.on_channel = heard
+        self.on_channel = heard
 
         async def deliver(event: Any) -> None:
             if isinstance(event, wire.ConversationReady | ControlEnded):
