@@ -259,6 +259,7 @@ class MemoryWebSocket:
     close_code: int | None = None
     blackholed: bool = False
     sent: list[str] = attrs.field(factory=list)
+    writer_busy = False  # every send is its own
 
     def send_text_soon(self, text: str, *, yielding: bool = True) -> Awaitable[None]:
         return self.send_text(text)

@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import random
+import socket
 from collections.abc import AsyncIterator, Mapping
+from functools import partial
 from typing import Any
 
 import attrs
@@ -21,7 +23,7 @@ from orchestrator.sandbox import CallRecord, ConversationPlan, SandboxServer, Sc
 from orchestrator.sandbox.conversation import PUSH_GRACE, ConversimpleConversation, OpenCall, Socket
 from orchestrator.sandbox.load import progress_line
 from orchestrator.testing import memory_websocket_pair
-from orchestrator.transport import connect
+from orchestrator.transport import ServerWebSocket, connect, serve
 from tests.helpers import wait_until
 from tests.sandbox_client import RawAgent, RawSocket
 
@@ -674,6 +676,45 @@ async def test_a_push_cancelled_on_the_way_still_sends_its_frame_whole() -> None
         frame = await agent_end.receive_text()
     assert frame == '[1,null,"customer:c","conversation_ready",{"conversation_id":"c1"}]'
     assert await sock.push("conversation_ready", '{"conversation_id":"c2"}')  # the socket lives on
+
+
+async def test_a_push_queued_behind_another_frame_leaves_with_it_even_if_its_sender_is_cancelled(
+    nursery: trio.Nursery,
+) -> None:
+    # A push that finds another task writing to the socket queues its frame behind that
+    # task's: the writer carries it, so its sender just waits (no task of its own, which
+    # every conversation's end paid on a busy control socket), and cancelled returns at once.
+    accepted: list[Any] = []
+
+    async def hold(ws: ServerWebSocket) -> None:
+        # (The agent never reads before the check: its buffer stops growing; 1 MiB fills both.)
+        ws._pipe._sock.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, 4096)  # type: ignore[attr-defined]
+        accepted.append(ws)
+        await trio.sleep_forever()
+
+    port = await nursery.start(partial(serve, hold, "127.0.0.1", 0))
+    agent = await connect(f"ws://127.0.0.1:{port}/ws", implementation="sansio", max_frame_bytes=2 << 20)
+    await wait_until(lambda: bool(accepted), 10, "the accepted socket")
+    prefix = '[1,null,"customer:c",'
+    sock = Socket(accepted[0], wire.ConversimpleServer(), 1, prefix=prefix)
+    big = "x" * (1 << 20)
+    first: list[bool] = []
+
+    async def push_big() -> None:
+        first.append(await sock.push("conversation_ready", f'"{big}"'))
+
+    nursery.start_soon(push_big)
+    await wait_until(lambda: sock.ws.writer_busy, 10, "the big frame to fill the socket")
+    with trio.fail_after(PUSH_GRACE / 2), trio.CancelScope() as scope:
+        scope.cancel()
+        await sock.push("conversation_lifecycle", '{"conversation_id":"c1"}')
+    assert scope.cancelled_caught
+    assert sock.ws.writer_busy and first == []  # it did not wait for the frames before it
+    assert await agent.receive_text() == f'{prefix}"conversation_ready","{big}"]'
+    assert await agent.receive_text() == f'{prefix}"conversation_lifecycle",{{"conversation_id":"c1"}}]'
+    await wait_until(lambda: first == [True], 10, "the big push to finish")
+    assert sock.ws.close_code is None  # the socket lives on
+    await agent.aclose()
 
 
 def slow_peer() -> tuple[Any, Socket]:

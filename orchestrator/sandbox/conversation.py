@@ -54,15 +54,23 @@ class Socket:
 
         Many conversations share the socket, so cancelling one must not cut its frame
         (which would cut the socket: what reached the peer would be unknown). A frame
-        the socket does not take at once is finished out of the sender's cancellation,
-        however long a busy peer takes to read it; once the sender is cancelled it gets
-        ``PUSH_GRACE`` seconds more, then the socket is given up.
+        queued behind another task's writing goes with it: its sender just waits, and
+        cancelled stops waiting. A frame this push must write itself is finished out of
+        the sender's cancellation, however long a busy peer takes to read it; once the
+        sender is cancelled it gets ``PUSH_GRACE`` seconds more, then the socket is
+        given up.
         """
+        ws = self.ws
         try:
-            sending = self.ws.send_text_soon(f'{self.prefix}"{event}",{body}]', yielding=False)
-            if sending is not None and not await _whole(sending):
-                self.ws.abort()
-                return False
+            behind = ws.writer_busy  # (nothing runs between here and the frame's queueing)
+            sending = ws.send_text_soon(f'{self.prefix}"{event}",{body}]', yielding=False)
+            if sending is not None:
+                if behind:
+                    await sending  # its checkpoint included
+                    return True
+                if not await _whole(sending):
+                    ws.abort()
+                    return False
         except LinkError:
             return False
         await trio.lowlevel.checkpoint_if_cancelled()

@@ -75,6 +75,13 @@ class WebSocket(Protocol):
         it at once."""
         ...
 
+    @property
+    def writer_busy(self) -> bool:
+        """Another task is writing to the link: a message sent now joins what it writes,
+        so cancelling its sender can no longer cut the link (the message still goes).
+        Always False where every sender writes its own message."""
+        ...
+
     async def receive_text(self) -> str:
         """Wait for the next message (binary messages are decoded as UTF-8).
 

@@ -112,6 +112,10 @@ class SansIOWebSocket:
 
     # Sending
 
+    @property
+    def writer_busy(self) -> bool:
+        return self._writing
+
     async def send_text(self, text: str) -> None:
         data = text.encode()
         proto = self._proto

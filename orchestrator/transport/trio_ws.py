@@ -102,6 +102,8 @@ class TrioWebSocket:
         reason = self._conn.closed
         return None if reason is None else int(reason.code)
 
+    writer_busy = False  # each send_message writes its own frame
+
     def send_text_soon(self, text: str, *, yielding: bool = True) -> Awaitable[None]:
         return self.send_text(text)
 
