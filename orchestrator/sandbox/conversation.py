@@ -186,7 +186,7 @@ class ConversimpleConversation:
         """
         self.done = True
         settings = self.router.settings
-        if self.registered.is_set():
+        if self.registered.is_set() and self._unserved():  # (a scope costs: only when needed)
             with trio.move_on_after(settings.register_timeout):
                 # (Not ``while self.socket is None`` inside ``if self.socket is None``:
                 # compiled, the loop would trust mypy that it is still None.)
