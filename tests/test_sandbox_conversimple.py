@@ -687,7 +687,7 @@ async def test_a_push_queued_behind_another_frame_leaves_with_it_even_if_its_sen
     accepted: list[Any] = []
 
     async def hold(ws: ServerWebSocket) -> None:
-        # (The agent never reads before the check: its buffer stops growing; 1 MiB fills both.)
+        # A small send buffer, and an agent that reads nothing before the check: 1 MiB fills both.
         ws._pipe._sock.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, 4096)  # type: ignore[attr-defined]
         accepted.append(ws)
         await trio.sleep_forever()
