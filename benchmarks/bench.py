@@ -385,27 +385,38 @@ def summary(results: Mapping[str, Any]) -> dict[str, Any]:
     }
 
 
-def _stopped(signum: int, _frame: object) -> None:
+class _Stop:
     """SIGINT (Ctrl-C) or SIGTERM: the round stops what it started, then the run exits
     (130 or 143). The same signal again must not cut that short: Ctrl-C and ``timeout``
-    signal the whole group, and ``orchestrator bench`` passes its own on as well."""
-    signal.signal(signum, signal.SIG_IGN)
-    if signum == signal.SIGINT:
-        raise KeyboardInterrupt
-    raise SystemExit(128 + signum)
+    signal the whole group, and ``orchestrator bench`` passes its own on as well. So
+    later ones are let be here, rather than ignored from the handler: a signal that
+    arrived while it set SIG_IGN was reported, traceback and all, as "ignored due to
+    race condition"."""
+
+    def __init__(self) -> None:
+        self.stopping = False
+
+    def __call__(self, signum: int, _frame: object) -> None:
+        if self.stopping:
+            return
+        self.stopping = True
+        if signum == signal.SIGINT:
+            raise KeyboardInterrupt
+        raise SystemExit(128 + signum)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
+    stop = _Stop()
     for signum in (signal.SIGINT, signal.SIGTERM):
-        signal.signal(signum, _stopped)
+        signal.signal(signum, stop)
     try:
         return run(parse(argv), argv)
     except KeyboardInterrupt:
         print("bench: interrupted", file=sys.stderr)
         return 128 + signal.SIGINT
     except SystemExit as exit_:
-        if exit_.code == 128 + signal.SIGTERM:  # raised by _stopped: say so, as for SIGINT
+        if exit_.code == 128 + signal.SIGTERM:  # raised by _Stop: say so, as for SIGINT
             print("bench: terminated", file=sys.stderr)
         raise
 

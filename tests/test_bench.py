@@ -181,6 +181,24 @@ def test_a_signal_to_the_bench_command_stops_every_process_it_started(
         proc.wait(timeout=10)
 
 
+def test_the_benchmark_stops_once_and_lets_the_same_signal_again_be(monkeypatch: pytest.MonkeyPatch) -> None:
+    # Found by CI: the group's SIGINT and the one ``orchestrator bench`` passes on came
+    # together, and the handler's own ``signal(SIGINT, SIG_IGN)`` met the second one
+    # tripped: Python printed "OSError: Signal 2 ignored due to race condition" with a
+    # traceback. A handler that never changes a disposition cannot meet that race.
+    changed: list[object] = []
+    monkeypatch.setattr(signal, "signal", lambda *args: changed.append(args))
+    stop = bench_py._Stop()
+    with pytest.raises(KeyboardInterrupt):
+        stop(signal.SIGINT, None)
+    stop(signal.SIGINT, None)  # the same signal again: let be
+    stop(signal.SIGTERM, None)  # or the other one
+    assert changed == []
+    with pytest.raises(SystemExit) as exit_:
+        bench_py._Stop()(signal.SIGTERM, None)
+    assert exit_.value.code == 128 + signal.SIGTERM
+
+
 def test_bench_command_killed_by_a_signal_exits_as_a_shell_reports_it(
     monkeypatch: pytest.MonkeyPatch, tmp_path: Path
 ) -> None:
