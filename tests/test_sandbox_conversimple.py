@@ -662,19 +662,24 @@ async def test_a_drop_armed_while_a_sent_request_yields_is_for_the_next_one(serv
     assert aborted == [ws]
 
 
+PREFIX = '[1,null,"customer:c",'
+"""What every push on the push tests' channel starts with."""
+READY_C1 = f'{PREFIX}"conversation_ready",{{"conversation_id":"c1"}}]'
+
+
 async def test_a_push_cancelled_on_the_way_still_sends_its_frame_whole() -> None:
     # Found by a simulation's Ctrl-C: a conversation cancelled while announcing itself
     # cut the frame, and the transport then dropped the control socket every other
     # conversation shared ("control connection lost (closed)" on the agent's side).
     agent_end, server_end = memory_websocket_pair()
-    sock = Socket(server_end, wire.ConversimpleServer(), 1, prefix='[1,null,"customer:c",')  # type: ignore[arg-type]
+    sock = Socket(server_end, wire.ConversimpleServer(), 1, prefix=PREFIX)  # type: ignore[arg-type]
     with trio.CancelScope() as scope:
         scope.cancel()
         await sock.push("conversation_ready", '{"conversation_id":"c1"}')
     assert scope.cancelled_caught  # the sender is cancelled, after the frame went
     with trio.fail_after(1):
         frame = await agent_end.receive_text()
-    assert frame == '[1,null,"customer:c","conversation_ready",{"conversation_id":"c1"}]'
+    assert frame == READY_C1
     assert await sock.push("conversation_ready", '{"conversation_id":"c2"}')  # the socket lives on
 
 
@@ -695,8 +700,7 @@ async def test_a_push_queued_behind_another_frame_leaves_with_it_even_if_its_sen
     port = await nursery.start(partial(serve, hold, "127.0.0.1", 0))
     agent = await connect(f"ws://127.0.0.1:{port}/ws", implementation="sansio", max_frame_bytes=2 << 20)
     await wait_until(lambda: bool(accepted), 10, "the accepted socket")
-    prefix = '[1,null,"customer:c",'
-    sock = Socket(accepted[0], wire.ConversimpleServer(), 1, prefix=prefix)
+    sock = Socket(accepted[0], wire.ConversimpleServer(), 1, prefix=PREFIX)
     big = "x" * (1 << 20)
     first: list[bool] = []
 
@@ -710,8 +714,8 @@ async def test_a_push_queued_behind_another_frame_leaves_with_it_even_if_its_sen
         await sock.push("conversation_lifecycle", '{"conversation_id":"c1"}')
     assert scope.cancelled_caught
     assert sock.ws.writer_busy and first == []  # it did not wait for the frames before it
-    assert await agent.receive_text() == f'{prefix}"conversation_ready","{big}"]'
-    assert await agent.receive_text() == f'{prefix}"conversation_lifecycle",{{"conversation_id":"c1"}}]'
+    assert await agent.receive_text() == f'{PREFIX}"conversation_ready","{big}"]'
+    assert await agent.receive_text() == f'{PREFIX}"conversation_lifecycle",{{"conversation_id":"c1"}}]'
     await wait_until(lambda: first == [True], 10, "the big push to finish")
     assert sock.ws.close_code is None  # the socket lives on
     await agent.aclose()
@@ -720,7 +724,7 @@ async def test_a_push_queued_behind_another_frame_leaves_with_it_even_if_its_sen
 def slow_peer() -> tuple[Any, Socket]:
     """A control socket whose agent takes a frame only when it reads (no buffer)."""
     agent_end, server_end = memory_websocket_pair(buffer=0)
-    return agent_end, Socket(server_end, wire.ConversimpleServer(), 1, prefix='[1,null,"customer:c",')  # type: ignore[arg-type]
+    return agent_end, Socket(server_end, wire.ConversimpleServer(), 1, prefix=PREFIX)  # type: ignore[arg-type]
 
 
 async def read_after(agent_end: Any, delay: float, into: list[str]) -> None:
@@ -741,7 +745,7 @@ async def test_a_push_waits_for_a_busy_peer_however_long_it_takes(
         nursery.start_soon(read_after, agent_end, 10 * PUSH_GRACE, read)
         assert await sock.push("conversation_ready", '{"conversation_id":"c1"}')
     assert trio.current_time() == pytest.approx(10 * PUSH_GRACE)
-    assert read == ['[1,null,"customer:c","conversation_ready",{"conversation_id":"c1"}]']
+    assert read == [READY_C1]
     assert sock.ws.close_code is None  # the socket lives on
 
 
@@ -756,7 +760,7 @@ async def test_a_cancelled_push_goes_whole_if_the_peer_reads_within_the_grace(
             await sock.push("conversation_ready", '{"conversation_id":"c1"}')
     assert scope.cancelled_caught  # the sender learns of its cancellation once the frame went
     assert trio.current_time() == pytest.approx(1 + PUSH_GRACE / 2)
-    assert read == ['[1,null,"customer:c","conversation_ready",{"conversation_id":"c1"}]']
+    assert read == [READY_C1]
     assert sock.ws.close_code is None
 
 
