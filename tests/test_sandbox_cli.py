@@ -1,7 +1,9 @@
 """``orchestrator sandbox`` as a user runs it: a real process, its stderr, its exit status.
 
 Serving until a signal works with and without the HTTP endpoint; an address it
-cannot listen on is one line on stderr and exit status 2, never a traceback.
+cannot listen on is one line on stderr and exit status 2, never a traceback. Bad
+flags (a ``--record`` path it could not write, an empty ``--bot-token`` side) are
+refused before it serves; transcripts it cannot write at the end are one line.
 """
 
 from __future__ import annotations
@@ -11,9 +13,14 @@ import socket
 import subprocess
 import sys
 import threading
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
+from pathlib import Path
 
+import click
 import pytest
+from click.testing import CliRunner
+
+from orchestrator.sandbox.cli import sandbox
 
 TIMEOUT = 20.0  # seconds: a hung process is killed, and the test fails on its output
 
@@ -23,8 +30,11 @@ def _sandbox(*flags: str) -> subprocess.Popen[str]:
     return subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
 
 
-def _serve_then_interrupt(*flags: str) -> tuple[int, str]:
-    """Start the sandbox, wait for its startup lines, send SIGINT: (exit status, stderr)."""
+def _serve_then_interrupt(*flags: str, on_ready: Callable[[], None] | None = None) -> tuple[int, str]:
+    """Start the sandbox, wait for its startup lines, call ``on_ready``, send SIGINT: (exit status, stderr).
+
+    A process that refuses its flags exits at once: its status and stderr are returned all the same.
+    """
     proc = _sandbox("--port", "0", *flags)
     watchdog = threading.Timer(TIMEOUT, proc.kill)
     watchdog.start()
@@ -34,6 +44,8 @@ def _serve_then_interrupt(*flags: str) -> tuple[int, str]:
         for line in proc.stderr:  # to EOF: the process exits on SIGINT (or early, or killed)
             seen.append(line)
             if line.startswith("  Arinova"):
+                if on_ready is not None:
+                    on_ready()
                 proc.send_signal(signal.SIGINT)
         proc.wait(timeout=TIMEOUT)
     finally:
@@ -98,3 +110,75 @@ def test_sandbox_on_an_http_port_in_use_is_one_line_and_exit_status_2(taken_port
 def test_sandbox_on_a_bad_host_is_one_line_and_exit_status_2() -> None:
     line = _refused("--host", "999.1.1.1", "--port", "0", "--no-http")
     assert line.startswith("Error: cannot serve the sandbox on 999.1.1.1:0: "), line
+
+
+def _bad_flag(*flags: str) -> str:
+    """The one ``Error:`` line of a sandbox that refuses ``flags`` with exit status 2 before serving."""
+    code, stderr = _serve_then_interrupt("--no-http", *flags)
+    assert code == 2, stderr
+    assert "Traceback" not in stderr
+    assert "sandbox listening" not in stderr
+    errors = [line for line in stderr.splitlines() if line.startswith("Error:")]
+    assert len(errors) == 1, stderr
+    return errors[0]
+
+
+def test_sandbox_refuses_a_record_path_in_a_missing_directory_before_serving(tmp_path: Path) -> None:
+    missing = tmp_path / "missing"
+    line = _bad_flag("--record", str(missing / "x.jsonl"))
+    assert line == f"Error: Invalid value for '--record': directory '{missing}' does not exist", line
+
+
+def test_sandbox_refuses_a_record_path_under_a_file_before_serving(tmp_path: Path) -> None:
+    file = tmp_path / "file"
+    file.write_text("")
+    line = _bad_flag("--record", str(file / "x.jsonl"))
+    assert line == f"Error: Invalid value for '--record': '{file}' is not a directory", line
+
+
+def test_sandbox_reports_transcripts_it_cannot_write_at_the_end_in_one_line(tmp_path: Path) -> None:
+    directory = tmp_path / "transcripts"
+    directory.mkdir()
+    record = directory / "x.jsonl"
+    # The directory is there at startup and gone when it writes: like a disk filling up meanwhile.
+    code, stderr = _serve_then_interrupt("--no-http", "--record", str(record), on_ready=directory.rmdir)
+    assert code == 1, stderr
+    assert "Traceback" not in stderr
+    errors = [line for line in stderr.splitlines() if line.startswith("Error:")]
+    assert errors == [f"Error: cannot write the transcripts to {record}: No such file or directory"], stderr
+
+
+def test_sandbox_writes_transcripts_and_accepts_both_bot_token_forms(tmp_path: Path) -> None:
+    record = tmp_path / "x.jsonl"
+    flags = ("--record", str(record), "--bot-token", "tok", "--bot-token", "tok2=agent")
+    code, stderr = _serve_then_interrupt("--no-http", *flags)
+    assert code == 0, stderr
+    assert "Error" not in stderr
+    assert record.read_text() == ""  # interrupted before any conversation
+
+
+@pytest.mark.parametrize(
+    ("spec", "empty"),
+    [("=x", "TOKEN"), ("", "TOKEN"), ("=", "TOKEN"), ("secret-token-4711=", "AGENT_NAME")],
+)
+def test_sandbox_refuses_a_bot_token_with_an_empty_side(spec: str, empty: str) -> None:
+    line = _bad_flag("--bot-token", "ok", "--bot-token", spec)
+    assert line == (
+        f"Error: Invalid value for '--bot-token': a value has an empty {empty}; "
+        "expected TOKEN or TOKEN=AGENT_NAME"
+    ), line  # the token itself is a secret: never quoted back
+
+
+def test_sandbox_help_documents_every_option_and_its_default() -> None:
+    result = CliRunner().invoke(sandbox, ["--help"], terminal_width=100)
+    assert result.exit_code == 0, result.output
+    text = " ".join(result.output.split())
+    for param in sandbox.params:
+        if not isinstance(param, click.Option) or param.name == "help":
+            continue
+        assert param.help, f"{param.opts} has no help"
+        if not param.is_flag and isinstance(param.default, (int, float, str)):  # not unset, not None
+            assert param.show_default, f"{param.opts} hides its default {param.default!r}"
+    assert "Conversations per second; 0: all at once. [default: 0.0;" in text, text
+    assert "--platform [conversimple|arinova] Wire protocol of the load test's conversations." in text
+    assert "--call-timeout FLOAT RANGE Seconds a Conversimple tool call may go unanswered" in text

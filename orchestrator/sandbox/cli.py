@@ -9,11 +9,13 @@
 
 With a scenario or ``--conversations`` it announces them, prints progress on
 stderr, then a table and, as the last line of stdout, one JSON object; it exits 0
-when every conversation completed and nothing was lost, else 1. Usage errors exit 2.
+when every conversation completed and nothing was lost, else 1 (also when the
+``--record`` transcripts could not be written at the end). Usage errors exit 2.
 """
 
 from __future__ import annotations
 
+import os
 import signal
 import sys
 from collections.abc import Mapping
@@ -45,6 +47,34 @@ class _Failure(click.ClickException):
     exit_code = 2
 
 
+def _tokens(_ctx: click.Context, _param: click.Parameter, specs: tuple[str, ...]) -> dict[str, str]:
+    """``--bot-token`` values, ``TOKEN`` or ``TOKEN=AGENT_NAME``, as token → agent name."""
+    tokens = {}
+    for spec in specs:
+        token, equals, name = spec.partition("=")
+        if not token or (equals and not name):
+            # The value is not quoted back: its token is a secret.
+            empty = "TOKEN" if not token else "AGENT_NAME"
+            raise click.BadParameter(f"a value has an empty {empty}; expected TOKEN or TOKEN=AGENT_NAME")
+        tokens[token] = name or DEFAULT_AGENT_NAME
+    return tokens
+
+
+def _record_path(_ctx: click.Context, _param: click.Parameter, path: Path | None) -> Path | None:
+    """Refuse a ``--record`` path the transcripts could not be written to now, not after the run."""
+    if path is None:
+        return None
+    directory = path.parent
+    if not directory.exists():
+        raise click.BadParameter(f"directory '{directory}' does not exist")
+    if not directory.is_dir():
+        raise click.BadParameter(f"'{directory}' is not a directory")
+    target = path if path.exists() else directory
+    if not os.access(target, os.W_OK):
+        raise click.BadParameter(f"'{target}' is not writable")
+    return path
+
+
 @click.command("sandbox")
 @click.option("--host", default="127.0.0.1", show_default=True, help="Address to listen on.")
 @click.option(
@@ -56,25 +86,52 @@ class _Failure(click.ClickException):
     "--calls", "-k", type=click.IntRange(min=0), default=5, show_default=True, help="Calls per conversation."
 )
 @click.option(
-    "--rate", type=click.FloatRange(min=0), default=0.0, help="Conversations per second; 0: all at once."
+    "--rate",
+    type=click.FloatRange(min=0),
+    default=0.0,
+    show_default=True,
+    help="Conversations per second; 0: all at once.",
 )
 @click.option(
     "--agent-id", default="echo", show_default=True, help="agent_id of the load test's conversations."
 )
-@click.option("--platform", type=click.Choice(PLATFORMS), default="conversimple", show_default=True)
+@click.option(
+    "--platform",
+    type=click.Choice(PLATFORMS),
+    default="conversimple",
+    show_default=True,
+    help="Wire protocol of the load test's conversations.",
+)
 @click.option(
     "--words", type=click.IntRange(min=1), default=20, show_default=True, help="Words per Arinova message."
 )
-@click.option("--seed", type=int, default=0, help="Seed of synthetic arguments and messages.")
+@click.option(
+    "--seed", type=int, default=0, show_default=True, help="Seed of synthetic arguments and messages."
+)
 @click.option(
     "--api-key", "api_keys", multiple=True, help="Accepted Conversimple key (repeatable; default: any)."
 )
-@click.option("--bot-token", "bot_tokens", multiple=True, help="Accepted Arinova TOKEN or TOKEN=AGENT_NAME.")
+@click.option(
+    "--bot-token",
+    "bot_tokens",
+    multiple=True,
+    callback=_tokens,
+    help="Accepted Arinova TOKEN or TOKEN=AGENT_NAME.",
+)
 @click.option("--suspend", "suspended", multiple=True, help="Customer id whose join is refused as suspended.")
 @click.option("--auth-at-handshake", is_flag=True, help="Refuse bad keys with HTTP 401/403, not at join.")
-@click.option("--call-timeout", type=click.FloatRange(min=0, min_open=True), default=60.0, show_default=True)
 @click.option(
-    "--record", type=click.Path(dir_okay=False, path_type=Path), help="Write transcripts (JSON lines)."
+    "--call-timeout",
+    type=click.FloatRange(min=0, min_open=True),
+    default=60.0,
+    show_default=True,
+    help="Seconds a Conversimple tool call may go unanswered (from its first send) before it is lost.",
+)
+@click.option(
+    "--record",
+    type=click.Path(dir_okay=False, path_type=Path),
+    callback=_record_path,
+    help="Write transcripts (JSON lines) at the end.",
 )
 @click.option("--quiet", is_flag=True, help="No progress lines.")
 @click.option(
@@ -95,7 +152,7 @@ def sandbox(**options: Any) -> None:
             host=options["host"],
             port=options["port"],
             api_keys=options["api_keys"],
-            bot_tokens=dict(_token(t) for t in options["bot_tokens"]),
+            bot_tokens=options["bot_tokens"],
             suspended_customers=options["suspended"],
             auth_at_handshake=options["auth_at_handshake"],
             call_timeout=options["call_timeout"],
@@ -124,11 +181,6 @@ def _scenario(options: dict[str, Any]) -> Scenario | None:
             seed=options["seed"],
         )
     return None
-
-
-def _token(spec: str) -> tuple[str, str]:
-    token, _, name = spec.partition("=")
-    return token, name or DEFAULT_AGENT_NAME
 
 
 @attrs.define(eq=False)
@@ -187,13 +239,22 @@ async def _serve(
             nursery.cancel_scope.cancel()
     if report is None and server.recorder.conversations:
         report = server.report()  # interrupted: what was done so far
-    if record is not None:
-        server.recorder.write_jsonl(record)
+    written = record is None or _write_transcripts(server, record)
     if report is None:
-        return 0
+        return 0 if written else 1
     click.echo(report.table())
     click.echo(report.to_json())
-    return 0 if report.passed else 1
+    return 0 if report.passed and written else 1
+
+
+def _write_transcripts(server: SandboxServer, record: Path) -> bool:
+    """Write the transcripts to ``record``; False, after one line on stderr, when that fails."""
+    try:
+        server.recorder.write_jsonl(record)
+    except OSError as exc:  # the disk filled up, the directory went away...
+        click.echo(f"Error: cannot write the transcripts to {record}: {exc.strerror or exc}", err=True)
+        return False
+    return True
 
 
 async def _stop_on_signal(signals: Any, scope: trio.CancelScope) -> None:
