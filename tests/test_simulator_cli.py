@@ -6,6 +6,7 @@ and the only endpoint used is a loopback port that refuses connections.
 
 from __future__ import annotations
 
+import json
 import os
 import socket
 import subprocess
@@ -13,6 +14,7 @@ import sys
 from collections.abc import Iterator
 from pathlib import Path
 
+import click
 import pytest
 from click.testing import CliRunner, Result
 
@@ -135,3 +137,66 @@ def test_an_agent_spec_that_does_not_load_is_exit_2_as_for_run(project: Path) ->
     assert result.exit_code == 2
     assert result.output.startswith("Error: bad agent spec 'nope.py:Agent': file not found")
     assert result.output.count("\n") == 1
+
+
+def test_simulate_refuses_an_out_path_through_a_file_in_one_line_before_running() -> None:
+    scenarios = ROOT / "examples" / "scenarios" / "booking.toml"
+    result = subprocess.run(
+        [sys.executable, "-m", "orchestrator", "simulate", str(scenarios), "--out", "/dev/null/x"],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        env={k: v for k, v in os.environ.items() if k not in LLM_VARIABLES},
+    )
+    assert result.returncode == 2, result.stderr  # bad input; 1 means a simulation did not pass
+    assert result.stdout == ""  # refused before anything ran
+    assert result.stderr == "Error: --out /dev/null/x: /dev/null is not a directory\n"
+
+
+def test_simulate_checks_the_default_out_folder_too(project: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.chdir(project)
+    (project / "sim-results").write_text("a file where the results folder goes")
+    result = invoke(str(project / "parrot.toml"))
+    assert result.exit_code == 2
+    assert result.output == "Error: --out sim-results/parrot: sim-results is not a directory\n"
+
+
+@pytest.mark.parametrize("blocked", ["transcripts.jsonl", "summary.json"])
+def test_simulate_reports_results_it_cannot_write_in_one_line(project: Path, blocked: str) -> None:
+    out = project / "out"
+    (out / blocked).mkdir(parents=True)  # the folder is fine; writing this one file fails
+    result = invoke(str(project / "parrot.toml"), "--out", str(out))
+    assert result.exit_code == 2
+    assert result.output == f"Error: results not saved: {out / blocked}: Is a directory\n"
+
+
+def test_simulate_refuses_scenarios_that_need_an_agent_in_one_line(tmp_path: Path) -> None:
+    path = tmp_path / "no-agent.toml"
+    path.write_text("[[scenario]]\nname = 'x'\ncustomer = { turns = ['hi'] }\n")
+    result = invoke(str(path), "--out", str(tmp_path / "out"))
+    assert result.exit_code == 2
+    assert result.output == f"Error: {path}: scenario 'x' needs an agent to test (--agent)\n"
+
+
+def test_every_simulate_option_has_help() -> None:
+    options = [p for p in simulate.params if isinstance(p, click.Option) and p.name != "help"]
+    assert [o.name for o in options if not o.help] == []
+    concurrency = next(o for o in options if o.name == "concurrency")
+    assert "-n" in concurrency.opts and "simulations run at once" in (concurrency.help or "")
+
+
+def test_a_scenario_calling_a_tool_the_agent_lacks_says_so(tmp_path: Path) -> None:
+    out = tmp_path / "out"
+    scenarios = ROOT / "examples" / "scenarios" / "weather.toml"
+    result = invoke(str(scenarios), "--agent", f"{ROOT}/examples/booking.py:BookingAgent", "--out", str(out))
+    assert result.exit_code == 1, result.output
+    records = [json.loads(line) for line in (out / "transcripts.jsonl").read_text().splitlines()]
+    details = {r["scenario"]: r["result"]["end_detail"] for r in records}
+    tools = "cancel_booking, check_availability, confirm_booking, hold_room"
+    for scenario, tool in [
+        ("tools-imperial-units", "get_weather"),
+        ("tools-forecast-too-long", "get_forecast"),
+    ]:
+        assert details[scenario] == (
+            f"the scenario calls tool {tool!r}, but agent 'booking' has no such tool (its tools: {tools})"
+        )

@@ -69,6 +69,41 @@ async def test_scripted_steps_fill_templates_and_record_calls() -> None:
     assert result.end_reason is EndReason.ERROR and "'missing'" in result.end_detail
 
 
+@pytest.mark.parametrize(
+    ("step", "problem"),
+    [
+        (
+            AgentStep((PlannedCall("lookup_customer", {"customer_id": "C-100"}),), "{lookup_customer[nam]}"),
+            "{lookup_customer[nam]}: the result of lookup_customer has no key 'nam' "
+            "(its keys: customer_id, name, email, tier, orders)",
+        ),
+        (
+            AgentStep(
+                (PlannedCall("lookup_customer", {"customer_id": "C-100"}),), "{lookup_customer[orders][5]}"
+            ),
+            "{lookup_customer[orders][5]}: the result of lookup_customer has no item 5 (it has 2)",
+        ),
+        (
+            AgentStep(
+                (PlannedCall("lookup_customer", {"customer_id": "nope"}),), "Hi {lookup_customer[name]}"
+            ),
+            "{lookup_customer[name]}: the call to lookup_customer failed: no customer",
+        ),
+        (
+            AgentStep((PlannedCall("list_tickets"),), "{lookup_customer[name]}"),
+            "{lookup_customer[name]}: this step calls no tool 'lookup_customer' (it calls: list_tickets)",
+        ),
+    ],
+)
+async def test_a_template_that_cannot_be_filled_names_the_field_and_why(
+    step: AgentStep, problem: str
+) -> None:
+    agent = ScriptedToolAgent(ToolBox(CustomerServiceAgent()), [step])
+    with pytest.raises(ParticipantError) as raised:
+        await agent.get_next_message(Conversation([Message("hi", SIMULATION_EPOCH, CUSTOMER)]))
+    assert str(raised.value).startswith(f"agent step template {step.say!r}: {problem}")
+
+
 def order_desk(body: Mapping[str, Any]) -> str | Mapping[str, Any]:
     """A provider that, offered tools, looks the order up, then answers from the result."""
     last = body["messages"][-1]

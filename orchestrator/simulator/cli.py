@@ -17,10 +17,12 @@ finishes; rerunning resumes), ``DIR/summary.json``, ``DIR/junit.xml`` and, for
 LLM scenarios, ``DIR/llm-cache/``; prints the report.
 
 Exit status: 0 when every simulation passed, or with ``--pass-rate`` when the
-pass rate reaches it; 1 when it does not, when any simulation ended in error
-(whatever the pass rate: an error is no verdict on the agent), or when the input
-is unusable; 2 when the scenarios need an LLM and none is configured (no API key
-and no base URL, and no cached completions to replay); 130 when interrupted
+pass rate reaches it; 1 when it does not, or when any simulation ended in error
+(whatever the pass rate: an error is no verdict on the agent); 2, with one line,
+when the input is unusable (a scenario file or agent that does not load, an
+``--out`` that cannot hold the results, checked before anything runs, or results
+that could not be written there later) or when the scenarios need an LLM and none
+is configured (no API key and no base URL, and no cached completions to replay); 130 when interrupted
 (SIGINT, Ctrl-C) and 143 when terminated (SIGTERM): finished simulations are
 kept, and a rerun resumes.
 """
@@ -28,6 +30,7 @@ kept, and a rerun resumes.
 from __future__ import annotations
 
 import signal
+import tempfile
 from contextlib import AsyncExitStack
 from pathlib import Path
 from typing import Any, NoReturn
@@ -66,6 +69,44 @@ class BadInput(click.ClickException):
 
 class Unconfigured(BadInput):
     """The scenarios need something the environment does not provide: one line, exit status 2."""
+
+
+class Unwritable(BadInput):
+    """The results cannot be written where ``--out`` says: one line, exit status 2."""
+
+
+def _prepare_out(out: Path) -> None:
+    """Create ``out`` and prove a file can be written in it, before any simulation runs.
+
+    Raises Unwritable naming ``--out`` and the reason: a path through a file, no
+    permission, a read-only file system.
+    """
+    for path in (out, *out.parents):
+        if path.exists():
+            if not path.is_dir():
+                raise Unwritable(f"--out {out}: {path} is not a directory")
+            break
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+        with tempfile.TemporaryFile(dir=out):
+            pass
+    except OSError as exc:
+        raise Unwritable(f"--out {out}: cannot write there: {exc.strerror or exc}") from exc
+
+
+def _leaves(exc: BaseException) -> list[BaseException]:
+    """The exceptions in ``exc``, out of any (nested) exception groups."""
+    if isinstance(exc, BaseExceptionGroup):
+        return [leaf for inner in exc.exceptions for leaf in _leaves(inner)]
+    return [exc]
+
+
+def _results_error(leaves: list[BaseException], out: Path) -> OSError | None:
+    """The error that stopped the batch if it was reading or writing a file under ``out``."""
+    first = leaves[0]
+    if len(leaves) != 1 or not isinstance(first, OSError) or first.filename is None:
+        return None
+    return first if Path(str(first.filename)).is_relative_to(out) else None
 
 
 def _in_file(path: Path, message: str) -> str:
@@ -196,7 +237,14 @@ def _interrupted(ctx: click.Context, console: Console, transcripts: Path, signum
 @click.option(
     "--samples", "-k", type=click.IntRange(min=1), help="Runs per scenario [file's samples, else 1]."
 )
-@click.option("--concurrency", "-n", type=click.IntRange(min=1), default=10, show_default=True)
+@click.option(
+    "--concurrency",
+    "-n",
+    type=click.IntRange(min=1),
+    default=10,
+    show_default=True,
+    help="Concurrency: how many simulations run at once (not how many run: scenarios x --samples).",
+)
 @click.option(
     "--pass-rate",
     type=click.FloatRange(0, 1),
@@ -215,7 +263,9 @@ def _interrupted(ctx: click.Context, console: Console, transcripts: Path, signum
 )
 @click.option("--fresh", is_flag=True, help="Discard earlier transcripts instead of resuming.")
 @click.option("--no-cache", is_flag=True, help="Do not cache LLM completions on disk.")
-@click.option("--progress/--no-progress", default=True, show_default=True)
+@click.option(
+    "--progress/--no-progress", default=True, show_default=True, help="Show a progress bar while simulating."
+)
 @click.pass_context
 def simulate(ctx: click.Context, /, scenarios_file: Path, **options: Any) -> None:
     """Simulate customer conversations with an agent and report outcomes and pass rates."""
@@ -248,8 +298,12 @@ def simulate(ctx: click.Context, /, scenarios_file: Path, **options: Any) -> Non
     cache_dir = None if options["no_cache"] else out / "llm-cache"
     if settings is not None:
         _check_llm_configured(scenarios_file, scenario_file, settings, cache_dir)
-    if options["fresh"]:
-        transcripts.unlink(missing_ok=True)
+    _prepare_out(out)
+    try:
+        if options["fresh"]:
+            transcripts.unlink(missing_ok=True)
+    except OSError as exc:
+        raise Unwritable(f"--fresh: cannot remove {transcripts}: {exc.strerror or exc}") from exc
     batch = (SandboxBatch if via_sandbox else Batch)(
         scenario_file.scenarios,
         samples=samples,
@@ -270,20 +324,24 @@ def simulate(ctx: click.Context, /, scenarios_file: Path, **options: Any) -> Non
         # default), a sandbox task could stop the platform under the orchestrator's links.
         args = (batch, settings, cache_dir, bar, served)
         run = trio.run(_run_batch, *args, restrict_keyboard_interrupt_to_checkpoints=True)
-    except ConfigError as exc:
-        raise click.ClickException(str(exc)) from exc
     except Interrupted as exc:
         _interrupted(ctx, console, transcripts, exc.signum)
     except BaseException as exc:
-        # Ctrl-C, alone or out of a nursery (grouped with what it cancelled): not a failure.
-        if not isinstance(exc, KeyboardInterrupt | BaseExceptionGroup) or (
-            isinstance(exc, BaseExceptionGroup) and exc.subgroup(KeyboardInterrupt) is None
-        ):
-            raise
-        _interrupted(ctx, console, transcripts, signal.SIGINT)
+        # Out of a nursery, errors come grouped (with nothing else: what they cancelled is gone).
+        leaves = _leaves(exc)
+        if any(isinstance(leaf, KeyboardInterrupt) for leaf in leaves):  # Ctrl-C: not a failure
+            _interrupted(ctx, console, transcripts, signal.SIGINT)
+        if all(isinstance(leaf, ConfigError) for leaf in leaves):  # a scenario lacks what it needs
+            raise BadInput(_in_file(scenarios_file, str(leaves[0]))) from exc
+        if (error := _results_error(leaves, out)) is not None:
+            raise Unwritable(f"results not saved: {error.filename}: {error.strerror or error}") from exc
+        raise
     summary = BatchSummary.from_run(run, samples)
-    (out / "summary.json").write_text(summary_json(summary), encoding="utf-8")
-    (out / "junit.xml").write_text(junit_xml(run.records, summary), encoding="utf-8")
+    try:
+        (out / "summary.json").write_text(summary_json(summary), encoding="utf-8")
+        (out / "junit.xml").write_text(junit_xml(run.records, summary), encoding="utf-8")
+    except OSError as exc:
+        raise Unwritable(f"results not saved: {exc.filename}: {exc.strerror or exc}") from exc
     render_report(summary, run.records, console)
     console.print(f"results in {out}/ (transcripts.jsonl, summary.json, junit.xml)", highlight=False)
     failures = []

@@ -19,6 +19,8 @@ from __future__ import annotations
 
 import itertools
 import json
+import re
+import string
 from collections.abc import Mapping, Sequence
 from typing import Any, Protocol
 
@@ -128,8 +130,65 @@ class ScriptedToolAgent(Participant):
         try:
             text = template.format_map(values)
         except (KeyError, IndexError, TypeError, ValueError, AttributeError) as exc:
-            raise ParticipantError(f"agent step template {template!r}: {type(exc).__name__}: {exc}") from exc
+            problem = _unfilled(template, values, calls, self.toolbox, turn.on_error is not None)
+            raise ParticipantError(
+                problem or f"agent step template {template!r}: {type(exc).__name__}: {exc}"
+            ) from exc
         return self.make_message(text, conversation, calls)
+
+
+_PART = re.compile(r"\.([^.\[]+)|\[([^\]]+)\]")
+
+
+def _unfilled(
+    template: str, values: Mapping[str, Any], calls: Sequence[ToolCall], tools: Tools, has_on_error: bool
+) -> str | None:
+    """Why ``template`` cannot be filled from ``values``, in the scenario's terms, or None.
+
+    Names the first field that fails: a tool the step does not call, a call that
+    failed (a tool the agent lacks, named with the tools it has), or a key the result lacks.
+    """
+    try:
+        fields = [field for _, field, _, _ in string.Formatter().parse(template) if field is not None]
+    except ValueError:
+        return None  # a malformed template: str.format's own message says where
+    failed = {call.name: call.error for call in calls if call.error is not None}
+    for field in fields:
+        where = f"agent step template {template!r}: {{{field}}}"
+        root = re.split(r"[.\[]", field, maxsplit=1)[0]
+        if root not in values:
+            if not root or root.isdigit():
+                return f"{where}: fields name a tool's result, as {{tool[key]}}, not a position"
+            called = ", ".join(sorted({call.name for call in calls})) or "none"
+            return f"{where}: this step calls no tool {root!r} (it calls: {called})"
+        if root in failed and field != f"{root}[error]":
+            available = sorted(schema["name"] for schema in tools.schemas())
+            if root not in available:
+                names = ", ".join(available) or "none"
+                lacks = f"agent {tools.name!r} has no such tool (its tools: {names})"
+                return f"the scenario calls tool {root!r}, but {lacks}"
+            hint = "" if has_on_error else "; add on_error to the step to script that case"
+            return f"{where}: the call to {root} failed: {failed[root]}{hint}"
+        value = values[root]
+        for attribute, item in _PART.findall(field[len(root) :]):
+            key: str | int = int(item) if item.isdigit() else item  # as str.format reads [0]
+            problem = _missing(value, attribute, key)
+            if problem is not None:
+                return f"{where}: the result of {root} {problem}"
+            value = getattr(value, attribute) if attribute else value[key]
+    return None
+
+
+def _missing(value: Any, attribute: str, key: str | int) -> str | None:
+    """What is wrong with ``value.attribute`` (if given) or ``value[key]``, or None."""
+    if attribute:
+        return None if hasattr(value, attribute) else f"has no attribute {attribute!r}"
+    if isinstance(value, Mapping):
+        keys = ", ".join(map(str, value)) or "none"
+        return None if key in value else f"has no key {key!r} (its keys: {keys})"
+    if isinstance(value, Sequence) and isinstance(key, int):
+        return None if key < len(value) else f"has no item {key} (it has {len(value)})"
+    return f"has no item [{key}]: it is {json.dumps(value, default=repr)[:80]}"
 
 
 AGENT_INSTRUCTIONS = """\
