@@ -17,6 +17,7 @@ Every value is checked before any is used, and an error names where the value ca
 (the file's path or the variable's name), the setting's dotted key and what was expected:
 ``/etc/o.toml: supervisor.max_conversations: expected an integer, got 10.5``. Booleans
 are not numbers and strings are neither, except in the environment, where all is text.
+Numbers are finite: NaN and infinity are refused (an unset optional value means "never").
 The bounds the command-line flags enforce hold for files and variables too (:data:`RANGES`).
 """
 
@@ -363,11 +364,20 @@ def _convert(item: _Value, hint: Any) -> Any:
         expected = "an integer" if hint is int else "a number"
         if item.env:
             value = _parse_number(value)
-        if isinstance(value, bool) or not isinstance(value, int | float) or math.isnan(value):
+        if isinstance(value, bool) or not isinstance(value, int | float):
             raise wrong(expected)
         if hint is float:
-            return float(value)
-        if isinstance(value, float) and not value.is_integer():
+            # Seconds, rates and factors: infinity (TOML's inf, "inf" or "1e999" in the
+            # environment, an int too large for a float) is no setting's "forever" (that is
+            # unset, None), and NaN compares false with every bound.
+            try:
+                number = float(value)
+            except OverflowError:
+                number = math.inf
+            if not math.isfinite(number):
+                raise wrong("a number" if math.isnan(number) else "a finite number")
+            return number
+        if isinstance(value, float) and not value.is_integer():  # also NaN and infinities
             raise wrong(expected)
         return int(value)
     if hint is str and not isinstance(value, str):

@@ -4,13 +4,15 @@ import os
 import re
 import subprocess
 import sys
+import types
+import typing
 from pathlib import Path
 
 import pytest
 from click.testing import CliRunner
 
 from orchestrator.cli import main
-from orchestrator.config import Settings
+from orchestrator.config import SECTIONS, Settings, _hints
 from orchestrator.errors import ConfigError
 from orchestrator.mailbox import OverflowPolicy
 
@@ -67,6 +69,16 @@ def test_sdk_variable_names_are_honoured_and_secrets_hidden() -> None:
         ({"ORCHESTRATOR_SUPERVISOR_RESTART_WINDOW": "soon"}, "restart_window: expected a number"),
         ({"ORCHESTRATOR_PLATFORM_HEARTBEAT_INTERVAL": "nan"}, "heartbeat_interval: expected a number"),
         (
+            {"ORCHESTRATOR_SUPERVISOR_DRAIN_TIMEOUT": "inf"},
+            "^ORCHESTRATOR_SUPERVISOR_DRAIN_TIMEOUT: supervisor.drain_timeout: expected a finite number, "
+            "got 'inf'$",
+        ),
+        ({"ORCHESTRATOR_PLATFORM_HEARTBEAT_INTERVAL": "-Infinity"}, "expected a finite number"),
+        ({"ORCHESTRATOR_PLATFORM_TOTAL_RETRY_DURATION": "1e999"}, "expected a finite number, got '1e999'"),
+        # An integer too large for a float raised OverflowError (a traceback) before.
+        ({"ORCHESTRATOR_SUPERVISOR_DRAIN_TIMEOUT": "1" + "0" * 400}, "drain_timeout: expected a finite"),
+        ({"ORCHESTRATOR_WORKERS": "inf"}, "^ORCHESTRATOR_WORKERS: workers: expected an integer, got 'inf'$"),
+        (
             {"ORCHESTRATOR_ACTOR_MAILBOX_POLICY": "bogus"},
             "^ORCHESTRATOR_ACTOR_MAILBOX_POLICY: actor.mailbox_policy: 'bogus' is not one of: "
             "block, reject, drop_oldest, drop_newest$",
@@ -109,6 +121,13 @@ def test_bad_values_name_the_setting(env: dict[str, str], message: str) -> None:
         ),
         ("[supervisor]\ndrain_timeout = true\n", "supervisor.drain_timeout: expected a number, got true"),
         ('[supervisor]\ndrain_timeout = "5"\n', "supervisor.drain_timeout: expected a number, got '5'"),
+        (
+            "[supervisor]\ndrain_timeout = inf\n",
+            "supervisor.drain_timeout: expected a finite number, got inf",
+        ),
+        ("[tools]\nmax_timeout = inf\n", "tools.max_timeout: expected a finite number, got inf"),
+        ("[platform]\nbackoff_max = -inf\n", "platform.backoff_max: expected a finite number, got -inf"),
+        ("[supervisor]\nrestart_window = nan\n", "supervisor.restart_window: expected a number, got nan"),
         ("[http]\nenabled = 1\n", "http.enabled: expected true or false, got 1"),
         ('[http]\nenabled = "yes"\n', "http.enabled: expected true or false, got 'yes'"),
         ("[http]\nhost = 1\n", "http.host: expected a string, got 1"),
@@ -248,6 +267,49 @@ def test_a_flag_value_is_blamed_on_the_command_line() -> None:
         ConfigError, match=r"^command line: supervisor.drain_timeout: expected a number, got nan"
     ):
         Settings.load(env={}, overrides={"supervisor": {"drain_timeout": float("nan")}})
+
+
+@pytest.mark.parametrize("value", [float("inf"), float("-inf")])
+def test_an_infinite_flag_value_is_blamed_on_the_command_line(value: float) -> None:
+    with pytest.raises(
+        ConfigError, match=rf"^command line: supervisor.drain_timeout: expected a finite number, got {value}$"
+    ):
+        Settings.load(env={}, overrides={"supervisor": {"drain_timeout": value}})
+
+
+def test_run_refuses_an_infinite_drain_timeout_with_one_line() -> None:
+    # Found by a user: --drain-timeout inf was accepted and logged "draining (deadline inf s)".
+    args = ["run", "no/such/file.py:Agent", "--drain-timeout", "inf"]
+    result = CliRunner().invoke(main, args, env={"ORCHESTRATOR_SUPERVISOR_DRAIN_TIMEOUT": None})
+    assert result.exit_code == 2
+    assert (
+        result.output == "Error: command line: supervisor.drain_timeout: expected a finite number, got inf\n"
+    )
+
+
+def _float_settings() -> list[tuple[str | None, str]]:
+    """Every (section, key) whose value is a float (or an optional float)."""
+    out: list[tuple[str | None, str]] = []
+    for section in (None, *SECTIONS):
+        for key, hint in _hints(section).items():
+            if hint is float or (
+                typing.get_origin(hint) in (typing.Union, types.UnionType) and float in typing.get_args(hint)
+            ):
+                out.append((section, key))
+    return out
+
+
+@pytest.mark.parametrize("text", ["inf", "-inf", "nan"])
+def test_no_float_setting_takes_a_non_finite_value(text: str) -> None:
+    # None of them means "forever" by infinity: an optional one is unset for that.
+    floats = _float_settings()
+    assert ("supervisor", "drain_timeout") in floats and ("actor", "idle_timeout") in floats
+    for section, key in floats:
+        name = f"ORCHESTRATOR_{section.upper()}_{key.upper()}" if section else f"ORCHESTRATOR_{key.upper()}"
+        with pytest.raises(
+            ConfigError, match=rf"^{name}: .*{key}: expected a (finite )?number, got '{text}'$"
+        ):
+            Settings.load(env={name: text})
 
 
 def test_secret_values_never_appear_in_errors() -> None:
