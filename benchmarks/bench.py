@@ -51,6 +51,8 @@ from benchmarks.agents import MixedToolsAgent
 from benchmarks.harness import EXTRA_MODULES, exit_missing, flags
 from benchmarks.harness.flags import prog
 
+MISSING: str | None = None
+"""The package of the ``bench`` extra a run needs and does not have (``--help`` works without)."""
 try:
     from benchmarks.harness.figures import median_figures, ratio
     from benchmarks.harness.processes import progress
@@ -59,7 +61,7 @@ try:
 except ModuleNotFoundError as exc:  # numpy: the `bench` extra is not installed
     if exc.name not in EXTRA_MODULES:
         raise
-    exit_missing(EXTRA_MODULES[exc.name])
+    MISSING = EXTRA_MODULES[exc.name]
 
 MIXED_TOOLS = len(MixedToolsAgent.__tools__)
 """The mixed scenario agent's tools: echo, nap, block, fail."""
@@ -198,6 +200,41 @@ def after_run(by_system: Mapping[str, Mapping[str, Any]]) -> list[str]:
     return warnings
 
 
+OTHERS_BUSY_PCT = 25.0
+"""Other work's share of a CPU during a round's calls (other processes, and the kernel's
+work charged to none), from which that round's figures are called skewed by it."""
+STEAL_PCT = 10.0
+"""The hypervisor's share of a CPU, taken for other guests during a round's calls, from
+which that round's figures are called skewed by it."""
+CONTENTION_MIN_WINDOW_S = 0.5
+"""The shortest calls phase whose shares are read: CPU time comes in 10 ms ticks, per
+CPU and per process, which over half a second is within 15 % of a CPU."""
+
+
+def contention(rounds: Sequence[Mapping[str, Any]]) -> list[str]:
+    """A warning for each round whose calls shared the host with work outside the benchmark:
+    its figures are then the system's and that work's together, and a ratio against
+    rounds that did not share it means less."""
+    warnings = []
+    for r in rounds:
+        f = r["figures"]
+        window = f.get("elapsed_s")
+        if not isinstance(window, int | float) or window < CONTENTION_MIN_WINDOW_S:
+            continue
+        said = []
+        others, steal = f.get("others_cpu_pct_at_done"), f.get("steal_pct_at_done")
+        if others is not None and others >= OTHERS_BUSY_PCT:
+            said.append(f"work outside the benchmark took {others:.0f} % of a CPU")
+        if steal is not None and steal >= STEAL_PCT:
+            said.append(f"the hypervisor took {steal:.0f} % of a CPU for other guests")
+        if said:
+            warnings.append(
+                f"round {f['round']} ({f['system']}): {' and '.join(said)} during its calls, "
+                "so its figures are skewed by it"
+            )
+    return warnings
+
+
 def verdict(checks: Sequence[Mapping[str, Any]], rounds: Sequence[Mapping[str, Any]]) -> list[str]:
     """Why the run failed (stderr's last lines): each breached budget, each failed orchestrator round."""
     lines = [
@@ -217,13 +254,17 @@ def run(args: argparse.Namespace, argv: Sequence[str]) -> int:
     for warning in warnings:
         print(f"warning: {warning}", file=sys.stderr)
     raise_open_files_limit()
+    started = datetime.datetime.now()
+    out = args.out / f"{args.scenario}-{started:%Y%m%d-%H%M%S}"
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:  # before anything starts or prints: a usage error
+        print(f"{prog()}: error: argument --out: cannot create {out}: {exc.strerror}", file=sys.stderr)
+        return 2
     facts = machine_facts()
     facts["load_avg_1m"] = round(os.getloadavg()[0], 2)  # other work on the host skews every figure
     print_facts(facts)
     options = options_of(args)
-    started = datetime.datetime.now()
-    out = args.out / f"{args.scenario}-{started:%Y%m%d-%H%M%S}"
-    out.mkdir(parents=True, exist_ok=True)
     systems = ["orchestrator"] + ([args.compare] if args.compare else [])
     schedule = [system for _ in range(args.rounds) for system in systems]
     rounds: list[dict[str, Any]] = []
@@ -259,7 +300,7 @@ def run(args: argparse.Namespace, argv: Sequence[str]) -> int:
             if key in ours and key in theirs:
                 ratios[key] = ratio(ours[key], theirs[key])
     checks = check_budgets(args, by_system["orchestrator"])
-    late = after_run(by_system)
+    late = after_run(by_system) + contention(rounds)
     warnings += late
     ours_ok = all(r["figures"]["passed"] for r in rounds if r["figures"]["system"] == "orchestrator")
     passed = ours_ok and all(c["ok"] for c in checks)
@@ -341,6 +382,8 @@ def summary(results: Mapping[str, Any]) -> dict[str, Any]:
         "cpu_pct_at_done",
         "loadgen_cpu_pct_at_done",
         "loadgen_cpu_s_per_1000_calls_at_done",
+        "others_cpu_pct_at_done",
+        "steal_pct_at_done",
         "teardown_s",
         "rss_kib_per_conversation",
         "rss_kib_per_conversation_active",
@@ -411,7 +454,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     for signum in (signal.SIGINT, signal.SIGTERM):
         signal.signal(signum, stop)
     try:
-        return run(parse(argv), argv)
+        args = parse(argv)
+        if MISSING is not None:
+            exit_missing(MISSING)
+        return run(args, argv)
     except KeyboardInterrupt:
         print("bench: interrupted", file=sys.stderr)
         return 128 + signal.SIGINT

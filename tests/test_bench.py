@@ -16,6 +16,7 @@ import sys
 import time
 import types
 from pathlib import Path
+from typing import Any
 
 import psutil
 import pytest
@@ -272,16 +273,43 @@ def test_process_tree_cpu_and_rss_include_children_and_grandchildren() -> None:
         proc.wait()
 
 
-@pytest.mark.parametrize("argv", [["--help"], ["steady", "-n", "1"]])
-def test_bench_command_without_numpy_names_the_extra(tmp_path: Path, argv: list[str]) -> None:
+def test_bench_command_without_numpy_names_the_extra(tmp_path: Path) -> None:
     run = subprocess.run(
-        [sys.executable, "-m", "orchestrator", "bench", *argv],
+        [sys.executable, "-m", "orchestrator", "bench", "steady", "-n", "1"],
         cwd=tmp_path, env=_without(tmp_path, "numpy"), capture_output=True, text=True, timeout=60,
     )  # fmt: skip
     assert run.returncode == 2, run.stdout + run.stderr
     assert run.stderr.strip().splitlines() == [
         "Error: the benchmarks need extra packages: pip install -e '.[bench]' (missing: numpy)"
     ]
+
+
+def test_bench_help_needs_no_extra(tmp_path: Path) -> None:
+    # Found by a new user: the quick start installs no extras, and `orchestrator bench
+    # --help` answered with the missing numpy instead of the options.
+    run = subprocess.run(
+        [sys.executable, "-m", "orchestrator", "bench", "--help"],
+        cwd=tmp_path, env=_without(tmp_path, "numpy"), capture_output=True, text=True, timeout=60,
+    )  # fmt: skip
+    assert run.returncode == 0, run.stdout + run.stderr
+    assert run.stdout.startswith("usage: orchestrator bench ") and "--max-p99-ms" in run.stdout
+    assert run.stderr == ""
+
+
+def test_bench_refuses_an_out_directory_it_cannot_make_before_starting_anything(tmp_path: Path) -> None:
+    # Found by a new user: a traceback (NotADirectoryError), after the machine facts.
+    blocker = tmp_path / "a-file"
+    blocker.write_text("")
+    argv = ["steady", "-n", "10", "-k", "1", "--out", str(blocker / "results")]
+    run = subprocess.run(
+        [sys.executable, "-m", "orchestrator", "bench", *argv], capture_output=True, text=True, timeout=60
+    )
+    assert run.returncode == 2, run.stdout + run.stderr
+    (line,) = run.stderr.strip().splitlines()
+    said = f"orchestrator bench: error: argument --out: cannot create {blocker}/results/steady-"
+    assert line.startswith(said), line
+    assert line.endswith(": Not a directory")
+    assert run.stdout == ""
 
 
 def test_bench_compare_without_the_sdk_names_the_extra(tmp_path: Path) -> None:
@@ -318,8 +346,9 @@ def test_bench_refuses_a_value_the_harness_cannot_run_with_naming_its_flag(
     with pytest.raises(SystemExit) as exit_:
         bench_py.parse(["steady", *flags])
     assert exit_.value.code == 2
-    error = capsys.readouterr().err.strip().splitlines()[-1]
+    (error,) = capsys.readouterr().err.strip().splitlines()  # one line, not under the usage
     assert error.startswith(f"python benchmarks/bench.py: error: argument {flag}: {reason}"), error
+    assert error.endswith(" (see python benchmarks/bench.py --help)")
     others = {"--conversations", "--calls", "--rounds"} - set(flag.split("/"))
     assert not any(other in error for other in others), error
 
@@ -467,6 +496,56 @@ def test_a_short_round_against_a_saturated_load_generator_is_warned_about_too() 
     (warning,) = bench_py.after_run(by_system)
     assert warning.startswith("the load generator was 93 % busy during orchestrator's calls")
     assert warning.endswith("; per call it spent 0.99 times orchestrator's CPU")
+
+
+def test_a_round_that_shared_the_host_with_other_work_is_warned_about() -> None:
+    def round_(n: int, system: str, others: float, steal: float, elapsed: float = 1.2) -> dict[str, Any]:
+        figures = {"round": n, "system": system, "elapsed_s": elapsed}
+        return {"figures": {**figures, "others_cpu_pct_at_done": others, "steal_pct_at_done": steal}}
+
+    rounds = [
+        round_(1, "orchestrator", 6.5, 0.0),
+        round_(2, "conversimple-sdk", 48.2, 0.0),
+        round_(3, "orchestrator", 3.0, 12.4),
+        round_(4, "conversimple-sdk", 31.0, 0.0, elapsed=0.3),  # too short to read
+        round_(5, "orchestrator", 24.9, 9.9),
+        {"figures": {"round": 6, "system": "orchestrator", "elapsed_s": 2.0}},  # not read
+    ]
+    assert bench_py.contention(rounds) == [
+        "round 2 (conversimple-sdk): work outside the benchmark took 48 % of a CPU during its calls, "
+        "so its figures are skewed by it",
+        "round 3 (orchestrator): the hypervisor took 12 % of a CPU for other guests during its calls, "
+        "so its figures are skewed by it",
+    ]
+
+
+@pytest.mark.slow
+def test_a_round_run_next_to_a_busy_process_reads_its_share_and_says_so(tmp_path: Path) -> None:
+    # A measured session found a round at half its usual calls/s, both processes half idle:
+    # other work on the host had taken the CPU, and nothing in the results said so.
+    spin = "import time\nend = time.monotonic() + 120\nwhile time.monotonic() < end: pass"
+    spinner = subprocess.Popen([sys.executable, "-c", spin])
+    try:
+        argv = ["steady", "-n", "100", "-k", "100", "--rounds", "1", "--settle", "0.2", "--quiet"]
+        run = subprocess.run(
+            [sys.executable, str(BENCH), *argv, "--out", str(tmp_path)],
+            capture_output=True, text=True, timeout=300,
+        )  # fmt: skip
+    finally:
+        spinner.kill()
+        spinner.wait()
+    assert run.returncode == 0, run.stdout[-2000:] + run.stderr[-2000:]
+    summary = json.loads(run.stdout.strip().splitlines()[-1])
+    (results,) = tmp_path.glob("steady-*/results.json")
+    (figures,) = [r["figures"] for r in json.loads(results.read_text())["rounds"]]
+    assert figures["elapsed_s"] >= bench_py.CONTENTION_MIN_WINDOW_S, figures  # long enough to read
+    # The spinner held a CPU wherever the benchmark's processes left it one: well over the line.
+    assert figures["others_cpu_pct_at_done"] >= 40, figures
+    assert summary["systems"]["orchestrator"]["others_cpu_pct_at_done"] == figures["others_cpu_pct_at_done"]
+    took = figures["others_cpu_pct_at_done"]
+    warning = f"round 1 (orchestrator): work outside the benchmark took {took:.0f} %"
+    assert any(w.startswith(warning) for w in summary["warnings"]), summary["warnings"]
+    assert f"warning: {warning}" in run.stderr
 
 
 def test_the_json_line_carries_the_runs_warnings() -> None:

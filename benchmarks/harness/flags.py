@@ -10,7 +10,7 @@ import math
 import os
 from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, NoReturn
 
 from benchmarks.harness import EXTRA_MODULES, exit_missing, installed
 from orchestrator.bench import PROG_VARIABLE
@@ -57,6 +57,13 @@ class HelpFormatter(argparse.RawDescriptionHelpFormatter, argparse.ArgumentDefau
         if action.default is None or isinstance(action.default, bool):
             return action.help
         return super()._get_help_string(action)
+
+
+class Parser(argparse.ArgumentParser):
+    """A usage error in one line, not under the whole usage (fifteen lines of flags)."""
+
+    def error(self, message: str) -> NoReturn:
+        self.exit(2, f"{self.prog}: error: {message} (see {self.prog} --help)\n")
 
 
 SCENARIOS = tuple(DEFAULTS)
@@ -107,7 +114,7 @@ def prog() -> str:
 
 def parse(argv: Sequence[str] | None, description: str | None = None) -> argparse.Namespace:
     """``benchmarks/bench.py``'s command line, checked and completed with each scenario's defaults."""
-    p = argparse.ArgumentParser(prog=prog(), description=description, formatter_class=HelpFormatter)
+    p = Parser(prog=prog(), description=description, formatter_class=HelpFormatter)
     p.add_argument("scenario", choices=SCENARIOS)
     p.add_argument(
         "-n",

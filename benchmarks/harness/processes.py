@@ -401,6 +401,21 @@ class Sampler:
         return float(times.user + times.system)
 
 
+def host_cpu_now() -> tuple[float, float]:
+    """CPU seconds so far, summed over the host's CPUs: busy (in any process, or the kernel
+    on their behalf: interrupts and network processing included), and stolen by the
+    hypervisor for other guests."""
+    times = psutil.cpu_times()
+    busy = sum(getattr(times, field, 0.0) for field in ("user", "nice", "system", "irq", "softirq"))
+    return float(busy), float(getattr(times, "steal", 0.0))
+
+
+def own_cpu_now() -> float:
+    """This process's CPU seconds so far (the harness: its sampler and progress threads)."""
+    times = psutil.Process().cpu_times()
+    return float(times.user + times.system)
+
+
 def progress(line: str, stream: IO[str] = sys.stderr) -> None:
     stream.write(line + "\n")
     stream.flush()

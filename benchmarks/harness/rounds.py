@@ -34,7 +34,16 @@ from typing import Any
 import attrs
 
 from . import figures as fig
-from .processes import AGENTS, HarnessError, LoadGen, Progress, Sampler, SystemUnderTest
+from .processes import (
+    AGENTS,
+    HarnessError,
+    LoadGen,
+    Progress,
+    Sampler,
+    SystemUnderTest,
+    host_cpu_now,
+    own_cpu_now,
+)
 from .profile import Profiler
 
 SCENARIOS = ("steady", "idle", "ramp", "spike", "soak", "chaos", "mixed")
@@ -93,7 +102,8 @@ class Round:
         """Where to write a py-spy profile of the calls phase (None: no profile)."""
         self.profiler: Profiler | None = None
         self.sockets_before: int | None = None
-        self.cpu0 = self.loadgen_cpu0 = 0.0
+        self.cpu0 = self.loadgen_cpu0 = self.own_cpu0 = 0.0
+        self.host_cpu0 = (0.0, 0.0)
         """CPU seconds of the system under test and of the load generator when the calls began."""
         """Sockets open at the platform before the first batch opened (control connections)."""
 
@@ -279,6 +289,7 @@ class Round:
         """Open the gate of ``batch`` (None: an ungated batch is about to open); start the CPU clock."""
         self.cpu0 = self.sut.cpu_seconds()
         self.loadgen_cpu0 = self.sampler.loadgen_cpu_now()
+        self.host_cpu0, self.own_cpu0 = host_cpu_now(), own_cpu_now()
         if self.profile_to is not None:
             self.profiler = Profiler(self.sut.proc.pid, self.profile_to)
             if not self.profiler.start():
@@ -329,14 +340,21 @@ class Round:
     def measure_calls(self, go_at: float, n: int) -> None:
         at_done = self.sut.cpu_seconds() - self.cpu0
         lg_at_done = self.sampler.loadgen_cpu_now() - self.loadgen_cpu0
+        (host, steal), own = host_cpu_now(), own_cpu_now() - self.own_cpu0
         rss_at_done = self.sampler.rss_read()
         done = time.perf_counter()
+        window = done - go_at
         self.figures["cpu_s_at_done"] = round(at_done, 3)
         # Busy share up to the platform's last end, the calls' own window: the CPU % below
         # runs on through the teardown, when a short round's system has little left to do.
-        self.figures["cpu_pct_at_done"] = round(at_done / (done - go_at) * 100, 1)
-        self.figures["loadgen_cpu_pct_at_done"] = round(lg_at_done / (done - go_at) * 100, 1)
+        self.figures["cpu_pct_at_done"] = round(at_done / window * 100, 1)
+        self.figures["loadgen_cpu_pct_at_done"] = round(lg_at_done / window * 100, 1)
         self.figures["loadgen_cpu_s_at_done"] = round(lg_at_done, 3)
+        # What the host's CPUs did besides the benchmark's three processes, in the same window
+        # (% of one CPU): other processes, and the kernel's work not charged to a process.
+        others = host - self.host_cpu0[0] - at_done - lg_at_done - own
+        self.figures["others_cpu_pct_at_done"] = round(max(0.0, others) / window * 100, 1)
+        self.figures["steal_pct_at_done"] = round((steal - self.host_cpu0[1]) / window * 100, 1)
         self.progress.phase = "closing"
         self.figures["teardown_s"] = self.wait_closed(n)
         end = time.perf_counter()
