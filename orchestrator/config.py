@@ -44,7 +44,7 @@ from .mailbox import OverflowPolicy
 from .protocols.codec import MAX_DEPTH as MAX_JSON_DEPTH
 from .supervision import SupervisorSettings
 
-PlatformKind = Literal["conversimple", "arinova", "sandbox"]
+PlatformKind = Literal["conversimple", "arinova"]
 
 
 @attrs.frozen

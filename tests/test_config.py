@@ -139,6 +139,8 @@ def test_bad_values_name_the_setting(env: dict[str, str], message: str) -> None:
             '[actor]\nmailbox_policy = "yolo"\n',
             "actor.mailbox_policy: 'yolo' is not one of: block, reject, drop_oldest, drop_newest",
         ),
+        # Found by a new user: accepted here, then refused by the platform's builder at startup.
+        ('[platform]\nkind = "sandbox"\n', "platform.kind: 'sandbox' is not one of: conversimple, arinova"),
         ("[supervisor]\nmax_conversation = 5\n", "unknown setting supervisor.max_conversation"),
         ("[platform]\nbackoff_initial = 40\n", "invalid [platform] settings: backoff_initial must not"),
         ("[tools]\nmin_timeout = 40.0\n", "invalid [tools] settings: tool timeouts"),
