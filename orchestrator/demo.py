@@ -167,22 +167,18 @@ class Demo:
                 r.status == "lost" for r in log.replies
             )
         table = Table(title="summary")
-        for header in (
-            "agent",
-            "platform",
-            "conversations",
-            "completed",
-            "calls/replies",
-            "error replies",
-            "lost",
-        ):
-            table.add_column(header, justify="right" if header not in ("agent", "platform") else "left")
+        # An agent's name whole, on a narrow terminal too: the numbers' headers wrap instead.
+        names = max((len(agent) for agent, _ in rows), default=5)
+        table.add_column("agent", no_wrap=True, min_width=names)
+        table.add_column("platform", no_wrap=True, min_width=len("conversimple"))
+        for header in ("conversations", "completed", "calls", "errors", "lost"):
+            table.add_column(header, justify="right")
         for (agent, platform), row in sorted(rows.items()):
             table.add_row(agent, platform, *(str(v) for v in row))
         stats = running.supervisor.statistics()
         table.caption = (
-            f"supervisor: {stats.started_total} started, restarts {stats.restarts_total}; "
-            "errors are the business-rule replies the scenarios expect"
+            f"supervisor: {stats.started_total} started, restarts {stats.restarts_total}; calls: tool "
+            "calls and Arinova replies; errors: the business-rule replies the scenarios expect"
         )
         return table
 
