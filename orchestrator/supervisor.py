@@ -76,6 +76,9 @@ class Supervisor:
         self.settings = settings or SupervisorSettings()
         self.agents: dict[str, type[Agent]] = {}
         for agent_cls in agents:
+            if not isinstance(agent_cls.agent_id, str) or not agent_cls.agent_id.strip():
+                # The base class itself (the loader refuses it too): the platform routes by id.
+                raise ValueError(f"{agent_cls.__qualname__} has no agent_id to be hosted under")
             if agent_cls.agent_id in self.agents:
                 raise ValueError(f"two agent classes share agent_id {agent_cls.agent_id!r}")
             self.agents[agent_cls.agent_id] = agent_cls

@@ -16,6 +16,8 @@ from orchestrator.agent import Agent, tool
 from orchestrator.errors import AdmissionError, ConversationNotFoundError, PermanentLinkError
 from orchestrator.store import ConversationRecord, ResultCache
 from orchestrator.supervision import SupervisorSettings
+from orchestrator.supervisor import Supervisor
+from orchestrator.testing import MemoryPlatform
 
 from .helpers import ConfigNapper, CrashOnStartAgent, EchoAgent, running_supervisor, sample
 
@@ -473,3 +475,16 @@ async def test_mailbox_overflow_policy_drops_and_counts(autojump_clock: trio.tes
         await trio.sleep(100)
         assert ConfigNapper.seen == [0, 4, 5]
         assert sample(metrics, "orchestrator_mailbox_overflows_total", policy="drop_oldest") == 3
+
+
+@pytest.mark.parametrize("blank", ["", "  "])
+def test_a_class_without_an_agent_id_is_not_hosted(blank: str) -> None:
+    # The loader refuses `run orchestrator:Agent` (found by a user); a program that hands
+    # the base class to a Supervisor itself got an agent hosted under the empty id.
+    class Blank(Agent):
+        pass
+
+    Blank.agent_id = blank
+    for agents in ([Agent], [EchoAgent, Blank]):
+        with pytest.raises(ValueError, match=r"has no agent_id to be hosted under"):
+            Supervisor(agents, MemoryPlatform().connect)
