@@ -102,10 +102,11 @@ class Round:
         """Where to write a py-spy profile of the calls phase (None: no profile)."""
         self.profiler: Profiler | None = None
         self.sockets_before: int | None = None
-        self.cpu0 = self.loadgen_cpu0 = self.own_cpu0 = 0.0
-        self.host_cpu0 = (0.0, 0.0)
-        """CPU seconds of the system under test and of the load generator when the calls began."""
         """Sockets open at the platform before the first batch opened (control connections)."""
+        self.cpu0 = self.loadgen_cpu0 = self.own_cpu0 = 0.0
+        """CPU seconds of the system under test, the load generator and the harness when the calls began."""
+        self.host_cpu0 = (0.0, 0.0)
+        """The host's busy and stolen CPU seconds then (see processes.host_cpu_now)."""
 
     # ------------------------------------------------------------ the round
     def run(self) -> dict[str, Any]:
