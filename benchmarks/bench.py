@@ -384,6 +384,7 @@ def summary(results: Mapping[str, Any]) -> dict[str, Any]:
         "loadgen_cpu_s_per_1000_calls_at_done",
         "others_cpu_pct_at_done",
         "steal_pct_at_done",
+        "harness_cpu_pct_at_done",
         "teardown_s",
         "rss_kib_per_conversation",
         "rss_kib_per_conversation_active",

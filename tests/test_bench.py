@@ -24,7 +24,8 @@ from click.testing import CliRunner
 
 import benchmarks.bench as bench_py
 import orchestrator.bench
-from benchmarks.harness.processes import API_KEY, tree_cpu_seconds, tree_rss
+from benchmarks.harness import processes
+from benchmarks.harness.processes import API_KEY, Sampler, tree_cpu_seconds, tree_rss
 from orchestrator.bench import bench
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -268,6 +269,34 @@ def test_process_tree_cpu_and_rss_include_children_and_grandchildren() -> None:
         assert own.user + own.system < 0.4  # none of it the parent's own
         assert len(root.children(recursive=True)) == 2
         assert tree_rss(root) > 2 * root.memory_info().rss
+    finally:
+        os.killpg(proc.pid, signal.SIGKILL)
+        proc.wait()
+
+
+def test_the_sampler_looks_for_the_systems_children_now_and_then_not_at_every_sample(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # The look reads every process on the machine: at every 100 ms sample it took 3-4 % of
+    # a CPU from the processes a round measures. A child started later is still found.
+    monkeypatch.setattr(processes, "CHILDREN_EVERY", 0.3)
+    hold = "import time\nb = bytearray(64 * 2**20)\nb[::4096] = b'x' * len(b[::4096])\ntime.sleep(30)"
+    later = f"subprocess.Popen([sys.executable, '-c', {hold!r}])\n"
+    parent = "import subprocess, sys, time\ntime.sleep(0.5)\n" + later
+    proc = subprocess.Popen([sys.executable, "-c", parent + "time.sleep(30)"], start_new_session=True)
+    try:
+        own_rss = psutil.Process(proc.pid).memory_info().rss
+        sampler = Sampler(proc.pid, os.getpid(), interval=0.01).start()
+        started = time.perf_counter()
+        deadline = time.monotonic() + 30
+        while not (sampler.rss and sampler.rss[-1] > own_rss + 48 * 2**20) and time.monotonic() < deadline:
+            time.sleep(0.05)
+        sampler.stop()
+        elapsed = time.perf_counter() - started
+        assert sampler.rss[-1] > own_rss + 48 * 2**20, "the child and its 64 MiB were never sampled"
+        assert sampler.rss[0] < own_rss + 16 * 2**20  # (no child at the first look)
+        assert 2 <= sampler.looked_for_children <= 2 + elapsed / 0.3
+        assert len(sampler.t) >= 3 * sampler.looked_for_children
     finally:
         os.killpg(proc.pid, signal.SIGKILL)
         proc.wait()
@@ -546,6 +575,7 @@ def test_a_round_run_next_to_a_busy_process_reads_its_share_and_says_so(tmp_path
     warning = f"round 1 (orchestrator): work outside the benchmark took {took:.0f} %"
     assert any(w.startswith(warning) for w in summary["warnings"]), summary["warnings"]
     assert f"warning: {warning}" in run.stderr
+    assert 0 <= figures["harness_cpu_pct_at_done"] < took  # the harness's own, apart from the spinner's
 
 
 def test_the_json_line_carries_the_runs_warnings() -> None:

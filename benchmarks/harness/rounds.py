@@ -355,6 +355,7 @@ class Round:
         # (% of one CPU): other processes, and the kernel's work not charged to a process.
         others = host - self.host_cpu0[0] - at_done - lg_at_done - own
         self.figures["others_cpu_pct_at_done"] = round(max(0.0, others) / window * 100, 1)
+        self.figures["harness_cpu_pct_at_done"] = round(own / window * 100, 1)
         self.figures["steal_pct_at_done"] = round((steal - self.host_cpu0[1]) / window * 100, 1)
         self.progress.phase = "closing"
         self.figures["teardown_s"] = self.wait_closed(n)
