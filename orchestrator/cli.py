@@ -8,6 +8,7 @@ TOML file given with ``--config``; flags win.
 
 from __future__ import annotations
 
+import logging
 import sys
 from collections.abc import Callable
 from pathlib import Path
@@ -39,6 +40,31 @@ class LinkFailed(click.ClickException):
     """The platform link failed for good: exit status 3."""
 
     exit_code = 3
+
+
+class _OneLineUsage(click.Group):
+    """The command group: a flag or argument click refuses (a value out of range, an
+    unknown option, a missing argument, a command that does not exist) is one line too,
+    naming where to look, not click's usage block, hint and error on three."""
+
+    def make_context(
+        self, info_name: str | None, args: list[str], parent: click.Context | None = None, **extra: Any
+    ) -> click.Context:
+        try:
+            return super().make_context(info_name, args, parent, **extra)
+        except click.UsageError as exc:
+            raise _one_line(exc) from None
+
+    def invoke(self, ctx: click.Context) -> Any:
+        try:
+            return super().invoke(ctx)
+        except click.UsageError as exc:
+            raise _one_line(exc) from None
+
+
+def _one_line(exc: click.UsageError) -> BadInput:
+    where = exc.ctx.command_path if exc.ctx is not None else "orchestrator"
+    return BadInput(f"{exc.format_message()} (see '{where} --help')")
 
 
 def _fail(exc: BaseException) -> click.ClickException:
@@ -80,7 +106,11 @@ def common_options(func: F) -> F:
             type=click.Choice(["debug", "info", "warning", "error", "critical"], case_sensitive=False),
             help="Log level [info].",
         ),
-        click.option("--log-format", type=click.Choice(["text", "json"]), help="Log format [text]."),
+        click.option(
+            "--log-format",
+            type=click.Choice(["text", "json"], case_sensitive=False),
+            help="Log format [text].",
+        ),
     ]
     for option in reversed(options):
         func = option(func)
@@ -114,19 +144,30 @@ def configure(settings: Settings, *, worker: int | None = None) -> None:
 
 
 def run_trio(main: Callable[[], Any]) -> int:
-    """Run a trio main function, turning our errors into one-line messages."""
+    """Run a trio main function, turning our errors into one-line messages (and, where
+    the logs are JSON lines, an ERROR record too: a log pipeline sees why it stopped)."""
     try:
         code = trio.run(main)
     except* ConfigError as group:
-        raise _fail(first_error(group)) from None
+        raise _logged(_fail(first_error(group))) from None
     except* LinkError as group:
-        raise LinkFailed(f"platform link failed: {first_error(group)}") from None
+        raise _logged(LinkFailed(f"platform link failed: {first_error(group)}")) from None
     except* OrchestratorError as group:
-        raise _fail(first_error(group)) from None
+        raise _logged(_fail(first_error(group))) from None
     return int(code or 0)
 
 
-@click.group(context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
+def _logged(error: click.ClickException) -> click.ClickException:
+    from .logs import writes_json
+
+    if writes_json():
+        logging.getLogger("orchestrator").error("%s", error.format_message())
+    return error
+
+
+@click.group(
+    cls=_OneLineUsage, context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100}
+)
 @click.version_option(
     __version__, "-V", "--version", prog_name="orchestrator", message=f"%(prog)s %(version)s, {describe()}"
 )

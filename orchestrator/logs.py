@@ -150,6 +150,12 @@ class _Handler(logging.StreamHandler):  # type: ignore[type-arg]
     """The handler :func:`configure_logging` owns, so a second call replaces it."""
 
 
+def writes_json() -> bool:
+    """Whether :func:`configure_logging` set the ``orchestrator`` tree to JSON lines."""
+    handlers = logging.getLogger(ROOT_LOGGER).handlers
+    return any(isinstance(h, _Handler) and isinstance(h.formatter, JsonFormatter) for h in handlers)
+
+
 def configure_logging(
     level: str = "INFO",
     fmt: Literal["text", "json"] = "text",
