@@ -11,6 +11,7 @@ fails right there, naming the agent, the tool and the parameter.
 from __future__ import annotations
 
 import inspect
+import math
 import re
 from collections.abc import Callable, Mapping
 from typing import TYPE_CHECKING, Any, ClassVar, Literal, TypeVar, overload
@@ -73,19 +74,32 @@ def tool(description: str | F | None = None, *, name: str | None = None, timeout
     """Mark a method as a tool the platform's LLM may call.
 
     ``@tool("what it does")``, ``@tool`` bare (the docstring's first paragraph is
-    the description), sync or async methods. ``timeout`` (seconds) overrides the
-    default per-call timeout; a request's own ``timeout_seconds`` wins, clamped.
+    the description), sync or async methods; not generators, static or class methods.
+
+    ``timeout`` (seconds, finite and positive) is the most this tool may take. A
+    call runs for the request's ``timeout_seconds`` if it has one, but never longer
+    than the tool's own timeout; without either, for ``ToolSettings.default_timeout``.
+    Whichever applies is then clamped to ``[min_timeout, max_timeout]``.
     """
     if callable(description):
         return tool()(description)
-    if timeout is not None and timeout <= 0:
-        raise AgentDefinitionError(f"tool timeout must be positive, got {timeout!r}")
 
     def mark(func: F) -> F:
-        setattr(func, _TOOL_MARK, ToolMark(description, name, timeout))
+        if timeout is not None and not _is_positive_seconds(timeout):
+            where = getattr(func, "__qualname__", repr(func))
+            raise AgentDefinitionError(
+                f"{where}: tool timeout must be a finite, positive number of seconds, got {timeout!r}"
+            )
+        setattr(func, _TOOL_MARK, ToolMark(description, name, None if timeout is None else float(timeout)))
         return func
 
     return mark
+
+
+def _is_positive_seconds(value: object) -> bool:
+    return (
+        isinstance(value, int | float) and not isinstance(value, bool) and math.isfinite(value) and value > 0
+    )
 
 
 #: The decorator name Conversimple users know; identical to :func:`tool`.
@@ -145,22 +159,38 @@ class Agent:
         """A validated tool call is about to run."""
 
     async def on_tool_completed(self, tool_name: str, result: Any) -> None:
-        """A tool call finished with a result (not called for errors)."""
+        """A tool call finished with a result (not called for errors).
+
+        The result is cached before this runs: if the hook raises (which crashes the
+        actor), the platform's redelivery of the call is answered from the cache and
+        the tool does not run again."""
 
 
 def _collect_tools(cls: type[Agent]) -> dict[str, ToolDef]:
     tools: dict[str, ToolDef] = {}
+    attrs_of: dict[str, str] = {}  # tool name -> the attribute that defines it
     for klass in reversed(cls.__mro__):
         for attr, value in vars(klass).items():
-            func = value.__func__ if isinstance(value, staticmethod | classmethod) else value
-            mark = getattr(func, _TOOL_MARK, None)
+            wrapped = isinstance(value, staticmethod | classmethod)
+            func = value.__func__ if wrapped else value
+            # @tool above @staticmethod marks the wrapper, below it the function.
+            mark = getattr(func, _TOOL_MARK, None) or getattr(value, _TOOL_MARK, None)
             if not isinstance(mark, ToolMark):
                 continue
-            if isinstance(value, staticmethod | classmethod):
+            if wrapped:
                 raise AgentDefinitionError(f"{cls.__name__}.{attr}: a tool must be a plain method")
+            if inspect.isasyncgenfunction(func) or inspect.isgeneratorfunction(func):
+                raise AgentDefinitionError(
+                    f"{cls.__name__}.{attr}: a tool must return its result, not be a generator"
+                )
             name = mark.name or attr
             if not _NAME_RE.match(name):
                 raise AgentDefinitionError(f"{cls.__name__}.{attr}: invalid tool name {name!r}")
+            other = attrs_of.setdefault(name, attr)
+            if other != attr:  # a subclass redefining the same method replaces it; this would hide one
+                raise AgentDefinitionError(
+                    f"{cls.__name__}: tools {other!r} and {attr!r} are both named {name!r}"
+                )
             description = mark.description if mark.description is not None else docstring_summary(func)
             tools[name] = ToolDef(
                 name=name,

@@ -7,17 +7,24 @@ run in worker threads behind one process-wide limiter; async tools run in the
 actor's nursery, each step timed so a tool that blocks the event loop is named.
 Completed replies are cached by ``call_id``: a redelivered call is answered from
 the cache and a call already in flight is joined, never run twice.
+
+A tool that raises is logged at INFO with its exception (the traceback too when
+DEBUG is on), a timeout with the seconds it had, a result JSON cannot carry with
+where in it the offending value sits; never with the arguments, which may hold
+secrets. A :class:`~orchestrator.errors.ToolError` is a business answer: not logged.
 """
 
 from __future__ import annotations
 
+import contextlib
 import enum
 import functools
+import json
 import logging
 import math
 import time
 import types
-from collections.abc import Callable, Coroutine, Generator, Mapping
+from collections.abc import Callable, Coroutine, Generator, Iterator, Mapping
 from typing import Any, cast
 
 import attrs
@@ -89,6 +96,43 @@ def to_json_value(value: Any) -> Any:
     raise TypeError(f"{type(value).__name__} is not JSON-serialisable")
 
 
+def _culprit(value: Any) -> str:
+    """Where in a tool's result the value :func:`to_json_value` refuses first sits, as
+    ``result["when"]`` or ``result["items"][2].price``. Walked again only once the
+    conversion has failed, so a reply that converts pays nothing for it."""
+    path = "result"
+    descended = True
+    while descended:
+        descended = False
+        for suffix, item in _parts(value):
+            if suffix is None:  # a key that is not a string: the mapping itself is at fault
+                return path
+            try:
+                to_json_value(item)
+            except TypeError:
+                value, path, descended = item, path + suffix, True
+                break
+    return path
+
+
+def _parts(value: Any) -> Iterator[tuple[str | None, Any]]:
+    """The values inside ``value``, in the order :func:`to_json_value` converts them."""
+    if isinstance(value, _SCALARS):
+        return
+    if isinstance(value, Mapping):
+        for key, item in value.items():
+            yield (f"[{json.dumps(key)}]", item) if isinstance(key, str) else (None, None)
+    elif isinstance(value, list | tuple):
+        yield from ((f"[{index}]", item) for index, item in enumerate(value))
+    elif isinstance(value, enum.Enum):
+        yield ".value", value.value
+    elif attrs.has(type(value)):
+        yield from ((f".{f.name}", getattr(value, f.name)) for f in attrs.fields(type(value)))
+    else:
+        for name in getattr(type(value), "__dataclass_fields__", None) or ():
+            yield f".{name}", getattr(value, name)
+
+
 @attrs.define(eq=False, slots=True)
 class ToolExecutor:
     """Runs the tool calls of one conversation's Agent instance."""
@@ -140,11 +184,18 @@ class ToolExecutor:
         return 0 if self._inflight is None else len(self._inflight)
 
     def timeout_for(self, tool: ToolDef | None, requested: float | None) -> float:
-        """The request's timeout, else the tool's, else the default; clamped to the limits."""
+        """The request's timeout capped by the tool's own, else whichever of them is
+        given, else the default; clamped to ``[min_timeout, max_timeout]``.
+
+        A platform that always sends ``timeout_seconds`` thus never lengthens a tool
+        that declared a shorter one: in process and over the wire, it times out alike.
+        """
         s = self.settings
-        chosen = requested if requested is not None and requested > 0 else None
-        if chosen is None:
-            chosen = tool.timeout if tool is not None and tool.timeout else s.default_timeout
+        own = tool.timeout if tool is not None else None
+        if requested is not None and requested > 0:
+            chosen = requested if own is None or requested < own else own
+        else:
+            chosen = s.default_timeout if own is None else own
         return min(max(chosen, s.min_timeout), s.max_timeout)
 
     async def execute(self, request: ToolCallRequest) -> CallOutcome | None:
@@ -153,8 +204,10 @@ class ToolExecutor:
         Returns the reply to send, or None when this request must not be answered:
         the same ``call_id`` is already running (its first request answers, once),
         or the call was cancelled before completing (nothing is cached then, so a
-        redelivery runs it). Cancellation cancels the tool. The call's timeout is
-        enforced here; :meth:`execute_inline` leaves that to its caller.
+        redelivery runs it). Cancellation cancels the tool. A tool that completed is
+        cached even if its ``on_tool_completed`` hook then raises or is cancelled:
+        the actor ends, and the redelivery is answered from the cache. The call's
+        timeout is enforced here; :meth:`execute_inline` leaves that to its caller.
         """
         suspended: list[RunningCall] = []
         with trio.CancelScope() as scope:
@@ -207,9 +260,9 @@ class ToolExecutor:
     def timed_out(self, call: RunningCall) -> ToolFailure:
         """The reply for a call whose deadline passed: cached, counted and timed."""
         tool = call.tool.name
-        reply = self._failure(
-            call.request, f"tool {tool!r} timed out after {call.deadline - call.started:g} s"
-        )
+        seconds = call.deadline - call.started
+        log.info("tool %s timed out after %g s", tool, seconds)
+        reply = self._failure(call.request, f"tool {tool!r} timed out after {seconds:g} s")
         self.record.results.put(reply)
         if self.metrics is not None:
             self.metrics.tool_finished(tool, "timeout", trio.current_time() - call.started)
@@ -260,13 +313,24 @@ class ToolExecutor:
                 if call.suspended:
                     on_suspend(call)  # the caller keeps it: the deadline now applies
                 value = await _drive(body, call, on_suspend, tool.name, settings, metrics)
-            reply = ToolResult(request.call_id, tool.name, to_json_value(value))
         except Exception as exc:  # a tool error is an error reply, never a crash
             outcome = "error"
             if not isinstance(exc, ToolError):
-                log.info("tool %s raised %s: %s", tool.name, type(exc).__name__, exc)
+                log.info(
+                    "tool %s raised %s: %s",
+                    tool.name,
+                    type(exc).__name__,
+                    exc,
+                    exc_info=log.isEnabledFor(logging.DEBUG),
+                )
             # The exception's message, as conversimple-sdk sends it: the LLM reads it.
             reply = self._failure(request, str(exc) or type(exc).__name__)
+        else:
+            try:
+                reply = ToolResult(request.call_id, tool.name, to_json_value(value))
+            except Exception as exc:  # the tool returned; what it returned cannot go out
+                outcome = "error"
+                reply = self._unserialisable(request, tool.name, value, exc)
         if metrics is not None:
             took = time.perf_counter() - began if call is None else trio.current_time() - call.started
             metrics.tool_finished(tool.name, outcome, took)
@@ -277,7 +341,13 @@ class ToolExecutor:
                 call.deadline = math.inf
                 on_suspend(call)  # the tool is done: its timeout no longer applies
             hook = agent_mod.call_hook(self.agent, "on_tool_completed", tool.name, reply.result)
-            await _drive(hook, call, on_suspend, None, settings, metrics)
+            try:
+                await _drive(hook, call, on_suspend, None, settings, metrics)
+            except BaseException:
+                # The body has run: the hook raising (the actor crashes) or being cancelled
+                # must not make the redelivered call run it again: the cache answers it.
+                self.record.results.put(reply)
+                raise
         return reply
 
     def _waiting(
@@ -288,6 +358,16 @@ class ToolExecutor:
             self._inflight = set()
         self._inflight.add(request.call_id)
         return RunningCall(request, tool, started, deadline)
+
+    def _unserialisable(self, request: ToolCallRequest, tool: str, value: Any, exc: Exception) -> ToolFailure:
+        """The reply for a result JSON cannot carry, logged with where the culprit sits."""
+        where = "result"
+        if isinstance(exc, TypeError):
+            # A result that changes as it is read could fail differently: the path is a nicety.
+            with contextlib.suppress(Exception):
+                where = _culprit(value)
+        log.info("tool %s returned a value JSON cannot carry at %s: %s", tool, where, exc)
+        return self._failure(request, f"tool {tool!r} returned a value JSON cannot carry at {where}: {exc}")
 
     def _failure(self, request: ToolCallRequest, message: str) -> ToolFailure:
         return ToolFailure(request.call_id, request.tool_name, message, time.time())

@@ -8,14 +8,21 @@ fate, and :class:`MiniPlatform` every answer it received.
 
 from __future__ import annotations
 
+from typing import Any
+
+import pytest
 import trio
+import trio.testing
 from prometheus_client import CollectorRegistry
 
+from orchestrator import events as ev
+from orchestrator.agent import Agent, tool
 from orchestrator.connection import LinkPolicy
 from orchestrator.metrics import Metrics
 from orchestrator.platforms.conversimple import ConversimplePlatform
 from orchestrator.supervisor import Supervisor
 
+from .helpers import running_supervisor
 from .test_guarantees import (
     API_KEY,
     CUSTOMER,
@@ -137,3 +144,41 @@ async def test_guarantee_2_redelivered_call_after_a_server_restart_is_answered_f
     assert cached(metrics) == 1
     assert supervisor.statistics().restarts_total == 0
     nursery.cancel_scope.cancel()
+
+
+class ChargeOnce(Agent):
+    """A tool with a side effect, and an ``on_tool_completed`` hook that raises once."""
+
+    agent_id = "charge-once"
+    charges: list[int] = []
+    hook_failures = 0
+
+    @tool("charge the card")
+    async def charge(self, amount: int, nap: float) -> str:
+        ChargeOnce.charges.append(amount)
+        if nap:
+            await trio.sleep(nap)
+        return f"charged {amount}"
+
+    async def on_tool_completed(self, tool_name: str, result: Any) -> None:
+        if not ChargeOnce.hook_failures:
+            ChargeOnce.hook_failures += 1
+            raise RuntimeError("a bug in the hook")
+
+
+@pytest.mark.parametrize("nap", [0.0, 0.5], ids=["completes-at-once", "waits"])
+async def test_guarantee_2_a_crashing_on_tool_completed_hook_never_runs_the_tool_twice(
+    autojump_clock: trio.testing.MockClock, nap: float
+) -> None:
+    ChargeOnce.charges, ChargeOnce.hook_failures = [], 0
+    async with running_supervisor([ChargeOnce]) as (sup, platform, metrics):
+        await sup.start_conversation("c", "charge-once")
+        peer = platform.peer("c")
+        await peer.request_tool("pay-1", "charge", {"amount": 5, "nap": nap})
+        await wait_until(lambda: sup.inspect("c").restarts == 1, 10, "the hook to crash the actor")
+        assert not [out for out in peer.sent if isinstance(out, ev.ToolResult | ev.ToolFailure)]
+        # The platform never got an answer: it redelivers the call to the restarted actor.
+        reply = await peer.call_tool("pay-1", "charge", {"amount": 5, "nap": nap})
+        assert reply == ev.ToolResult("pay-1", "charge", "charged 5")
+        assert ChargeOnce.charges == [5]  # the card was charged once
+        assert sample(metrics, "orchestrator_tool_calls_total", tool="charge", outcome="cached") == 1

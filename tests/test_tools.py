@@ -344,3 +344,291 @@ async def test_stuck_sync_tool_threads_cannot_starve_other_tools() -> None:
     with trio.fail_after(10):
         while own in _STUCK_THREADS:  # noqa: ASYNC110 - worker threads end on their own
             await trio.sleep(0.01)
+
+
+# ------------------------------------------------ a completed call survives its hook
+
+
+class HookFails(Agent):
+    """``pay`` counts its runs; ``on_tool_completed`` raises, or naps, as told."""
+
+    runs = 0
+    hook: str = "raise"
+
+    @tool("pay")
+    async def pay(self) -> int:
+        HookFails.runs += 1
+        return HookFails.runs
+
+    async def on_tool_completed(self, tool_name: str, result: Any) -> None:
+        if HookFails.hook == "raise":
+            raise RuntimeError("a bug in the hook")
+        await trio.sleep(10)
+
+
+async def test_executor_result_is_cached_when_on_tool_completed_raises() -> None:
+    HookFails.runs, HookFails.hook = 0, "raise"
+    ex = ToolExecutor(HookFails(), ConversationRecord("c", "HookFails"), trio.CapacityLimiter(1))
+    with pytest.raises(RuntimeError, match="a bug in the hook"):  # the hook crashes its actor...
+        await ex.execute(ev.ToolCallRequest("p", "pay", {}))
+    # ...and the redelivery is answered from the cache: the body does not run again.
+    assert await ex.execute(ev.ToolCallRequest("p", "pay", {})) == ev.ToolResult("p", "pay", 1)
+    assert HookFails.runs == 1
+
+
+async def test_executor_result_is_cached_when_cancelled_in_on_tool_completed(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    HookFails.runs, HookFails.hook = 0, "nap"
+    ex = ToolExecutor(HookFails(), ConversationRecord("c", "HookFails"), trio.CapacityLimiter(1))
+    with trio.move_on_after(1) as scope:  # the actor is stopped while the hook naps
+        await ex.execute(ev.ToolCallRequest("p", "pay", {}))
+    assert scope.cancelled_caught
+    HookFails.hook = "raise"  # a cached call does not reach the hook at all
+    assert await ex.execute(ev.ToolCallRequest("p", "pay", {})) == ev.ToolResult("p", "pay", 1)
+    assert HookFails.runs == 1
+
+
+# ------------------------------------------------ a tool's own timeout caps the request's
+
+
+class OwnTimeout(Agent):
+    @tool("naps; 2 s at most", timeout=2)
+    async def capped(self, seconds: float) -> str:
+        await trio.sleep(seconds)
+        return "rested"
+
+    @tool("naps; 0.5 s at most, below the settings' minimum", timeout=0.5)
+    async def tiny(self, seconds: float) -> str:
+        await trio.sleep(seconds)
+        return "rested"
+
+
+@pytest.mark.parametrize(
+    ("tool_name", "requested", "expected"),
+    [
+        ("capped", 30, 2),  # the platform's longer timeout does not lengthen the tool's
+        ("capped", 1.5, 1.5),  # a shorter request still wins
+        ("capped", None, 2),
+        ("capped", 0.01, 1),  # a request is clamped to min_timeout...
+        ("tiny", 30, 1),  # ...and so is a tool's own timeout, with a request or without
+        ("tiny", None, 1),
+    ],
+)
+async def test_executor_tool_timeout_caps_the_request_timeout(
+    autojump_clock: trio.testing.MockClock, tool_name: str, requested: float | None, expected: float
+) -> None:
+    settings = ToolSettings(default_timeout=5, min_timeout=1, max_timeout=10)
+    ex = ToolExecutor(OwnTimeout(), ConversationRecord("c", "x"), trio.CapacityLimiter(1), settings)
+    start = trio.current_time()
+    reply = await ex.execute(ev.ToolCallRequest("1", tool_name, {"seconds": 100}, requested))
+    assert isinstance(reply, ev.ToolFailure) and reply.message.endswith(f"timed out after {expected:g} s")
+    assert trio.current_time() - start == pytest.approx(expected)
+
+
+async def test_actor_applies_the_tool_timeout_over_the_request_timeout(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    async with running_supervisor([OwnTimeout]) as (sup, platform, _):
+        await sup.start_conversation("c", "OwnTimeout")
+        peer = platform.peer("c")
+        start = trio.current_time()
+        reply = await peer.call_tool("1", "capped", {"seconds": 10}, timeout_seconds=30)
+        assert isinstance(reply, ev.ToolFailure) and reply.message == "tool 'capped' timed out after 2 s"
+        assert trio.current_time() - start == pytest.approx(2)
+        assert await peer.call_tool("2", "capped", {"seconds": 1}, timeout_seconds=30) == ev.ToolResult(
+            "2", "capped", "rested"
+        )
+
+
+# ------------------------------------------------ definitions that cannot work
+
+
+def test_two_tools_with_one_public_name_are_rejected() -> None:
+    with pytest.raises(AgentDefinitionError) as info:
+
+        class Twice(Agent):
+            @tool("a")
+            async def foo(self) -> None: ...
+
+            @tool("b", name="foo")
+            async def bar(self) -> None: ...
+
+    assert str(info.value) == "Twice: tools 'foo' and 'bar' are both named 'foo'"
+
+
+def test_a_tool_named_like_an_inherited_one_is_rejected_but_an_override_is_not() -> None:
+    class Base(Agent):
+        @tool("a")
+        async def foo(self) -> str:
+            return "base"
+
+    class Override(Base):
+        @tool("a, again")
+        async def foo(self) -> str:
+            return "override"
+
+    assert Override.__tools__["foo"].description == "a, again"
+    with pytest.raises(AgentDefinitionError, match=r"^Clash: tools 'foo' and 'bar' are both named 'foo'$"):
+
+        class Clash(Base):
+            @tool("b", name="foo")
+            async def bar(self) -> None: ...
+
+
+@pytest.mark.parametrize("wrapper", [staticmethod, classmethod])
+def test_tool_above_staticmethod_or_classmethod_is_rejected(wrapper: Any) -> None:
+    with pytest.raises(AgentDefinitionError) as info:
+
+        class Wrapped(Agent):
+            @tool("a")  # type: ignore[misc]
+            @wrapper
+            async def foo(*args: Any) -> None: ...
+
+    assert str(info.value) == "Wrapped.foo: a tool must be a plain method"
+
+
+def test_generator_tools_are_rejected() -> None:
+    with pytest.raises(AgentDefinitionError) as info:
+
+        class Streams(Agent):
+            @tool("a")
+            async def chunks(self) -> Any:
+                yield "a"
+
+    assert str(info.value) == "Streams.chunks: a tool must return its result, not be a generator"
+    with pytest.raises(AgentDefinitionError, match=r"^Yields\.chunks: .*not be a generator$"):
+
+        class Yields(Agent):
+            @tool("a")
+            def chunks(self) -> Any:
+                yield "a"
+
+
+@pytest.mark.parametrize("timeout", [float("nan"), float("inf"), 0, -1.5, "5", True])
+def test_tool_timeout_must_be_a_finite_positive_number(timeout: Any) -> None:
+    with pytest.raises(AgentDefinitionError) as info:
+
+        class Bad(Agent):
+            @tool("a", timeout=timeout)
+            async def slow(self) -> None: ...
+
+    assert str(info.value) == (
+        f"test_tool_timeout_must_be_a_finite_positive_number.<locals>.Bad.slow: "
+        f"tool timeout must be a finite, positive number of seconds, got {timeout!r}"
+    )
+
+
+def test_tool_timeout_may_be_an_int() -> None:
+    class Fine(Agent):
+        @tool("a", timeout=3)
+        async def slow(self) -> None: ...
+
+    assert Fine.__tools__["slow"].timeout == 3.0
+
+
+# ------------------------------------------------ what a failing tool logs
+
+
+class Failing(Agent):
+    @tool("divides")
+    async def boom(self, secret: str) -> float:
+        return len(secret) / 0
+
+    @tool("a business error")
+    async def refuse(self, secret: str) -> None:
+        from orchestrator.errors import ToolError
+
+        raise ToolError("no refunds today")
+
+    @tool("returns a datetime deep inside")
+    async def weird(self, secret: str) -> Any:
+        import datetime
+
+        return {"ok": [1, {"fine": "yes"}], "rows": [{"n": 1}, {"when": datetime.datetime(2024, 1, 1)}]}
+
+    @tool("naps")
+    async def nap(self, secret: str) -> None:
+        await trio.sleep(100)
+
+
+def failing_executor() -> ToolExecutor:
+    settings = ToolSettings(default_timeout=1, min_timeout=0.5)
+    return ToolExecutor(Failing(), ConversationRecord("c", "x"), trio.CapacityLimiter(1), settings)
+
+
+def tool_records(caplog: pytest.LogCaptureFixture) -> list[logging.LogRecord]:
+    return [r for r in caplog.records if r.name == "orchestrator.tools"]
+
+
+async def test_a_raising_tool_is_one_line_at_info_with_its_traceback_at_debug(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    ex = failing_executor()
+    with caplog.at_level(logging.INFO, logger="orchestrator.tools"):
+        await ex.execute(ev.ToolCallRequest("1", "boom", {"secret": "hunter2"}))
+    (record,) = tool_records(caplog)
+    assert record.levelno == logging.INFO and not record.exc_info
+    assert record.getMessage() == "tool boom raised ZeroDivisionError: division by zero"
+    caplog.clear()
+    with caplog.at_level(logging.DEBUG, logger="orchestrator.tools"):
+        await ex.execute(ev.ToolCallRequest("2", "boom", {"secret": "hunter2"}))
+    (record,) = tool_records(caplog)
+    assert record.exc_info is not None and record.exc_info[0] is ZeroDivisionError
+    assert "in boom" in caplog.text and "len(secret) / 0" in caplog.text  # where it raised
+    assert "hunter2" not in caplog.text  # never the arguments' values
+
+
+async def test_a_business_error_is_not_logged(caplog: pytest.LogCaptureFixture) -> None:
+    with caplog.at_level(logging.DEBUG, logger="orchestrator.tools"):
+        reply = await failing_executor().execute(ev.ToolCallRequest("1", "refuse", {"secret": "x"}))
+    assert isinstance(reply, ev.ToolFailure) and reply.message == "no refunds today"
+    assert tool_records(caplog) == []
+
+
+async def test_a_tool_timeout_is_logged_with_the_tool_and_seconds(
+    autojump_clock: trio.testing.MockClock, caplog: pytest.LogCaptureFixture
+) -> None:
+    with caplog.at_level(logging.INFO, logger="orchestrator.tools"):
+        reply = await failing_executor().execute(ev.ToolCallRequest("1", "nap", {"secret": "hunter2"}))
+    assert isinstance(reply, ev.ToolFailure)
+    assert [r.getMessage() for r in tool_records(caplog)] == ["tool nap timed out after 1 s"]
+    assert "hunter2" not in caplog.text
+
+
+async def test_an_unserialisable_result_is_named_as_such_with_its_path(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    with caplog.at_level(logging.INFO, logger="orchestrator.tools"):
+        reply = await failing_executor().execute(ev.ToolCallRequest("1", "weird", {"secret": "hunter2"}))
+    problem = (
+        'returned a value JSON cannot carry at result["rows"][1]["when"]: datetime is not JSON-serialisable'
+    )
+    assert isinstance(reply, ev.ToolFailure) and reply.message == f"tool 'weird' {problem}"
+    assert [r.getMessage() for r in tool_records(caplog)] == [f"tool weird {problem}"]
+    assert "raised" not in caplog.text and "hunter2" not in caplog.text
+
+
+def test_culprit_paths_follow_the_conversion() -> None:
+    import dataclasses
+    import enum
+
+    import attrs
+
+    from orchestrator.tools import _culprit
+
+    class Kind(enum.Enum):
+        ODD = {1, 2}
+
+    @attrs.frozen
+    class Point:
+        x: Any
+
+    @dataclasses.dataclass
+    class Box:
+        items: Any
+
+    assert _culprit(object()) == "result"
+    assert _culprit(Box([Point(1), Point(float("nan"))])) == "result.items[1].x"
+    assert _culprit({"a": (1, Kind.ODD)}) == 'result["a"][1].value'
+    assert _culprit({"a": {1: "x"}}) == 'result["a"]'  # a key that is not a string
