@@ -85,7 +85,8 @@ async def test_scripted_steps_fill_templates_and_record_calls() -> None:
         ),
         (
             AgentStep(
-                (PlannedCall("lookup_customer", {"customer_id": "nope"}),), "Hi {lookup_customer[name]}"
+                (PlannedCall("lookup_customer", {"customer_id": "nope"}),),
+                "Hi {lookup_customer[name]}{error}",
             ),
             "{lookup_customer[name]}: the call to lookup_customer failed: no customer",
         ),
@@ -102,6 +103,53 @@ async def test_a_template_that_cannot_be_filled_names_the_field_and_why(
     with pytest.raises(ParticipantError) as raised:
         await agent.get_next_message(Conversation([Message("hi", SIMULATION_EPOCH, CUSTOMER)]))
     assert str(raised.value).startswith(f"agent step template {step.say!r}: {problem}")
+
+
+@pytest.mark.parametrize(
+    ("call", "say", "problem"),
+    [
+        (
+            PlannedCall("lookup_customer", {"customer_id": "nope"}),
+            "ok",
+            "the call to lookup_customer failed: no customer with id 'nope'",
+        ),
+        (
+            PlannedCall("lookup_customer", {"custmer_id": "C-100"}),
+            "ok",
+            "the call to lookup_customer failed: invalid arguments for tool 'lookup_customer'",
+        ),
+        (
+            PlannedCall("no_such_tool"),
+            "ok {no_such_tool}",
+            "the scenario calls tool 'no_such_tool', but agent 'customer-service' has no such tool",
+        ),
+    ],
+)
+async def test_a_failed_call_the_step_does_not_script_ends_the_simulation_in_error(
+    call: PlannedCall, say: str, problem: str
+) -> None:
+    steps: list[str | AgentStep] = ["Hello!", AgentStep((call,), say)]
+    agent = ScriptedToolAgent(ToolBox(CustomerServiceAgent()), steps)
+    customer = ScriptedParticipant(["help me", "bye"])
+    result = await FullSimulationRunner(customer, agent, "hi", INTENT, Outcomes()).run()
+    assert result.end_reason is EndReason.ERROR
+    assert result.end_detail.startswith(f"agent.turns[1]: {problem}")
+    assert [m.content for m in result.conversation.messages] == ["hi", "Hello!", "help me"]
+
+
+async def test_a_failed_call_the_step_scripts_is_said() -> None:
+    failing = PlannedCall("lookup_customer", {"customer_id": "nope"})
+    steps = [
+        AgentStep((failing,), "Found you.", "Sorry: {error}"),
+        AgentStep((failing,), "Found you.{error}"),
+        AgentStep((failing,), "Found you.{lookup_customer[error]}"),
+    ]
+    agent = ScriptedToolAgent(ToolBox(CustomerServiceAgent()), steps)
+    customer = ScriptedParticipant(["again", "again"])
+    result = await FullSimulationRunner(customer, agent, "hi", INTENT, Outcomes()).run()
+    said = [m.content for m in result.conversation.messages if m.sender is ParticipantRole.AGENT]
+    assert said[0].startswith("Sorry: no customer") and said[1].startswith("Found you.no customer")
+    assert said[2].startswith("Found you.no customer") and result.end_reason is not EndReason.ERROR
 
 
 def order_desk(body: Mapping[str, Any]) -> str | Mapping[str, Any]:

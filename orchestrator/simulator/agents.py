@@ -9,13 +9,19 @@ Tool calls are recorded by wrapping the instance's tool methods: those listed
 in the class's ``__tools__`` (what :class:`orchestrator.agent.Agent` compiles
 from ``@tool``), or the names given explicitly. Each call's arguments, result or
 error is attached to the agent message it produced.
+
+:func:`agent_fingerprint` hashes the agent's code, so that a batch resumes only
+results the same agent produced.
 """
 
 from __future__ import annotations
 
 import functools
+import hashlib
 import inspect
 import json
+import sys
+import types
 from collections.abc import AsyncIterator, Callable, Iterable, Mapping
 from contextlib import aclosing
 from pathlib import Path
@@ -197,3 +203,49 @@ def load_agent_class(spec: str, base_dir: Path | None = None) -> Any:
     directory). Raises :class:`AgentSpecError`.
     """
     return load_object(spec, base_dir)
+
+
+def _project_file(module_name: object) -> Path | None:
+    """The file of the module named ``module_name``, unless orchestrator's or the standard library's."""
+    if not isinstance(module_name, str):
+        return None
+    top = module_name.partition(".")[0]
+    module = sys.modules.get(module_name)
+    path = getattr(module, "__file__", None)
+    if top == "orchestrator" or top in sys.stdlib_module_names or not isinstance(path, str):
+        return None
+    return Path(path).resolve()
+
+
+def _source_files(agent: object) -> set[Path]:
+    """The project's files that define ``agent``: the modules of its class and base classes,
+    and the modules of its own module's folder tree that that module imports from."""
+    classes = inspect.getmro(agent) if isinstance(agent, type) else (agent,)
+    found = (_project_file(getattr(klass, "__module__", None)) for klass in classes)
+    files = {path for path in found if path is not None}
+    own_name = getattr(agent, "__module__", None)
+    own, own_file = sys.modules.get(own_name or ""), _project_file(own_name)
+    if own is None or own_file is None:
+        return files
+    for value in vars(own).values():
+        name = value.__name__ if isinstance(value, types.ModuleType) else getattr(value, "__module__", None)
+        path = _project_file(name)
+        if path is not None and path.is_relative_to(own_file.parent):
+            files.add(path)
+    return files
+
+
+def agent_fingerprint(agent: object, spec: str) -> str:
+    """A short hash of ``spec`` and the source of the code behind ``agent`` (the class loaded).
+
+    The source is that of the agent's class and its base classes, and of the modules of
+    its own folder that its module imports from; orchestrator and the standard library
+    are left out. A file that cannot be read counts as empty.
+    """
+    digest = hashlib.sha256(spec.encode())
+    for path in sorted(_source_files(agent)):
+        try:
+            digest.update(path.read_bytes())
+        except OSError:
+            digest.update(b"")
+    return digest.hexdigest()[:16]

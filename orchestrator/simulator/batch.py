@@ -5,8 +5,10 @@ Each finished simulation is appended as one JSON line (a
 writer task, shielded, writing whatever lines are waiting), so a stopped batch
 loses nothing: run it again and the simulations already in the file are skipped. A
 record counts only if its scenario's fingerprint (a hash of the scenario as
-parsed) still matches, so editing a scenario reruns it; a torn last line (a
-crash mid-write) is cut off. Records come back in scenario order, then sample.
+parsed) still matches, and, for a scenario that reaches the agent under test, the
+agent's (``agent_fingerprint``, a hash of its code and spec): editing either reruns
+it, and :attr:`BatchRun.not_resumed` says why. A torn last line (a crash
+mid-write) is cut off. Records come back in scenario order, then sample.
 
 A simulation that fails (agent raises, LLM unreachable) is a record with end
 reason ``error``, not a batch failure. Scenario mistakes (an LLM scenario without
@@ -17,7 +19,8 @@ from __future__ import annotations
 
 import hashlib
 import math
-from collections.abc import Sequence
+from collections import Counter
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Protocol
 
@@ -26,7 +29,7 @@ import cattrs
 import trio
 
 from .agents import AgentFactory
-from .builder import build_runner, check_runnable
+from .builder import build_runner, check_runnable, uses_agent_class
 from .channels import Channel
 from .errors import ParticipantError
 from .llm import LLMClient
@@ -43,15 +46,21 @@ class SimulationRecord:
     fingerprint: str
     passed: bool
     result: ConversationResult
+    agent_fingerprint: str = ""
 
 
 @attrs.frozen
 class BatchRun:
-    """The records of a batch (resumed ones included) and how many were resumed."""
+    """The records of a batch (resumed ones included) and how many were resumed.
+
+    ``not_resumed`` counts the simulations that had a record but ran again, by why:
+    ``"scenario"`` (it was edited since) or ``"agent"`` (the agent was).
+    """
 
     records: tuple[SimulationRecord, ...]
     resumed: int
     duration_seconds: float
+    not_resumed: Mapping[str, int] = attrs.field(factory=dict)
 
 
 class BatchObserver(Protocol):
@@ -98,7 +107,8 @@ class Batch:
     The agent under test is ``agent_factory`` (full runs, in process) or the
     agent behind ``channel`` (hybrid runs); scenarios with a simulated agent need
     neither. ``llm`` serves LLM participants and the judge. ``transcripts`` is
-    the JSONL file to append to and resume from (None: keep nothing on disk).
+    the JSONL file to append to and resume from (None: keep nothing on disk);
+    ``agent_fingerprint`` identifies the agent's code (see :func:`.agents.agent_fingerprint`).
     """
 
     scenarios: Sequence[Scenario]
@@ -109,6 +119,7 @@ class Batch:
     llm: LLMClient | None = None
     transcripts: Path | None = None
     observer: BatchObserver | None = None
+    agent_fingerprint: str = ""
 
     def __attrs_post_init__(self) -> None:
         if self.samples < 1 or self.concurrency < 1:
@@ -122,11 +133,21 @@ class Batch:
         check_runnable(self.scenarios, self.agent_factory, self.channel, self.llm)
         started = trio.current_time()
         fingerprints = {s.name: scenario_fingerprint(s) for s in self.scenarios}
+        agents = {s.name: self.agent_fingerprint if uses_agent_class(s) else "" for s in self.scenarios}
         done: dict[tuple[str, int], SimulationRecord] = {}
+        stale: dict[tuple[str, int], str] = {}
         if self.transcripts is not None:
             for record in await trio.to_thread.run_sync(_read_records, self.transcripts):
-                if fingerprints.get(record.scenario) == record.fingerprint and record.sample < self.samples:
-                    done[(record.scenario, record.sample)] = record
+                key = (record.scenario, record.sample)
+                if record.scenario not in fingerprints or record.sample >= self.samples:
+                    continue
+                if fingerprints[record.scenario] != record.fingerprint:
+                    stale[key] = "scenario"
+                elif agents[record.scenario] != record.agent_fingerprint:
+                    stale[key] = "agent"
+                else:
+                    done[key] = record
+        not_resumed = Counter(why for key, why in stale.items() if key not in done)
         jobs = [(s, k) for s in self.scenarios for k in range(self.samples) if (s.name, k) not in done]
         resumed = len(done)
         if self.observer is not None:
@@ -139,24 +160,26 @@ class Batch:
             with lines:  # closing it lets the writer finish once the queue is empty
                 async with trio.open_nursery() as nursery:
                     for scenario, sample in jobs:
-                        job = (scenario, sample, fingerprints[scenario.name], limiter, done, lines)
+                        marks = (fingerprints[scenario.name], agents[scenario.name])
+                        job = (scenario, sample, marks, limiter, done, lines)
                         nursery.start_soon(self._job, *job)
         order = {s.name: index for index, s in enumerate(self.scenarios)}
         records = sorted(done.values(), key=lambda r: (order[r.scenario], r.sample))
-        return BatchRun(tuple(records), resumed, trio.current_time() - started)
+        return BatchRun(tuple(records), resumed, trio.current_time() - started, dict(not_resumed))
 
     async def _job(
         self,
         scenario: Scenario,
         sample: int,
-        fingerprint: str,
+        fingerprints: tuple[str, str],
         limiter: trio.CapacityLimiter,
         done: dict[tuple[str, int], SimulationRecord],
         lines: trio.MemorySendChannel[str],
     ) -> None:
         async with limiter:
             result = await self.simulate(scenario, sample)
-        record = SimulationRecord(scenario.name, sample, fingerprint, result.passed, result)
+        scenario_mark, agent_mark = fingerprints
+        record = SimulationRecord(scenario.name, sample, scenario_mark, result.passed, result, agent_mark)
         if self.transcripts is not None:
             lines.send_nowait(to_json(record) + "\n")
         done[(scenario.name, sample)] = record

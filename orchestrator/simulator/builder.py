@@ -8,11 +8,12 @@ customer without an ``initial_message`` opens with its first turn.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+import difflib
+from collections.abc import Iterator, Mapping, Sequence
 
 from .agents import AgentFactory, AgentParticipant, make_agent
 from .channels import Channel
-from .drivers import LLMToolAgent, ScriptedToolAgent, ToolBox
+from .drivers import AgentStep, LLMToolAgent, ScriptedToolAgent, ToolBox
 from .errors import ScenarioError
 from .evaluators import CombinedEvaluator, Evaluator, RuleEvaluator
 from .hybrid import HybridSimulationRunner
@@ -20,6 +21,7 @@ from .judge import LLMJudge
 from .llm import LLMClient
 from .models import Intent, ParticipantRole
 from .participants import LLMParticipant, Participant, RuleBasedParticipant, ScriptedParticipant
+from .rules import ToolCalled
 from .runners import FullSimulationRunner, ProgressCallback, SimulationRunner
 from .specs import ParticipantSpec, Scenario
 
@@ -38,6 +40,52 @@ def check_runnable(
             raise ScenarioError(f"scenario {scenario.name!r} needs an LLM ([llm] settings)")
         if scenario.needs_agent and agent_factory is None and channel is None:
             raise ScenarioError(f"scenario {scenario.name!r} needs an agent to test (--agent)")
+
+
+def uses_agent_class(scenario: Scenario) -> bool:
+    """Whether ``scenario`` talks to the agent under test or drives its tools (given a class)."""
+    return scenario.agent is None or scenario.needs_agent or scenario.agent.kind == "llm"
+
+
+def check_tools(scenarios: Sequence[Scenario], agent: object) -> None:
+    """Raise ScenarioError for a tool a step calls or a rule names that ``agent`` does not have.
+
+    ``agent`` is the class under test; its tools are its ``__tools__`` (none for a
+    plain class with ``on_message``). Scenarios that never reach it are not checked.
+    """
+    tools = getattr(agent, "__tools__", None)
+    available = sorted(map(str, tools)) if isinstance(tools, Mapping) else []
+    agent_id = getattr(agent, "agent_id", None)
+    name = agent_id if isinstance(agent_id, str) and agent_id else getattr(agent, "__name__", "the agent")
+    for scenario in scenarios:
+        if not uses_agent_class(scenario):
+            continue
+        for where, tool in _tools_named(scenario):
+            if tool not in available:
+                guess = difflib.get_close_matches(tool, available, n=1)
+                hint = f"did you mean {guess[0]}? " if guess else ""
+                its = f"{hint}its tools: {', '.join(available)}" if available else "it has no tools"
+                raise ScenarioError(
+                    f"scenario {scenario.name!r}: {where}: agent {name!r} has no tool {tool!r} ({its})"
+                )
+
+
+def _tools_named(scenario: Scenario) -> Iterator[tuple[str, str]]:
+    """``(path, tool name)`` for each tool the scenario's rules name and its agent steps call."""
+    rules: list[tuple[str, object]] = [(f"expect[{i}]", rule) for i, rule in enumerate(scenario.expectations)]
+    for index, outcome in enumerate(scenario.outcomes.names):
+        when = scenario.outcome_rules.get(outcome, ())
+        rules.extend((f"outcomes[{index}].when[{i}]", rule) for i, rule in enumerate(when))
+    for where, rule in rules:
+        if isinstance(rule, ToolCalled):
+            yield f"{where}.{'no_tool' if rule.negate else 'tool'}", rule.tool
+    turns = scenario.agent.turns if scenario.agent is not None else ()
+    for index, alternatives in enumerate(turns):
+        for number, turn in enumerate(alternatives):
+            where = f"agent.turns[{index}]" + (f"[{number}]" if len(alternatives) > 1 else "")
+            if isinstance(turn, AgentStep):
+                for call, planned in enumerate(turn.calls):
+                    yield f"{where}.tools[{call}].name", planned.tool
 
 
 def build_participant(

@@ -13,7 +13,8 @@ simulated platform LLM calls tools as Conversimple conversations
 (``tool_call_request`` frames); see :mod:`.sandbox_channel`.
 
 Writes ``DIR/transcripts.jsonl`` (one record per simulation, appended as each
-finishes; rerunning resumes), ``DIR/summary.json``, ``DIR/junit.xml`` and, for
+finishes; rerunning resumes those the same scenario and agent code produced, and says
+why any others ran again), ``DIR/summary.json``, ``DIR/junit.xml`` and, for
 LLM scenarios, ``DIR/llm-cache/``; prints the report.
 
 Exit status: 0 when every simulation passed, or with ``--pass-rate`` when the
@@ -31,6 +32,7 @@ from __future__ import annotations
 
 import signal
 import tempfile
+from collections.abc import Mapping
 from contextlib import AsyncExitStack
 from pathlib import Path
 from typing import Any, NoReturn
@@ -43,8 +45,9 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 
 from ..agent import Agent
 from ..errors import ConfigError
-from .agents import load_agent_class
+from .agents import agent_fingerprint, load_agent_class
 from .batch import Batch, BatchRun, SimulationRecord
+from .builder import check_tools
 from .cache import CachedLLMClient
 from .llm import LLMClient, LLMSettings
 from .openai_client import OpenAIClient
@@ -114,6 +117,15 @@ def _in_file(path: Path, message: str) -> str:
     if message.startswith("the file"):
         return f"{path}{message[len('the file') :]}"
     return message if str(path) in message else f"{path}: {message}"
+
+
+def _not_resumed(counts: Mapping[str, int]) -> str:
+    """Why simulations with earlier results ran again, in one line."""
+    total = sum(counts.values())
+    why = {"agent": "the agent's code or spec changed", "scenario": "their scenario changed"}
+    reasons = [f"{why[key]} ({counts[key]})" if len(counts) > 1 else why[key] for key in sorted(counts)]
+    plural = "s" if total != 1 else ""
+    return f"{total} earlier result{plural} not resumed: {' and '.join(reasons)}"
 
 
 def _check_llm_configured(
@@ -281,6 +293,13 @@ def simulate(ctx: click.Context, /, scenarios_file: Path, **options: Any) -> Non
         agent_factory = load_agent_class(spec, base_dir) if spec else None
     except ConfigError as exc:
         raise BadInput(str(exc)) from exc
+    fingerprint = ""
+    if agent_factory is not None:
+        try:
+            check_tools(scenario_file.scenarios, agent_factory)
+        except ConfigError as exc:
+            raise BadInput(_in_file(scenarios_file, str(exc))) from exc
+        fingerprint = agent_fingerprint(agent_factory, spec or "")
     served: type[Agent] | None = None
     if via_sandbox:
         if agent_factory is None:
@@ -310,6 +329,7 @@ def simulate(ctx: click.Context, /, scenarios_file: Path, **options: Any) -> Non
         concurrency=options["concurrency"],
         agent_factory=agent_factory,
         transcripts=transcripts,
+        agent_fingerprint=fingerprint,
     )
     console = Console()
     if settings is not None:
@@ -342,6 +362,8 @@ def simulate(ctx: click.Context, /, scenarios_file: Path, **options: Any) -> Non
         (out / "junit.xml").write_text(junit_xml(run.records, summary), encoding="utf-8")
     except OSError as exc:
         raise Unwritable(f"results not saved: {exc.filename}: {exc.strerror or exc}") from exc
+    if run.not_resumed:
+        console.print(_not_resumed(run.not_resumed), highlight=False)
     render_report(summary, run.records, console)
     console.print(f"results in {out}/ (transcripts.jsonl, summary.json, junit.xml)", highlight=False)
     failures = []

@@ -51,7 +51,9 @@ class AgentStep:
 
     Templates are ``str.format`` strings over the results by tool name —
     ``{check_order_status[status]}`` — plus ``{error}``, the first failure's message.
-    A failed call's result is ``{"error": message}``.
+    A failed call's result is ``{"error": message}``. A failure that neither
+    ``on_error`` nor an ``{error}`` field in ``say`` scripts ends the simulation in
+    error: the step was written for a call that succeeds.
     """
 
     calls: tuple[PlannedCall, ...]
@@ -126,6 +128,9 @@ class ScriptedToolAgent(Participant):
         values: dict[str, Any] = {c.name: c.result if c.succeeded else {"error": c.error} for c in calls}
         errors = [c.error for c in calls if c.error]
         values["error"] = errors[0] if errors else ""
+        failed = next((c for c in calls if c.error is not None), None)
+        if failed is not None and turn.on_error is None and not _names_error(turn.say, failed.name):
+            raise ParticipantError(f"agent.turns[{self._next - 1}]: {_failure(failed, self.toolbox)}")
         template = turn.on_error if errors and turn.on_error is not None else turn.say
         try:
             text = template.format_map(values)
@@ -162,11 +167,9 @@ def _unfilled(
             called = ", ".join(sorted({call.name for call in calls})) or "none"
             return f"{where}: this step calls no tool {root!r} (it calls: {called})"
         if root in failed and field != f"{root}[error]":
-            available = sorted(schema["name"] for schema in tools.schemas())
-            if root not in available:
-                names = ", ".join(available) or "none"
-                lacks = f"agent {tools.name!r} has no such tool (its tools: {names})"
-                return f"the scenario calls tool {root!r}, but {lacks}"
+            failure = next(call for call in calls if call.name == root)
+            if root not in {schema["name"] for schema in tools.schemas()}:
+                return _failure(failure, tools)
             hint = "" if has_on_error else "; add on_error to the step to script that case"
             return f"{where}: the call to {root} failed: {failed[root]}{hint}"
         value = values[root]
@@ -177,6 +180,28 @@ def _unfilled(
                 return f"{where}: the result of {root} {problem}"
             value = getattr(value, attribute) if attribute else value[key]
     return None
+
+
+def _names_error(template: str, tool: str) -> bool:
+    """Whether ``template`` says what went wrong: ``{error}`` or ``{tool[error]}``."""
+    try:
+        fields = {field for _, field, _, _ in string.Formatter().parse(template) if field is not None}
+    except ValueError:
+        return False
+    return bool(fields & {"error", f"{tool}[error]"})
+
+
+def _failure(call: ToolCall, tools: Tools) -> str:
+    """Why ``call`` failed, in the scenario's terms: a tool the agent lacks, or its error."""
+    available = sorted(schema["name"] for schema in tools.schemas())
+    if call.name not in available:
+        names = ", ".join(available) or "none"
+        lacks = f"agent {tools.name!r} has no such tool (its tools: {names})"
+        return f"the scenario calls tool {call.name!r}, but {lacks}"
+    return (
+        f"the call to {call.name} failed: {call.error} "
+        "(add on_error to the step, or {error} to its say, to script a failing call)"
+    )
 
 
 def _missing(value: Any, attribute: str, key: str | int) -> str | None:

@@ -26,6 +26,7 @@ from typing import Any, Protocol
 import attrs
 
 from .models import Conversation, Message, ParticipantRole, ToolCall, Verdict
+from .tables import show, unknown_keys
 
 _SPEAKERS: Mapping[str, ParticipantRole | None] = {
     "agent": ParticipantRole.AGENT,
@@ -153,17 +154,21 @@ def parse_rule(table: Mapping[str, Any]) -> Rule:
     if len(kinds) != 1:
         raise ValueError(f"a rule needs exactly one of {', '.join(_KINDS)}; got {dict(table)!r}")
     kind = kinds[0]
-    unknown = set(table) - _ALLOWED[kind] - {kind}
-    if unknown:
-        raise ValueError(f"unknown key(s) {', '.join(sorted(unknown))} in a {kind!r} rule")
+    unknown = unknown_keys(table, _ALLOWED[kind] | {kind})
+    if unknown is not None:
+        raise ValueError(f"a {kind!r} rule: {unknown}")
     by = table.get("by", "agent")
-    if by not in _SPEAKERS:
-        raise ValueError(f"'by' must be agent, customer or anyone, got {by!r}")
-    value, name, negate = table[kind], str(table.get("name", "")), kind.startswith(("never_", "no_"))
+    if not isinstance(by, str) or by not in _SPEAKERS:
+        raise ValueError(f"'by' must be agent, customer or anyone, got {show(by)}")
+    value, name, negate = table[kind], table.get("name", ""), kind.startswith(("never_", "no_"))
     if not isinstance(value, str) or not value:
-        raise ValueError(f"{kind!r} needs a non-empty string")
+        raise ValueError(f"{kind!r} needs a non-empty string, got {show(value)}")
+    if not isinstance(name, str):
+        raise ValueError(f"'name' must be a string, got {show(name)}")
     if kind in ("says", "never_says"):
-        sensitive = bool(table.get("case_sensitive", False))
+        sensitive = table.get("case_sensitive", False)
+        if not isinstance(sensitive, bool):
+            raise ValueError(f"'case_sensitive' must be true or false, got {show(sensitive)}")
         return Contains(value, _SPEAKERS[by], negate, sensitive, name)
     if kind in ("matches", "never_matches"):
         return Matches(value, _SPEAKERS[by], negate, name)
@@ -171,9 +176,9 @@ def parse_rule(table: Mapping[str, Any]) -> Rule:
     times = table.get("times")
     succeeded = table.get("succeeded")
     if not isinstance(args, Mapping):
-        raise ValueError("'args' must be a table")
-    if times is not None and (not isinstance(times, int) or times < 0):
-        raise ValueError("'times' must be a non-negative integer")
+        raise ValueError(f"'args' must be a table, got {show(args)}")
+    if times is not None and (isinstance(times, bool) or not isinstance(times, int) or times < 0):
+        raise ValueError(f"'times' must be a non-negative integer, got {show(times)}")
     if succeeded is not None and not isinstance(succeeded, bool):
-        raise ValueError("'succeeded' must be true or false")
+        raise ValueError(f"'succeeded' must be true or false, got {show(succeeded)}")
     return ToolCalled(value, args, times, succeeded, negate, name)

@@ -61,6 +61,14 @@ filled from the results (``str.format``: ``{tool_name[field]}``, ``{error}``)::
     [[scenario.agent.turns]]
     say = "Anything else?"                 # a step without tools is plain text
 
+A call that fails is said with ``on_error`` (or a ``say`` naming ``{error}``);
+a step with neither ends the simulation in error, naming the call and why. The
+tools steps call and rules name are checked against the agent's when it is known.
+
+Every value is checked at load, and a mistake names the scenario, the key's path
+and what was expected (``scenario 'x': agent.turns[1].tools[0].args: expected a
+table, got 'now'``); see :mod:`.tables`.
+
 (Inline tables must fit on one line in TOML, so steps read best as
 ``[[scenario.agent.turns]]``; plain ``turns = [...]`` strings work too.) With no
 agent class at all, a scripted or rules agent without tool steps is simulated
@@ -81,8 +89,9 @@ from .hybrid import HybridTiming
 from .judge import Criterion
 from .models import Intent, Outcome, Outcomes, ParticipantRole
 from .participants import ReplyRule
-from .rules import parse_rule
+from .rules import Rule, parse_rule
 from .specs import ParticipantSpec, Scenario, ScenarioFile, Turn
+from .tables import Table, expected
 from .termination import TerminationPolicy
 
 __all__ = ["ParticipantSpec", "Scenario", "ScenarioFile", "load_scenarios", "parse_scenarios"]
@@ -116,170 +125,180 @@ def load_scenarios(path: str | os.PathLike[str]) -> ScenarioFile:
         data = tomllib.loads(path.read_text(encoding="utf-8"))
     except OSError as exc:
         raise ScenarioError(f"cannot read {path}: {exc.strerror}") from exc
+    except UnicodeDecodeError as exc:  # as the sandbox reports its scenario files
+        raise ScenarioError(f"{path}: cannot read scenario: {exc}") from exc
     except tomllib.TOMLDecodeError as exc:
         raise ScenarioError(f"{path}: invalid TOML: {exc}") from exc
     return parse_scenarios(data, base_dir=path.parent)
 
 
 def parse_scenarios(data: Mapping[str, Any], base_dir: Path | None = None) -> ScenarioFile:
-    """A :class:`ScenarioFile` from already-parsed TOML data."""
-    _no_unknown(data, _TOP, "the file")
-    defaults = _table(data.get("defaults", {}), "[defaults]")
-    _no_unknown(defaults, _SCENARIO - {"name"}, "[defaults]")
-    llm = _table(data.get("llm", {}), "[llm]") or None
-    if llm is not None:
-        if "api_key" in llm:
-            raise ScenarioError("[llm]: never put an API key in a file; name its variable in api_key_env")
-        _no_unknown(llm, _LLM, "[llm]")
+    """A :class:`ScenarioFile` from already-parsed TOML data; ScenarioError naming the key at fault."""
+    top = Table(data)
+    top.check_keys(_TOP)
+    defaults = Table.at(data.get("defaults", {}), "[defaults]", _SCENARIO - {"name"})
+    llm = _llm(Table.at(data.get("llm", {}), "[llm]")) if "llm" in data else None
     tables = data.get("scenario", [])
     if not isinstance(tables, list) or not tables:
         raise ScenarioError("the file has no [[scenario]] tables")
-    scenarios = tuple(_scenario({**defaults, **_table(t, "[[scenario]]")}) for t in tables)
+    scenarios = tuple(_scenario(Table.at(t, "[[scenario]]"), defaults) for t in tables)
     names = [s.name for s in scenarios]
     duplicates = sorted({n for n in names if names.count(n) > 1})
     if duplicates:
         raise ScenarioError(f"duplicate scenario name(s): {', '.join(duplicates)}")
-    samples = data.get("samples")
-    if samples is not None and (not isinstance(samples, int) or samples < 1):
-        raise ScenarioError("samples must be a positive integer")
+    samples = top.optional_integer("samples", minimum=1)
     agent = data.get("agent")
     if agent is not None and not isinstance(agent, str):
         raise ScenarioError("agent must be a string like 'package.module:Class' or 'file.py:Class'")
     return ScenarioFile(scenarios, base_dir or Path.cwd(), agent, samples, llm)
 
 
-def _table(value: Any, where: str) -> dict[str, Any]:
-    if not isinstance(value, Mapping):
-        raise ScenarioError(f"{where} must be a table")
-    return dict(value)
+def _llm(table: Table) -> dict[str, Any] | None:
+    """The ``[llm]`` table, its values checked (the environment fills in the rest later)."""
+    if "api_key" in table:
+        raise ScenarioError("[llm]: never put an API key in a file; name its variable in api_key_env")
+    table.check_keys(_LLM)
+    for key in ("base_url", "model", "api_key_env"):
+        table.optional_text(key)
+    table.number("timeout_seconds", positive=True)
+    table.number("requests_per_minute", positive=True)
+    table.optional_integer("max_retries", minimum=0)
+    table.optional_integer("seed")
+    return dict(table.data) or None
 
 
-def _no_unknown(table: Mapping[str, Any], allowed: set[str], where: str) -> None:
-    unknown = sorted(set(table) - allowed)
-    if unknown:
-        raise ScenarioError(f"{where}: unknown key(s) {', '.join(unknown)}")
-
-
-def _strings(value: Any, what: str) -> tuple[str, ...]:
-    if isinstance(value, str):
-        return (value,)
-    if not isinstance(value, list) or not all(isinstance(item, str) for item in value):
-        raise ValueError(f"{what} must be a string or a list of strings")
-    return tuple(value)
-
-
-def _scenario(table: dict[str, Any]) -> Scenario:
-    name = table.get("name")
+def _scenario(table: Table, defaults: Table) -> Scenario:
+    name = table.data.get("name")
     if not isinstance(name, str) or not name:
         raise ScenarioError("every [[scenario]] needs a non-empty name")
+    inherited = frozenset(defaults.data) - frozenset(table.data)
+    merged = Table({**defaults.data, **table.data}, inherited=inherited)
     try:
-        _no_unknown(table, _SCENARIO, "unknown key")
-        return _build(name, table)
+        Table(table.data).check_keys(_SCENARIO)
+        return _build(name, merged)
     except (ValueError, TypeError, ScenarioError) as exc:
         raise ScenarioError(f"scenario {name!r}: {exc}") from exc
 
 
-def _build(name: str, table: dict[str, Any]) -> Scenario:
+def _rule(table: Table) -> Rule:
+    try:
+        return parse_rule(table.data)
+    except ValueError as exc:
+        raise ScenarioError(f"{table.path}: {exc}") from exc
+
+
+def _build(name: str, table: Table) -> Scenario:
     outcome_list, outcome_rules = [], {}
-    for item in table.get("outcomes", []):
-        item = _table(item, "outcomes")
-        _no_unknown(item, {"name", "description", "when"}, "outcomes")
-        outcome_list.append(Outcome(item["name"], item.get("description", "")))
-        outcome_rules[item["name"]] = tuple(parse_rule(_table(r, "when")) for r in item.get("when", []))
+    for item in table.tables("outcomes", {"name", "description", "when"}):
+        label = item.text("name")
+        try:
+            outcome_list.append(Outcome(label, item.text("description", "")))
+        except ValueError as exc:
+            raise ScenarioError(f"{item.where('name')}: {exc}") from exc
+        outcome_rules[label] = tuple(_rule(r) for r in item.tables("when"))
     outcomes = Outcomes(outcome_list)
-    expected = _strings(table.get("expected_outcomes", []), "expected_outcomes")
-    default_outcome = table.get("default_outcome")
+    expected = table.texts("expected_outcomes")
+    default_outcome = table.optional_text("default_outcome")
     for label in (*expected, *([default_outcome] if default_outcome else [])):
         if outcomes.get_outcome_by_name(label) is None:
             raise ValueError(f"outcome {label!r} is not declared in outcomes")
-    evaluator = table.get("evaluator", "rules")
-    if evaluator not in EVALUATORS:
-        raise ValueError(f"evaluator must be one of {', '.join(EVALUATORS)}")
-    customer = _participant(_table(table.get("customer", {}), "customer"), "customer")
-    agent = _participant(_table(table["agent"], "agent"), "agent") if "agent" in table else None
-    initial = table.get("initial_message")
+    evaluator = table.choice("evaluator", "rules", EVALUATORS)
+    customer = _participant(table.table("customer"), customer=True)
+    agent = _participant(table.table("agent"), customer=False) if "agent" in table else None
+    initial = table.optional_text("initial_message")
     if initial is None and customer.kind == "rules":
         raise ValueError("a rules customer needs an initial_message")
     if customer.kind == "scripted" and not customer.turns and initial is None:
         raise ValueError("a scripted customer needs turns or an initial_message")
-    criteria = [_table(c, "criteria") for c in table.get("criteria", [])]
-    policy = {key: table[key] for key in _POLICY if key in table}
-    if "closing_phrases" in policy:
-        policy["closing_phrases"] = _strings(policy["closing_phrases"], "closing_phrases")
+    criteria = [
+        Criterion(c.text("name", empty=False), c.text("description", ""))
+        for c in table.tables("criteria", {"name", "description"})
+    ]
+    policy: dict[str, Any] = {
+        "closing_phrases": table.texts("closing_phrases") if "closing_phrases" in table else None,
+        "idle_timeout": table.number("idle_timeout", positive=True),
+        "end_on_outcome": table.flag("end_on_outcome", False) if "end_on_outcome" in table else None,
+        "judge_every": table.optional_integer("judge_every", minimum=0),
+    }
+    timing: dict[str, Any] = {
+        "reply_delay": table.number("reply_delay", minimum=0),
+        "settle": table.number("settle", minimum=0),
+        "patience": table.number("patience", positive=True),
+    }
+    description = table.text("description", "")
     return Scenario(
         name=name,
-        intent=Intent(ParticipantRole.CUSTOMER, str(table.get("intent", table.get("description", "")))),
+        intent=Intent(ParticipantRole.CUSTOMER, table.text("intent", description)),
         outcomes=outcomes,
-        description=str(table.get("description", "")),
+        description=description,
         initial_message=initial,
         customer=customer,
         agent=agent,
-        expectations=tuple(parse_rule(_table(r, "expect")) for r in table.get("expect", [])),
+        expectations=tuple(_rule(r) for r in table.tables("expect")),
         outcome_rules=outcome_rules,
         default_outcome=default_outcome,
         expected_outcomes=expected,
-        criteria=tuple(Criterion(str(c["name"]), str(c.get("description", ""))) for c in criteria),
+        criteria=tuple(criteria),
         evaluator=evaluator,
-        max_messages=int(table.get("max_messages", 20)),
-        termination=TerminationPolicy(**policy),
-        timing=HybridTiming(**{key: table[key] for key in _TIMING if key in table}),
+        max_messages=table.integer("max_messages", 20, minimum=1),
+        termination=TerminationPolicy(**{key: value for key, value in policy.items() if value is not None}),
+        timing=HybridTiming(**{key: value for key, value in timing.items() if value is not None}),
     )
 
 
-def _participant(table: dict[str, Any], where: str) -> ParticipantSpec:
-    _no_unknown(table, _PARTICIPANT, where)
-    kind = table.get("kind", "scripted")
-    if kind not in KINDS:
-        raise ValueError(f"{where}.kind must be one of {', '.join(KINDS)}")
-    turns = tuple(_turn(turn, where) for turn in table.get("turns", []))
-    if where == "customer" and any(not isinstance(t, str) for alts in turns for t in alts):
-        raise ValueError("customer.turns must be strings (tool steps are for the agent)")
+def _participant(table: Table, *, customer: bool) -> ParticipantSpec:
+    table.check_keys(_PARTICIPANT)
+    kind = table.choice("kind", "scripted", KINDS)
+    turns = tuple(_turn(item, where, customer) for where, item in table.items("turns", "a list of turns"))
     rules = []
-    for rule in table.get("rules", []):
-        rule = _table(rule, f"{where}.rules")
-        _no_unknown(rule, {"when", "reply", "once"}, f"{where}.rules")
-        rules.append(ReplyRule(str(rule["when"]), str(rule["reply"]), bool(rule.get("once", False))))
-    if kind == "rules" and not rules and table.get("default_reply") is None:
-        raise ValueError(f"a rules {where} needs rules or a default_reply")
+    for rule in table.tables("rules", {"when", "reply", "once"}):
+        try:
+            rules.append(ReplyRule(rule.text("when"), rule.text("reply"), rule.flag("once", False)))
+        except ValueError as exc:  # a regex that does not compile
+            raise ScenarioError(f"{rule.where('when')}: {exc}") from exc
+    default_reply = table.optional_text("default_reply")
+    if kind == "rules" and not rules and default_reply is None:
+        raise ValueError(f"a rules {table.path} needs rules or a default_reply")
+    temperature = table.number("temperature", minimum=0)
     return ParticipantSpec(
         kind=kind,
         turns=turns,
-        persona=str(table.get("persona", "")),
-        instructions=str(table.get("instructions", "")),
-        temperature=float(table.get("temperature", 0.7)),
+        persona=table.text("persona", ""),
+        instructions=table.text("instructions", ""),
+        temperature=0.7 if temperature is None else temperature,
         rules=tuple(rules),
-        default_reply=table.get("default_reply"),
-        max_turns=table.get("max_turns"),
+        default_reply=default_reply,
+        max_turns=table.optional_integer("max_turns", minimum=1),
     )
 
 
-def _turn(value: Any, where: str) -> tuple[Turn, ...]:
-    alternatives = value if isinstance(value, list) else [value]
-    if not alternatives:
-        raise ValueError(f"{where}.turns: an empty list of alternatives")
-    return tuple(
-        _step(item, where) if isinstance(item, Mapping) else _text(item, where) for item in alternatives
-    )
+def _turn(value: Any, where: str, customer: bool) -> tuple[Turn, ...]:
+    """One turn: a string, a step table, or a list of alternatives (by sample)."""
+    if not isinstance(value, list):
+        return (_alternative(value, where, customer),)
+    if not value:
+        raise ScenarioError(f"{where}: an empty list of alternatives")
+    return tuple(_alternative(item, f"{where}[{index}]", customer) for index, item in enumerate(value))
 
 
-def _text(value: Any, where: str) -> str:
-    if not isinstance(value, str):
-        raise ValueError(f"{where}.turns entries must be strings, tables or lists of them")
-    return value
+def _alternative(value: Any, where: str, customer: bool) -> Turn:
+    if isinstance(value, str):
+        return value
+    if not isinstance(value, Mapping):
+        what = "a string" if customer else "a string or a step table (tools, say, on_error)"
+        raise expected(where, what, value)
+    step = _step(Table.at(value, where, {"tools", "say", "on_error"}))
+    if customer and not isinstance(step, str):
+        raise ScenarioError(f"{where}: a customer's turns are text (tool steps are for the agent)")
+    return step
 
 
-def _step(table: Mapping[str, Any], where: str) -> Turn:
-    _no_unknown(table, {"tools", "say", "on_error"}, f"{where}.turns step")
-    calls = []
-    for call in table.get("tools", []):
-        call = _table(call, f"{where}.turns step tools")
-        _no_unknown(call, {"name", "args"}, f"{where}.turns step tools")
-        if not isinstance(call.get("name"), str):
-            raise ValueError(f"{where}.turns: each tool call needs a name")
-        calls.append(PlannedCall(call["name"], _table(call.get("args", {}), "args")))
-    say, on_error = table.get("say"), table.get("on_error")
-    if not isinstance(say, str) or (on_error is not None and not isinstance(on_error, str)):
-        raise ValueError(f"{where}.turns: a step needs 'say' (and optionally 'on_error') text")
+def _step(table: Table) -> Turn:
+    calls = [
+        PlannedCall(call.text("name", empty=False), dict(call.table("args").data))
+        for call in table.tables("tools", {"name", "args"})
+    ]
+    say, on_error = table.text("say"), table.optional_text("on_error")
     if not calls:
         return say  # a table with only 'say' is plain text
     return AgentStep(tuple(calls), say, on_error)
