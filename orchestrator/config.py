@@ -18,7 +18,7 @@ Every value is checked before any is used, and an error names where the value ca
 ``/etc/o.toml: supervisor.max_conversations: expected an integer, got 10.5``. Booleans
 are not numbers and strings are neither, except in the environment, where all is text.
 Numbers are finite: NaN and infinity are refused (an unset optional value means "never").
-The bounds the command-line flags enforce hold for files and variables too (:data:`RANGES`).
+Every numeric setting has a range (:data:`RANGES`), which holds for flags, files and variables alike.
 """
 
 from __future__ import annotations
@@ -31,7 +31,7 @@ import re
 import tomllib
 import types
 import typing
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any, Literal
 
@@ -43,6 +43,7 @@ from .errors import ConfigError
 from .mailbox import OverflowPolicy
 from .protocols.codec import MAX_DEPTH as MAX_JSON_DEPTH
 from .supervision import SupervisorSettings
+from .tools import ToolSettings
 
 PlatformKind = Literal["conversimple", "arinova"]
 
@@ -104,7 +105,8 @@ class PlatformSettings:
         if (self.max_attempts or 0) < 0 or (self.total_retry_duration or 0) < 0:
             raise ValueError("max_attempts and total_retry_duration must not be negative")
         if self.backoff_initial > self.backoff_max:
-            raise ValueError("backoff_initial must not exceed backoff_max")
+            initial, most = self.backoff_initial, self.backoff_max
+            raise ValueError(f"backoff_initial ({initial!r}) must not exceed backoff_max ({most!r})")
         # The backoff's own rules, checked here so that a bad file fails at load, not at the
         # first reconnect.
         BackoffPolicy(base=self.backoff_initial, cap=self.backoff_max, multiplier=self.backoff_multiplier)
@@ -167,15 +169,78 @@ ALIASES = {
     "ARINOVA_BOT_TOKEN": ("platform", "bot_token"),
 }
 SECRET_FIELDS = frozenset({"api_key", "bot_token"})
-#: Bounds (inclusive; None: unbounded) by full key. A file or a variable cannot pass what the
-#: matching flag refuses; a mailbox needs room for one event, checked here so that a bad
-#: capacity fails at load rather than at every conversation's start.
-RANGES: dict[str, tuple[int | None, int | None]] = {
-    "workers": (1, None),
-    "supervisor.max_conversations": (1, None),
-    "supervisor.drain_timeout": (0, None),
-    "supervisor.actor.mailbox_capacity": (1, None),
-    "http.port": (0, 65535),
+
+
+@attrs.frozen
+class Range:
+    """The values a numeric setting may take: from ``low`` (excluded when ``above``) to
+    ``high``, inclusive; None is unbounded. An optional setting may also be unset."""
+
+    low: float | None = None
+    high: float | None = None
+    above: bool = False
+
+    def holds(self, value: float) -> bool:
+        if self.low is not None and (value <= self.low if self.above else value < self.low):
+            return False
+        return self.high is None or value <= self.high
+
+    def describe(self) -> str:
+        low = None if self.low is None else f"{self.low:g}"
+        if self.above:
+            return f"greater than {low}"
+        if self.high is None:
+            return f"at least {low}"
+        if low is None:
+            return f"at most {self.high:g}"
+        return f"between {low} and {self.high:g}"
+
+
+POSITIVE = Range(0, above=True)
+"""Seconds something waits for or lasts, sizes: 0 would mean at once, or nothing."""
+NOT_NEGATIVE = Range(0)
+AT_LEAST_1 = Range(1)
+
+#: Bounds by full key, for every numeric setting (a test pins that none is missing). A file
+#: or a variable cannot pass what the matching flag refuses; each is checked here, so a bad
+#: value fails at load, naming where it came from, rather than at every conversation's start
+#: (a mailbox needs room for one event) or never (a negative idle timeout ended every
+#: conversation at once).
+RANGES: dict[str, Range] = {
+    "workers": AT_LEAST_1,
+    "supervisor.max_conversations": AT_LEAST_1,
+    "supervisor.restart_budget": NOT_NEGATIVE,  # 0: a crash fails the conversation
+    "supervisor.restart_window": POSITIVE,
+    "supervisor.backoff_min": NOT_NEGATIVE,
+    "supervisor.backoff_max": NOT_NEGATIVE,
+    "supervisor.healthy_after": NOT_NEGATIVE,  # 0: every crash starts the backoff over
+    "supervisor.breaker_threshold": AT_LEAST_1,
+    "supervisor.breaker_window": POSITIVE,
+    "supervisor.breaker_cooldown": NOT_NEGATIVE,
+    "supervisor.memory_limit_bytes": AT_LEAST_1,
+    "supervisor.drain_timeout": NOT_NEGATIVE,
+    "supervisor.actor.mailbox_capacity": AT_LEAST_1,
+    "supervisor.actor.idle_timeout": POSITIVE,
+    "supervisor.actor.shutdown_timeout": NOT_NEGATIVE,  # 0: no time to clean up
+    "supervisor.actor.tools.default_timeout": POSITIVE,
+    "supervisor.actor.tools.min_timeout": POSITIVE,
+    "supervisor.actor.tools.max_timeout": POSITIVE,
+    "supervisor.actor.tools.max_concurrent_calls": AT_LEAST_1,
+    "supervisor.actor.tools.threads_per_conversation": AT_LEAST_1,
+    "supervisor.actor.tools.max_stuck_threads_per_tool": AT_LEAST_1,  # 0: every call fails fast
+    "supervisor.actor.tools.result_cache_size": AT_LEAST_1,
+    "supervisor.actor.tools.blocking_warn_after": POSITIVE,
+    "http.port": Range(0, 65535),
+    "platform.heartbeat_interval": POSITIVE,
+    "platform.max_frame_bytes": AT_LEAST_1,
+    "platform.max_json_depth": Range(1, MAX_JSON_DEPTH),
+    "platform.max_attempts": NOT_NEGATIVE,  # 0: never reconnect
+    "platform.backoff_multiplier": AT_LEAST_1,
+    "platform.backoff_initial": NOT_NEGATIVE,
+    "platform.backoff_max": NOT_NEGATIVE,
+    "platform.total_retry_duration": NOT_NEGATIVE,
+    "platform.handshake_limit": AT_LEAST_1,
+    "platform.connect_timeout": POSITIVE,
 }
 
 # Structures the settings a parent hands its workers (already validated: see workers.py).
@@ -395,22 +460,43 @@ def _parse_number(text: str) -> int | float | None:
 
 
 def _check_range(item: _Value, value: Any) -> None:
-    low, high = RANGES.get(item.full_key, (None, None))
-    if value is None or ((low is None or value >= low) and (high is None or value <= high)):
+    bounds = RANGES.get(item.full_key)
+    if bounds is None or value is None or bounds.holds(value):
         return
-    if high is None:
-        bound = f"at least {low}"
-    elif low is None:
-        bound = f"at most {high}"
-    else:
-        bound = f"between {low} and {high}"
     shown = f"{value:g}" if isinstance(value, float) else str(value)
-    raise ConfigError(f"{item.where}: must be {bound}, got {shown}")
+    raise ConfigError(f"{item.where}: must be {bounds.describe()}, got {shown}")
+
+
+def _tool_timeouts(fields: Mapping[str, Any]) -> str | None:
+    low, default, high = fields["min_timeout"], fields["default_timeout"], fields["max_timeout"]
+    if 0 < low <= default <= high:
+        return None
+    return (
+        f"0 < min_timeout ({low!r}) <= default_timeout ({default!r}) <= max_timeout ({high!r}) does not hold"
+    )
+
+
+#: Rules across a class's fields checked here, before the class's own check, so that the
+#: error shows the values in force (the class's message cannot: it names no source).
+RULES: dict[type[Any], tuple[Callable[[Mapping[str, Any]], str | None], ...]] = {
+    ToolSettings: (_tool_timeouts,),
+}
 
 
 def _construct(klass: type[Any], label: str, values: dict[str, Any], given: dict[str, _Value]) -> Any:
     """``klass(**values)``; a rule across fields that fails names the sources of the fields it names."""
     try:
+        rules = RULES.get(klass, ())
+        if rules:
+            defaults = {
+                field.name: field.default
+                for field in attrs.fields(klass)
+                if not isinstance(field.default, attrs.Factory)  # type: ignore[arg-type]
+            }
+            for rule in rules:
+                broken = rule({**defaults, **values})
+                if broken is not None:
+                    raise ValueError(broken)
         return klass(**values)
     except ValueError as exc:
         message = str(exc)

@@ -11,6 +11,8 @@ be admitted are logged and counted, never a second actor or a crash.
 from __future__ import annotations
 
 import logging
+import math
+import weakref
 from collections.abc import Mapping
 from typing import Any, Protocol
 
@@ -42,6 +44,14 @@ class Platform(Protocol):
         ...
 
 
+QUIET_FOR = 1.0
+"""Seconds after a refusal's line in which refusals for the same reason are only counted:
+a full host refuses every announcement, and one line each would be a flood."""
+
+_held: weakref.WeakKeyDictionary[Supervisor, dict[str, tuple[float, int]]] = weakref.WeakKeyDictionary()
+"""Per supervisor and reason: until when lines are held back, and how many were."""
+
+
 def admit(
     supervisor: Supervisor,
     conversation_id: str,
@@ -51,13 +61,28 @@ def admit(
     """Start a conversation if the supervisor admits it; log and count a refusal.
 
     Returns whether an actor was started. The refusal is already counted in
-    ``orchestrator_admissions_rejected_total{reason}`` by the supervisor.
+    ``orchestrator_admissions_rejected_total{reason}`` by the supervisor. Its line
+    carries the conversation's id and agent id as the actors' lines do; for
+    :data:`QUIET_FOR` seconds after one, refusals for the same reason are only counted,
+    and the next line says how many there were.
     """
     try:
         supervisor.start_conversation_nowait(conversation_id, agent_id, metadata)
     except AdmissionError as exc:
-        level = logging.INFO if exc.reason in ("duplicate", "draining") else logging.WARNING
-        log.log(level, "conversation not admitted (%s): %s", exc.reason, exc)
+        reason = exc.reason
+        now = trio.current_time()
+        held = _held.get(supervisor)
+        if held is None:
+            held = _held[supervisor] = {}
+        until, count = held.get(reason, (-math.inf, 0))
+        if now < until:
+            held[reason] = (until, count + 1)
+            return False
+        held[reason] = (now + QUIET_FOR, 0)
+        level = logging.INFO if reason in ("duplicate", "draining") else logging.WARNING
+        more = f" (and {count} more since the last such line)" if count else ""
+        context = {"conversation_id": conversation_id, "agent_id": agent_id[:64]}  # from the network
+        log.log(level, "conversation not admitted (%s): %s%s", reason, exc, more, extra=context)
         return False
     return True
 

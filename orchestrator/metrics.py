@@ -53,6 +53,13 @@ LAG_BUCKETS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 
 DEPTH_BUCKETS = (0, 1, 2, 4, 8, 16, 32, 64, 128, 256, 512, 1024)
 
 CONVERSATION_STATES = ("starting", "running", "restarting", "stopping")
+#: How a conversation ends (the ``outcome`` label; the supervisor counts nothing else):
+#: the platform ended it (or no longer knows it), it idled out, an operator stopped it,
+#: it failed (over its restart budget, a permanent link error), or a drain cancelled it.
+OUTCOMES = ("completed", "idle", "stopped", "failed", "cancelled")
+#: Why an actor restarts (the ``reason`` label): it crashed, a ``permanent`` agent's
+#: conversation idled out, or an operator asked (``Supervisor.restart``).
+RESTART_REASONS = ("crash", "idle", "manual")
 
 
 #: The ``event`` label of the message counters, by event class.
@@ -104,13 +111,13 @@ class Metrics:
         )
         self.conversations_ended = Counter(
             "orchestrator_conversations_ended_total",
-            "Conversations ended, by agent and outcome (completed, failed, cancelled, idle).",
+            f"Conversations ended, by agent and outcome ({', '.join(OUTCOMES)}).",
             ["agent", "outcome"],
             registry=reg,
         )
         self.restarts = Counter(
             "orchestrator_actor_restarts_total",
-            "Actor restarts, by agent and reason (crash, link, manual).",
+            f"Actor restarts, by agent and reason ({', '.join(RESTART_REASONS)}).",
             ["agent", "reason"],
             registry=reg,
         )
@@ -180,6 +187,14 @@ class Metrics:
         self.protocol_errors = Counter(
             "orchestrator_protocol_errors_total",
             "Frames or events rejected as protocol errors, by reason.",
+            ["reason"],
+            registry=reg,
+        )
+        self.platform_refusals = Counter(
+            "orchestrator_platform_refusals_total",
+            "Pushes for a conversation the platform refused, by reason: conversation_ended, or"
+            " unknown_conversation (it lost the conversation, e.g. in a restart), each of which ends"
+            " the conversation as completed; other.",
             ["reason"],
             registry=reg,
         )

@@ -269,5 +269,6 @@ class _Shutdown:
 
     async def _drain(self, supervisor: Supervisor, scope: trio.CancelScope) -> None:
         clean = await supervisor.drain()
-        log.info("drain %s; exiting", "complete" if clean else "deadline reached, stragglers cancelled")
+        # Past the deadline, the supervisor has said how many it cancelled (a warning).
+        log.info("drain %s; exiting", "complete" if clean else "cut short at its deadline")
         scope.cancel()

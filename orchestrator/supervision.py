@@ -41,7 +41,8 @@ class SupervisorSettings:
             raise ValueError("breaker_threshold must be >= 1 and breaker_window > 0")
         if not 0 <= self.backoff_min <= self.backoff_max:
             # Checked here, not at the first crash: the restart backoff is built from them then.
-            raise ValueError("backoff_min must be >= 0 and not exceed backoff_max")
+            least, most = self.backoff_min, self.backoff_max
+            raise ValueError(f"backoff_min ({least!r}) must be >= 0 and not exceed backoff_max ({most!r})")
 
 
 @attrs.frozen

@@ -43,7 +43,7 @@ from .errors import (
 )
 from .events import ConversationEnded, InboundEvent
 from .logs import agent_id_var, conversation_id_var
-from .metrics import Metrics
+from .metrics import OUTCOMES, RESTART_REASONS, Metrics
 from .restarts import RestartBudget, StormBreaker
 from .slot import Slot
 from .store import ConversationRecord, ConversationStore, MemoryStore, ResultCache
@@ -55,7 +55,7 @@ ConnectionFactory = Callable[[ConversationRecord], Connection]
 MemoryProbe = Callable[[], int]
 
 STATES = ("starting", "running", "restarting", "stopping")
-OUTCOMES = ("completed", "idle", "stopped", "failed", "cancelled")
+CRASH, IDLE, MANUAL = RESTART_REASONS  # the restart reasons, as the metric's HELP lists them
 
 
 class Supervisor:
@@ -126,14 +126,28 @@ class Supervisor:
         if self.metrics is not None:
             self.metrics.draining.set(1)
         deadline = self.settings.drain_timeout if timeout is None else timeout
-        log.info("draining %d conversations (deadline %.1f s)", len(self._slots), deadline)
+        log.info("draining %s (deadline %.1f s)", _plural(len(self._slots), "conversation"), deadline)
         with trio.move_on_after(deadline):
             await self._idle.wait()
             return True
-        for slot in list(self._slots.values()):
+        stragglers = list(self._slots.values())
+        executors = [slot.actor.executor for slot in stragglers if slot.actor is not None]
+        calls = sum(executor.inflight for executor in executors if executor is not None)
+        log.warning(
+            "drain deadline reached (%.1f s), stragglers cancelled: %s, %s in flight",
+            deadline,
+            _plural(len(stragglers), "conversation"),
+            _plural(calls, "tool call"),
+        )
+        for slot in stragglers:
             slot.cancel()
-        with trio.move_on_after(self.settings.actor.shutdown_timeout + 1.0):
+        grace = self.settings.actor.shutdown_timeout + 1.0
+        with trio.move_on_after(grace):
             await self._idle.wait()
+            return False
+        log.warning(
+            "%s still not stopped %.1f s after the deadline", _plural(len(self._slots), "conversation"), grace
+        )
         return False
 
     @property
@@ -188,7 +202,7 @@ class Supervisor:
         self, conversation_id: str, agent_id: str, agent_cls: type[Agent] | None
     ) -> tuple[str, str] | None:
         if self.draining:
-            return ("draining", "draining: not admitting new conversations")
+            return ("draining", "shutting down: no new conversations")
         if agent_cls is None:  # the id comes from the platform: shown cut short
             served = ", ".join(sorted(self.agents)) or "none"
             return ("unknown_agent", f"no agent class has agent_id {agent_id[:64]!r} (served: {served})")
@@ -197,10 +211,12 @@ class Supervisor:
         if self.breaker_open:
             return ("breaker", "restart storm: the breaker is open")
         if len(self._slots) >= self.settings.max_conversations:
-            return ("capacity", f"at capacity ({self.settings.max_conversations} conversations)")
+            return ("capacity", f"at capacity ({_plural(self.settings.max_conversations, 'conversation')})")
         limit = self.settings.memory_limit_bytes
-        if limit is not None and self._memory_probe is not None and self._memory_probe() >= limit:
-            return ("memory", "memory ceiling reached")
+        if limit is not None and self._memory_probe is not None:
+            rss = self._memory_probe()
+            if rss >= limit:
+                return ("memory", f"memory ceiling reached (RSS {rss:,} bytes, limit {limit:,} bytes)")
         return None
 
     # ------------------------------------------------------------ supervision
@@ -235,13 +251,13 @@ class Supervisor:
                     outcome = "failed"
                     return
                 except Exception as exc:  # the supervisor decides on a restart here
-                    reason = "crash"
+                    reason = CRASH
                     log.warning("actor crashed: %s", _describe(exc), exc_info=exc)
                 ran = trio.current_time() - began
                 if exit_ is ActorExit.STOPPED or slot.stop_requested:
                     if slot.restart_requested and not self.draining:
                         slot.restart_requested = slot.stop_requested = False
-                        self._count_restart(slot, "manual")
+                        self._count_restart(slot, MANUAL)
                         self._set_state(slot, "restarting")
                         continue
                     outcome = "stopped" if not self.draining else "cancelled"
@@ -253,7 +269,7 @@ class Supervisor:
                     if slot.agent_cls.restart != "permanent":
                         outcome = "idle"
                         return
-                    reason = "idle"
+                    reason = IDLE
                 # A crash (or a permanent agent's idle end): restart or give up.
                 if slot.agent_cls.restart == "temporary":
                     outcome = "failed"
@@ -276,7 +292,7 @@ class Supervisor:
                     )
                     outcome = "failed"
                     return
-                self._count_restart(slot, reason or "crash")
+                self._count_restart(slot, reason or CRASH)
                 self._breaker.note_restart()
                 self._set_state(slot, "restarting")
                 with slot.new_scope() as scope:
@@ -488,6 +504,10 @@ class _Started:
     def started(self, value: None = None) -> None:
         self.supervisor._set_state(self.slot, "running")
         self.slot.mark_running()
+
+
+def _plural(count: int, noun: str) -> str:
+    return f"{count} {noun}" if count == 1 else f"{count} {noun}s"
 
 
 def _describe(exc: BaseException) -> str:

@@ -12,7 +12,7 @@ import pytest
 from click.testing import CliRunner
 
 from orchestrator.cli import main
-from orchestrator.config import SECTIONS, Settings, _hints
+from orchestrator.config import RANGES, SECTIONS, Range, Settings, _hints
 from orchestrator.errors import ConfigError
 from orchestrator.mailbox import OverflowPolicy
 
@@ -90,15 +90,18 @@ def test_sdk_variable_names_are_honoured_and_secrets_hidden() -> None:
         ({"ORCHESTRATOR_HTTP_PORT": "70000"}, "http.port: must be between 0 and 65535, got 70000"),
         ({"ORCHESTRATOR_HTTP_PORT": "70000"}, "port"),
         ({"ORCHESTRATOR_SUPERVISOR_MAX_CONVERSATIONS": "0"}, "max_conversations"),
-        ({"ORCHESTRATOR_PLATFORM_MAX_JSON_DEPTH": "0"}, "max_json_depth must be between 1 and 1000"),
+        ({"ORCHESTRATOR_PLATFORM_MAX_JSON_DEPTH": "0"}, "max_json_depth: must be between 1 and 1000, got 0"),
         ({"ORCHESTRATOR_PLATFORM_MAX_JSON_DEPTH": "5000"}, "max_json_depth"),
         ({"ORCHESTRATOR_PLATFORM_MAX_FRAME_BYTES": "0"}, "max_frame_bytes"),
         ({"ORCHESTRATOR_PLATFORM_HANDSHAKE_LIMIT": "0"}, "handshake_limit"),
         ({"ORCHESTRATOR_PLATFORM_HEARTBEAT_INTERVAL": "0"}, "heartbeat_interval"),
         ({"ORCHESTRATOR_PLATFORM_CONNECT_TIMEOUT": "-1"}, "connect_timeout"),
-        ({"ORCHESTRATOR_PLATFORM_BACKOFF_INITIAL": "-1"}, "backoff delays must not be negative"),
-        ({"ORCHESTRATOR_PLATFORM_BACKOFF_MULTIPLIER": "0.5"}, "multiplier must be at least 1"),
-        ({"ORCHESTRATOR_PLATFORM_BACKOFF_INITIAL": "40"}, "backoff_initial must not exceed backoff_max"),
+        ({"ORCHESTRATOR_PLATFORM_BACKOFF_INITIAL": "-1"}, "backoff_initial: must be at least 0, got -1"),
+        ({"ORCHESTRATOR_PLATFORM_BACKOFF_MULTIPLIER": "0.5"}, "multiplier: must be at least 1, got 0.5"),
+        (
+            {"ORCHESTRATOR_PLATFORM_BACKOFF_INITIAL": "40"},
+            re.escape("backoff_initial (40.0) must not exceed backoff_max (30.0)"),
+        ),
         ({"ORCHESTRATOR_PLATFORM_MAX_ATTEMPTS": "-1"}, "max_attempts"),
         ({"ORCHESTRATOR_PLATFORM_TOTAL_RETRY_DURATION": "-5"}, "total_retry_duration"),
     ],
@@ -142,8 +145,14 @@ def test_bad_values_name_the_setting(env: dict[str, str], message: str) -> None:
         # Found by a new user: accepted here, then refused by the platform's builder at startup.
         ('[platform]\nkind = "sandbox"\n', "platform.kind: 'sandbox' is not one of: conversimple, arinova"),
         ("[supervisor]\nmax_conversation = 5\n", "unknown setting supervisor.max_conversation"),
-        ("[platform]\nbackoff_initial = 40\n", "invalid [platform] settings: backoff_initial must not"),
-        ("[tools]\nmin_timeout = 40.0\n", "invalid [tools] settings: tool timeouts"),
+        (
+            "[platform]\nbackoff_initial = 40\n",
+            "invalid [platform] settings: backoff_initial (40.0) must not",
+        ),
+        (
+            "[tools]\nmin_timeout = 40.0\n",
+            "invalid [tools] settings: 0 < min_timeout (40.0) <= default_timeout (30.0) <= max_timeout",
+        ),
     ],
 )
 def test_bad_file_values_name_the_file_the_key_and_the_expected_type(
@@ -252,7 +261,7 @@ def test_bad_toml_files(tmp_path: Path) -> None:
         Settings.from_toml(unknown)
 
 
-@pytest.mark.parametrize("bounds", ["backoff_min = 40.0", "backoff_min = -1.0"])
+@pytest.mark.parametrize("bounds", ["backoff_min = 40.0", "backoff_min = 2.0\nbackoff_max = 1.0"])
 def test_a_restart_backoff_that_cannot_work_fails_at_load_not_at_the_first_crash(
     tmp_path: Path, bounds: str
 ) -> None:
@@ -335,3 +344,125 @@ def test_every_documented_log_level_is_a_flag_value(level: str) -> None:
     result = CliRunner().invoke(main, ["run", "no/such/file.py:Agent", "--log-level", level])
     assert "is not one of" not in result.output
     assert result.exit_code == 2 and "no/such/file.py" in result.output  # got past the flag
+
+
+def _numeric_settings() -> list[str]:
+    """The dotted key of every setting whose value is a number (or an optional number)."""
+    out: list[str] = []
+    for section in (None, *SECTIONS):
+        for key, hint in _hints(section).items():
+            args = typing.get_args(hint)
+            union = typing.get_origin(hint) in (typing.Union, types.UnionType)
+            if hint in (int, float) or (union and (int in args or float in args)):
+                out.append(".".join((*SECTIONS[section], key)) if section else key)
+    return out
+
+
+def test_every_numeric_setting_has_a_range() -> None:
+    # Found by an operator: idle_timeout = -1 ended every conversation at once, and
+    # memory_limit_bytes = -1 refused every one; only five settings had a range.
+    numeric = _numeric_settings()
+    assert "supervisor.actor.idle_timeout" in numeric and "platform.max_attempts" in numeric
+    assert sorted(RANGES) == sorted(numeric)
+
+
+def _outside(bounds: Range) -> list[int]:
+    """Whole values just outside ``bounds`` (every bound is whole)."""
+    values: list[int] = []
+    if bounds.low is not None:
+        low = int(bounds.low)
+        values += [low, low - 1] if bounds.above else [low - 1]
+    if bounds.high is not None:
+        values.append(int(bounds.high) + 1)
+    return values
+
+
+def _layer(full_key: str) -> tuple[str | None, str]:
+    """(section, key) as a file, a variable or a flag gives ``full_key``."""
+    *path, key = full_key.split(".")
+    section = next((s for s, p in SECTIONS.items() if list(p) == path), None)
+    return section, key
+
+
+@pytest.mark.parametrize("layer", ["file", "environment", "command line"])
+def test_every_range_holds_for_files_variables_and_flags_alike(tmp_path: Path, layer: str) -> None:
+    path = tmp_path / "o.toml"
+    checked = 0
+    for full_key, bounds in RANGES.items():
+        section, key = _layer(full_key)
+        shown_key = f"{section}.{key}" if section else key
+        for value in _outside(bounds):
+            if layer == "file":
+                path.write_text(f"[{section}]\n{key} = {value}\n" if section else f"{key} = {value}\n")
+                source, kwargs = str(path), {"toml": path, "env": {}}
+            elif layer == "environment":
+                source = f"ORCHESTRATOR_{(section + '_' if section else '') + key}".upper()
+                kwargs = {"env": {source: str(value)}}
+            else:
+                source = "command line"
+                kwargs = {"env": {}, "overrides": {section: {key: value}} if section else {key: value}}
+            with pytest.raises(ConfigError) as info:
+                Settings.load(**kwargs)  # type: ignore[arg-type]
+            assert str(info.value) == f"{source}: {shown_key}: must be {bounds.describe()}, got {value}"
+            checked += 1
+    assert checked >= len(RANGES)
+
+
+@pytest.mark.parametrize(
+    ("toml", "message"),
+    [
+        ("[actor]\nidle_timeout = -1\n", "actor.idle_timeout: must be greater than 0, got -1"),
+        ("[actor]\nidle_timeout = 0\n", "actor.idle_timeout: must be greater than 0, got 0"),
+        (
+            "[supervisor]\nmemory_limit_bytes = -1\n",
+            "supervisor.memory_limit_bytes: must be at least 1, got -1",
+        ),
+        ("[actor]\nshutdown_timeout = -3\n", "actor.shutdown_timeout: must be at least 0, got -3"),
+        (
+            "[tools]\nmax_stuck_threads_per_tool = -1\n",
+            "tools.max_stuck_threads_per_tool: must be at least 1, got -1",
+        ),
+        ("[tools]\nblocking_warn_after = -1\n", "tools.blocking_warn_after: must be greater than 0, got -1"),
+        ("[supervisor]\nbreaker_cooldown = -5\n", "supervisor.breaker_cooldown: must be at least 0, got -5"),
+        ("[supervisor]\nhealthy_after = -1\n", "supervisor.healthy_after: must be at least 0, got -1"),
+    ],
+)
+def test_settings_found_unchecked_are_refused_in_one_line(tmp_path: Path, toml: str, message: str) -> None:
+    path = tmp_path / "o.toml"
+    path.write_text(toml)
+    with pytest.raises(ConfigError) as info:
+        Settings.load(toml=path, env={})
+    assert str(info.value) == f"{path}: {message}"
+
+
+def test_values_at_the_edge_of_their_range_are_accepted_and_optional_ones_may_be_unset(
+    tmp_path: Path,
+) -> None:
+    path = tmp_path / "o.toml"
+    path.write_text(
+        "[supervisor]\nhealthy_after = 0\nbreaker_cooldown = 0\nmemory_limit_bytes = 1\nrestart_budget = 0\n"
+        "[actor]\nidle_timeout = 0.5\nshutdown_timeout = 0\n"
+        "[tools]\nmax_stuck_threads_per_tool = 1\nblocking_warn_after = 0.001\n"
+        "[platform]\nmax_attempts = 0\n"
+    )
+    s = Settings.load(toml=path, env={"ORCHESTRATOR_PLATFORM_TOTAL_RETRY_DURATION": "none"})
+    assert s.supervisor.memory_limit_bytes == 1 and s.supervisor.actor.idle_timeout == 0.5
+    assert s.supervisor.actor.shutdown_timeout == 0 and s.platform.total_retry_duration is None
+    assert Settings.load(env={"ORCHESTRATOR_ACTOR_IDLE_TIMEOUT": ""}).supervisor.actor.idle_timeout is None
+
+
+def test_tool_timeouts_that_cannot_hold_show_their_values_and_sources(tmp_path: Path) -> None:
+    path = tmp_path / "o.toml"
+    path.write_text("[tools]\nmin_timeout = 1\n")
+    with pytest.raises(ConfigError) as info:
+        Settings.load(toml=path, env={"ORCHESTRATOR_TOOLS_DEFAULT_TIMEOUT": "1000"})
+    assert str(info.value) == (
+        f"{path}, ORCHESTRATOR_TOOLS_DEFAULT_TIMEOUT: invalid [tools] settings: "
+        "0 < min_timeout (1.0) <= default_timeout (1000.0) <= max_timeout (600.0) does not hold"
+    )
+    with pytest.raises(ConfigError) as info:
+        Settings.load(env={}, overrides={"tools": {"max_timeout": 10}})
+    assert str(info.value) == (
+        "command line: invalid [tools] settings: "
+        "0 < min_timeout (0.1) <= default_timeout (30.0) <= max_timeout (10.0) does not hold"
+    )

@@ -27,6 +27,7 @@ from orchestrator.link import ResilientConnection
 from orchestrator.linkwatch import link_watch
 from orchestrator.metrics import Metrics
 from orchestrator.platforms.conversimple import ChannelSession
+from orchestrator.protocols import codec
 from orchestrator.protocols import conversimple as wire
 from orchestrator.store import ConversationRecord
 from orchestrator.testing import MemoryWebSocket, memory_websocket_pair
@@ -525,19 +526,20 @@ async def test_a_send_after_the_conversation_ended_fails_at_once(
 
 
 @MODES
-@pytest.mark.parametrize("reason", ["conversation_ended", "unknown_conversation"])
+@pytest.mark.parametrize("reason", ["conversation_ended", "unknown_conversation", "unmatched topic"])
 async def test_a_registration_refused_because_the_conversation_ended_ends_it(
     autojump_clock: trio.testing.MockClock, mode: str, reason: str
 ) -> None:
-    """The platform says so in its reply: nothing is left to wait for. Another reason is
-    only a reply (the link stays up)."""
+    """The platform says so in its reply: nothing is left to wait for. So does a platform
+    that does not know the conversation (it restarted and lost it: nothing will come for
+    it). Another reason is only a reply (the link stays up)."""
     async with trio.open_nursery() as nursery:
         dial = FakeDialer(nursery, make_channel=lambda ws: FakeChannel(ws, refuse_registration=reason))
         conn = make_connection(dial)
         inbox = Inbox()
         await start_link(nursery, conn, inbox.deliver, mode)
         await conn.send(ev.RegisterTools(({"name": "echo", "description": "", "parameters": {}},)))
-        if reason != "conversation_ended":
+        if reason not in ("conversation_ended", "unknown_conversation"):
             await trio.testing.wait_all_tasks_blocked()
             assert not any(isinstance(e, ev.ConversationEnded) for e in inbox.events)
             await conn.send(ev.ToolResult("c1", "echo", "still up"))
@@ -545,7 +547,7 @@ async def test_a_registration_refused_because_the_conversation_ended_ends_it(
             return
         with trio.fail_after(100):  # virtual time: without the end this fails, not hangs
             await inbox.wait_for(ev.ConversationEnded)
-        assert inbox.events[-1] == ev.ConversationEnded("registration refused: conversation_ended")
+        assert inbox.events[-1] == ev.ConversationEnded(f"registration refused: {reason}")
         await trio.testing.wait_all_tasks_blocked()  # the link has closed
         with trio.fail_after(1), pytest.raises(ConversationOverError):
             await conn.send(ev.ToolResult("c1", "echo", "late"))
@@ -658,3 +660,28 @@ async def test_an_actor_busy_when_the_platform_ends_and_closes_still_completes(
         await channel.push(wire.ConversationLifecycle("conversation_ended", "conv-1"))
         await channel.ws.aclose()
         assert await exits.wait(60) == [ActorExit.COMPLETED] and len(dial.attempts) == 1
+
+
+@pytest.mark.parametrize(
+    ("reason", "ends", "label"),
+    [
+        ("conversation_ended", True, "conversation_ended"),
+        ("unknown_conversation", True, "unknown_conversation"),  # the platform lost it
+        ("unmatched topic", False, "other"),
+    ],
+)
+def test_a_refused_push_ends_the_conversation_only_for_a_reason_that_means_it(
+    reason: str, ends: bool, label: str
+) -> None:
+    metrics = Metrics(CollectorRegistry())
+    refusal = codec.encode_frame(
+        ["1", "2", "customer:cust", "phx_reply", {"status": "error", "response": {"reason": reason}}]
+    )
+    for cid in ("conv-1", None):  # a conversation's socket; the control connection
+        client = wire.ConversimpleClient("cust", cid)
+        session = ChannelSession("ws://127.0.0.1:1/socket/websocket", "k", client, metrics=metrics)
+        events = session.receive(refusal).events
+        expected = [ev.ConversationEnded(f"registration refused: {reason}")] if ends and cid else []
+        assert list(events) == expected
+    counted = metrics.registry.get_sample_value("orchestrator_platform_refusals_total", {"reason": label})
+    assert counted == 1  # the control connection pushes only heartbeats: its refusals are not counted

@@ -28,7 +28,7 @@ from orchestrator.sandbox.settings import SandboxSettings
 from orchestrator.supervision import SupervisorSettings
 from orchestrator.supervisor import Supervisor
 from tests.helpers import EchoAgent as NappingAgent
-from tests.helpers import control_dropped_behind
+from tests.helpers import control_dropped_behind, wait_until
 
 API_KEY = "canary-api-key-7f3a9"
 
@@ -212,3 +212,51 @@ async def test_rejected_key_one_attempt_breaker_on_error_once_and_no_key_in_logs
     assert "PermanentLinkError" in text
     assert API_KEY not in text
     assert API_KEY not in caplog.text
+
+
+async def test_a_conversation_the_restarted_platform_does_not_know_ends_with_a_warning(
+    autojump_clock: trio.testing.MockClock, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Found by an operator: the platform restarted and lost its state; the new one refused
+    each rejoined conversation's registration as ``unknown_conversation``, and the
+    conversations stayed ``running`` for ever (holding capacity, and every later drain
+    waited out its deadline for them)."""
+    metrics = Metrics(CollectorRegistry())
+    first = SandboxServer(SandboxSettings(call_timeout=1000.0))
+    gone = trio.Event()
+
+    async def serve_first(*, task_status: trio.TaskStatus[tuple[trio.CancelScope, int]]) -> None:
+        async with trio.open_nursery() as own:
+            task_status.started((own.cancel_scope, await own.start(first.run)))
+        gone.set()
+
+    async with trio.open_nursery() as nursery:
+        first_scope, port = await nursery.start(serve_first)
+        platform = ConversimplePlatform(
+            first.conversimple_url, API_KEY, "cust-1", LinkPolicy(), metrics=metrics
+        )
+        supervisor = Supervisor([NappingAgent], platform.connect, metrics=metrics)
+        await nursery.start(supervisor.run)
+        await nursery.start(platform.run, supervisor)
+        (cid,) = first.add_conversations(
+            parse_scenario(
+                {
+                    "conversation": [
+                        {"agent_id": "echo", "turn": [{"tool": "nap", "arguments": {"seconds": 900}}]}
+                    ]
+                }
+            )
+        )
+        await wait_until(lambda: bool(first.conversation(cid).calls), 30, "the nap to be asked for")
+        first_scope.cancel()  # the platform goes away, and comes back knowing nothing
+        await gone.wait()
+        await nursery.start(SandboxServer(SandboxSettings(port=port)).run)
+        with trio.fail_after(120):  # virtual time; the nap would take 900 s
+            outcome = await supervisor.wait_ended(cid)
+        assert outcome == "completed" and cid not in supervisor
+        assert supervisor.statistics().ended_total["completed"] == 1
+        refused = {"reason": "unknown_conversation"}
+        assert metrics.registry.get_sample_value("orchestrator_platform_refusals_total", refused) == 1
+        (warning,) = [r for r in caplog.records if "does not know this conversation" in r.getMessage()]
+        assert warning.levelno == logging.WARNING and getattr(warning, "conversation_id", None) == cid
+        nursery.cancel_scope.cancel()

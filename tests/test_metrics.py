@@ -7,7 +7,7 @@ import re
 import pytest
 from prometheus_client import CollectorRegistry, Metric
 
-from orchestrator.metrics import UNKNOWN, Metrics
+from orchestrator.metrics import OUTCOMES, RESTART_REASONS, UNKNOWN, Metrics
 
 #: Labels that would make series grow with traffic, or leak credentials.
 FORBIDDEN_LABELS = {"conversation_id", "conversation", "customer_id", "customer", "token", "url", "call_id"}
@@ -31,6 +31,7 @@ EXPECTED = {
     "orchestrator_messages_received": ("counter", {"event"}),
     "orchestrator_messages_sent": ("counter", {"event"}),
     "orchestrator_messages_unsent": ("counter", {"event"}),
+    "orchestrator_platform_refusals": ("counter", {"reason"}),
     "orchestrator_protocol_errors": ("counter", {"reason"}),
     "orchestrator_ready": ("gauge", set()),
     "orchestrator_reconnects": ("counter", {"reason"}),
@@ -139,3 +140,23 @@ def test_process_collectors_are_opt_in() -> None:
 def test_unknown_tool_names_share_one_label(metrics: Metrics) -> None:
     assert metrics.tool_label("lookup", known=True) == "lookup"
     assert metrics.tool_label("whatever-the-network-sent", known=False) == UNKNOWN
+
+
+def _listed(help_text: str) -> list[str]:
+    """The label values a HELP text lists in its parentheses."""
+    match = re.search(r"\(([a-z_, ]+)\)\.$", help_text)
+    assert match, help_text
+    return match.group(1).split(", ")
+
+
+def test_help_lists_exactly_the_outcomes_and_restart_reasons_the_supervisor_counts(
+    registry: CollectorRegistry,
+) -> None:
+    # Found by an operator: the restarts' HELP said (crash, link, manual) where the code
+    # and the README say crash, idle, manual; the ends' HELP left out stopped.
+    Metrics(registry)
+    families = _families(registry)
+    assert _listed(families["orchestrator_conversations_ended"].documentation) == list(OUTCOMES)
+    assert _listed(families["orchestrator_actor_restarts"].documentation) == list(RESTART_REASONS)
+    assert set(OUTCOMES) == {"completed", "idle", "stopped", "failed", "cancelled"}
+    assert set(RESTART_REASONS) == {"crash", "idle", "manual"}

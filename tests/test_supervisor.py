@@ -2,6 +2,7 @@ from __future__ import annotations
 
 import gc
 import itertools
+import logging
 import random
 from typing import Any
 
@@ -14,6 +15,7 @@ from orchestrator import events as ev
 from orchestrator.actor import ActorSettings
 from orchestrator.agent import Agent, tool
 from orchestrator.errors import AdmissionError, ConversationNotFoundError, PermanentLinkError
+from orchestrator.metrics import OUTCOMES, RESTART_REASONS
 from orchestrator.store import ConversationRecord, ResultCache
 from orchestrator.supervision import SupervisorSettings
 from orchestrator.supervisor import Supervisor
@@ -378,7 +380,7 @@ async def test_drain_lets_calls_in_flight_finish_admits_nothing_and_meets_deadli
             await trio.testing.wait_all_tasks_blocked()
             assert sup.readiness() == (False, "draining")
             assert sample(metrics, "orchestrator_draining") == 1
-            with pytest.raises(AdmissionError, match="draining"):
+            with pytest.raises(AdmissionError, match="shutting down"):
                 sup.start_conversation_nowait("late", "echo")
         assert all(isinstance(r, ev.ToolResult) and r.result == "rested" for r in results.values())
         assert clean == [False]  # "quiet" never ended by itself and was cancelled
@@ -488,3 +490,58 @@ def test_a_class_without_an_agent_id_is_not_hosted(blank: str) -> None:
     for agents in ([Agent], [EchoAgent, Blank]):
         with pytest.raises(ValueError, match=r"has no agent_id to be hosted under"):
             Supervisor(agents, MemoryPlatform().connect)
+
+
+@pytest.mark.parametrize("count", [1, 2])
+async def test_drain_deadline_warns_how_many_conversations_and_calls_it_cancels(
+    autojump_clock: trio.testing.MockClock, caplog: pytest.LogCaptureFixture, count: int
+) -> None:
+    """Found by an operator: the line said nothing of what was cut short, at INFO, and
+    began a one-conversation drain with "draining 1 conversations"."""
+    caplog.set_level(logging.INFO, logger="orchestrator.supervisor")
+    async with running_supervisor() as (sup, platform, _):
+        for i in range(count):
+            await sup.start_conversation(f"c{i}", "echo")
+            await platform.peer(f"c{i}").request_tool(f"call-{i}", "nap", {"seconds": 60})
+        await sup.start_conversation("quiet", "echo")  # no call in flight
+        await trio.testing.wait_all_tasks_blocked()
+        assert await sup.drain(timeout=10) is False
+        assert trio.current_time() < 60  # the naps were cancelled, not waited for
+    lines = [(r.levelno, r.getMessage()) for r in caplog.records if r.name == "orchestrator.supervisor"]
+    conversations = "2 conversations" if count == 1 else "3 conversations"
+    calls = "1 tool call" if count == 1 else "2 tool calls"
+    assert (logging.INFO, f"draining {conversations} (deadline 10.0 s)") in lines
+    assert (
+        logging.WARNING,
+        f"drain deadline reached (10.0 s), stragglers cancelled: {conversations}, {calls} in flight",
+    ) in lines
+
+
+async def test_a_one_conversation_drain_says_so_in_the_singular(
+    autojump_clock: trio.testing.MockClock, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.INFO, logger="orchestrator.supervisor")
+    async with running_supervisor() as (sup, _, _):
+        await sup.start_conversation("quiet", "echo")
+        assert await sup.drain(timeout=5) is False
+    assert "draining 1 conversation (deadline 5.0 s)" in caplog.messages
+    assert "drain deadline reached (5.0 s), stragglers cancelled: 1 conversation, 0 tool calls in flight" in (
+        caplog.messages
+    )
+
+
+async def test_every_restart_reason_counted_is_one_the_metric_documents(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    settings = SupervisorSettings(actor=ActorSettings(idle_timeout=10))
+    async with running_supervisor([Flaky, Permanent], settings=settings) as (sup, platform, metrics):
+        await sup.start_conversation("crashes", "flaky")
+        await sup.start_conversation("idles", "permanent")
+        await sup.start_conversation("restarted", "flaky")
+        await platform.peer("crashes").send(ev.ConfigUpdate({"crash": True}))
+        sup.restart("restarted")
+        await trio.sleep(15)  # past the idle timeout and the crash's backoff
+        family = next(f for f in metrics.registry.collect() if f.name == "orchestrator_actor_restarts")
+        reasons = {s.labels["reason"] for s in family.samples if s.name.endswith("_total") and s.value}
+    assert reasons == set(RESTART_REASONS)
+    assert set(sup.statistics().ended_total) == set(OUTCOMES)

@@ -4,7 +4,9 @@ The control connection joins ``customer:<id>`` and receives ``conversation_ready
 {conversation_id, agent_id}``; each one is admitted to the supervisor, whose new
 actor opens its own connection, joins the same channel, registers its tools for
 its conversation and answers ``tool_call_request`` until ``conversation_ended``
-(on either connection, or as the reason its registration is refused). An unknown
+(on either connection, or as the reason its registration is refused). A registration
+refused as ``unknown_conversation`` ends it too: the platform restarted and lost it
+(logged as a warning, counted in ``orchestrator_platform_refusals_total``). An unknown
 agent id or a duplicate announcement is refused by admission (logged, counted).
 
 The platform announces a conversation once, on the earliest-joined socket of the
@@ -53,6 +55,9 @@ class ControlEnded:
 ChannelEvent = wire.ConversationReady | ControlEnded
 """What any socket of the customer may hear for the channel as a whole."""
 
+ENDING_REFUSALS = ("conversation_ended", "unknown_conversation")
+"""The reasons a refused push gives that end the conversation (see ChannelSession._refused)."""
+
 
 @attrs.define(eq=False, slots=True)
 class ChannelSession:
@@ -69,6 +74,7 @@ class ChannelSession:
     channel: Callable[[ChannelEvent], None] | None = None
     """Where a conversation's socket hands what it heard for the customer's channel as a
     whole: announcements, and other conversations' ends (see the module's docs)."""
+    metrics: Metrics | None = None
     _registration: ev.RegisterTools | None = None
 
     def url(self) -> str:
@@ -88,6 +94,25 @@ class ChannelSession:
 
     def heartbeat(self) -> str | None:
         return self.client.heartbeat()
+
+    def _refused(self, reason: object) -> ev.ConversationEnded | None:
+        """Count a push the platform refused; its end if the refusal means one.
+
+        A registration refused because the conversation has ended is its end; so is one
+        refused because the platform does not know the conversation (it restarted and
+        lost its state): nothing will ever come for it, and hosting it on would hold its
+        place until the next drain's deadline.
+        """
+        label = reason if isinstance(reason, str) and reason in ENDING_REFUSALS else "other"
+        if self.metrics is not None:
+            self.metrics.child(self.metrics.platform_refusals, label).inc()
+        if label == "unknown_conversation":
+            cid = self.client.conversation_id
+            log.warning(
+                "the platform does not know this conversation (did it restart?): ending it",
+                extra={"conversation_id": cid},
+            )
+        return None if label == "other" else ev.ConversationEnded(f"registration refused: {label}")
 
     def encode(self, event: ev.OutboundEvent) -> str:
         if isinstance(event, ev.RegisterTools):
@@ -117,11 +142,11 @@ class ChannelSession:
             elif isinstance(result, wire.PhxError | wire.PhxClose):
                 closed = True
             elif isinstance(result, wire.PhxReply):
-                # Acknowledgements (heartbeats, pushes), or a push refused: a
-                # registration refused because the conversation has ended is its end.
-                refused = result.status == "error" and result.response.get("reason") == "conversation_ended"
-                if refused and not control:
-                    events.append(ev.ConversationEnded("registration refused: conversation_ended"))
+                # Acknowledgements (heartbeats, pushes), or a push refused.
+                if result.status == "error" and not control:
+                    end = self._refused(result.response.get("reason"))
+                    if end is not None:
+                        events.append(end)
             elif isinstance(result, wire.ConversationReady):
                 if control:
                     events.append(result)
@@ -187,11 +212,11 @@ class ConversimplePlatform:
             self._handshakes = trio.CapacityLimiter(self.handshake_limit)
         return self._handshakes
 
-    def _session(self, conversation_id: str | None) -> ChannelSession:
+    def _session(self, conversation_id: str | None, metrics: Metrics | None = None) -> ChannelSession:
         policy = self.policy
         client = wire.ConversimpleClient(self.customer_id, conversation_id, max_bytes=policy.max_frame_bytes)
         channel = None if conversation_id is None else self._heard
-        return ChannelSession(self.url, self.api_key, client, channel=channel)
+        return ChannelSession(self.url, self.api_key, client, channel=channel, metrics=metrics)
 
     def _heard(self, event: ChannelEvent) -> None:
         if self.on_channel is not None:
@@ -209,7 +234,7 @@ class ConversimplePlatform:
     def connect(self, record: ConversationRecord) -> ResilientConnection:
         metrics = self.metrics or (self._supervisor.metrics if self._supervisor else None)
         return ResilientConnection(
-            self._session(record.conversation_id), self.policy, self.handshakes, metrics
+            self._session(record.conversation_id, metrics), self.policy, self.handshakes, metrics
         )
 
     def note(self, event: Any, metrics: Metrics | None) -> None:
