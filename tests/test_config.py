@@ -466,3 +466,14 @@ def test_tool_timeouts_that_cannot_hold_show_their_values_and_sources(tmp_path: 
         "command line: invalid [tools] settings: "
         "0 < min_timeout (0.1) <= default_timeout (30.0) <= max_timeout (10.0) does not hold"
     )
+
+
+def test_an_orchestrator_variable_wins_over_the_sdk_name_for_the_same_setting() -> None:
+    env = {
+        "CONVERSIMPLE_API_KEY": "from-the-sdk-name",
+        "ORCHESTRATOR_PLATFORM_API_KEY": "from-our-name",
+        "ARINOVA_BOT_TOKEN": "sdk-token",
+    }
+    platform = Settings.load(env=env).platform
+    assert platform.api_key == "from-our-name"
+    assert platform.bot_token == "sdk-token"  # the SDK name alone still counts
