@@ -11,6 +11,13 @@ end the conversation, drop and restore the link, or fail it for good::
     peer = platform.peer("c1")
     reply = await peer.call_tool("call-1", "lookup", {"customer_id": "42"})
 
+A peer waiting for what its actor sends (:meth:`MemoryPeer.receive`,
+:meth:`MemoryPeer.call_tool`) never waits on a conversation that is over: once
+the conversation ends with nothing left to read, the wait raises
+:class:`~orchestrator.errors.ConversationFailedError` naming what happened (the
+restarts, the supervisor's verdict, the last error it logged), or
+:class:`~orchestrator.errors.ConversationOverError` if the platform ended it.
+
 Under trio's ``autojump_clock`` a sync tool is a trap: while its worker thread
 runs, every task looks blocked, so the mock clock jumps to the tool's timeout.
 Test sync tools with the real clock, or make the tool async for the test.
@@ -19,6 +26,7 @@ Test sync tools with the real clock, or make the tool async for the test.
 from __future__ import annotations
 
 import contextlib
+import logging
 import math
 from collections.abc import Awaitable, Mapping
 from typing import Any
@@ -28,7 +36,7 @@ import trio
 
 from . import events as ev
 from .connection import Deliver
-from .errors import LinkClosedError, LinkError
+from .errors import ConversationFailedError, ConversationOverError, LinkClosedError, LinkError
 from .store import ConversationRecord
 
 
@@ -49,6 +57,13 @@ class MemoryPeer:
     _from_actor: trio.MemoryReceiveChannel[ev.OutboundEvent] = attrs.field(init=False)
     _up: trio.Event = attrs.field(init=False, factory=trio.Event)
     _connected: trio.Event = attrs.field(init=False, factory=trio.Event)
+    # What the platform saw of the conversation's end (see MemoryPlatform.connect).
+    _record: ConversationRecord | None = attrs.field(init=False, default=None, repr=False)
+    _over: bool = attrs.field(init=False, default=False, repr=False)
+    _ended_by_platform: bool = attrs.field(init=False, default=False, repr=False)
+    _verdict: str | None = attrs.field(init=False, default=None, repr=False)
+    _last_error: str | None = attrs.field(init=False, default=None, repr=False)
+    _waits: set[trio.CancelScope] = attrs.field(init=False, factory=set, repr=False)
 
     def __attrs_post_init__(self) -> None:
         self._to_actor, self._from_platform = trio.open_memory_channel(self.buffer)
@@ -59,10 +74,12 @@ class MemoryPeer:
     async def send(self, event: ev.InboundEvent) -> None:
         """Deliver an inbound event; waits while the actor's buffer is full."""
         await self._to_actor.send(event)
+        self._ended_by_platform |= isinstance(event, ev.ConversationEnded)
 
     def send_nowait(self, event: ev.InboundEvent) -> None:
         """Deliver without waiting; raises trio.WouldBlock when the buffer is full."""
         self._to_actor.send_nowait(event)
+        self._ended_by_platform |= isinstance(event, ev.ConversationEnded)
 
     async def request_tool(
         self,
@@ -81,16 +98,74 @@ class MemoryPeer:
         arguments: Mapping[str, Any] | None = None,
         timeout_seconds: float | None = None,
     ) -> ev.ToolResult | ev.ToolFailure:
-        """Ask for a tool call and return its reply (skipping other outbound events)."""
-        await self.request_tool(call_id, tool_name, arguments, timeout_seconds)
+        """Ask for a tool call and return its reply (skipping other outbound events).
+
+        As a platform does, the request is delivered again to each new actor that
+        connects (a restart) while the reply is awaited; a completed call is answered
+        from the conversation's result cache, not run twice. Raises
+        ConversationFailedError if the conversation ends without a reply (an agent
+        whose hook raises goes over its restart budget, say), and
+        ConversationOverError if the platform ended it first.
+        """
+        request = ev.ToolCallRequest(call_id, tool_name, dict(arguments or {}), timeout_seconds)
+        await self.send(request)
+        connects = self.connects
         while True:
-            out = await self.receive()
-            if isinstance(out, ev.ToolResult | ev.ToolFailure) and out.call_id == call_id:
+            out = await self._receive(f"a reply to call {call_id!r}", connects)
+            if out is None:  # a new actor, and no reply from the old one: it may have lost the call
+                connects = self.connects
+                await self.send(request)
+            elif isinstance(out, ev.ToolResult | ev.ToolFailure) and out.call_id == call_id:
                 return out
 
     async def receive(self) -> ev.OutboundEvent:
-        """The next event the actor sent."""
-        return await self._from_actor.receive()
+        """The next event the actor sent.
+
+        Once the conversation is over and everything it sent has been read, raises
+        ConversationFailedError (it ended without the platform ending it) or
+        ConversationOverError (the platform ended it) instead of waiting for ever.
+        """
+        out = await self._receive("another event")
+        assert out is not None
+        return out
+
+    async def _receive(self, awaited: str, since: int | None = None) -> ev.OutboundEvent | None:
+        """The next event; with ``since`` (a count of connects), None once a newer actor
+        has connected and nothing is left to read."""
+        while not self._over:
+            if since is not None and self.connects != since:
+                try:
+                    out: ev.OutboundEvent | None = self._from_actor.receive_nowait()
+                except trio.WouldBlock:
+                    out = None
+                await trio.lowlevel.checkpoint()
+                return out
+            # Cancelled (only) by a new actor's connect or the conversation's end.
+            with trio.CancelScope() as wait:
+                self._waits.add(wait)
+                try:
+                    return await self._from_actor.receive()
+                finally:
+                    self._waits.discard(wait)
+        try:  # what the actor sent before it ended is still read first
+            out = self._from_actor.receive_nowait()
+        except trio.WouldBlock:
+            raise self._end_error(awaited) from None
+        await trio.lowlevel.checkpoint()
+        return out
+
+    def _end_error(self, awaited: str) -> ConversationFailedError | ConversationOverError:
+        where = f"conversation {self.conversation_id!r}"
+        if self._ended_by_platform:
+            return ConversationOverError(
+                f"{where} is over (the platform ended it): {awaited} will never come"
+            )
+        restarts = self._record.restarts if self._record is not None else 0
+        verdict = self._verdict or "its supervisor ended it (failed, idle or stopped)"
+        text = f"{where} ended before {awaited} came, after {restarts} restart(s): {verdict}"
+        if self._last_error is not None:
+            text += f"; last error: {self._last_error}"
+        return ConversationFailedError(text)
 
     def receive_nowait(self) -> ev.OutboundEvent:
         """The next event the actor sent; raises trio.WouldBlock if none."""
@@ -121,10 +196,31 @@ class MemoryPeer:
         """Wait until an actor has connected at least once."""
         await self._connected.wait()
 
+    # -------------------------------------------------- used by MemoryPlatform's watch
+
+    def _hosted(self, record: ConversationRecord) -> None:
+        """An actor of this conversation is connecting; a new conversation under this id
+        (the old one over) starts with a clean slate."""
+        if self._over:
+            self._over = self._ended_by_platform = False
+            self._verdict = self._last_error = None
+        self._record = record
+
+    def _ended(self) -> None:
+        """The task that hosted the conversation is gone: wake every wait for the actor."""
+        self._over = True
+        self._wake()
+
+    def _wake(self) -> None:
+        for wait in self._waits:
+            wait.cancel()
+
     # -------------------------------------------------- used by MemoryConnection
 
     async def _open(self) -> ev.LinkUp:
         self.connects += 1
+        if self.connects > 1:
+            self._wake()  # a call_tool waiting for a reply delivers its request again
         failure, self.fail_next_connect = self.fail_next_connect, None
         if failure is not None:
             await trio.lowlevel.checkpoint()
@@ -222,10 +318,19 @@ class MemoryPlatform:
     buffer: int = 16
     peers: dict[str, MemoryPeer] = attrs.field(factory=dict)
     supervisor: Any = None
+    _watch: _HostWatch = attrs.field(init=False, factory=lambda: _HostWatch(), repr=False)
 
     def connect(self, record: ConversationRecord) -> MemoryConnection:
-        """The ConnectionFactory: a new connection to this conversation's peer."""
-        return MemoryConnection(self.peer(record.conversation_id))
+        """The ConnectionFactory: a new connection to this conversation's peer.
+
+        Called in a trio task, that task is taken as the conversation's host (a
+        :class:`~orchestrator.supervisor.Supervisor` connects each actor of a
+        conversation from the one task that supervises it, admission to end): when
+        it exits, the conversation is over and the peer's waits end.
+        """
+        peer = self.peer(record.conversation_id)
+        self._watch.host(peer, record)
+        return MemoryConnection(peer)
 
     async def run(
         self, supervisor: Any, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED
@@ -241,6 +346,66 @@ class MemoryPlatform:
         if peer is None:
             peer = self.peers[conversation_id] = MemoryPeer(conversation_id, self.buffer)
         return peer
+
+
+class _HostWatch(trio.abc.Instrument):
+    """Tells each :class:`MemoryPeer` when its conversation is over, and why.
+
+    A trio instrument sees the host task exit (the supervisor keeps one task per
+    conversation); a log handler on ``orchestrator.supervisor`` keeps, per peer,
+    what the supervisor logged in that task: the last crash and its verdict.
+    Both are installed while some conversation is hosted, and removed after.
+    """
+
+    def __init__(self) -> None:
+        self.hosts: dict[trio.lowlevel.Task, MemoryPeer] = {}
+        self.notes = _SupervisorNotes(self.hosts)
+
+    def host(self, peer: MemoryPeer, record: ConversationRecord) -> None:
+        try:
+            task = trio.lowlevel.current_task()
+        except RuntimeError:  # outside trio: nothing to watch
+            return
+        peer._hosted(record)
+        self.hosts[task] = peer
+        trio.lowlevel.add_instrument(self)  # both do nothing if already in place
+        logging.getLogger("orchestrator.supervisor").addHandler(self.notes)
+
+    def task_exited(self, task: trio.lowlevel.Task) -> None:
+        peer = self.hosts.pop(task, None)
+        if peer is None:
+            return
+        peer._ended()
+        if not self.hosts:
+            logging.getLogger("orchestrator.supervisor").removeHandler(self.notes)
+            trio.lowlevel.remove_instrument(self)
+
+
+class _SupervisorNotes(logging.Handler):
+    """Keeps what the supervisor logs about a hosted conversation, on its peer."""
+
+    def __init__(self, hosts: Mapping[trio.lowlevel.Task, MemoryPeer]) -> None:
+        super().__init__(logging.WARNING)
+        self.hosts = hosts
+
+    def emit(self, record: logging.LogRecord) -> None:
+        try:
+            peer = self.hosts.get(trio.lowlevel.current_task())
+        except RuntimeError:  # logged outside trio
+            return
+        if peer is None:
+            return
+        error = record.exc_info[1] if record.exc_info else None
+        if error is not None:
+            peer._last_error = _describe(error)
+        else:
+            peer._verdict = record.getMessage()
+
+
+def _describe(exc: BaseException) -> str:
+    while isinstance(exc, BaseExceptionGroup) and len(exc.exceptions) == 1:
+        exc = exc.exceptions[0]
+    return f"{type(exc).__name__}: {exc}"
 
 
 @attrs.define(eq=False)

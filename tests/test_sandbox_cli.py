@@ -18,9 +18,12 @@ from pathlib import Path
 
 import click
 import pytest
+import trio
 from click.testing import CliRunner
 
+from orchestrator.protocols import conversimple as wire
 from orchestrator.sandbox.cli import sandbox
+from tests.sandbox_client import RawSocket
 
 TIMEOUT = 20.0  # seconds: a hung process is killed, and the test fails on its output
 
@@ -120,7 +123,8 @@ def _bad_flag(*flags: str) -> str:
     assert "sandbox listening" not in stderr
     errors = [line for line in stderr.splitlines() if line.startswith("Error:")]
     assert len(errors) == 1, stderr
-    return errors[0]
+    # A refused flag's line ends pointing at --help (orchestrator.cli): the rest is compared.
+    return errors[0].removesuffix(" (see 'python -m orchestrator sandbox --help')")
 
 
 def test_sandbox_refuses_a_record_path_in_a_missing_directory_before_serving(tmp_path: Path) -> None:
@@ -182,3 +186,67 @@ def test_sandbox_help_documents_every_option_and_its_default() -> None:
     assert "Conversations per second; 0: all at once. [default: 0.0;" in text, text
     assert "--platform [conversimple|arinova] Wire protocol of the load test's conversations." in text
     assert "--call-timeout FLOAT RANGE Seconds a Conversimple tool call may go unanswered" in text
+    assert "--register-timeout FLOAT RANGE Seconds an announced conversation waits for an agent" in text
+
+
+# Found by a user: an empty scenario passed with exit status 0, a turn expecting both a
+# result and an error was run (and could never pass), and register_timeout had no flag.
+
+
+def test_sandbox_refuses_a_scenario_that_opens_no_conversation(tmp_path: Path) -> None:
+    empty = tmp_path / "empty.toml"
+    empty.write_text("")
+    line = _bad_flag("--scenario", str(empty))
+    assert line == f"Error: {empty}: the scenario opens no conversation; " + (
+        "add a [[conversation]] table with repeat >= 1"
+    )
+
+
+def test_sandbox_refuses_a_turn_that_expects_a_result_and_an_error(tmp_path: Path) -> None:
+    both = tmp_path / "both.toml"
+    both.write_text(
+        '[[conversation]]\nagent_id = "echo"\n[[conversation.turn]]\ntool = "echo"\n'
+        '[[conversation.turn]]\ntool = "echo"\nexpect_result = {}\nexpect_error = "x"\n'
+    )
+    line = _bad_flag("--scenario", str(both))
+    assert line == (
+        f"Error: {both}: conversation[0].turn[1]: expect_result and expect_error exclude each other; keep one"
+    )
+
+
+@pytest.mark.parametrize(("value", "why"), [("0", "is not in the range x>0"), ("inf", "is not a finite")])
+def test_sandbox_refuses_a_register_timeout_that_is_not_a_positive_finite_time(value: str, why: str) -> None:
+    assert why in _bad_flag("--register-timeout", value)
+
+
+def test_sandbox_register_timeout_ends_an_unregistered_conversation_and_the_report_says_why(
+    tmp_path: Path,
+) -> None:
+    scenario = tmp_path / "shop.toml"
+    scenario.write_text('[[conversation]]\nagent_id = "shop"\ncalls = 1\n')
+    flags = ("--port", "0", "--no-http", "--quiet", "--scenario", str(scenario), "--register-timeout", "0.5")
+    command = [sys.executable, "-m", "orchestrator", "sandbox", "--host", "127.0.0.1", *flags]
+    proc = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    watchdog = threading.Timer(TIMEOUT, proc.kill)
+    watchdog.start()
+    try:
+        assert proc.stderr is not None
+        url = next(line.split()[-1] for line in proc.stderr if line.startswith("  Conversimple"))
+
+        async def join_and_never_register() -> None:
+            control = await RawSocket.open(url)
+            assert isinstance(await control.join(), wire.JoinOk)
+            await trio.to_thread.run_sync(proc.wait)
+
+        trio.run(join_and_never_register)
+        stdout = proc.stdout.read() if proc.stdout is not None else ""
+    finally:
+        watchdog.cancel()
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+    assert proc.returncode == 1, stdout
+    assert (
+        "unregistered   conv-00001: no agent registered tools within 0.5 s for agent_id 'shop' "
+        "(is an agent serving that agent_id, with a tool?)"
+    ) in stdout.splitlines()

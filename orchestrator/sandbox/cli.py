@@ -15,6 +15,7 @@ when every conversation completed and nothing was lost, else 1 (also when the
 
 from __future__ import annotations
 
+import math
 import os
 import signal
 import sys
@@ -58,6 +59,13 @@ def _tokens(_ctx: click.Context, _param: click.Parameter, specs: tuple[str, ...]
             raise click.BadParameter(f"a value has an empty {empty}; expected TOKEN or TOKEN=AGENT_NAME")
         tokens[token] = name or DEFAULT_AGENT_NAME
     return tokens
+
+
+def _finite(_ctx: click.Context, _param: click.Parameter, seconds: float) -> float:
+    """Refuse ``inf`` and ``nan``, which a float range lets through: a time must be a time."""
+    if not math.isfinite(seconds):
+        raise click.BadParameter(f"{seconds} is not a finite number of seconds")
+    return seconds
 
 
 def _record_path(_ctx: click.Context, _param: click.Parameter, path: Path | None) -> Path | None:
@@ -128,6 +136,15 @@ def _record_path(_ctx: click.Context, _param: click.Parameter, path: Path | None
     help="Seconds a Conversimple tool call may go unanswered (from its first send) before it is lost.",
 )
 @click.option(
+    "--register-timeout",
+    type=click.FloatRange(min=0, min_open=True),
+    callback=_finite,
+    default=30.0,
+    show_default=True,
+    help="Seconds an announced conversation waits for an agent to register tools before it ends "
+    "unregistered.",
+)
+@click.option(
     "--record",
     type=click.Path(dir_okay=False, path_type=Path),
     callback=_record_path,
@@ -156,6 +173,7 @@ def sandbox(**options: Any) -> None:
             suspended_customers=options["suspended"],
             auth_at_handshake=options["auth_at_handshake"],
             call_timeout=options["call_timeout"],
+            register_timeout=options["register_timeout"],
             record_messages=options["record"] is not None or options["conversations"] is None,
         )
     except ConfigError as exc:

@@ -103,6 +103,8 @@ class ConversationLog:
     replies: list[ReplyRecord] = attrs.Factory(list)
     entries: list[Entry] = attrs.Factory(list)
     failures: list[str] = attrs.Factory(list)
+    opened_at: float = 0.0
+    """Trio time the sandbox opened it: a report counts its run's time from the earliest."""
     ended: trio.Event = attrs.field(factory=trio.Event, repr=False)
 
     def turns(self) -> list[dict[str, Any]]:
@@ -139,7 +141,7 @@ class Recorder:
     """Running totals for live progress: cheap to read at any moment."""
 
     def open(self, conversation_id: str, agent_id: str, platform: str) -> ConversationLog:
-        log = ConversationLog(conversation_id, agent_id, platform)
+        log = ConversationLog(conversation_id, agent_id, platform, opened_at=trio.current_time())
         self.conversations[conversation_id] = log
         return log
 

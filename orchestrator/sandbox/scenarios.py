@@ -31,6 +31,8 @@ A scenario file is TOML. Every key but ``agent_id`` is optional::
     expect_reply = "hello there"   # a substring of the completed reply (or expect_error)
 
 A turn without ``tool`` is synthetic too: the customer picks the registered tools in turn.
+A turn expects a result or an error, never both, and a file that opens no conversation is
+refused (it would pass having tested nothing).
 """
 
 from __future__ import annotations
@@ -145,7 +147,9 @@ def load_scenario(path: str | Path) -> Scenario:
 def parse_scenario(
     data: Mapping[str, Any], *, source: str = "scenario", default_name: str = "scenario"
 ) -> Scenario:
-    """Build a Scenario from TOML data; ConfigError for an unknown key or a value of the wrong type."""
+    """Build a Scenario from TOML data; ConfigError for an unknown key, a value of the wrong
+    type, a turn that expects both a result and an error, or a scenario with no conversation
+    (it would pass having tested nothing)."""
     _keys(data, {"name", "rate", "seed", "conversation"}, source)
     conversations: list[ConversationPlan] = []
     for index, table in enumerate(_tables(data, "conversation", source)):
@@ -155,6 +159,10 @@ def parse_scenario(
     rate = _get(data, "rate", (int, float), source, 0.0)
     if rate < 0:
         raise ConfigError(f"{source}: rate must not be negative")
+    if not conversations:
+        raise ConfigError(
+            f"{source}: the scenario opens no conversation; add a [[conversation]] table with repeat >= 1"
+        )
     return Scenario(
         _get(data, "name", str, source, default_name),
         tuple(conversations),
@@ -204,6 +212,7 @@ def _conversation(table: Mapping[str, Any], where: str) -> tuple[ConversationPla
 
 def _turn(table: Mapping[str, Any], where: str) -> ToolTurn:
     _keys(table, {"tool", "arguments", "expect_result", "expect_error"}, where)
+    _one_expectation(table, "expect_result", where)
     arguments = _get(table, "arguments", dict, where, None)
     return ToolTurn(
         _get(table, "tool", str, where, None),
@@ -215,12 +224,19 @@ def _turn(table: Mapping[str, Any], where: str) -> ToolTurn:
 
 def _message(table: Mapping[str, Any], where: str) -> MessageTurn:
     _keys(table, {"content", "expect_reply", "expect_error"}, where)
+    _one_expectation(table, "expect_reply", where)
     content = _get(table, "content", str, where, None)
     if content is None:
         raise ConfigError(f"{where}: content is required")
     return MessageTurn(
         content, _get(table, "expect_reply", str, where, None), _get(table, "expect_error", str, where, None)
     )
+
+
+def _one_expectation(table: Mapping[str, Any], success: str, where: str) -> None:
+    """A turn's answer either succeeds or fails: expecting both can never pass."""
+    if success in table and "expect_error" in table:
+        raise ConfigError(f"{where}: {success} and expect_error exclude each other; keep one")
 
 
 def _keys(table: Mapping[str, Any], allowed: set[str], where: str) -> None:

@@ -1,0 +1,157 @@
+"""orchestrator.testing: a peer's waits end when its conversation does.
+
+Found by a user: ``call_tool`` on a conversation whose agent raised in a hook
+waited for ever once the conversation went over its restart budget. Each test
+runs under ``trio.fail_after``, so a wait that never ends fails rather than hangs.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Mapping
+from typing import Any
+
+import pytest
+import trio
+import trio.testing
+
+from orchestrator import events as ev
+from orchestrator.agent import Agent, tool
+from orchestrator.errors import ConversationFailedError, ConversationOverError
+from orchestrator.store import ConversationRecord
+from orchestrator.supervision import SupervisorSettings
+from orchestrator.supervisor import Supervisor
+from orchestrator.testing import MemoryPlatform
+
+
+class StartBoom(Agent):
+    agent_id = "start-boom"
+
+    @tool("Never reached")
+    async def x(self) -> dict[str, int]:
+        return {"ok": 1}
+
+    async def on_conversation_started(self, conversation: ConversationRecord) -> None:
+        raise RuntimeError("start boom")
+
+
+class CalledBoom(Agent):
+    agent_id = "called-boom"
+
+    @tool("Never reached")
+    async def x(self) -> dict[str, int]:
+        return {"ok": 1}
+
+    async def on_tool_called(self, tool_name: str, arguments: Mapping[str, Any]) -> None:
+        raise RuntimeError(f"no calls to {tool_name}")
+
+
+class Fine(Agent):
+    agent_id = "fine"
+
+    @tool("Say ok")
+    async def x(self) -> dict[str, int]:
+        return {"ok": 1}
+
+
+async def test_call_tool_raises_when_a_start_hook_sends_the_conversation_over_its_budget(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    platform = MemoryPlatform()
+    async with trio.open_nursery() as nursery:
+        sup = await nursery.start(Supervisor([StartBoom], platform.connect).run)
+        sup.start_conversation_nowait("c1", "start-boom")
+        with trio.fail_after(600), pytest.raises(ConversationFailedError) as failed:
+            await platform.peer("c1").call_tool("1", "x", {})
+        nursery.cancel_scope.cancel()
+    message = str(failed.value)
+    assert "conversation 'c1' ended before a reply to call '1' came, after 3 restart(s)" in message
+    assert "over its restart budget" in message
+    assert message.endswith("last error: RuntimeError: start boom")
+
+
+async def test_call_tool_raises_when_the_tool_called_hook_fails_every_run(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    settings = SupervisorSettings(restart_budget=1)
+    platform = MemoryPlatform()
+    async with trio.open_nursery() as nursery:
+        sup = await nursery.start(Supervisor([CalledBoom], platform.connect, settings=settings).run)
+        sup.start_conversation_nowait("c1", "called-boom")
+        peer = platform.peer("c1")
+        with trio.fail_after(600), pytest.raises(ConversationFailedError) as failed:
+            # Each new actor is asked again (the call is redelivered as a platform would).
+            for attempt in range(5):
+                await peer.call_tool(f"call-{attempt}", "x", {})
+        nursery.cancel_scope.cancel()
+    assert "after 1 restart(s)" in str(failed.value)
+    assert str(failed.value).endswith("last error: RuntimeError: no calls to x")
+
+
+async def test_receive_reads_what_was_sent_then_raises_once_the_platform_ended_it(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    platform = MemoryPlatform()
+    async with trio.open_nursery() as nursery:
+        sup = await nursery.start(Supervisor([Fine], platform.connect).run)
+        await sup.start_conversation("c1", "fine")
+        peer = platform.peer("c1")
+        await peer.request_tool("1", "x")
+        await peer.end()
+        assert await sup.wait_ended("c1") == "completed"
+        with trio.fail_after(60):
+            assert isinstance(await peer.receive(), ev.RegisterTools)
+            assert await peer.receive() == ev.ToolResult("1", "x", {"ok": 1})
+            with pytest.raises(ConversationOverError, match=r"'c1' is over \(the platform ended it\)"):
+                await peer.receive()
+        nursery.cancel_scope.cancel()
+
+
+async def test_a_stopped_conversation_ends_the_wait_and_a_new_one_under_its_id_is_served(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    platform = MemoryPlatform()
+    async with trio.open_nursery() as nursery:
+        sup = await nursery.start(Supervisor([Fine], platform.connect).run)
+        await sup.start_conversation("c1", "fine")
+        peer = platform.peer("c1")
+        assert isinstance(await peer.receive(), ev.RegisterTools)
+
+        async def stop_soon() -> None:
+            await trio.sleep(1)
+            sup.stop("c1")
+
+        nursery.start_soon(stop_soon)
+        with trio.fail_after(60), pytest.raises(ConversationFailedError, match="after 0 restart"):
+            await peer.receive()
+        await sup.start_conversation("c1", "fine")
+        with trio.fail_after(60):
+            assert await peer.call_tool("2", "x") == ev.ToolResult("2", "x", {"ok": 1})
+        nursery.cancel_scope.cancel()
+
+
+async def test_the_watch_leaves_no_handler_behind_once_conversations_are_over(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    supervisor_log = logging.getLogger("orchestrator.supervisor")
+    before = list(supervisor_log.handlers)
+    platform = MemoryPlatform()
+    async with trio.open_nursery() as nursery:
+        sup = await nursery.start(Supervisor([Fine], platform.connect).run)
+        await sup.start_conversation("c1", "fine")
+        assert len(supervisor_log.handlers) == len(before) + 1
+        await platform.peer("c1").end()
+        await sup.wait_ended("c1")
+        await trio.testing.wait_all_tasks_blocked()
+        assert supervisor_log.handlers == before
+        nursery.cancel_scope.cancel()
+
+
+async def test_a_connection_made_outside_a_supervisor_waits_as_before(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    platform = MemoryPlatform()
+    peer = platform.peer("c1")
+    with trio.move_on_after(5) as waited:
+        await peer.receive()
+    assert waited.cancelled_caught  # cancelled from outside: the peer's wait does not swallow it
