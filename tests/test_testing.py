@@ -8,7 +8,8 @@ runs under ``trio.fail_after``, so a wait that never ends fails rather than hang
 from __future__ import annotations
 
 import logging
-from collections.abc import Mapping
+from collections.abc import AsyncIterator, Mapping
+from contextlib import asynccontextmanager
 from typing import Any
 
 import pytest
@@ -54,16 +55,27 @@ class Fine(Agent):
         return {"ok": 1}
 
 
+@asynccontextmanager
+async def hosting(
+    agent: type[Agent], settings: SupervisorSettings | None = None
+) -> AsyncIterator[tuple[Supervisor, MemoryPlatform, trio.Nursery]]:
+    """A supervisor hosting ``agent`` on a MemoryPlatform, cancelled at the block's end."""
+    platform = MemoryPlatform()
+    async with trio.open_nursery() as nursery:
+        sup = await nursery.start(
+            Supervisor([agent], platform.connect, settings=settings or SupervisorSettings()).run
+        )
+        yield sup, platform, nursery
+        nursery.cancel_scope.cancel()
+
+
 async def test_call_tool_raises_when_a_start_hook_sends_the_conversation_over_its_budget(
     autojump_clock: trio.testing.MockClock,
 ) -> None:
-    platform = MemoryPlatform()
-    async with trio.open_nursery() as nursery:
-        sup = await nursery.start(Supervisor([StartBoom], platform.connect).run)
+    async with hosting(StartBoom) as (sup, platform, _):
         sup.start_conversation_nowait("c1", "start-boom")
         with trio.fail_after(600), pytest.raises(ConversationFailedError) as failed:
             await platform.peer("c1").call_tool("1", "x", {})
-        nursery.cancel_scope.cancel()
     message = str(failed.value)
     assert "conversation 'c1' ended before a reply to call '1' came, after 3 restart(s)" in message
     assert "over its restart budget" in message
@@ -74,16 +86,13 @@ async def test_call_tool_raises_when_the_tool_called_hook_fails_every_run(
     autojump_clock: trio.testing.MockClock,
 ) -> None:
     settings = SupervisorSettings(restart_budget=1)
-    platform = MemoryPlatform()
-    async with trio.open_nursery() as nursery:
-        sup = await nursery.start(Supervisor([CalledBoom], platform.connect, settings=settings).run)
+    async with hosting(CalledBoom, settings) as (sup, platform, _):
         sup.start_conversation_nowait("c1", "called-boom")
         peer = platform.peer("c1")
         with trio.fail_after(600), pytest.raises(ConversationFailedError) as failed:
             # Each new actor is asked again (the call is redelivered as a platform would).
             for attempt in range(5):
                 await peer.call_tool(f"call-{attempt}", "x", {})
-        nursery.cancel_scope.cancel()
     assert "after 1 restart(s)" in str(failed.value)
     assert str(failed.value).endswith("last error: RuntimeError: no calls to x")
 
@@ -91,9 +100,7 @@ async def test_call_tool_raises_when_the_tool_called_hook_fails_every_run(
 async def test_receive_reads_what_was_sent_then_raises_once_the_platform_ended_it(
     autojump_clock: trio.testing.MockClock,
 ) -> None:
-    platform = MemoryPlatform()
-    async with trio.open_nursery() as nursery:
-        sup = await nursery.start(Supervisor([Fine], platform.connect).run)
+    async with hosting(Fine) as (sup, platform, _):
         await sup.start_conversation("c1", "fine")
         peer = platform.peer("c1")
         await peer.request_tool("1", "x")
@@ -104,15 +111,12 @@ async def test_receive_reads_what_was_sent_then_raises_once_the_platform_ended_i
             assert await peer.receive() == ev.ToolResult("1", "x", {"ok": 1})
             with pytest.raises(ConversationOverError, match=r"'c1' is over \(the platform ended it\)"):
                 await peer.receive()
-        nursery.cancel_scope.cancel()
 
 
 async def test_a_stopped_conversation_ends_the_wait_and_a_new_one_under_its_id_is_served(
     autojump_clock: trio.testing.MockClock,
 ) -> None:
-    platform = MemoryPlatform()
-    async with trio.open_nursery() as nursery:
-        sup = await nursery.start(Supervisor([Fine], platform.connect).run)
+    async with hosting(Fine) as (sup, platform, nursery):
         await sup.start_conversation("c1", "fine")
         peer = platform.peer("c1")
         assert isinstance(await peer.receive(), ev.RegisterTools)
@@ -127,7 +131,6 @@ async def test_a_stopped_conversation_ends_the_wait_and_a_new_one_under_its_id_i
         await sup.start_conversation("c1", "fine")
         with trio.fail_after(60):
             assert await peer.call_tool("2", "x") == ev.ToolResult("2", "x", {"ok": 1})
-        nursery.cancel_scope.cancel()
 
 
 async def test_the_watch_leaves_no_handler_behind_once_conversations_are_over(
@@ -135,16 +138,13 @@ async def test_the_watch_leaves_no_handler_behind_once_conversations_are_over(
 ) -> None:
     supervisor_log = logging.getLogger("orchestrator.supervisor")
     before = list(supervisor_log.handlers)
-    platform = MemoryPlatform()
-    async with trio.open_nursery() as nursery:
-        sup = await nursery.start(Supervisor([Fine], platform.connect).run)
+    async with hosting(Fine) as (sup, platform, _):
         await sup.start_conversation("c1", "fine")
         assert len(supervisor_log.handlers) == len(before) + 1
         await platform.peer("c1").end()
         await sup.wait_ended("c1")
         await trio.testing.wait_all_tasks_blocked()
         assert supervisor_log.handlers == before
-        nursery.cancel_scope.cancel()
 
 
 async def test_a_connection_made_outside_a_supervisor_waits_as_before(
