@@ -214,9 +214,10 @@ def test_sandbox_refuses_a_turn_that_expects_a_result_and_an_error(tmp_path: Pat
     )
 
 
+@pytest.mark.parametrize("flag", ["--register-timeout", "--call-timeout"])
 @pytest.mark.parametrize(("value", "why"), [("0", "is not in the range x>0"), ("inf", "is not a finite")])
-def test_sandbox_refuses_a_register_timeout_that_is_not_a_positive_finite_time(value: str, why: str) -> None:
-    assert why in _bad_flag("--register-timeout", value)
+def test_sandbox_refuses_a_timeout_not_a_positive_finite_time(flag: str, value: str, why: str) -> None:
+    assert why in _bad_flag(flag, value)
 
 
 def test_sandbox_register_timeout_ends_an_unregistered_conversation_and_the_report_says_why(

@@ -131,6 +131,7 @@ def _record_path(_ctx: click.Context, _param: click.Parameter, path: Path | None
 @click.option(
     "--call-timeout",
     type=click.FloatRange(min=0, min_open=True),
+    callback=_finite,
     default=60.0,
     show_default=True,
     help="Seconds a Conversimple tool call may go unanswered (from its first send) before it is lost.",
