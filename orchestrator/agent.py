@@ -97,9 +97,12 @@ def tool(description: str | F | None = None, *, name: str | None = None, timeout
 
 
 def _is_positive_seconds(value: object) -> bool:
-    return (
-        isinstance(value, int | float) and not isinstance(value, bool) and math.isfinite(value) and value > 0
-    )
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        return False
+    try:
+        return math.isfinite(value) and value > 0
+    except OverflowError:  # an int too large for a float
+        return False
 
 
 #: The decorator name Conversimple users know; identical to :func:`tool`.
@@ -161,9 +164,9 @@ class Agent:
     async def on_tool_completed(self, tool_name: str, result: Any) -> None:
         """A tool call finished with a result (not called for errors).
 
-        The result is cached before this runs: if the hook raises (which crashes the
-        actor), the platform's redelivery of the call is answered from the cache and
-        the tool does not run again."""
+        The result is cached even if this hook raises (which crashes the actor): the
+        platform's redelivery of the call is answered from the cache, and the tool does
+        not run again."""
 
 
 def _collect_tools(cls: type[Agent]) -> dict[str, ToolDef]:

@@ -42,6 +42,10 @@ class LinkFailed(click.ClickException):
     exit_code = 3
 
 
+_NO_ARGS: type[Exception] | tuple[()] = getattr(click.exceptions, "NoArgsIsHelpError", ())
+"""What click (8.2 on) raises to show a bare command group's help: a usage error by type."""
+
+
 class _OneLineUsage(click.Group):
     """The command group: a flag or argument click refuses (a value out of range, an
     unknown option, a missing argument, a command that does not exist) is one line too,
@@ -52,12 +56,16 @@ class _OneLineUsage(click.Group):
     ) -> click.Context:
         try:
             return super().make_context(info_name, args, parent, **extra)
+        except _NO_ARGS:
+            raise  # a bare command shows its help, as it always did
         except click.UsageError as exc:
             raise _one_line(exc) from None
 
     def invoke(self, ctx: click.Context) -> Any:
         try:
             return super().invoke(ctx)
+        except _NO_ARGS:
+            raise
         except click.UsageError as exc:
             raise _one_line(exc) from None
 

@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import logging
 import math
-import weakref
 from collections.abc import Mapping
 from typing import Any, Protocol
 
@@ -48,9 +47,6 @@ QUIET_FOR = 1.0
 """Seconds after a refusal's line in which refusals for the same reason are only counted:
 a full host refuses every announcement, and one line each would be a flood."""
 
-_held: weakref.WeakKeyDictionary[Supervisor, dict[str, tuple[float, int]]] = weakref.WeakKeyDictionary()
-"""Per supervisor and reason: until when lines are held back, and how many were."""
-
 
 def admit(
     supervisor: Supervisor,
@@ -71,9 +67,7 @@ def admit(
     except AdmissionError as exc:
         reason = exc.reason
         now = trio.current_time()
-        held = _held.get(supervisor)
-        if held is None:
-            held = _held[supervisor] = {}
+        held = supervisor.refusal_lines
         until, count = held.get(reason, (-math.inf, 0))
         if now < until:
             held[reason] = (until, count + 1)

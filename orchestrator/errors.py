@@ -153,6 +153,13 @@ class LinkTimeout(LinkError):
     """Connect, join or heartbeat took too long."""
 
 
+def describe_error(exc: BaseException) -> str:
+    """``Type: message`` of ``exc``, looking through groups of one (a nursery's)."""
+    while isinstance(exc, BaseExceptionGroup) and len(exc.exceptions) == 1:
+        exc = exc.exceptions[0]
+    return f"{type(exc).__name__}: {exc}"
+
+
 def first_error(error: BaseException) -> BaseException:
     """The first exception inside (nested) exception groups, or ``error`` itself: what a
     command reports when trio hands it a group."""

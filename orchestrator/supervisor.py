@@ -40,6 +40,7 @@ from .errors import (
     ConversationNotFoundError,
     MailboxClosedError,
     MailboxFullError,
+    describe_error,
 )
 from .events import ConversationEnded, InboundEvent
 from .logs import agent_id_var, conversation_id_var
@@ -105,6 +106,9 @@ class Supervisor:
         self._rejected: dict[str, int] = {}
         self._by_state: dict[str, int] = dict.fromkeys(STATES, 0)
         self._end_watchers: list[Callable[[str, str], object]] = []
+        self.refusal_lines: dict[str, tuple[float, int]] = {}
+        """Per refusal reason, until when :func:`~orchestrator.dispatcher.admit` only counts
+        refusals, and how many it has counted (its log lines are one a second a reason)."""
 
     # ------------------------------------------------------------ lifecycle
 
@@ -252,7 +256,7 @@ class Supervisor:
                     return
                 except Exception as exc:  # the supervisor decides on a restart here
                     reason = CRASH
-                    log.warning("actor crashed: %s", _describe(exc), exc_info=exc)
+                    log.warning("actor crashed: %s", describe_error(exc), exc_info=exc)
                 ran = trio.current_time() - began
                 if exit_ is ActorExit.STOPPED or slot.stop_requested:
                     if slot.restart_requested and not self.draining:
@@ -508,9 +512,3 @@ class _Started:
 
 def _plural(count: int, noun: str) -> str:
     return f"{count} {noun}" if count == 1 else f"{count} {noun}s"
-
-
-def _describe(exc: BaseException) -> str:
-    while isinstance(exc, BaseExceptionGroup) and len(exc.exceptions) == 1:
-        exc = exc.exceptions[0]
-    return f"{type(exc).__name__}: {exc}"

@@ -36,7 +36,13 @@ import trio
 
 from . import events as ev
 from .connection import Deliver
-from .errors import ConversationFailedError, ConversationOverError, LinkClosedError, LinkError
+from .errors import (
+    ConversationFailedError,
+    ConversationOverError,
+    LinkClosedError,
+    LinkError,
+    describe_error,
+)
 from .store import ConversationRecord
 
 
@@ -64,6 +70,8 @@ class MemoryPeer:
     _verdict: str | None = attrs.field(init=False, default=None, repr=False)
     _last_error: str | None = attrs.field(init=False, default=None, repr=False)
     _waits: set[trio.CancelScope] = attrs.field(init=False, factory=set, repr=False)
+    _taken: set[str] = attrs.field(init=False, factory=set, repr=False)
+    """The call ids of requests an actor took off the link (see call_tool)."""
 
     def __attrs_post_init__(self) -> None:
         self._to_actor, self._from_platform = trio.open_memory_channel(self.buffer)
@@ -108,13 +116,16 @@ class MemoryPeer:
         ConversationOverError if the platform ended it first.
         """
         request = ev.ToolCallRequest(call_id, tool_name, dict(arguments or {}), timeout_seconds)
+        self._taken.discard(call_id)
         await self.send(request)
         connects = self.connects
         while True:
             out = await self._receive(f"a reply to call {call_id!r}", connects)
-            if out is None:  # a new actor, and no reply from the old one: it may have lost the call
+            if out is None:  # a new actor, and no reply from the old one
                 connects = self.connects
-                await self.send(request)
+                if call_id in self._taken:  # the old one took the request: it may have lost it
+                    self._taken.discard(call_id)
+                    await self.send(request)  # (one still queued goes to the new actor as it is)
             elif isinstance(out, ev.ToolResult | ev.ToolFailure) and out.call_id == call_id:
                 return out
 
@@ -237,6 +248,8 @@ class MemoryPeer:
             event = await self._from_platform.receive()
             if event is None:  # a wake-up for a pulled connection: nothing to deliver
                 continue
+            if isinstance(event, ev.ToolCallRequest):
+                self._taken.add(event.call_id)
             if isinstance(event, LinkError):
                 raise event
             await deliver(event)
@@ -294,6 +307,8 @@ class MemoryConnection:
             await trio.sleep_forever()
         if event is None:
             self._woken = False
+        elif isinstance(event, ev.ToolCallRequest):
+            self.peer._taken.add(event.call_id)
         elif isinstance(event, ev.ConversationEnded):
             self._done.set()
         return event
@@ -397,15 +412,9 @@ class _SupervisorNotes(logging.Handler):
             return
         error = record.exc_info[1] if record.exc_info else None
         if error is not None:
-            peer._last_error = _describe(error)
+            peer._last_error = describe_error(error)
         else:
             peer._verdict = record.getMessage()
-
-
-def _describe(exc: BaseException) -> str:
-    while isinstance(exc, BaseExceptionGroup) and len(exc.exceptions) == 1:
-        exc = exc.exceptions[0]
-    return f"{type(exc).__name__}: {exc}"
 
 
 @attrs.define(eq=False)

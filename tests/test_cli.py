@@ -52,6 +52,12 @@ def test_a_flag_or_argument_click_refuses_is_one_line(argv: list[str], line: str
     assert result.stdout == ""
 
 
+def test_the_bare_command_shows_its_help_not_an_error() -> None:
+    result = CliRunner().invoke(main, [], prog_name="orchestrator")
+    assert "Usage: orchestrator [OPTIONS] COMMAND" in result.output
+    assert "Error" not in result.output
+
+
 def test_the_log_format_takes_any_case_as_the_log_level_does() -> None:
     # Parsed, so the run goes on to the agent spec, which is what it refuses.
     result = CliRunner().invoke(main, ["run", "--log-format", "JSON", "--log-level", "DEBUG", "nowhere.py:A"])

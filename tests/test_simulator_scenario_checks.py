@@ -75,6 +75,11 @@ def write(folder: Path, extra: str, *, top: str = "") -> Path:
         ("max_messages = true", "", "scenario 'x': max_messages: expected an integer, got true"),
         ("reply_delay = 'fast'", "", "scenario 'x': reply_delay: expected a number, got 'fast'"),
         ("idle_timeout = 0", "", "scenario 'x': idle_timeout: must be positive, got 0"),
+        (  # an integer too large for a float: was an OverflowError traceback
+            f"idle_timeout = 1{'0' * 400}",
+            "",
+            f"scenario 'x': idle_timeout: expected a finite number, got 1{'0' * 56}...",
+        ),
         ("end_on_outcome = 1", "", "scenario 'x': end_on_outcome: expected true or false, got 1"),
         ("intent = 5", "", "scenario 'x': intent: expected a string, got 5"),
         ("", "samples = true\n", "samples: expected an integer, got true"),
@@ -277,3 +282,32 @@ def test_a_changed_agent_reruns_instead_of_resuming_and_says_why(tmp_path: Path)
     assert "2 earlier results not resumed: their scenario changed" in edited and "2/2 passed" in edited
     records = [json.loads(line) for line in (out / "transcripts.jsonl").read_text().splitlines()]
     assert [r["result"]["conversation"]["messages"][1]["content"] for r in records[-2:]] == ["HI!", "HI!"]
+
+
+def test_the_fingerprint_covers_what_the_agents_module_takes_from_its_folder(tmp_path: Path) -> None:
+    # A prompt string imported from a sibling module changed nothing in the fingerprint, so
+    # results the old prompt produced were resumed.
+    (tmp_path / "prompts.py").write_text("GREETING = 'hello'\n")
+    (tmp_path / "greeter.py").write_text(
+        "from orchestrator import Agent\nfrom prompts import GREETING\n\n"
+        "class Greeter(Agent):\n    agent_id = 'greeter'\n\n"
+        "    async def on_message(self, message: str) -> str:\n        return GREETING\n"
+    )
+    script = (
+        "import sys\nfrom pathlib import Path\nsys.path.insert(0, sys.argv[1])\n"
+        "from orchestrator.simulator.agents import agent_fingerprint, load_agent_class\n"
+        "agent = load_agent_class('greeter.py:Greeter', Path(sys.argv[1]))\n"
+        "print(agent_fingerprint(agent, 'greeter.py:Greeter'))\n"
+    )
+
+    def fingerprint() -> str:
+        run = subprocess.run(
+            [sys.executable, "-c", script, str(tmp_path)], capture_output=True, text=True, timeout=60
+        )
+        assert run.returncode == 0, run.stderr
+        return run.stdout.strip()
+
+    before = fingerprint()
+    assert fingerprint() == before
+    (tmp_path / "prompts.py").write_text("GREETING = 'good day'\n")
+    assert fingerprint() != before

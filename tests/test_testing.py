@@ -155,3 +155,35 @@ async def test_a_connection_made_outside_a_supervisor_waits_as_before(
     with trio.move_on_after(5) as waited:
         await peer.receive()
     assert waited.cancelled_caught  # cancelled from outside: the peer's wait does not swallow it
+
+
+class SlowStartBoom(Agent):
+    agent_id = "slow-start-boom"
+    crashed = False
+
+    @tool("Say ok")
+    async def x(self) -> dict[str, int]:
+        return {"ok": 1}
+
+    async def on_conversation_started(self, conversation: ConversationRecord) -> None:
+        if not SlowStartBoom.crashed:  # the first actor crashes before it reads its link
+            SlowStartBoom.crashed = True
+            await trio.sleep(0.01)
+            raise RuntimeError("start boom")
+
+
+async def test_a_request_the_crashed_actor_never_read_is_not_sent_twice(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    # call_tool sent its request again to the restarted actor although the first copy was
+    # still queued: the new actor read both, and the cache's answer to the second was left
+    # for the test's next receive().
+    settings = SupervisorSettings(backoff_min=0.05, backoff_max=0.05)
+    async with hosting(SlowStartBoom, settings) as (sup, platform, _):
+        sup.start_conversation_nowait("c1", "slow-start-boom")
+        peer = platform.peer("c1")
+        with trio.fail_after(60):
+            assert await peer.call_tool("1", "x") == ev.ToolResult("1", "x", {"ok": 1})
+        await trio.sleep(1)
+        with pytest.raises(trio.WouldBlock):
+            peer.receive_nowait()

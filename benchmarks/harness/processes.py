@@ -313,7 +313,7 @@ def _redact_file(path: Path) -> None:
 CHILDREN_EVERY = 1.0
 """Seconds between two of the sampler's looks for the system's child processes
 (``--workers``): psutil finds them by reading every process's ``/proc/PID/stat``, about
-a millisecond on a quiet machine. Looked for at every 100 ms sample, twice, that was 3 to 4 %
+a millisecond on a quiet machine. Looked for at every 100 ms sample, twice, that was 3.2 to 5 %
 of a CPU taken from the two processes a round measures, on a machine they keep busy."""
 
 

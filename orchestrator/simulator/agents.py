@@ -21,7 +21,6 @@ import hashlib
 import inspect
 import json
 import sys
-import types
 from collections.abc import AsyncIterator, Callable, Iterable, Mapping
 from contextlib import aclosing
 from pathlib import Path
@@ -205,8 +204,13 @@ def load_agent_class(spec: str, base_dir: Path | None = None) -> Any:
     return load_object(spec, base_dir)
 
 
+_INSTALLED = tuple({Path(p).resolve() for p in (sys.prefix, sys.base_prefix)})
+"""Where installed packages live (a virtualenv inside the project's folder included)."""
+
+
 def _project_file(module_name: object) -> Path | None:
-    """The file of the module named ``module_name``, unless orchestrator's or the standard library's."""
+    """The file of the module named ``module_name``, unless orchestrator's, the standard
+    library's or an installed package's."""
     if not isinstance(module_name, str):
         return None
     top = module_name.partition(".")[0]
@@ -214,12 +218,15 @@ def _project_file(module_name: object) -> Path | None:
     path = getattr(module, "__file__", None)
     if top == "orchestrator" or top in sys.stdlib_module_names or not isinstance(path, str):
         return None
-    return Path(path).resolve()
+    resolved = Path(path).resolve()
+    if "site-packages" in resolved.parts or any(resolved.is_relative_to(p) for p in _INSTALLED):
+        return None
+    return resolved
 
 
 def _source_files(agent: object) -> set[Path]:
     """The project's files that define ``agent``: the modules of its class and base classes,
-    and the modules of its own module's folder tree that that module imports from."""
+    and every module loaded from its own module's folder tree."""
     classes = inspect.getmro(agent) if isinstance(agent, type) else (agent,)
     found = (_project_file(getattr(klass, "__module__", None)) for klass in classes)
     files = {path for path in found if path is not None}
@@ -227,8 +234,9 @@ def _source_files(agent: object) -> set[Path]:
     own, own_file = sys.modules.get(own_name or ""), _project_file(own_name)
     if own is None or own_file is None:
         return files
-    for value in vars(own).values():
-        name = value.__name__ if isinstance(value, types.ModuleType) else getattr(value, "__module__", None)
+    # Every module loaded from the agent's folder tree: what it imports, and what those
+    # import (a prompt string from prompts.py counts as much as a class).
+    for name in list(sys.modules):
         path = _project_file(name)
         if path is not None and path.is_relative_to(own_file.parent):
             files.add(path)

@@ -76,13 +76,21 @@ def number(value: Any, where: str, *, minimum: float | None = None, positive: bo
     """``value`` as a float if it is a finite number (not a boolean), positive if asked."""
     if isinstance(value, bool) or not isinstance(value, int | float):
         raise expected(where, "a number", value)
-    if not math.isfinite(value):
+    if not _finite(value):
         raise expected(where, "a finite number", value)
     if positive and value <= 0:
         raise ScenarioError(f"{where}: must be positive, got {value:g}")
     if minimum is not None and value < minimum:
         raise ScenarioError(f"{where}: must be at least {minimum:g}, got {value:g}")
     return float(value)
+
+
+def _finite(value: float) -> bool:
+    """Whether ``value`` is a finite float (an int too large for a float is not)."""
+    try:
+        return math.isfinite(value)
+    except OverflowError:
+        return False
 
 
 def flag(value: Any, where: str) -> bool:
@@ -127,7 +135,11 @@ class Table:
             return f"[defaults] {key}"
         if not self.path:
             return key
-        return f"{self.path} {key}" if self.path.startswith("[") else f"{self.path}.{key}"
+        return (
+            f"{self.path} {key}"
+            if self.path.endswith("]") and self.path.startswith("[")
+            else f"{self.path}.{key}"
+        )
 
     def check_keys(self, known: Collection[str]) -> None:
         """Raise ScenarioError for a key not in ``known``, suggesting the closest."""
