@@ -31,7 +31,7 @@ import re
 import tomllib
 import types
 import typing
-from collections.abc import Callable, Mapping
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any, Literal
 
@@ -43,7 +43,6 @@ from .errors import ConfigError
 from .mailbox import OverflowPolicy
 from .protocols.codec import MAX_DEPTH as MAX_JSON_DEPTH
 from .supervision import SupervisorSettings
-from .tools import ToolSettings
 
 PlatformKind = Literal["conversimple", "arinova"]
 
@@ -467,36 +466,9 @@ def _check_range(item: _Value, value: Any) -> None:
     raise ConfigError(f"{item.where}: must be {bounds.describe()}, got {shown}")
 
 
-def _tool_timeouts(fields: Mapping[str, Any]) -> str | None:
-    low, default, high = fields["min_timeout"], fields["default_timeout"], fields["max_timeout"]
-    if 0 < low <= default <= high:
-        return None
-    return (
-        f"0 < min_timeout ({low!r}) <= default_timeout ({default!r}) <= max_timeout ({high!r}) does not hold"
-    )
-
-
-#: Rules across a class's fields checked here, before the class's own check, so that the
-#: error shows the values in force (the class's message cannot: it names no source).
-RULES: dict[type[Any], tuple[Callable[[Mapping[str, Any]], str | None], ...]] = {
-    ToolSettings: (_tool_timeouts,),
-}
-
-
 def _construct(klass: type[Any], label: str, values: dict[str, Any], given: dict[str, _Value]) -> Any:
     """``klass(**values)``; a rule across fields that fails names the sources of the fields it names."""
     try:
-        rules = RULES.get(klass, ())
-        if rules:
-            defaults = {
-                field.name: field.default
-                for field in attrs.fields(klass)
-                if not isinstance(field.default, attrs.Factory)  # type: ignore[arg-type]
-            }
-            for rule in rules:
-                broken = rule({**defaults, **values})
-                if broken is not None:
-                    raise ValueError(broken)
         return klass(**values)
     except ValueError as exc:
         message = str(exc)

@@ -56,8 +56,13 @@ class ToolSettings:
     blocking_warn_after: float = 0.1
 
     def __attrs_post_init__(self) -> None:
-        if not 0 < self.min_timeout <= self.default_timeout <= self.max_timeout:
-            raise ValueError("tool timeouts must satisfy 0 < min <= default <= max")
+        low, default, high = self.min_timeout, self.default_timeout, self.max_timeout
+        if not 0 < low <= default <= high:
+            # The keys by name: a settings file's error adds where each value came from.
+            raise ValueError(
+                f"0 < min_timeout ({low!r}) <= default_timeout ({default!r}) <= max_timeout ({high!r}) "
+                "does not hold"
+            )
         if min(self.max_concurrent_calls, self.result_cache_size, self.threads_per_conversation) < 1:
             raise ValueError(
                 "max_concurrent_calls, threads_per_conversation and result_cache_size must be at least 1"
